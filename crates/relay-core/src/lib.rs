@@ -1,0 +1,32 @@
+//! The pure core of matrix-relay.
+//!
+//! Everything here is synchronous and deterministic: no sockets, files,
+//! threads, clocks or OS randomness. Time comes in as [`Instant`] (monotonic)
+//! and [`UnixMillis`] (wall clock, where the protocol needs it); the adapters
+//! perform the effects the state machines ask for and report the results back.
+//!
+//! - [`id`]: server names, user IDs, transaction IDs, entry IDs, key IDs.
+//! - [`canonical`], [`b64`], [`signing`], [`xmatrix`], [`auth`]: Matrix
+//!   canonical JSON, signing keys, the `X-Matrix` header and request
+//!   authentication.
+//! - [`request`]: routing of raw request targets.
+//! - [`relay`]: the relay server machine.
+//! - [`store`]: the records the machines ask the storage adapter to keep.
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+pub mod auth;
+pub mod b64;
+pub mod canonical;
+pub mod error;
+pub mod id;
+pub mod relay;
+pub mod request;
+pub mod signing;
+pub mod store;
+mod time;
+pub mod xmatrix;
+
+pub use error::{ErrCode, MatrixError};
+pub use id::{EntryId, KeyId, ServerName, TxnId, UserId};
+pub use time::{Instant, UnixMillis};

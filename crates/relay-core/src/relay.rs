@@ -1,0 +1,1 @@
+//! The relay server machine.

@@ -1,0 +1,1 @@
+//! Routing of raw request targets.
