@@ -1,1 +1,60 @@
-fn main() {}
+//! `matrix-relay`: a Matrix federation relay server and its tools.
+#![forbid(unsafe_code)]
+
+mod keys;
+mod serve;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// Store-and-forward of Matrix federation transactions for peer-to-peer
+/// nodes that are often offline.
+#[derive(Parser, Debug)]
+#[command(name = "matrix-relay", version, about, long_about = None)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Write a new ed25519 signing key in Synapse's one-line format.
+    Keygen {
+        /// Where to write the key; an existing file is never overwritten.
+        #[arg(long)]
+        out: PathBuf,
+        /// The key ID, `ed25519:<version>` (default: from the public key).
+        #[arg(long)]
+        key_id: Option<String>,
+    },
+    /// Run the relay server.
+    Serve(Box<serve::ServeArgs>),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging();
+    let result = match cli.command {
+        Command::Keygen { out, key_id } => keys::keygen(&out, key_id.as_deref()),
+        Command::Serve(args) => serve::serve(*args),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("matrix-relay: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("RUST_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
+}

@@ -3,13 +3,13 @@
 
 use std::collections::HashMap;
 
-use serde_json::Value;
+use serde_json::{Map, Value};
 
-use crate::canonical::CanonicalJsonError;
+use crate::canonical::{CanonicalJsonError, to_canonical_string};
 use crate::id::{KeyId, ServerName};
 use crate::signing::{SigningKey, VerifyKey};
 use crate::time::UnixMillis;
-use crate::xmatrix::XMatrixError;
+use crate::xmatrix::{XMatrix, XMatrixError};
 
 /// Where verify keys of other servers come from.
 ///
@@ -49,14 +49,43 @@ impl KeyRing {
     }
 
     /// Parses `NAME=ed25519:ID:BASE64` (the `--trusted-key` form).
+    ///
+    /// `NAME` ends at the first `=`; the rest splits at its first two `:`,
+    /// so `ID` cannot contain `:` while `BASE64` may be padded.
     pub fn parse_trusted(spec: &str) -> Result<(ServerName, KeyId, VerifyKey), TrustedKeyError> {
-        todo!("{spec}")
+        let parsed = || {
+            let (name, key) = spec.split_once('=')?;
+            let mut parts = key.splitn(3, ':');
+            let (alg, version, b64) = (parts.next()?, parts.next()?, parts.next()?);
+            if alg != "ed25519" {
+                return None;
+            }
+            Some((
+                ServerName::parse(name).ok()?,
+                KeyId::ed25519(version).ok()?,
+                VerifyKey::from_base64(b64)?,
+            ))
+        };
+        parsed().ok_or_else(|| TrustedKeyError(spec.to_owned()))
     }
 }
 
 impl KeyLookup for KeyRing {
-    fn verify_key(&self, origin: &ServerName, key_id: &KeyId, _at: UnixMillis) -> Option<VerifyKey> {
-        todo!("{origin}{key_id}")
+    /// Pinned keys first; then, with P2P names on, the key a 64-hex `origin`
+    /// spells, for any `ed25519:*` key ID. Neither expires, so `at` is unused.
+    fn verify_key(
+        &self,
+        origin: &ServerName,
+        key_id: &KeyId,
+        _at: UnixMillis,
+    ) -> Option<VerifyKey> {
+        if let Some(key) = self.pinned.get(origin).and_then(|keys| keys.get(key_id)) {
+            return Some(*key);
+        }
+        if self.p2p && key_id.algorithm() == "ed25519" {
+            return origin.p2p_public_key().map(VerifyKey);
+        }
+        None
     }
 }
 
@@ -115,7 +144,15 @@ pub fn request_json(
     destination: &str,
     content: Option<&Value>,
 ) -> Value {
-    todo!("{method}{uri}{origin}{destination}{content:?}")
+    let mut object = Map::new();
+    object.insert("method".to_owned(), Value::from(method));
+    object.insert("uri".to_owned(), Value::from(uri));
+    object.insert("origin".to_owned(), Value::from(origin));
+    object.insert("destination".to_owned(), Value::from(destination));
+    if let Some(content) = content {
+        object.insert("content".to_owned(), content.clone());
+    }
+    Value::Object(object)
 }
 
 /// The `Authorization` header value for a request from `origin` to
@@ -128,23 +165,54 @@ pub fn sign_request(
     uri: &str,
     content: Option<&Value>,
 ) -> Result<String, CanonicalJsonError> {
-    todo!("{key:?}{origin}{destination}{method}{uri}{content:?}")
+    let object = request_json(method, uri, origin.as_str(), destination.as_str(), content);
+    let sig = key.sign(to_canonical_string(&object)?.as_bytes());
+    let header = XMatrix {
+        origin: origin.as_str().to_owned(),
+        destination: Some(destination.as_str().to_owned()),
+        key: key.key_id().as_str().to_owned(),
+        sig,
+    };
+    Ok(header.to_string())
 }
 
 /// Verification steps 1 and 2: finds the `X-Matrix` header among
 /// `authorization` values, parses it, and checks that its `destination`,
 /// when present, is `our_name`.
+///
+/// The first value whose scheme is `X-Matrix` counts; others are ignored.
 pub fn parse_authorization<'a>(
     authorization: impl IntoIterator<Item = &'a str>,
     our_name: &ServerName,
 ) -> Result<Claimed, AuthError> {
-    let _ = (authorization.into_iter().count(), our_name);
-    todo!()
+    let header = authorization
+        .into_iter()
+        .map(XMatrix::parse)
+        .find(|parsed| !matches!(parsed, Err(XMatrixError::Scheme)))
+        .ok_or(AuthError::Missing)??;
+    let origin = ServerName::parse(&header.origin).map_err(|_| AuthError::BadOrigin)?;
+    let key_id = KeyId::parse(&header.key).map_err(|_| AuthError::BadKeyId)?;
+    if header
+        .destination
+        .as_deref()
+        .is_some_and(|destination| destination != our_name.as_str())
+    {
+        return Err(AuthError::WrongDestination);
+    }
+    Ok(Claimed {
+        origin,
+        key_id,
+        sig: header.sig,
+    })
 }
 
 /// Verification steps 4 and 5: resolves the claimed key and checks the
 /// signature over the request as received (`uri` raw, `content` the parsed
 /// body when the body is non-empty).
+///
+/// A key ID of another algorithm than ed25519 is an unknown key; a signature
+/// that is not base64 of 64 bytes, or a `content` without a canonical form,
+/// is a bad signature.
 pub fn verify_claimed(
     claimed: &Claimed,
     our_name: &ServerName,
@@ -154,5 +222,448 @@ pub fn verify_claimed(
     keys: &impl KeyLookup,
     at: UnixMillis,
 ) -> Result<(), AuthError> {
-    todo!("{claimed:?}{our_name}{method}{uri}{content:?}{}{at:?}", keys.verify_key(our_name, &claimed.key_id, at).is_some())
+    let unknown = || AuthError::UnknownKey {
+        origin: claimed.origin.clone(),
+        key_id: claimed.key_id.clone(),
+    };
+    if claimed.key_id.algorithm() != "ed25519" {
+        return Err(unknown());
+    }
+    let key = keys
+        .verify_key(&claimed.origin, &claimed.key_id, at)
+        .ok_or_else(unknown)?;
+    let bad = || AuthError::BadSignature {
+        origin: claimed.origin.clone(),
+        key_id: claimed.key_id.clone(),
+    };
+    let object = request_json(
+        method,
+        uri,
+        claimed.origin.as_str(),
+        our_name.as_str(),
+        content,
+    );
+    let signed = to_canonical_string(&object).map_err(|_| bad())?;
+    key.verify(signed.as_bytes(), &claimed.sig)
+        .map_err(|_| bad())
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    const SPEC_SEED: &str = "YJDBA9Xnr2sVqXD9Vj7XVUnmFZcZrlw8Md7kMW+3XA1";
+    const SPEC_PUBLIC: &str = "XGX0JRS2Af3be3knz2fBiRbApjm2Dh61gXDJA8kcJNI";
+    const P2P_NAME: &str = "5c65f42514b601fddb7b7927cf67c18916c0a639b60e1eb58170c903c91c24d2";
+    const URI_A: &str = "/_matrix/federation/v1/send_relay/txn1/@alice:dest.example";
+    const SIG_A: &str =
+        "STBA1xu0p9jKYatO5IAB/Um7OEkoMewBqfy6Anp5JbAOubPnQvKeAl3yn0wEw0IMPo5QVBTzKVOaFZxsV78FBA";
+    const SIG_B: &str =
+        "gE/9/hruZZSqaGhXDxFlZ+r/Wa2Q1JlNkE5aZ0nGABBrAQcd1ZhExBXiTcnEK+wbW9jXtpIPhl/o8tLwCZx0CA";
+    const AT: UnixMillis = UnixMillis(1_700_000_000_000);
+
+    fn name(s: &str) -> ServerName {
+        ServerName::parse(s).unwrap()
+    }
+
+    fn key_id(s: &str) -> KeyId {
+        KeyId::parse(s).unwrap()
+    }
+
+    fn spec_key(version: &str) -> SigningKey {
+        SigningKey::parse_synapse(&format!("ed25519 {version} {SPEC_SEED}")).unwrap()
+    }
+
+    fn relay() -> ServerName {
+        name("relay.example")
+    }
+
+    fn content_a() -> Value {
+        json!({"origin": "origin.example", "origin_server_ts": 1, "pdus": [], "edus": []})
+    }
+
+    fn uri_b() -> String {
+        format!("/_matrix/federation/v1/relay_txn/@alice:{P2P_NAME}")
+    }
+
+    fn header_a() -> String {
+        format!(
+            r#"X-Matrix origin="origin.example",destination="relay.example",key="ed25519:1",sig="{SIG_A}""#
+        )
+    }
+
+    /// A ring that pins the spec key for `origin.example` as `ed25519:1`.
+    fn ring_a() -> KeyRing {
+        let mut ring = KeyRing::new(false);
+        ring.pin(
+            name("origin.example"),
+            key_id("ed25519:1"),
+            spec_key("1").verify_key(),
+        );
+        ring
+    }
+
+    /// Parses and verifies in one go, as the relay does.
+    fn authenticate(
+        headers: &[&str],
+        method: &str,
+        uri: &str,
+        content: Option<&Value>,
+        keys: &impl KeyLookup,
+    ) -> Result<Claimed, AuthError> {
+        let claimed = parse_authorization(headers.iter().copied(), &relay())?;
+        verify_claimed(&claimed, &relay(), method, uri, content, keys, AT)?;
+        Ok(claimed)
+    }
+
+    #[test]
+    fn vector_a_signs_and_verifies() {
+        let object = request_json(
+            "PUT",
+            URI_A,
+            "origin.example",
+            "relay.example",
+            Some(&content_a()),
+        );
+        assert_eq!(
+            crate::canonical::to_canonical_string(&object).unwrap(),
+            concat!(
+                r#"{"content":{"edus":[],"origin":"origin.example","origin_server_ts":1,"pdus":[]},"#,
+                r#""destination":"relay.example","method":"PUT","origin":"origin.example","#,
+                r#""uri":"/_matrix/federation/v1/send_relay/txn1/@alice:dest.example"}"#
+            )
+        );
+        let header = sign_request(
+            &spec_key("1"),
+            &name("origin.example"),
+            &relay(),
+            "PUT",
+            URI_A,
+            Some(&content_a()),
+        )
+        .unwrap();
+        assert_eq!(header, header_a());
+        let claimed =
+            authenticate(&[&header], "PUT", URI_A, Some(&content_a()), &ring_a()).unwrap();
+        assert_eq!(claimed.origin, name("origin.example"));
+        assert_eq!(claimed.key_id, key_id("ed25519:1"));
+        assert_eq!(claimed.sig, SIG_A);
+    }
+
+    #[test]
+    fn vector_b_verifies_through_p2p_names() {
+        let content = json!({"entry_id": 0});
+        let key = spec_key("dendrite-demo-yggdrasil");
+        assert_eq!(key.verify_key().to_hex(), P2P_NAME);
+        let header = sign_request(
+            &key,
+            &name(P2P_NAME),
+            &relay(),
+            "GET",
+            &uri_b(),
+            Some(&content),
+        )
+        .unwrap();
+        assert_eq!(
+            header,
+            format!(
+                r#"X-Matrix origin="{P2P_NAME}",destination="relay.example",key="ed25519:dendrite-demo-yggdrasil",sig="{SIG_B}""#
+            )
+        );
+        // Dendrite's own order of parameters.
+        let dendrite = format!(
+            r#"X-Matrix origin="{P2P_NAME}",key="ed25519:dendrite-demo-yggdrasil",sig="{SIG_B}",destination="relay.example""#
+        );
+        let p2p = KeyRing::new(true);
+        let claimed = authenticate(&[&dendrite], "GET", &uri_b(), Some(&content), &p2p).unwrap();
+        assert_eq!(claimed.origin, name(P2P_NAME));
+        assert_eq!(
+            authenticate(
+                &[&dendrite],
+                "GET",
+                &uri_b(),
+                Some(&content),
+                &KeyRing::new(false)
+            ),
+            Err(AuthError::UnknownKey {
+                origin: name(P2P_NAME),
+                key_id: key_id("ed25519:dendrite-demo-yggdrasil"),
+            })
+        );
+    }
+
+    #[test]
+    fn key_ring_lookup_order() {
+        let hex = name(P2P_NAME);
+        let spec = spec_key("1").verify_key();
+        let other = SigningKey::from_seed(key_id("ed25519:x"), [3; 32]).verify_key();
+        let p2p = KeyRing::new(true);
+        assert_eq!(
+            p2p.verify_key(&hex, &key_id("ed25519:any_version"), AT),
+            Some(spec)
+        );
+        assert_eq!(p2p.verify_key(&hex, &key_id("curve25519:1"), AT), None);
+        assert_eq!(
+            p2p.verify_key(&name(&P2P_NAME.to_uppercase()), &key_id("ed25519:1"), AT),
+            None
+        );
+        assert_eq!(
+            p2p.verify_key(&name("origin.example"), &key_id("ed25519:1"), AT),
+            None
+        );
+        assert_eq!(
+            KeyRing::new(false).verify_key(&hex, &key_id("ed25519:1"), AT),
+            None
+        );
+        assert_eq!(
+            KeyRing::default().verify_key(&hex, &key_id("ed25519:1"), AT),
+            None
+        );
+
+        let mut pinned = KeyRing::new(true);
+        pinned.pin(hex.clone(), key_id("ed25519:1"), other);
+        assert_eq!(
+            pinned.verify_key(&hex, &key_id("ed25519:1"), AT),
+            Some(other)
+        );
+        assert_eq!(
+            pinned.verify_key(&hex, &key_id("ed25519:2"), AT),
+            Some(spec)
+        );
+        let ring = ring_a();
+        assert_eq!(
+            ring.verify_key(&name("origin.example"), &key_id("ed25519:1"), AT),
+            Some(spec)
+        );
+        assert_eq!(
+            ring.verify_key(&name("origin.example"), &key_id("ed25519:2"), AT),
+            None
+        );
+        assert_eq!(
+            ring.verify_key(&name("other.example"), &key_id("ed25519:1"), AT),
+            None
+        );
+    }
+
+    #[test]
+    fn trusted_key_specs() {
+        let spec = spec_key("1").verify_key();
+        for ok in [
+            format!("origin.example=ed25519:1:{SPEC_PUBLIC}"),
+            format!("origin.example=ed25519:1:{SPEC_PUBLIC}="),
+        ] {
+            assert_eq!(
+                KeyRing::parse_trusted(&ok),
+                Ok((name("origin.example"), key_id("ed25519:1"), spec)),
+                "{ok}"
+            );
+        }
+        assert_eq!(
+            KeyRing::parse_trusted(&format!("[::1]:8448=ed25519:a_B-c:{SPEC_PUBLIC}")),
+            Ok((name("[::1]:8448"), key_id("ed25519:a_B-c"), spec))
+        );
+        for bad in [
+            String::new(),
+            format!("origin.example:ed25519:1:{SPEC_PUBLIC}"),
+            format!("=ed25519:1:{SPEC_PUBLIC}"),
+            format!("exa_mple=ed25519:1:{SPEC_PUBLIC}"),
+            format!("origin.example=curve25519:1:{SPEC_PUBLIC}"),
+            format!("origin.example=ed25519:{SPEC_PUBLIC}"),
+            format!("origin.example=ed25519::{SPEC_PUBLIC}"),
+            format!("origin.example=ed25519:a:b:{SPEC_PUBLIC}"),
+            "origin.example=ed25519:1:Zm9v".to_owned(),
+            "origin.example=ed25519:1:".to_owned(),
+            "origin.example=ed25519:1:!!!".to_owned(),
+        ] {
+            assert_eq!(
+                KeyRing::parse_trusted(&bad),
+                Err(TrustedKeyError(bad.clone())),
+                "{bad}"
+            );
+        }
+    }
+
+    #[test]
+    fn empty_body_get_signs_without_content() {
+        let object = request_json("GET", "/x?a=%41", "o.example", "relay.example", None);
+        assert_eq!(
+            crate::canonical::to_canonical_string(&object).unwrap(),
+            r#"{"destination":"relay.example","method":"GET","origin":"o.example","uri":"/x?a=%41"}"#
+        );
+        let header = sign_request(
+            &spec_key("1"),
+            &name("origin.example"),
+            &relay(),
+            "GET",
+            "/x?a=%41",
+            None,
+        )
+        .unwrap();
+        assert!(authenticate(&[&header], "GET", "/x?a=%41", None, &ring_a()).is_ok());
+        // `content: {}` is a different object, and `uri` is never normalised.
+        assert!(matches!(
+            authenticate(&[&header], "GET", "/x?a=%41", Some(&json!({})), &ring_a()),
+            Err(AuthError::BadSignature { .. })
+        ));
+        assert!(matches!(
+            authenticate(&[&header], "GET", "/x?a=A", None, &ring_a()),
+            Err(AuthError::BadSignature { .. })
+        ));
+    }
+
+    #[test]
+    fn header_failures() {
+        let content = content_a();
+        let check =
+            |headers: &[&str]| authenticate(headers, "PUT", URI_A, Some(&content), &ring_a());
+        assert_eq!(check(&[]), Err(AuthError::Missing));
+        assert_eq!(
+            check(&["Bearer abc", "Basic Zm9v"]),
+            Err(AuthError::Missing)
+        );
+        assert_eq!(
+            check(&[r#"X-Matrix origin="origin.example",key="ed25519:1""#]),
+            Err(AuthError::Malformed(XMatrixError::Missing("sig")))
+        );
+        assert_eq!(
+            check(&[r#"X-Matrix origin="o"#]),
+            Err(AuthError::Malformed(XMatrixError::Syntax))
+        );
+        assert_eq!(
+            check(&[&format!(
+                r#"X-Matrix origin="exa_mple.org",key="ed25519:1",sig="{SIG_A}""#
+            )]),
+            Err(AuthError::BadOrigin)
+        );
+        assert_eq!(
+            check(&[&format!(
+                r#"X-Matrix origin="origin.example",key="ed25519",sig="{SIG_A}""#
+            )]),
+            Err(AuthError::BadKeyId)
+        );
+        assert_eq!(
+            check(&[&format!(
+                r#"X-Matrix origin="origin.example",destination="other.example",key="ed25519:1",sig="{SIG_A}""#
+            )]),
+            Err(AuthError::WrongDestination)
+        );
+        // Destination is compared case-sensitively, as server names are.
+        assert_eq!(
+            check(&[&format!(
+                r#"X-Matrix origin="origin.example",destination="RELAY.example",key="ed25519:1",sig="{SIG_A}""#
+            )]),
+            Err(AuthError::WrongDestination)
+        );
+        // Without `destination`, the signed object still names us.
+        assert!(
+            check(&[&format!(
+                r#"X-Matrix origin="origin.example",key="ed25519:1",sig="{SIG_A}""#
+            )])
+            .is_ok()
+        );
+        // The first X-Matrix header counts; other schemes are skipped.
+        assert!(check(&["Bearer abc", &header_a(), "X-Matrix broken"]).is_ok());
+        assert_eq!(
+            check(&["X-Matrix broken", &header_a()]),
+            Err(AuthError::Malformed(XMatrixError::Syntax))
+        );
+    }
+
+    #[test]
+    fn verification_failures() {
+        let content = content_a();
+        let header = header_a();
+        let origin = name("origin.example");
+        let bad = |k: &str| AuthError::BadSignature {
+            origin: origin.clone(),
+            key_id: key_id(k),
+        };
+        let unknown = |o: &ServerName, k: &str| AuthError::UnknownKey {
+            origin: o.clone(),
+            key_id: key_id(k),
+        };
+        let ring = ring_a();
+
+        let other_key =
+            format!(r#"X-Matrix origin="origin.example",key="ed25519:2",sig="{SIG_A}""#);
+        assert_eq!(
+            authenticate(&[&other_key], "PUT", URI_A, Some(&content), &ring),
+            Err(unknown(&origin, "ed25519:2"))
+        );
+        let other_origin =
+            format!(r#"X-Matrix origin="other.example",key="ed25519:1",sig="{SIG_A}""#);
+        assert_eq!(
+            authenticate(&[&other_origin], "PUT", URI_A, Some(&content), &ring),
+            Err(unknown(&name("other.example"), "ed25519:1"))
+        );
+        // Only ed25519 keys, even if something is pinned under another
+        // algorithm.
+        let mut odd = ring_a();
+        odd.pin(
+            origin.clone(),
+            key_id("curve25519:1"),
+            spec_key("1").verify_key(),
+        );
+        let curve = format!(r#"X-Matrix origin="origin.example",key="curve25519:1",sig="{SIG_A}""#);
+        assert_eq!(
+            authenticate(&[&curve], "PUT", URI_A, Some(&content), &odd),
+            Err(unknown(&origin, "curve25519:1"))
+        );
+
+        let mut tampered = content.clone();
+        tampered["origin_server_ts"] = json!(2);
+        for (method, uri, body) in [
+            ("POST", URI_A, Some(&content)),
+            ("put", URI_A, Some(&content)),
+            (
+                "PUT",
+                "/_matrix/federation/v1/send_relay/txn2/@alice:dest.example",
+                Some(&content),
+            ),
+            (
+                "PUT",
+                "/_matrix/federation/v1/send_relay/txn1/%40alice%3Adest.example",
+                Some(&content),
+            ),
+            ("PUT", URI_A, Some(&tampered)),
+            ("PUT", URI_A, None),
+        ] {
+            assert_eq!(
+                authenticate(&[&header], method, uri, body, &ring),
+                Err(bad("ed25519:1")),
+                "{method} {uri}"
+            );
+        }
+        let mut float = content.clone();
+        float["origin_server_ts"] = json!(1.5);
+        assert_eq!(
+            authenticate(&[&header], "PUT", URI_A, Some(&float), &ring),
+            Err(bad("ed25519:1"))
+        );
+
+        let mut wrong_key = KeyRing::new(false);
+        wrong_key.pin(
+            origin.clone(),
+            key_id("ed25519:1"),
+            SigningKey::from_seed(key_id("ed25519:1"), [4; 32]).verify_key(),
+        );
+        assert_eq!(
+            authenticate(&[&header], "PUT", URI_A, Some(&content), &wrong_key),
+            Err(bad("ed25519:1"))
+        );
+
+        for sig in ["", "!!!not base64!!!", &SIG_A[..40], "Zm9v"] {
+            let h = format!(r#"X-Matrix origin="origin.example",key="ed25519:1",sig="{sig}""#);
+            assert_eq!(
+                authenticate(&[&h], "PUT", URI_A, Some(&content), &ring),
+                Err(bad("ed25519:1")),
+                "{sig:?}"
+            );
+        }
+        // Padding on the signature is tolerated.
+        let padded = format!(r#"X-Matrix origin="origin.example",key="ed25519:1",sig="{SIG_A}==""#);
+        assert!(authenticate(&[&padded], "PUT", URI_A, Some(&content), &ring).is_ok());
+    }
 }

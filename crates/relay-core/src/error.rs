@@ -110,7 +110,13 @@ impl MatrixError {
 
 impl std::fmt::Display for MatrixError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{} {}: {}", self.status(), self.code.as_str(), self.message)
+        write!(
+            f,
+            "{} {}: {}",
+            self.status(),
+            self.code.as_str(),
+            self.message
+        )
     }
 }
 

@@ -286,10 +286,7 @@ impl TryFrom<String> for KeyId {
         let Some((alg, ver)) = s.split_once(':') else {
             return Err(IdError::KeyId);
         };
-        let alg_ok = !alg.is_empty()
-            && alg
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b == b'_');
+        let alg_ok = !alg.is_empty() && alg.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_');
         let ver_ok = !ver.is_empty()
             && ver
                 .bytes()
@@ -358,8 +355,18 @@ mod tests {
         assert_eq!(key[0], 0x5c);
         assert_eq!(key[31], 0xd2);
         let upper = hex.to_uppercase();
-        assert!(ServerName::parse(&upper).unwrap().p2p_public_key().is_none());
-        assert!(ServerName::parse(&hex[1..]).unwrap().p2p_public_key().is_none());
+        assert!(
+            ServerName::parse(&upper)
+                .unwrap()
+                .p2p_public_key()
+                .is_none()
+        );
+        assert!(
+            ServerName::parse(&hex[1..])
+                .unwrap()
+                .p2p_public_key()
+                .is_none()
+        );
     }
 
     #[test]
@@ -368,7 +375,15 @@ mod tests {
         assert_eq!(u.localpart(), "alice");
         assert_eq!(u.server_name().as_str(), "dest.example:8448");
         assert!(UserId::parse("@a+b/=._-:x").is_ok());
-        for bad in ["alice:x", "@:x", "@alice", "@al ice:x", "@alice:", "@alice:ex_ample", "@\u{e9}:x"] {
+        for bad in [
+            "alice:x",
+            "@:x",
+            "@alice",
+            "@al ice:x",
+            "@alice:",
+            "@alice:ex_ample",
+            "@\u{e9}:x",
+        ] {
             assert!(UserId::parse(bad).is_err(), "{bad:?} should be invalid");
         }
         let long = format!("@{}:x", "a".repeat(252));

@@ -19,6 +19,7 @@ pub mod auth;
 pub mod b64;
 pub mod canonical;
 pub mod error;
+pub mod fuzzing;
 pub mod id;
 pub mod relay;
 pub mod request;

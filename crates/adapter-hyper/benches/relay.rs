@@ -1,0 +1,232 @@
+//! Load benchmark of the relay over real sockets and a real SQLite file:
+//! stored transactions per second, then fetch+ack per second.
+//!
+//! `cargo bench -p adapter-hyper --bench relay` (settings through env:
+//! `BENCH_TXNS`, `BENCH_CONNS`, `BENCH_DESTS`, `BENCH_PDU_BYTES`).
+//!
+//! Implementation note: the relay runs in this process on its own tokio
+//! runtime; the load runs on a second runtime. PUTs are signed before the
+//! clock starts, so the store phase measures the relay (verification,
+//! storage, HTTP), not the client's signing. Fetch+ack requests depend on the
+//! previous answer, so they are signed on the fly, and that figure includes
+//! the client's signing (~30 µs per request).
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::client::conn::http1;
+use hyper_util::rt::TokioIo;
+use relay_core::auth::{KeyRing, sign_request};
+use relay_core::relay::{RelayConfig, ServePolicy};
+use relay_core::signing::SigningKey;
+use relay_core::{KeyId, ServerName};
+use serde_json::{Value, json};
+use tokio::net::TcpStream;
+
+fn env_or(name: &str, default: usize) -> usize {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+fn name(s: &str) -> ServerName {
+    ServerName::parse(s).expect("valid server name")
+}
+
+struct Client {
+    sender: http1::SendRequest<Full<Bytes>>,
+}
+
+impl Client {
+    async fn connect(addr: SocketAddr) -> Self {
+        let stream = TcpStream::connect(addr).await.expect("connect");
+        stream.set_nodelay(true).expect("nodelay");
+        let (sender, conn) = http1::handshake(TokioIo::new(stream))
+            .await
+            .expect("handshake");
+        tokio::spawn(conn);
+        Self { sender }
+    }
+
+    async fn send(
+        &mut self,
+        method: &str,
+        target: &str,
+        auth: &str,
+        body: Vec<u8>,
+    ) -> (u16, Bytes) {
+        let request = hyper::Request::builder()
+            .method(method)
+            .uri(target)
+            .header("host", "relay.example")
+            .header("authorization", auth)
+            .header("content-type", "application/json")
+            .body(Full::new(Bytes::from(body)))
+            .expect("request");
+        self.sender.ready().await.expect("ready");
+        let response = self.sender.send_request(request).await.expect("response");
+        let status = response.status().as_u16();
+        let body = response
+            .into_body()
+            .collect()
+            .await
+            .expect("body")
+            .to_bytes();
+        (status, body)
+    }
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted.get(i).copied().unwrap_or_default()
+}
+
+fn main() {
+    let txns = env_or("BENCH_TXNS", 20_000);
+    let conns = env_or("BENCH_CONNS", 64);
+    let dests = env_or("BENCH_DESTS", 64).max(1);
+    let pdu_bytes = env_or("BENCH_PDU_BYTES", 1_000);
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = dir.path().join("bench.db");
+    let store = relay_store::open(&format!("sqlite:{}", db.display())).expect("open store");
+    let origin_key = SigningKey::from_seed(KeyId::parse("ed25519:1").expect("key id"), [1; 32]);
+    let dest_keys: Vec<(ServerName, SigningKey)> = (0..dests)
+        .map(|i| {
+            let key = SigningKey::from_seed(
+                KeyId::parse("ed25519:d").expect("key id"),
+                [i as u8 + 2; 32],
+            );
+            (name(&format!("dest{i}.example")), key)
+        })
+        .collect();
+    let mut ring = KeyRing::new(false);
+    ring.pin(
+        name("origin.example"),
+        origin_key.key_id().clone(),
+        origin_key.verify_key(),
+    );
+    for (server, key) in &dest_keys {
+        ring.pin(server.clone(), key.key_id().clone(), key.verify_key());
+    }
+    let mut config = RelayConfig::new(
+        name("relay.example"),
+        SigningKey::from_seed(KeyId::parse("ed25519:r").expect("key id"), [0; 32]),
+    );
+    config.serve = ServePolicy::Open;
+    config.keys = ring;
+
+    let server_rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("server runtime");
+    let listener = server_rt
+        .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let server = server_rt.spawn(adapter_hyper::serve(listener, config, store, async {
+        let _ = stop_rx.await;
+    }));
+
+    let client_rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("client runtime");
+
+    // Pre-sign every PUT.
+    let relay = name("relay.example");
+    let origin = name("origin.example");
+    let pdu = json!({"type": "m.room.message", "content": {"body": "x".repeat(pdu_bytes)}});
+    let puts: Vec<(String, String, Vec<u8>)> = (0..txns)
+        .map(|i| {
+            let (dest, _) = &dest_keys[i % dests];
+            let target = format!("/_matrix/federation/v1/send_relay/t{i}/@u:{dest}");
+            let body = json!({"origin": "origin.example", "origin_server_ts": i, "pdus": [pdu], "edus": []});
+            let auth = sign_request(&origin_key, &origin, &relay, "PUT", &target, Some(&body)).expect("sign");
+            (target, auth, body.to_string().into_bytes())
+        })
+        .collect();
+    let puts = Arc::new(puts);
+
+    let start = Instant::now();
+    let mut latencies: Vec<Duration> = client_rt.block_on(async {
+        let mut tasks = Vec::new();
+        for c in 0..conns {
+            let puts = puts.clone();
+            tasks.push(tokio::spawn(async move {
+                let mut client = Client::connect(addr).await;
+                let mut lat = Vec::new();
+                for (target, auth, body) in puts.iter().skip(c).step_by(conns) {
+                    let t = Instant::now();
+                    let (status, body) = client.send("PUT", target, auth, body.clone()).await;
+                    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+                    lat.push(t.elapsed());
+                }
+                lat
+            }));
+        }
+        let mut all = Vec::new();
+        for t in tasks {
+            all.extend(t.await.expect("task"));
+        }
+        all
+    });
+    let store_secs = start.elapsed().as_secs_f64();
+    latencies.sort();
+    println!(
+        "store:     {txns} transactions ({pdu_bytes}-byte PDU) over {conns} connections to {dests} destinations: \
+         {:.0} stored/s (p50 {:?}, p99 {:?})",
+        txns as f64 / store_secs,
+        percentile(&latencies, 0.5),
+        percentile(&latencies, 0.99),
+    );
+
+    let start = Instant::now();
+    let fetched: usize = client_rt.block_on(async {
+        let mut tasks = Vec::new();
+        for (dest, key) in dest_keys.clone() {
+            let relay = relay.clone();
+            tasks.push(tokio::spawn(async move {
+                let mut client = Client::connect(addr).await;
+                let target = format!("/_matrix/federation/v1/relay_txn/@u:{dest}");
+                let mut entry_id = 0u64;
+                let mut got = 0usize;
+                loop {
+                    let body = json!({ "entry_id": entry_id });
+                    let auth = sign_request(&key, &dest, &relay, "GET", &target, Some(&body))
+                        .expect("sign");
+                    let (status, resp) = client
+                        .send("GET", &target, &auth, body.to_string().into_bytes())
+                        .await;
+                    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&resp));
+                    let v: Value = serde_json::from_slice(&resp).expect("json");
+                    if v["entries_queued"] != true {
+                        return got;
+                    }
+                    got += 1;
+                    entry_id = v["entry_id"].as_u64().expect("entry_id");
+                }
+            }));
+        }
+        let mut total = 0;
+        for t in tasks {
+            total += t.await.expect("task");
+        }
+        total
+    });
+    let fetch_secs = start.elapsed().as_secs_f64();
+    assert_eq!(fetched, txns, "every stored transaction is fetched once");
+    println!(
+        "fetch+ack: {fetched} entries by {dests} destinations draining concurrently: {:.0} fetched+acked/s",
+        fetched as f64 / fetch_secs
+    );
+
+    let _ = stop_tx.send(());
+    server_rt.block_on(server).expect("join").expect("serve");
+}

@@ -1,0 +1,123 @@
+//! The task that owns the [`Relay`] machine and drives it.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use relay_core::relay::{OpId, Output, Relay, Request, RequestId, Response};
+use relay_core::store::{InsertOutcome, QueuedEntry, StoreError};
+use relay_core::{Instant, UnixMillis};
+use relay_store::QueueStore;
+use tokio::sync::{mpsc, oneshot};
+
+/// What the driver task reacts to.
+enum Event {
+    Request(Request, oneshot::Sender<Response>),
+    Stored(OpId, Result<InsertOutcome, StoreError>),
+    Fetched(OpId, Result<Option<QueuedEntry>, StoreError>),
+    Timeout,
+}
+
+/// A cheap handle connections use to submit requests to the driver.
+#[derive(Clone)]
+pub(crate) struct DriverHandle {
+    events: mpsc::UnboundedSender<Event>,
+}
+
+impl DriverHandle {
+    /// Submits `request` and waits for its response; `None` if the driver
+    /// has stopped.
+    pub(crate) async fn submit(&self, request: Request) -> Option<Response> {
+        let (tx, rx) = oneshot::channel();
+        self.events.send(Event::Request(request, tx)).ok()?;
+        rx.await.ok()
+    }
+}
+
+/// Starts the driver task; it ends when every [`DriverHandle`] is dropped
+/// and no storage operation is outstanding.
+pub(crate) fn spawn(
+    relay: Relay,
+    store: Arc<dyn QueueStore>,
+) -> (DriverHandle, tokio::task::JoinHandle<()>) {
+    let (tx, rx) = mpsc::unbounded_channel();
+    let handle = DriverHandle { events: tx.clone() };
+    // The driver keeps only a weak sender for completions, so that dropping
+    // every connection's handle lets it finish.
+    let task = tokio::spawn(drive(relay, store, rx, tx.downgrade()));
+    drop(tx);
+    (handle, task)
+}
+
+fn unix_now() -> UnixMillis {
+    let ms = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis());
+    UnixMillis(u64::try_from(ms).unwrap_or(u64::MAX))
+}
+
+async fn drive(
+    mut relay: Relay,
+    store: Arc<dyn QueueStore>,
+    mut events: mpsc::UnboundedReceiver<Event>,
+    completions: mpsc::WeakUnboundedSender<Event>,
+) {
+    let mut waiting: HashMap<RequestId, oneshot::Sender<Response>> = HashMap::new();
+    loop {
+        // 1. Feed one event.
+        let event = match relay.poll_timeout() {
+            Some(deadline) => {
+                tokio::select! {
+                    e = events.recv() => e,
+                    () = tokio::time::sleep_until(deadline.into()) => Some(Event::Timeout),
+                }
+            }
+            None => events.recv().await,
+        };
+        let Some(event) = event else { break };
+        let now = Instant::now();
+        match event {
+            Event::Request(request, reply) => {
+                let id = relay.handle_request(now, unix_now(), request);
+                waiting.insert(id, reply);
+            }
+            Event::Stored(op, result) => relay.handle_stored(now, op, result),
+            Event::Fetched(op, result) => relay.handle_fetched(now, op, result),
+            Event::Timeout => relay.handle_timeout(now),
+        }
+        // 2. Drain every output.
+        while let Some(output) = relay.poll_output() {
+            match output {
+                Output::Store { op, entry, quota } => {
+                    let (store, done) = (store.clone(), completions.clone());
+                    tokio::task::spawn_blocking(move || {
+                        let result = store.insert(entry, &quota);
+                        if let Some(done) = done.upgrade() {
+                            let _ = done.send(Event::Stored(op, result));
+                        }
+                    });
+                }
+                Output::Fetch {
+                    op,
+                    destination,
+                    ack,
+                } => {
+                    let (store, done) = (store.clone(), completions.clone());
+                    tokio::task::spawn_blocking(move || {
+                        let result = store.ack_and_next(&destination, ack);
+                        if let Some(done) = done.upgrade() {
+                            let _ = done.send(Event::Fetched(op, result));
+                        }
+                    });
+                }
+                Output::Respond { request, response } => {
+                    if let Some(reply) = waiting.remove(&request) {
+                        // The client may have gone; its response is moot.
+                        let _ = reply.send(response);
+                    }
+                }
+            }
+        }
+        // 3. The timer is re-armed from poll_timeout at the top of the loop.
+    }
+}

@@ -1,0 +1,222 @@
+//! `matrix-relay serve`: flags, the optional TOML file, and wiring.
+
+use std::collections::HashSet;
+use std::io::Write;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use clap::{Args, ValueEnum};
+use relay_core::ServerName;
+use relay_core::auth::KeyRing;
+use relay_core::relay::{DEFAULT_MAX_BODY_BYTES, RelayConfig, ServePolicy};
+use relay_core::store::Quota;
+use serde::Deserialize;
+
+use crate::keys;
+
+/// The async runtime that drives the core.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Runtime {
+    /// hyper on tokio.
+    Tokio,
+    /// hyper on smol.
+    Smol,
+}
+
+/// Flags of `serve`. Every flag can also be set in the `--config` file under
+/// the same name with `_` for `-`; flags win.
+#[derive(Args, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct ServeArgs {
+    /// Address to bind; port 0 picks a free port [default: 127.0.0.1:8448].
+    #[arg(long)]
+    listen: Option<SocketAddr>,
+    /// This relay's server name (required).
+    #[arg(long)]
+    server_name: Option<String>,
+    /// Signing key file (Synapse format); created if missing (required).
+    #[arg(long)]
+    signing_key: Option<PathBuf>,
+    /// `sqlite:PATH` (embedded) or `postgres://…` [default: sqlite:relay.db].
+    #[arg(long)]
+    database: Option<String>,
+    /// A destination server this relay stores transactions for (repeatable).
+    #[arg(long = "serve-for", value_name = "NAME")]
+    #[serde(default)]
+    serve_for: Vec<String>,
+    /// Serve every destination.
+    #[arg(long)]
+    #[serde(default)]
+    open: bool,
+    /// Pin a server's public key: `NAME=ed25519:ID:BASE64` (repeatable).
+    #[arg(long = "trusted-key", value_name = "NAME=ed25519:ID:BASE64")]
+    #[serde(default)]
+    trusted_key: Vec<String>,
+    /// Accept 64-hex-character server names as their own ed25519 public key
+    /// (Dendrite's P2P demos).
+    #[arg(long)]
+    #[serde(default)]
+    p2p_keys: bool,
+    /// Fetch unknown keys from the origin's `/_matrix/key/v2/server`.
+    #[arg(long)]
+    #[serde(default)]
+    fetch_keys: bool,
+    /// Where server NAME is reached, e.g. `NAME=http://127.0.0.1:9000`
+    /// (repeatable).
+    #[arg(long = "resolve", value_name = "NAME=URL")]
+    #[serde(default)]
+    resolve: Vec<String>,
+    /// Request body limit in bytes [default: 4325376, 50 PDUs of 64 KiB plus 1 MiB].
+    #[arg(long)]
+    max_body_bytes: Option<usize>,
+    /// Refuse transactions from this origin (repeatable).
+    #[arg(long = "deny-origin", value_name = "NAME")]
+    #[serde(default)]
+    deny_origin: Vec<String>,
+    /// Most entries queued for one destination [default: 100000].
+    #[arg(long)]
+    max_queue_entries: Option<u64>,
+    /// Most bytes queued for one destination [default: 1 GiB].
+    #[arg(long)]
+    max_queue_bytes: Option<u64>,
+    /// Most entries one origin may have queued, over all destinations
+    /// [default: 100000].
+    #[arg(long)]
+    max_origin_entries: Option<u64>,
+    /// Most bytes one origin may have queued [default: 1 GiB].
+    #[arg(long)]
+    max_origin_bytes: Option<u64>,
+    /// Most bytes queued in all [default: 16 GiB].
+    #[arg(long)]
+    max_total_bytes: Option<u64>,
+    /// TOML file with these settings; flags win.
+    #[arg(long)]
+    #[serde(skip)]
+    config: Option<PathBuf>,
+    /// Which adapter drives the core [default: tokio].
+    #[arg(long, value_enum)]
+    runtime: Option<Runtime>,
+}
+
+impl ServeArgs {
+    /// Fills what the flags left unset from `file`.
+    fn merge(mut self, file: ServeArgs) -> Self {
+        macro_rules! or_file {
+            ($($field:ident),*) => { $( self.$field = self.$field.or(file.$field); )* };
+        }
+        or_file!(
+            listen,
+            server_name,
+            signing_key,
+            database,
+            max_body_bytes,
+            max_queue_entries,
+            max_queue_bytes,
+            max_origin_entries,
+            max_origin_bytes,
+            max_total_bytes,
+            runtime
+        );
+        macro_rules! list_or_file {
+            ($($field:ident),*) => { $( if self.$field.is_empty() { self.$field = file.$field; } )* };
+        }
+        list_or_file!(serve_for, trusted_key, resolve, deny_origin);
+        self.open |= file.open;
+        self.p2p_keys |= file.p2p_keys;
+        self.fetch_keys |= file.fetch_keys;
+        self
+    }
+}
+
+fn read_config(path: &Path) -> Result<ServeArgs, String> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    toml::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))
+}
+
+fn server_names(list: &[String], flag: &str) -> Result<HashSet<ServerName>, String> {
+    list.iter()
+        .map(|s| ServerName::parse(s).map_err(|_| format!("{flag} {s:?} is not a server name")))
+        .collect()
+}
+
+/// Runs `serve`.
+pub fn serve(args: ServeArgs) -> Result<(), String> {
+    let args = match args.config.clone() {
+        Some(path) => args.merge(read_config(&path)?),
+        None => args,
+    };
+    let server_name = args
+        .server_name
+        .as_deref()
+        .ok_or("--server-name is required")?;
+    let server_name = ServerName::parse(server_name)
+        .map_err(|_| format!("--server-name {server_name:?} is not a server name"))?;
+    let key_path = args
+        .signing_key
+        .as_deref()
+        .ok_or("--signing-key is required")?;
+    if args.fetch_keys {
+        return Err(
+            "--fetch-keys is not supported yet; pin keys with --trusted-key or use --p2p-keys"
+                .into(),
+        );
+    }
+    for spec in &args.resolve {
+        if !spec.contains('=') {
+            return Err(format!("--resolve {spec:?} is not NAME=URL"));
+        }
+    }
+    let signing_key = keys::load_or_create(key_path)?;
+
+    let mut config = RelayConfig::new(server_name, signing_key);
+    config.serve = if args.open {
+        ServePolicy::Open
+    } else {
+        ServePolicy::Only(server_names(&args.serve_for, "--serve-for")?)
+    };
+    config.denied_origins = server_names(&args.deny_origin, "--deny-origin")?;
+    let mut ring = KeyRing::new(args.p2p_keys);
+    for spec in &args.trusted_key {
+        let (name, key_id, key) =
+            KeyRing::parse_trusted(spec).map_err(|e| format!("--trusted-key: {e}"))?;
+        ring.pin(name, key_id, key);
+    }
+    config.keys = ring;
+    config.max_body_bytes = args.max_body_bytes.unwrap_or(DEFAULT_MAX_BODY_BYTES);
+    let d = Quota::default();
+    config.quota = Quota {
+        destination_entries: args.max_queue_entries.unwrap_or(d.destination_entries),
+        destination_bytes: args.max_queue_bytes.unwrap_or(d.destination_bytes),
+        origin_entries: args.max_origin_entries.unwrap_or(d.origin_entries),
+        origin_bytes: args.max_origin_bytes.unwrap_or(d.origin_bytes),
+        total_bytes: args.max_total_bytes.unwrap_or(d.total_bytes),
+    };
+    if matches!(config.serve, ServePolicy::Only(ref s) if s.is_empty()) {
+        tracing::warn!("serving no destination: pass --serve-for NAME or --open");
+    }
+
+    let database = args.database.as_deref().unwrap_or("sqlite:relay.db");
+    let store = relay_store::open(database).map_err(|e| format!("--database {database}: {e}"))?;
+    let listen = args
+        .listen
+        .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 8448)));
+    match args.runtime.unwrap_or(Runtime::Tokio) {
+        Runtime::Tokio => {}
+        Runtime::Smol => return Err("--runtime smol is not available yet".into()),
+    }
+    tracing::info!(server_name = %config.server_name, %database, "starting relay");
+    let options = adapter_hyper::ServeOptions {
+        listen,
+        config,
+        store,
+    };
+    adapter_hyper::run(options, |addr| {
+        let mut out = std::io::stdout().lock();
+        let _ = writeln!(out, "listening on http://{addr}");
+        let _ = out.flush();
+        tracing::info!(%addr, "listening");
+    })
+    .map_err(|e| format!("cannot serve on {listen}: {e}"))
+}

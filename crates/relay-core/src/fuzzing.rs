@@ -1,0 +1,691 @@
+//! Fuzz entry points, shared by the cargo-fuzz targets in `fuzz/` and the
+//! corpus replay in the normal test run. Each takes arbitrary bytes and
+//! panics only on a broken invariant.
+//!
+//! | function | input | invariants |
+//! |---|---|---|
+//! | [`xmatrix`] | a header value | the strict form of a parsed header parses back to the same header |
+//! | [`identifiers`] | one identifier or path segment | parsers agree with each other, with `Display` and serde, and with percent-encoding |
+//! | [`canonical_json`] | JSON text | canonical JSON is idempotent, loses nothing, and the signing form only drops `signatures` / `unsigned` |
+//! | [`relay_request`] | a whole request, see [`relay_request`] | exactly one well-formed response per request, no storage effect without authentication, no operation left pending |
+//!
+//! Text inputs are read as UTF-8 with invalid sequences replaced (lossy), so
+//! random bytes still reach the parsers.
+
+use std::borrow::Cow;
+use std::collections::HashSet;
+use std::sync::OnceLock;
+
+use serde_json::Value;
+
+use crate::auth::{KeyRing, sign_request};
+use crate::canonical::{canonical_integer, to_canonical_string, to_canonical_string_for_signing};
+use crate::error::ErrCode;
+use crate::id::{
+    EntryId, KeyId, MAX_KEY_ID_BYTES, MAX_SERVER_NAME_BYTES, MAX_TXN_ID_BYTES, MAX_USER_ID_BYTES,
+    ServerName, TxnId, UserId,
+};
+use crate::relay::{
+    MAX_PDUS, Output, Relay, RelayConfig, Request, RequestBody, Response, ServePolicy,
+};
+use crate::request::{self, Endpoint, percent_decode, percent_encode_segment};
+use crate::signing::{SigningKey, VerifyKey};
+use crate::store::{InsertOutcome, QueuedEntry, QuotaKind, StoreError};
+use crate::time::{Instant, UnixMillis};
+use crate::xmatrix::XMatrix;
+
+fn lossy(data: &[u8]) -> Cow<'_, str> {
+    String::from_utf8_lossy(data)
+}
+
+/// Parses `data` as an `X-Matrix` header value; a header that parses must
+/// format (strictly, via `Display`) to text that parses back to an equal
+/// header.
+pub fn xmatrix(data: &[u8]) {
+    let text = lossy(data);
+    let Ok(parsed) = XMatrix::parse(&text) else {
+        return;
+    };
+    let strict = parsed.to_string();
+    assert!(
+        strict.starts_with("X-Matrix origin=\""),
+        "strict form {strict:?} does not start with the origin"
+    );
+    match XMatrix::parse(&strict) {
+        Ok(again) => assert_eq!(
+            again, parsed,
+            "strict form {strict:?} of {text:?} parses differently"
+        ),
+        Err(e) => panic!("strict form {strict:?} of {text:?} does not parse: {e}"),
+    }
+}
+
+/// Feeds `data` to every identifier parser and to the path-segment helpers
+/// of [`crate::request`].
+///
+/// Invariants: whatever parses is at most its length limit, displays as the
+/// input, round-trips through serde, and parses again to an equal value; a
+/// user ID's server name is a server name; `percent_encode_segment` then
+/// `percent_decode` is the identity, and the encoded form contains no `/`,
+/// `?`, `#` or `%` other than escapes; the path helpers accept exactly the
+/// decoded identifiers.
+pub fn identifiers(data: &[u8]) {
+    let s = lossy(data);
+    let s = s.as_ref();
+
+    let server = ServerName::parse(s);
+    let via_serde = serde_json::from_value::<ServerName>(Value::from(s)).ok();
+    assert_eq!(
+        server.as_ref().ok(),
+        via_serde.as_ref(),
+        "ServerName parse and serde disagree on {s:?}"
+    );
+    if let Ok(name) = &server {
+        assert!(
+            s.len() <= MAX_SERVER_NAME_BYTES,
+            "server name {s:?} is too long"
+        );
+        assert_eq!(name.as_str(), s);
+        assert_eq!(name.to_string(), s);
+        assert_eq!(serde_json::to_value(name).ok(), Some(Value::from(s)));
+        if let Some(key) = name.p2p_public_key() {
+            assert_eq!(
+                VerifyKey(key).to_hex(),
+                s,
+                "P2P key of {s:?} does not spell the name"
+            );
+        } else {
+            assert!(
+                !(s.len() == 64 && s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))),
+                "64 lower-case hex {s:?} is not a P2P name"
+            );
+        }
+    }
+
+    if let Ok(user) = UserId::parse(s) {
+        assert!(
+            s.len() <= MAX_USER_ID_BYTES,
+            "user ID {s:?} is over {MAX_USER_ID_BYTES} bytes"
+        );
+        assert_eq!(user.to_string(), s);
+        let server_name = user.server_name();
+        assert_eq!(
+            ServerName::parse(server_name.as_str()).as_ref(),
+            Ok(&server_name),
+            "server name of {s:?} does not parse"
+        );
+        let localpart = user.localpart();
+        assert!(
+            !localpart.is_empty() && !localpart.contains(':'),
+            "bad localpart of {s:?}"
+        );
+        assert_eq!(format!("@{localpart}:{server_name}"), s);
+        assert_eq!(UserId::parse(&user.to_string()).as_ref(), Ok(&user));
+    }
+
+    let key_id = KeyId::parse(s);
+    let via_serde = serde_json::from_value::<KeyId>(Value::from(s)).ok();
+    assert_eq!(
+        key_id.as_ref().ok(),
+        via_serde.as_ref(),
+        "KeyId parse and serde disagree on {s:?}"
+    );
+    if let Ok(key_id) = &key_id {
+        assert!(s.len() <= MAX_KEY_ID_BYTES);
+        assert_eq!(key_id.to_string(), s);
+        assert_eq!(format!("{}:{}", key_id.algorithm(), key_id.version()), s);
+        assert!(!key_id.algorithm().is_empty() && !key_id.version().is_empty());
+    }
+
+    let txn_id = TxnId::parse(s);
+    let via_serde = serde_json::from_value::<TxnId>(Value::from(s)).ok();
+    assert_eq!(
+        txn_id.as_ref().ok(),
+        via_serde.as_ref(),
+        "TxnId parse and serde disagree on {s:?}"
+    );
+    if let Ok(txn_id) = &txn_id {
+        assert!((1..=MAX_TXN_ID_BYTES).contains(&s.len()));
+        assert_eq!(txn_id.to_string(), s);
+    }
+
+    // Path segments: the raw input as received...
+    let decoded = percent_decode(s);
+    match request::user_id(s) {
+        Ok(user) => assert_eq!(
+            Some(user.as_str()),
+            decoded.as_deref(),
+            "user_id({s:?}) is not its decoding"
+        ),
+        Err(e) => {
+            assert_eq!((e.code, e.status()), (ErrCode::InvalidUsername, 400));
+            assert!(
+                decoded.as_deref().is_none_or(|d| UserId::parse(d).is_err()),
+                "user_id({s:?}) refused"
+            );
+        }
+    }
+    match request::txn_id(s) {
+        Ok(txn) => assert_eq!(
+            Some(txn.as_str()),
+            decoded.as_deref(),
+            "txn_id({s:?}) is not its decoding"
+        ),
+        Err(e) => {
+            assert_eq!((e.code, e.status()), (ErrCode::InvalidParam, 400));
+            assert!(
+                decoded.as_deref().is_none_or(|d| TxnId::parse(d).is_err()),
+                "txn_id({s:?}) refused"
+            );
+        }
+    }
+    if !s.contains('%') {
+        assert_eq!(
+            decoded.as_deref(),
+            Some(s),
+            "decoding {s:?} without escapes changed it"
+        );
+    }
+
+    // ...and the input as an identifier a sender percent-encodes.
+    let encoded = percent_encode_segment(s);
+    let mut rest = encoded.as_bytes();
+    while let [b, tail @ ..] = rest {
+        rest = match (b, tail) {
+            (b'%', [hi, lo, tail @ ..]) if is_upper_hex(*hi) && is_upper_hex(*lo) => tail,
+            (b, _) if b.is_ascii_alphanumeric() || b"-._~@:".contains(b) => tail,
+            _ => panic!(
+                "percent_encode_segment({s:?}) = {encoded:?} leaves {:?} unescaped",
+                char::from(*b)
+            ),
+        };
+    }
+    assert_eq!(
+        percent_decode(&encoded).as_deref(),
+        Some(s),
+        "encode then decode of {s:?}"
+    );
+    assert_eq!(
+        request::user_id(&encoded).ok(),
+        UserId::parse(s).ok(),
+        "user_id of the encoded {s:?}"
+    );
+    assert_eq!(
+        request::txn_id(&encoded).ok(),
+        txn_id.ok(),
+        "txn_id of the encoded {s:?}"
+    );
+
+    // Routing keeps raw segments whole.
+    for method in ["GET", "PUT"] {
+        match request::route(method, s) {
+            Ok(Endpoint::SendRelay { txn_id, user_id }) => {
+                assert!(
+                    !format!("{txn_id}{user_id}").contains(['/', '?']),
+                    "route({s:?}) split badly"
+                );
+            }
+            Ok(Endpoint::RelayTxn { user_id }) => {
+                assert!(!user_id.contains(['/', '?']), "route({s:?}) split badly");
+            }
+            Ok(Endpoint::ServerKeys | Endpoint::Version) => {}
+            Err(e) => assert!(matches!(e.status(), 404 | 405), "route({s:?}): {e}"),
+        }
+    }
+}
+
+fn is_upper_hex(b: u8) -> bool {
+    matches!(b, b'0'..=b'9' | b'A'..=b'F')
+}
+
+/// Parses `data` as JSON; if it has a canonical form, that form must parse
+/// back to the same data (numbers compared as canonical integers) and
+/// canonicalise to itself. Whether or not it has one, the signing form
+/// equals the canonical form of the value without its top-level
+/// `signatures` and `unsigned`.
+pub fn canonical_json(data: &[u8]) {
+    let Ok(value) = serde_json::from_slice::<Value>(data) else {
+        return;
+    };
+    let canonical = to_canonical_string(&value);
+
+    let stripped = match &value {
+        Value::Object(map) => {
+            let mut map = map.clone();
+            map.remove("signatures");
+            map.remove("unsigned");
+            to_canonical_string(&Value::Object(map))
+        }
+        _ => canonical.clone(),
+    };
+    assert_eq!(
+        to_canonical_string_for_signing(&value),
+        stripped,
+        "signing form of {value}"
+    );
+
+    let Ok(canonical) = canonical else {
+        return;
+    };
+    let reparsed: Value = serde_json::from_str(&canonical)
+        .unwrap_or_else(|e| panic!("canonical form {canonical:?} is not JSON: {e}"));
+    assert!(
+        same_modulo_number_form(&value, &reparsed),
+        "canonical form {canonical:?} changed the data of {value}"
+    );
+    assert_eq!(
+        to_canonical_string(&reparsed).as_ref(),
+        Ok(&canonical),
+        "canonicalising {canonical:?} again"
+    );
+}
+
+/// Equal values, where numbers are equal when they stand for the same
+/// canonical integer (`1e10` and `10000000000`, `-0` and `0`). Both values
+/// have a canonical form, so the recursion is bounded by its depth limit.
+fn same_modulo_number_form(a: &Value, b: &Value) -> bool {
+    match (a, b) {
+        (Value::Number(x), Value::Number(y)) => {
+            matches!((canonical_integer(x), canonical_integer(y)), (Ok(x), Ok(y)) if x == y)
+        }
+        (Value::Array(x), Value::Array(y)) => {
+            x.len() == y.len() && x.iter().zip(y).all(|(x, y)| same_modulo_number_form(x, y))
+        }
+        (Value::Object(x), Value::Object(y)) => {
+            x.len() == y.len()
+                && x.iter()
+                    .all(|(k, v)| y.get(k).is_some_and(|w| same_modulo_number_form(v, w)))
+        }
+        _ => a == b,
+    }
+}
+
+/// `relay_request` flag: sign the request properly with one of the
+/// fixture's keys.
+pub const FLAG_SIGN: u8 = 0x01;
+/// `relay_request` flags: which key signs (with [`FLAG_SIGN`]), see
+/// [`relay_request`].
+pub const FLAG_SIGNER_MASK: u8 = 0x06;
+/// `relay_request` flag: P2P names on (`KeyRing::new(true)`).
+pub const FLAG_P2P: u8 = 0x08;
+/// `relay_request` flag: serve every destination.
+pub const FLAG_OPEN: u8 = 0x10;
+/// `relay_request` flag: `origin.example` is a denied origin.
+pub const FLAG_DENY: u8 = 0x20;
+/// `relay_request` flag: the body was over the limit.
+pub const FLAG_TOO_LARGE: u8 = 0x40;
+/// `relay_request` flag: the signed header goes after the fuzzed
+/// `Authorization` values instead of before them.
+pub const FLAG_SIGNED_LAST: u8 = 0x80;
+
+/// The relay's name in [`relay_request`].
+pub const RELAY_NAME: &str = "relay.example";
+
+/// The fixed world [`relay_request`] runs in.
+struct Fixture {
+    relay_name: ServerName,
+    /// Indexed by the signer bits.
+    signers: [(ServerName, SigningKey); 4],
+    /// Relay configuration without the input's flags.
+    base: RelayConfig,
+    /// Origins with a pinned key.
+    pinned: HashSet<ServerName>,
+    started: Instant,
+}
+
+/// The spec's test seed `YJDBA9Xnr2sVqXD9Vj7XVUnmFZcZrlw8Md7kMW+3XA1`.
+const SPEC_SEED: [u8; 32] = [
+    96, 144, 193, 3, 213, 231, 175, 107, 21, 169, 112, 253, 86, 62, 215, 85, 73, 230, 21, 151, 25,
+    174, 92, 60, 49, 222, 228, 49, 111, 183, 92, 13,
+];
+
+fn fixture() -> &'static Fixture {
+    static FIXTURE: OnceLock<Fixture> = OnceLock::new();
+    FIXTURE.get_or_init(|| {
+        let name = |s: &str| ServerName::parse(s).expect("fixture server name");
+        let key_id = |s: &str| KeyId::parse(s).expect("fixture key ID");
+        let p2p_key = SigningKey::from_seed(key_id("ed25519:dendrite-demo-yggdrasil"), [5; 32]);
+        let p2p_name = name(&p2p_key.verify_key().to_hex());
+        let signers = [
+            (
+                name("origin.example"),
+                SigningKey::from_seed(key_id("ed25519:1"), SPEC_SEED),
+            ),
+            (
+                name("dest.example"),
+                SigningKey::from_seed(key_id("ed25519:k"), [2; 32]),
+            ),
+            (p2p_name.clone(), p2p_key),
+            (
+                name("unknown.example"),
+                SigningKey::from_seed(key_id("ed25519:k"), [3; 32]),
+            ),
+        ];
+        let mut base = RelayConfig::new(
+            name(RELAY_NAME),
+            SigningKey::from_seed(key_id("ed25519:k"), [9; 32]),
+        );
+        base.serve = ServePolicy::Only(HashSet::from([name("dest.example"), p2p_name.clone()]));
+        let mut pinned = HashSet::new();
+        for (server, key) in &signers[..2] {
+            base.keys
+                .pin(server.clone(), key.key_id().clone(), key.verify_key());
+            pinned.insert(server.clone());
+        }
+        Fixture {
+            relay_name: name(RELAY_NAME),
+            signers,
+            base,
+            pinned,
+            // The relay only records `now`; one reading per process keeps
+            // every run alike.
+            started: Instant::now(),
+        }
+    })
+}
+
+/// Runs one whole request through a fresh [`Relay`], playing its storage.
+///
+/// Input: `flags`, `answers`, then `method \n target \n authorization \n
+/// body` (missing fields are empty; the body is everything after the third
+/// `\n`). `authorization` holds zero or more header values separated by
+/// `\r`. Method and target are read lossily as UTF-8.
+///
+/// - `flags` (the `FLAG_*` constants): bit 0 signs the request properly
+///   for `relay.example` with the key chosen by bits 1–2 (0:
+///   `origin.example` `ed25519:1`, the spec key, pinned; 1: `dest.example`,
+///   pinned; 2: a P2P hex name, known only with P2P on; 3: `unknown.example`,
+///   unknown); bit 3 turns P2P names on; bit 4 serves every destination
+///   (else `dest.example` and the P2P name); bit 5 denies `origin.example`;
+///   bit 6 marks the body as over the limit; bit 7 puts the signed header
+///   last.
+/// - `answers`: the low nibble picks the insert result (mod 6: stored,
+///   duplicate, three quotas, storage error), the high nibble the fetch
+///   result (mod 4: nothing queued, an entry, an entry that is not JSON,
+///   storage error).
+///
+/// Invariants: the request gets exactly one response, with its request ID;
+/// every response body is a JSON object; a status other than 200 carries a
+/// Matrix error whose `errcode` maps to that status; `Retry-After` only
+/// with 429; at most one storage operation, only for an origin whose key the
+/// relay knows, matching the path and policy (a store of a valid
+/// transaction whose `origin` is the sender, for a served destination and an
+/// allowed origin; a fetch for the sender's own queue); a request properly
+/// signed with a key the relay knows is never refused with 401; reports for
+/// an operation already answered, or of the wrong kind, are ignored; nothing
+/// is pending at the end.
+pub fn relay_request(data: &[u8]) {
+    let [flags, answers, rest @ ..] = data else {
+        return;
+    };
+    let (flags, answers) = (*flags, *answers);
+    let fx = fixture();
+
+    let mut fields = rest.splitn(4, |&b| b == b'\n');
+    let method = lossy(fields.next().unwrap_or_default()).into_owned();
+    let target = lossy(fields.next().unwrap_or_default()).into_owned();
+    let auth_field = fields.next().unwrap_or_default();
+    let body = fields.next().unwrap_or_default();
+
+    let mut authorization: Vec<String> = if auth_field.is_empty() {
+        Vec::new()
+    } else {
+        auth_field
+            .split(|&b| b == b'\r')
+            .map(|v| lossy(v).into_owned())
+            .collect()
+    };
+    // The origin of a properly signed header that the relay reads first.
+    let mut signed_first = None;
+    if flags & FLAG_SIGN != 0 {
+        let (origin, key) = &fx.signers[usize::from((flags & FLAG_SIGNER_MASK) >> 1)];
+        let content = if body.is_empty() {
+            None
+        } else {
+            serde_json::from_slice::<Value>(body).ok()
+        };
+        // No canonical form (floats): nothing can be signed, as for a real sender.
+        if let Ok(header) = sign_request(
+            key,
+            origin,
+            &fx.relay_name,
+            &method,
+            &target,
+            content.as_ref(),
+        ) {
+            if flags & FLAG_SIGNED_LAST == 0 || authorization.is_empty() {
+                signed_first = Some(origin);
+            }
+            if flags & FLAG_SIGNED_LAST != 0 {
+                authorization.push(header);
+            } else {
+                authorization.insert(0, header);
+            }
+        }
+    }
+
+    let mut config = fx.base.clone();
+    // Who can authenticate: pinned origins, and with P2P names on, any
+    // 64-hex name (signed with the key it spells).
+    let p2p = flags & FLAG_P2P != 0;
+    let known = |origin: &ServerName| {
+        fx.pinned.contains(origin) || p2p && origin.p2p_public_key().is_some()
+    };
+    if p2p {
+        let mut keys = KeyRing::new(true);
+        for (server, key) in &fx.signers[..2] {
+            keys.pin(server.clone(), key.key_id().clone(), key.verify_key());
+        }
+        config.keys = keys;
+    }
+    if flags & FLAG_OPEN != 0 {
+        config.serve = ServePolicy::Open;
+    }
+    if flags & FLAG_DENY != 0 {
+        config.denied_origins.insert(fx.signers[0].0.clone());
+    }
+    let body = if flags & FLAG_TOO_LARGE != 0 {
+        RequestBody::TooLarge
+    } else {
+        RequestBody::Complete(body.to_vec())
+    };
+
+    let mut relay = Relay::new(config);
+    let now = fx.started;
+    let id = relay.handle_request(
+        now,
+        UnixMillis(1_700_000_000_000),
+        Request {
+            method: method.clone(),
+            target: target.clone(),
+            authorization,
+            body,
+        },
+    );
+
+    let mut responses = 0;
+    let mut status = 0;
+    let mut operations = 0;
+    while let Some(output) = relay.poll_output() {
+        match output {
+            Output::Respond { request, response } => {
+                assert_eq!(request, id, "response for another request");
+                check_response(&response);
+                responses += 1;
+                status = response.status;
+            }
+            Output::Store { op, entry, quota } => {
+                operations += 1;
+                assert_eq!(quota, relay.config().quota);
+                assert!(
+                    known(&entry.origin),
+                    "stored for unauthenticated {}",
+                    entry.origin
+                );
+                assert!(
+                    !relay.config().denied_origins.contains(&entry.origin),
+                    "stored for a denied origin"
+                );
+                assert!(
+                    relay.config().serve.serves(&entry.destination),
+                    "stored for an unserved destination"
+                );
+                let Ok(Endpoint::SendRelay { txn_id, user_id }) = request::route(&method, &target)
+                else {
+                    panic!("store for a request that is not send_relay: {method} {target:?}");
+                };
+                assert_eq!(
+                    request::user_id(user_id).map(|u| u.server_name()).ok(),
+                    Some(entry.destination.clone())
+                );
+                assert_eq!(request::txn_id(txn_id).ok(), Some(entry.txn_id.clone()));
+                let txn: Value = serde_json::from_slice(&entry.transaction)
+                    .unwrap_or_else(|e| panic!("stored transaction is not JSON: {e}"));
+                assert_eq!(
+                    txn["origin"].as_str(),
+                    Some(entry.origin.as_str()),
+                    "stored origin is not the sender"
+                );
+                assert!(
+                    txn["pdus"].as_array().is_some_and(|p| p.len() <= MAX_PDUS),
+                    "stored bad pdus"
+                );
+
+                let result = store_answer(answers);
+                relay.handle_stored(now, op, result.clone());
+                relay.handle_stored(now, op, result);
+                relay.handle_fetched(now, op, Ok(None));
+            }
+            Output::Fetch {
+                op,
+                destination,
+                ack,
+            } => {
+                operations += 1;
+                assert!(
+                    known(&destination),
+                    "fetch for unauthenticated {destination}"
+                );
+                let Ok(Endpoint::RelayTxn { user_id }) = request::route(&method, &target) else {
+                    panic!("fetch for a request that is not relay_txn: {method} {target:?}");
+                };
+                assert_eq!(
+                    request::user_id(user_id).map(|u| u.server_name()).ok(),
+                    Some(destination)
+                );
+                assert_ne!(ack, Some(EntryId(0)), "entry 0 acknowledges nothing");
+
+                let result = fetch_answer(answers);
+                relay.handle_fetched(now, op, result.clone());
+                relay.handle_fetched(now, op, result);
+                relay.handle_stored(now, op, Ok(InsertOutcome::Stored(EntryId(1))));
+            }
+        }
+    }
+    assert_eq!(responses, 1, "every request gets exactly one response");
+    assert!(operations <= 1, "at most one storage operation per request");
+    if let Some(origin) = signed_first.filter(|o| known(o) && flags & FLAG_TOO_LARGE == 0) {
+        assert_ne!(
+            status, 401,
+            "a request properly signed by {origin} was refused"
+        );
+    }
+    assert_eq!(relay.pending_ops(), 0, "operations left pending");
+    assert_eq!(relay.poll_timeout(), None, "a timer with nothing to do");
+}
+
+fn store_answer(answers: u8) -> Result<InsertOutcome, StoreError> {
+    match (answers & 0x0f) % 6 {
+        0 => Ok(InsertOutcome::Stored(EntryId(u64::from(answers) + 1))),
+        1 => Ok(InsertOutcome::Duplicate(EntryId(1))),
+        2 => Ok(InsertOutcome::QuotaExceeded(QuotaKind::Destination)),
+        3 => Ok(InsertOutcome::QuotaExceeded(QuotaKind::Origin)),
+        4 => Ok(InsertOutcome::QuotaExceeded(QuotaKind::Total)),
+        _ => Err(StoreError("disk \"full\"\n\u{0}".to_owned())),
+    }
+}
+
+fn fetch_answer(answers: u8) -> Result<Option<QueuedEntry>, StoreError> {
+    let entry = |transaction: &[u8]| QueuedEntry {
+        entry_id: EntryId(u64::from(answers) + 1),
+        origin: fixture().signers[0].0.clone(),
+        txn_id: TxnId::parse("t\"1").expect("fixture txn ID"),
+        transaction: transaction.to_vec(),
+    };
+    match (answers >> 4) % 4 {
+        0 => Ok(None),
+        1 => Ok(Some(entry(
+            br#"{"origin":"origin.example","origin_server_ts":1,"pdus":[{"a":1}],"edus":[]}"#,
+        ))),
+        2 => Ok(Some(entry(b"{\"pdus\":[\xff"))),
+        _ => Err(StoreError("connection reset".to_owned())),
+    }
+}
+
+/// Every code, so that a response's `errcode` can be mapped back.
+const ALL_CODES: [ErrCode; 11] = [
+    ErrCode::Unauthorized,
+    ErrCode::Forbidden,
+    ErrCode::NotJson,
+    ErrCode::BadJson,
+    ErrCode::InvalidUsername,
+    ErrCode::InvalidParam,
+    ErrCode::TooLarge,
+    ErrCode::LimitExceeded,
+    ErrCode::UnrecognizedPath,
+    ErrCode::UnrecognizedMethod,
+    ErrCode::Unknown,
+];
+
+/// Fails to compile when a code is added, as a reminder to list it in
+/// [`ALL_CODES`].
+const _: fn(ErrCode) = |code| match code {
+    ErrCode::Unauthorized
+    | ErrCode::Forbidden
+    | ErrCode::NotJson
+    | ErrCode::BadJson
+    | ErrCode::InvalidUsername
+    | ErrCode::InvalidParam
+    | ErrCode::TooLarge
+    | ErrCode::LimitExceeded
+    | ErrCode::UnrecognizedPath
+    | ErrCode::UnrecognizedMethod
+    | ErrCode::Unknown => {}
+};
+
+fn check_response(response: &Response) {
+    let text = lossy(&response.body);
+    let body: Value = serde_json::from_slice(&response.body).unwrap_or_else(|e| {
+        panic!(
+            "{} response body is not JSON ({e}): {text:?}",
+            response.status
+        )
+    });
+    assert!(body.is_object(), "response body is not an object: {text:?}");
+    assert!(
+        response.retry_after_secs.is_none() || response.status == 429,
+        "Retry-After on a {} response",
+        response.status
+    );
+    if response.status == 200 {
+        assert!(
+            body.get("errcode").is_none(),
+            "200 with an errcode: {text:?}"
+        );
+        return;
+    }
+    let Some(errcode) = body.get("errcode").and_then(Value::as_str) else {
+        panic!("{} response without errcode: {text:?}", response.status);
+    };
+    assert!(
+        body.get("error").is_some_and(Value::is_string),
+        "error without text: {text:?}"
+    );
+    assert!(
+        ALL_CODES
+            .iter()
+            .any(|c| c.as_str() == errcode && c.status() == response.status),
+        "errcode {errcode} does not go with status {}",
+        response.status
+    );
+}

@@ -1,0 +1,269 @@
+//! Per-request policy: everything between the raw request and the storage
+//! operation or response it leads to.
+
+use serde::Serialize;
+use serde_json::value::RawValue;
+use serde_json::{Map, Value, json};
+
+use super::config::{MAX_EDUS, MAX_PDU_BYTES, MAX_PDUS, RelayConfig};
+use super::{Request, RequestBody, Response};
+use crate::auth::{self, AuthError};
+use crate::canonical;
+use crate::error::{ErrCode, MatrixError};
+use crate::id::{EntryId, ServerName};
+use crate::request::{self, Endpoint};
+use crate::signing;
+use crate::store::{InsertOutcome, NewEntry, QueuedEntry, QuotaKind, StoreError};
+use crate::time::UnixMillis;
+
+/// What a request leads to.
+pub(super) enum Action {
+    Respond(Response),
+    Store(NewEntry),
+    Fetch {
+        destination: ServerName,
+        ack: Option<EntryId>,
+    },
+}
+
+pub(super) fn handle(config: &RelayConfig, unix: UnixMillis, request: Request) -> Action {
+    match handle_inner(config, unix, request) {
+        Ok(action) => action,
+        Err(e) => Action::Respond(Response::error(&e)),
+    }
+}
+
+fn handle_inner(
+    config: &RelayConfig,
+    unix: UnixMillis,
+    request: Request,
+) -> Result<Action, MatrixError> {
+    match request::route(&request.method, &request.target)? {
+        Endpoint::ServerKeys => Ok(Action::Respond(server_keys(config, unix)?)),
+        Endpoint::Version => {
+            let body = json!({"server": {"name": "matrix-relay", "version": config.version}});
+            Ok(Action::Respond(Response::ok(body.to_string().into_bytes())))
+        }
+        Endpoint::SendRelay { txn_id, user_id } => {
+            let (origin, content) = authenticate(config, unix, &request)?;
+            let user_id = request::user_id(user_id)?;
+            let txn_id = request::txn_id(txn_id)?;
+            let destination = user_id.server_name();
+            if config.denied_origins.contains(&origin) {
+                return Err(forbidden(format!("{origin} may not use this relay")));
+            }
+            if !config.serve.serves(&destination) {
+                return Err(forbidden(format!(
+                    "this relay does not serve {destination}"
+                )));
+            }
+            let transaction = transaction(content, &origin)?;
+            Ok(Action::Store(NewEntry {
+                origin,
+                destination,
+                txn_id,
+                transaction,
+            }))
+        }
+        Endpoint::RelayTxn { user_id } => {
+            let (origin, content) = authenticate(config, unix, &request)?;
+            let destination = request::user_id(user_id)?.server_name();
+            if origin != destination {
+                return Err(forbidden("only the destination may read its queue"));
+            }
+            let ack = entry_id(content.as_ref())?;
+            Ok(Action::Fetch { destination, ack })
+        }
+    }
+}
+
+fn forbidden(message: impl Into<String>) -> MatrixError {
+    MatrixError::new(ErrCode::Forbidden, message)
+}
+
+fn bad_json(message: impl Into<String>) -> MatrixError {
+    MatrixError::new(ErrCode::BadJson, message)
+}
+
+/// Size (413) → header (401) → destination (401) → body parses (400) →
+/// key (401) → signature (401). Returns the verified origin and the parsed
+/// body.
+fn authenticate(
+    config: &RelayConfig,
+    unix: UnixMillis,
+    request: &Request,
+) -> Result<(ServerName, Option<Value>), MatrixError> {
+    let RequestBody::Complete(body) = &request.body else {
+        return Err(MatrixError::new(
+            ErrCode::TooLarge,
+            format!("request body is over {} bytes", config.max_body_bytes),
+        ));
+    };
+    let unauthorized = |e: AuthError| MatrixError::new(ErrCode::Unauthorized, e.to_string());
+    let claimed = auth::parse_authorization(
+        request.authorization.iter().map(String::as_str),
+        &config.server_name,
+    )
+    .map_err(unauthorized)?;
+    let content = if body.is_empty() {
+        None
+    } else {
+        let value: Value = serde_json::from_slice(body)
+            .map_err(|e| MatrixError::new(ErrCode::NotJson, format!("body is not JSON: {e}")))?;
+        // Signatures cover canonical JSON; a body without one (floats,
+        // out-of-range integers) can never verify, and is bad JSON.
+        canonical::to_canonical_string(&value).map_err(|e| bad_json(e.to_string()))?;
+        Some(value)
+    };
+    auth::verify_claimed(
+        &claimed,
+        &config.server_name,
+        &request.method,
+        &request.target,
+        content.as_ref(),
+        &config.keys,
+        unix,
+    )
+    .map_err(unauthorized)?;
+    Ok((claimed.origin, content))
+}
+
+/// Checks a send_relay body and returns the transaction to store, its
+/// `origin` set to the authenticated sender.
+fn transaction(content: Option<Value>, origin: &ServerName) -> Result<Vec<u8>, MatrixError> {
+    let Some(content) = content else {
+        return Err(MatrixError::new(
+            ErrCode::NotJson,
+            "a transaction body is required",
+        ));
+    };
+    let Value::Object(mut txn) = content else {
+        return Err(bad_json("the transaction must be a JSON object"));
+    };
+    let Some(Value::Array(pdus)) = txn.get("pdus") else {
+        return Err(bad_json("`pdus` must be an array"));
+    };
+    if pdus.len() > MAX_PDUS {
+        return Err(bad_json(format!("max {MAX_PDUS} pdus / {MAX_EDUS} edus")));
+    }
+    for pdu in pdus {
+        let size = serde_json::to_vec(pdu).map_or(usize::MAX, |v| v.len());
+        if size > MAX_PDU_BYTES {
+            return Err(MatrixError::new(
+                ErrCode::TooLarge,
+                format!("a PDU is over {MAX_PDU_BYTES} bytes"),
+            ));
+        }
+    }
+    match txn.get("edus") {
+        None | Some(Value::Null) => {}
+        Some(Value::Array(edus)) if edus.len() <= MAX_EDUS => {}
+        Some(Value::Array(_)) => {
+            return Err(bad_json(format!("max {MAX_PDUS} pdus / {MAX_EDUS} edus")));
+        }
+        Some(_) => return Err(bad_json("`edus` must be an array")),
+    }
+    txn.insert(
+        "origin".to_owned(),
+        Value::String(origin.as_str().to_owned()),
+    );
+    serde_json::to_vec(&txn).map_err(|e| bad_json(e.to_string()))
+}
+
+/// The `entry_id` of a relay_txn body: absent body means 0, which acks
+/// nothing.
+fn entry_id(content: Option<&Value>) -> Result<Option<EntryId>, MatrixError> {
+    let Some(content) = content else {
+        return Ok(None);
+    };
+    let id = content
+        .as_object()
+        .and_then(|o| o.get("entry_id"))
+        .ok_or_else(|| bad_json("expected {\"entry_id\": <integer >= 0>}"))?;
+    match id.as_u64() {
+        Some(0) => Ok(None),
+        Some(n) => Ok(Some(EntryId(n))),
+        None if id.as_i64().is_some() => Err(bad_json("entry_id must not be negative")),
+        None => Err(bad_json("entry_id must be an integer")),
+    }
+}
+
+fn server_keys(config: &RelayConfig, unix: UnixMillis) -> Result<Response, MatrixError> {
+    let key = &config.signing_key;
+    let mut verify_keys = Map::new();
+    verify_keys.insert(
+        key.key_id().as_str().to_owned(),
+        json!({"key": key.verify_key().to_base64()}),
+    );
+    let mut doc = json!({
+        "server_name": config.server_name.as_str(),
+        "verify_keys": verify_keys,
+        "old_verify_keys": {},
+        "valid_until_ts": unix.saturating_add_ms(config.key_validity_ms).0,
+    });
+    signing::sign_json(config.server_name.as_str(), key, &mut doc)
+        .map_err(|e| MatrixError::new(ErrCode::Unknown, e.to_string()))?;
+    Ok(Response::ok(doc.to_string().into_bytes()))
+}
+
+pub(super) fn stored_response(result: Result<InsertOutcome, StoreError>) -> Response {
+    let error = match result {
+        Ok(InsertOutcome::Stored(_) | InsertOutcome::Duplicate(_)) => {
+            return Response::ok(b"{}".to_vec());
+        }
+        Ok(InsertOutcome::QuotaExceeded(kind)) => {
+            let what = match kind {
+                QuotaKind::Destination => "the destination's queue is full",
+                QuotaKind::Origin => "this origin has queued too much",
+                QuotaKind::Total => "the relay is full",
+            };
+            MatrixError::new(ErrCode::LimitExceeded, what)
+        }
+        Err(e) => MatrixError::new(ErrCode::Unknown, e.to_string()),
+    };
+    Response::error(&error)
+}
+
+/// A `relay_txn` answer, with this project's `txn_id` addition.
+#[derive(Serialize)]
+struct RelayTxnResponse<'a> {
+    transaction: &'a RawValue,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    entry_id: Option<EntryId>,
+    entries_queued: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    txn_id: Option<&'a str>,
+}
+
+const EMPTY_TRANSACTION: &str = r#"{"origin":"","origin_server_ts":0,"pdus":[],"edus":[]}"#;
+
+pub(super) fn fetched_response(result: Result<Option<QueuedEntry>, StoreError>) -> Response {
+    let render = |entry: Option<&QueuedEntry>| -> Result<Vec<u8>, MatrixError> {
+        let internal =
+            |e: &dyn std::fmt::Display| MatrixError::new(ErrCode::Unknown, e.to_string());
+        let raw: Box<RawValue> = match entry {
+            Some(e) => {
+                let text = std::str::from_utf8(&e.transaction).map_err(|e| internal(&e))?;
+                RawValue::from_string(text.to_owned()).map_err(|e| internal(&e))?
+            }
+            None => {
+                RawValue::from_string(EMPTY_TRANSACTION.to_owned()).map_err(|e| internal(&e))?
+            }
+        };
+        let wire = RelayTxnResponse {
+            transaction: &raw,
+            entry_id: entry.map(|e| e.entry_id),
+            entries_queued: entry.is_some(),
+            txn_id: entry.map(|e| e.txn_id.as_str()),
+        };
+        serde_json::to_vec(&wire).map_err(|e| internal(&e))
+    };
+    let rendered = match result {
+        Ok(entry) => render(entry.as_ref()),
+        Err(e) => Err(MatrixError::new(ErrCode::Unknown, e.to_string())),
+    };
+    match rendered {
+        Ok(body) => Response::ok(body),
+        Err(e) => Response::error(&e),
+    }
+}

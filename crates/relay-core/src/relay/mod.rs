@@ -1,0 +1,310 @@
+//! The relay server machine: request in, storage effects out, response back.
+//!
+//! # Driving a `Relay`
+//!
+//! The machine is owned by one caller (`&mut self`, no locks inside). The
+//! adapter drives it with one loop:
+//!
+//! 1. Feed an event: [`Relay::handle_request`] for each complete request,
+//!    [`Relay::handle_stored`] / [`Relay::handle_fetched`] when a storage
+//!    operation it asked for has finished, [`Relay::handle_timeout`] when the
+//!    timer fires.
+//! 2. Drain [`Relay::poll_output`] until it returns `None`, performing each
+//!    [`Output`]: run `Store` / `Fetch` on the storage backend (off the
+//!    event loop) and report each result back with the operation's
+//!    [`OpId`]; send each `Respond` to the connection that made the request.
+//! 3. Re-arm the timer from [`Relay::poll_timeout`].
+//!
+//! ```no_run
+//! # use relay_core::relay::*;
+//! # use relay_core::{Instant, UnixMillis};
+//! # fn store(_: &relay_core::store::NewEntry) -> Result<relay_core::store::InsertOutcome, relay_core::store::StoreError> { todo!() }
+//! # fn send(_: RequestId, _: Response) {}
+//! # fn drive(relay: &mut Relay, request: Request) {
+//! relay.handle_request(Instant::now(), UnixMillis(1_700_000_000_000), request);
+//! while let Some(output) = relay.poll_output() {
+//!     match output {
+//!         Output::Store { op, entry, quota: _ } => {
+//!             let result = store(&entry); // on a blocking pool, in real code
+//!             relay.handle_stored(Instant::now(), op, result);
+//!         }
+//!         Output::Fetch { op, .. } => relay.handle_fetched(Instant::now(), op, Ok(None)),
+//!         Output::Respond { request, response } => send(request, response),
+//!     }
+//! }
+//! # }
+//! ```
+//!
+//! All policy lives here: the order of checks (route, size, `X-Matrix`
+//! header, body, key, signature, path parameters, permission, content), the
+//! serving policy, the `relay_txn` origin check, quotas and limits, and every
+//! error of the protocol tables.
+
+mod config;
+mod handlers;
+#[cfg(test)]
+mod tests;
+
+use std::collections::{HashMap, VecDeque};
+
+pub use config::{
+    DEFAULT_MAX_BODY_BYTES, MAX_EDUS, MAX_PDU_BYTES, MAX_PDUS, RelayConfig, ServePolicy,
+};
+
+use crate::error::MatrixError;
+use crate::id::{EntryId, ServerName};
+use crate::store::{InsertOutcome, NewEntry, QueuedEntry, Quota, StoreError};
+use crate::time::{Instant, UnixMillis};
+
+/// One HTTP request as the adapter received it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Request {
+    /// The method, upper case (`GET`, `PUT`).
+    pub method: String,
+    /// The raw request target (path and query) exactly as received.
+    pub target: String,
+    /// Every `Authorization` header value, in order.
+    pub authorization: Vec<String>,
+    /// The body.
+    pub body: RequestBody,
+}
+
+/// A request body, or the fact that it was over the limit.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RequestBody {
+    /// The whole body (possibly empty).
+    Complete(Vec<u8>),
+    /// The body exceeded [`Relay::max_body_bytes`]; the adapter stopped
+    /// reading it.
+    TooLarge,
+}
+
+/// An HTTP response to send. The content type is always
+/// `application/json`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Response {
+    /// HTTP status.
+    pub status: u16,
+    /// JSON body.
+    pub body: Vec<u8>,
+    /// For 429: the `Retry-After` header, in seconds.
+    pub retry_after_secs: Option<u64>,
+}
+
+impl Response {
+    fn ok(body: Vec<u8>) -> Self {
+        Self {
+            status: 200,
+            body,
+            retry_after_secs: None,
+        }
+    }
+
+    fn error(e: &MatrixError) -> Self {
+        Self {
+            status: e.status(),
+            body: e.to_json(),
+            retry_after_secs: e.retry_after_ms.map(|ms| ms.div_ceil(1000)),
+        }
+    }
+}
+
+/// Names a request the machine is answering; it comes back in
+/// [`Output::Respond`]. Only the machine makes these.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct RequestId(u64);
+
+/// Names a storage operation; echo it in `handle_stored` / `handle_fetched`.
+/// Only the machine makes these.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct OpId(u64);
+
+/// What the machine asks its driver to do.
+#[must_use]
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Output {
+    /// Store `entry` durably, within `quota`, then call
+    /// [`Relay::handle_stored`] with `op`.
+    Store {
+        /// Echo this back.
+        op: OpId,
+        /// What to store.
+        entry: NewEntry,
+        /// The limits the insert must respect.
+        quota: Quota,
+    },
+    /// Acknowledge (delete) `ack` of `destination` if given, then read the
+    /// destination's oldest entry, and call [`Relay::handle_fetched`] with
+    /// `op`.
+    Fetch {
+        /// Echo this back.
+        op: OpId,
+        /// Whose queue.
+        destination: ServerName,
+        /// The entry to delete first.
+        ack: Option<EntryId>,
+    },
+    /// Send `response` for `request`.
+    Respond {
+        /// The request being answered.
+        request: RequestId,
+        /// The answer.
+        response: Response,
+    },
+}
+
+/// What a storage operation is waiting for.
+#[derive(Debug)]
+enum Pending {
+    AwaitingStore { request: RequestId },
+    AwaitingFetch { request: RequestId },
+}
+
+/// The relay server's request logic. See the [module docs](self) for how to
+/// drive it.
+#[derive(Debug)]
+pub struct Relay {
+    config: RelayConfig,
+    pending: HashMap<OpId, Pending>,
+    outputs: VecDeque<Output>,
+    next_id: u64,
+    last_now: Option<Instant>,
+}
+
+impl Relay {
+    /// A relay with `config`.
+    pub fn new(config: RelayConfig) -> Self {
+        Self {
+            config,
+            pending: HashMap::new(),
+            outputs: VecDeque::new(),
+            next_id: 0,
+            last_now: None,
+        }
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &RelayConfig {
+        &self.config
+    }
+
+    /// The largest request body to read; past it, pass
+    /// [`RequestBody::TooLarge`].
+    pub fn max_body_bytes(&self) -> usize {
+        self.config.max_body_bytes
+    }
+
+    /// Takes a complete request. Its response comes out of
+    /// [`Relay::poll_output`] as [`Output::Respond`] with the returned id,
+    /// at once or after the storage operation it needs.
+    pub fn handle_request(
+        &mut self,
+        now: Instant,
+        unix: UnixMillis,
+        request: Request,
+    ) -> RequestId {
+        self.last_now = Some(now);
+        let id = RequestId(self.fresh_id());
+        match handlers::handle(&self.config, unix, request) {
+            handlers::Action::Respond(response) => self.respond(id, response),
+            handlers::Action::Store(entry) => {
+                let op = OpId(self.fresh_id());
+                self.pending
+                    .insert(op, Pending::AwaitingStore { request: id });
+                self.outputs.push_back(Output::Store {
+                    op,
+                    entry,
+                    quota: self.config.quota,
+                });
+            }
+            handlers::Action::Fetch { destination, ack } => {
+                let op = OpId(self.fresh_id());
+                self.pending
+                    .insert(op, Pending::AwaitingFetch { request: id });
+                self.outputs.push_back(Output::Fetch {
+                    op,
+                    destination,
+                    ack,
+                });
+            }
+        }
+        id
+    }
+
+    /// Reports the result of [`Output::Store`] `op`. An unknown or
+    /// mismatched `op` is ignored.
+    pub fn handle_stored(
+        &mut self,
+        now: Instant,
+        op: OpId,
+        result: Result<InsertOutcome, StoreError>,
+    ) {
+        self.last_now = Some(now);
+        let Some(Pending::AwaitingStore { request }) = self.take_pending(op, true) else {
+            return;
+        };
+        self.respond(request, handlers::stored_response(result));
+    }
+
+    /// Reports the result of [`Output::Fetch`] `op`. An unknown or
+    /// mismatched `op` is ignored.
+    pub fn handle_fetched(
+        &mut self,
+        now: Instant,
+        op: OpId,
+        result: Result<Option<QueuedEntry>, StoreError>,
+    ) {
+        self.last_now = Some(now);
+        let Some(Pending::AwaitingFetch { request }) = self.take_pending(op, false) else {
+            return;
+        };
+        self.respond(request, handlers::fetched_response(result));
+    }
+
+    /// The relay keeps no timers; this only records `now`.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        self.last_now = Some(now);
+    }
+
+    /// The next thing to do, if any.
+    pub fn poll_output(&mut self) -> Option<Output> {
+        self.outputs.pop_front()
+    }
+
+    /// When to call [`Relay::handle_timeout`]: the last `now` while output
+    /// is waiting, so no driver sleeps on pending work; otherwise never.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        if self.outputs.is_empty() {
+            None
+        } else {
+            self.last_now
+        }
+    }
+
+    /// Storage operations issued and not yet reported back.
+    pub fn pending_ops(&self) -> usize {
+        self.pending.len()
+    }
+
+    fn take_pending(&mut self, op: OpId, store: bool) -> Option<Pending> {
+        let matches = match self.pending.get(&op)? {
+            Pending::AwaitingStore { .. } => store,
+            Pending::AwaitingFetch { .. } => !store,
+        };
+        if matches {
+            self.pending.remove(&op)
+        } else {
+            None
+        }
+    }
+
+    fn respond(&mut self, request: RequestId, response: Response) {
+        self.outputs
+            .push_back(Output::Respond { request, response });
+    }
+
+    fn fresh_id(&mut self) -> u64 {
+        self.next_id += 1;
+        self.next_id
+    }
+}

@@ -1,0 +1,541 @@
+//! Unit tables for the relay machine: request in, outputs out.
+
+use std::collections::HashSet;
+
+use serde_json::{Value, json};
+
+use super::*;
+use crate::auth::sign_request;
+use crate::id::{KeyId, TxnId};
+use crate::signing::SigningKey;
+use crate::store::QuotaKind;
+
+const SPEC_SEED: &str = "YJDBA9Xnr2sVqXD9Vj7XVUnmFZcZrlw8Md7kMW+3XA1";
+const VECTOR_A_SIG: &str =
+    "STBA1xu0p9jKYatO5IAB/Um7OEkoMewBqfy6Anp5JbAOubPnQvKeAl3yn0wEw0IMPo5QVBTzKVOaFZxsV78FBA";
+const NOW_MS: UnixMillis = UnixMillis(1_700_000_000_000);
+
+fn name(s: &str) -> ServerName {
+    ServerName::parse(s).unwrap()
+}
+
+fn spec_key() -> SigningKey {
+    SigningKey::parse_synapse(&format!("ed25519 1 {SPEC_SEED}")).unwrap()
+}
+
+fn key_for(seed_byte: u8) -> SigningKey {
+    SigningKey::from_seed(KeyId::parse("ed25519:k").unwrap(), [seed_byte; 32])
+}
+
+/// relay.example serving dest.example; origin.example (spec key) and
+/// dest.example (seed 2) pinned; stranger.example (seed 3) pinned too.
+fn config() -> RelayConfig {
+    let mut c = RelayConfig::new(name("relay.example"), key_for(9));
+    c.serve = ServePolicy::Only(HashSet::from([name("dest.example")]));
+    c.keys.pin(
+        name("origin.example"),
+        KeyId::parse("ed25519:1").unwrap(),
+        spec_key().verify_key(),
+    );
+    for (server, seed) in [("dest.example", 2), ("stranger.example", 3)] {
+        let k = key_for(seed);
+        c.keys.pin(name(server), k.key_id().clone(), k.verify_key());
+    }
+    c
+}
+
+fn signed(method: &str, target: &str, origin: &str, key: &SigningKey, body: &str) -> Request {
+    let content: Option<Value> = (!body.is_empty()).then(|| serde_json::from_str(body).unwrap());
+    let header = sign_request(
+        key,
+        &name(origin),
+        &name("relay.example"),
+        method,
+        target,
+        content.as_ref(),
+    )
+    .unwrap();
+    Request {
+        method: method.into(),
+        target: target.into(),
+        authorization: vec![header],
+        body: RequestBody::Complete(body.as_bytes().to_vec()),
+    }
+}
+
+fn put(txn: &str, user: &str, body: &str) -> Request {
+    let target = format!("/_matrix/federation/v1/send_relay/{txn}/{user}");
+    signed("PUT", &target, "origin.example", &spec_key(), body)
+}
+
+fn get(user: &str, origin: &str, key: &SigningKey, body: &str) -> Request {
+    signed(
+        "GET",
+        &format!("/_matrix/federation/v1/relay_txn/{user}"),
+        origin,
+        key,
+        body,
+    )
+}
+
+const TXN: &str = r#"{"origin":"liar.example","origin_server_ts":1,"pdus":[{"a":1}],"edus":[]}"#;
+
+/// Feeds one request and returns every output it produced at once.
+fn run(relay: &mut Relay, request: Request) -> (RequestId, Vec<Output>) {
+    let id = relay.handle_request(Instant::now(), NOW_MS, request);
+    (id, std::iter::from_fn(|| relay.poll_output()).collect())
+}
+
+fn only_response(outputs: Vec<Output>) -> Response {
+    match outputs.as_slice() {
+        [Output::Respond { response, .. }] => response.clone(),
+        other => panic!("expected one response, got {other:?}"),
+    }
+}
+
+fn errcode(r: &Response) -> String {
+    let v: Value = serde_json::from_slice(&r.body).unwrap();
+    v["errcode"].as_str().unwrap_or_default().to_owned()
+}
+
+#[test]
+fn errors_table() {
+    let dest = key_for(2);
+    let stranger = key_for(3);
+    let mut unsigned = put("t", "@a:dest.example", TXN);
+    unsigned.authorization.clear();
+    let mut wrong_sig = put("t", "@a:dest.example", TXN);
+    wrong_sig.body = RequestBody::Complete(TXN.replace("\"a\":1", "\"a\":2").into_bytes());
+    let mut too_large = put("t", "@a:dest.example", TXN);
+    too_large.body = RequestBody::TooLarge;
+    let mut not_json = put("t", "@a:dest.example", TXN);
+    not_json.body = RequestBody::Complete(b"{nope".to_vec());
+    let unknown_key = signed(
+        "PUT",
+        "/_matrix/federation/v1/send_relay/t/@a:dest.example",
+        "unknown.example",
+        &spec_key(),
+        TXN,
+    );
+    let mut wrong_destination = put("t", "@a:dest.example", TXN);
+    wrong_destination.authorization = vec![
+        sign_request(
+            &spec_key(),
+            &name("origin.example"),
+            &name("other-relay.example"),
+            "PUT",
+            "/_matrix/federation/v1/send_relay/t/@a:dest.example",
+            Some(&serde_json::from_str(TXN).unwrap()),
+        )
+        .unwrap(),
+    ];
+    // A body with no canonical form cannot be signed; the header only needs
+    // to parse, since the body is refused before the key is looked up.
+    let mut float_body = put("t", "@a:dest.example", "{}");
+    float_body.body = RequestBody::Complete(br#"{"pdus":[1.5]}"#.to_vec());
+    let pdus = |n: usize| json!({"pdus": vec![json!({}); n]}).to_string();
+    let edus = |n: usize| json!({"pdus": [], "edus": vec![json!({}); n]}).to_string();
+    let big_pdu = json!({"pdus": [{"x": "y".repeat(70_000)}]}).to_string();
+    let cases: Vec<(&str, Request, u16, &str)> = vec![
+        (
+            "unknown path",
+            put("t", "@a:dest.example", TXN).with_target("/_matrix/nope"),
+            404,
+            "M_UNRECOGNIZED",
+        ),
+        (
+            "wrong method",
+            signed(
+                "POST",
+                "/_matrix/federation/v1/send_relay/t/@a:dest.example",
+                "origin.example",
+                &spec_key(),
+                TXN,
+            ),
+            405,
+            "M_UNRECOGNIZED",
+        ),
+        ("too large", too_large, 413, "M_TOO_LARGE"),
+        ("no header", unsigned, 401, "M_UNAUTHORIZED"),
+        (
+            "wrong destination",
+            wrong_destination,
+            401,
+            "M_UNAUTHORIZED",
+        ),
+        ("not json", not_json, 400, "M_NOT_JSON"),
+        ("unknown key", unknown_key, 401, "M_UNAUTHORIZED"),
+        ("tampered body", wrong_sig, 401, "M_UNAUTHORIZED"),
+        (
+            "bad user id",
+            put("t", "alice", TXN),
+            400,
+            "M_INVALID_USERNAME",
+        ),
+        (
+            "bad user id (encoding)",
+            put("t", "%40a%3", TXN),
+            400,
+            "M_INVALID_USERNAME",
+        ),
+        (
+            "bad user id (unserved host)",
+            put("t", "@a:bad_host", TXN),
+            400,
+            "M_INVALID_USERNAME",
+        ),
+        (
+            "not served",
+            put("t", "@a:elsewhere.example", TXN),
+            403,
+            "M_FORBIDDEN",
+        ),
+        (
+            "pdus missing",
+            put("t", "@a:dest.example", r#"{"edus":[]}"#),
+            400,
+            "M_BAD_JSON",
+        ),
+        (
+            "pdus not array",
+            put("t", "@a:dest.example", r#"{"pdus":{}}"#),
+            400,
+            "M_BAD_JSON",
+        ),
+        (
+            "not an object",
+            put("t", "@a:dest.example", "[1]"),
+            400,
+            "M_BAD_JSON",
+        ),
+        (
+            "51 pdus",
+            put("t", "@a:dest.example", &pdus(51)),
+            400,
+            "M_BAD_JSON",
+        ),
+        (
+            "101 edus",
+            put("t", "@a:dest.example", &edus(101)),
+            400,
+            "M_BAD_JSON",
+        ),
+        (
+            "edus not array",
+            put("t", "@a:dest.example", r#"{"pdus":[],"edus":1}"#),
+            400,
+            "M_BAD_JSON",
+        ),
+        ("float in body", float_body, 400, "M_BAD_JSON"),
+        (
+            "pdu over 64 KiB",
+            put("t", "@a:dest.example", &big_pdu),
+            413,
+            "M_TOO_LARGE",
+        ),
+        (
+            "another server's queue",
+            get("@a:dest.example", "stranger.example", &stranger, ""),
+            403,
+            "M_FORBIDDEN",
+        ),
+        (
+            "sender reads queue",
+            get("@a:dest.example", "origin.example", &spec_key(), ""),
+            403,
+            "M_FORBIDDEN",
+        ),
+        (
+            "get bad user",
+            get("nobody", "dest.example", &dest, ""),
+            400,
+            "M_INVALID_USERNAME",
+        ),
+        (
+            "get negative",
+            get(
+                "@a:dest.example",
+                "dest.example",
+                &dest,
+                r#"{"entry_id":-1}"#,
+            ),
+            400,
+            "M_BAD_JSON",
+        ),
+        (
+            "get float id",
+            get(
+                "@a:dest.example",
+                "dest.example",
+                &dest,
+                r#"{"entry_id":"1"}"#,
+            ),
+            400,
+            "M_BAD_JSON",
+        ),
+        (
+            "get no id",
+            get("@a:dest.example", "dest.example", &dest, r#"{}"#),
+            400,
+            "M_BAD_JSON",
+        ),
+        (
+            "get array",
+            get("@a:dest.example", "dest.example", &dest, r#"[0]"#),
+            400,
+            "M_BAD_JSON",
+        ),
+    ];
+    for (what, request, status, code) in cases {
+        let mut relay = Relay::new(config());
+        let response = only_response(run(&mut relay, request).1);
+        assert_eq!(
+            (response.status, errcode(&response).as_str()),
+            (status, code),
+            "{what}"
+        );
+        assert_eq!(relay.pending_ops(), 0, "{what}");
+    }
+}
+
+impl Request {
+    fn with_target(mut self, target: &str) -> Self {
+        self.target = target.into();
+        self
+    }
+}
+
+#[test]
+fn store_then_respond() {
+    let mut relay = Relay::new(config());
+    let (id, outputs) = run(&mut relay, put("txn%2F1", "%40alice%3Adest.example", TXN));
+    let [Output::Store { op, entry, quota }] = outputs.as_slice() else {
+        panic!("expected a store, got {outputs:?}");
+    };
+    assert_eq!(entry.origin, name("origin.example"));
+    assert_eq!(entry.destination, name("dest.example"));
+    assert_eq!(entry.txn_id, TxnId::parse("txn/1").unwrap());
+    assert_eq!(*quota, relay.config().quota);
+    let stored: Value = serde_json::from_slice(&entry.transaction).unwrap();
+    assert_eq!(
+        stored["origin"], "origin.example",
+        "origin is the authenticated sender"
+    );
+    assert_eq!(stored["pdus"], json!([{"a": 1}]));
+    assert!(relay.poll_timeout().is_none());
+
+    // A report for an unknown or wrong-kind op changes nothing.
+    relay.handle_fetched(Instant::now(), *op, Ok(None));
+    relay.handle_stored(
+        Instant::now(),
+        OpId(999),
+        Ok(InsertOutcome::Stored(EntryId(1))),
+    );
+    assert!(relay.poll_output().is_none());
+
+    relay.handle_stored(Instant::now(), *op, Ok(InsertOutcome::Stored(EntryId(1))));
+    assert!(
+        relay.poll_timeout().is_some(),
+        "output waiting: timer is now"
+    );
+    let out = relay.poll_output().unwrap();
+    assert_eq!(
+        out,
+        Output::Respond {
+            request: id,
+            response: Response::ok(b"{}".to_vec())
+        }
+    );
+    assert_eq!(relay.pending_ops(), 0);
+}
+
+#[test]
+fn store_outcomes() {
+    let cases = [
+        (Ok(InsertOutcome::Duplicate(EntryId(3))), 200, ""),
+        (
+            Ok(InsertOutcome::QuotaExceeded(QuotaKind::Destination)),
+            429,
+            "M_LIMIT_EXCEEDED",
+        ),
+        (
+            Ok(InsertOutcome::QuotaExceeded(QuotaKind::Origin)),
+            429,
+            "M_LIMIT_EXCEEDED",
+        ),
+        (
+            Ok(InsertOutcome::QuotaExceeded(QuotaKind::Total)),
+            429,
+            "M_LIMIT_EXCEEDED",
+        ),
+        (Err(StoreError("disk".into())), 500, "M_UNKNOWN"),
+    ];
+    for (result, status, code) in cases {
+        let mut relay = Relay::new(config());
+        let (_, outputs) = run(&mut relay, put("t", "@a:dest.example", TXN));
+        let Some(Output::Store { op, .. }) = outputs.into_iter().next() else {
+            panic!("no store");
+        };
+        relay.handle_stored(Instant::now(), op, result);
+        let response = only_response(relay.poll_output().into_iter().collect());
+        assert_eq!(
+            (response.status, errcode(&response).as_str()),
+            (status, code)
+        );
+    }
+}
+
+#[test]
+fn vector_a_from_the_protocol_example() {
+    let body = r#"{"origin":"origin.example","origin_server_ts":1,"pdus":[],"edus":[]}"#;
+    let request = Request {
+        method: "PUT".into(),
+        target: "/_matrix/federation/v1/send_relay/txn1/@alice:dest.example".into(),
+        authorization: vec![format!(
+            r#"X-Matrix origin="origin.example",destination="relay.example",key="ed25519:1",sig="{VECTOR_A_SIG}""#
+        )],
+        body: RequestBody::Complete(body.as_bytes().to_vec()),
+    };
+    let (_, outputs) = run(&mut Relay::new(config()), request);
+    assert!(
+        matches!(outputs.as_slice(), [Output::Store { .. }]),
+        "{outputs:?}"
+    );
+}
+
+#[test]
+fn fetch_and_ack() {
+    let dest = key_for(2);
+    let mut relay = Relay::new(config());
+    for (body, ack) in [
+        ("", None),
+        (r#"{"entry_id":0}"#, None),
+        (r#"{"entry_id":7}"#, Some(EntryId(7))),
+    ] {
+        let (id, outputs) = run(
+            &mut relay,
+            get("%40bob%3Adest.example", "dest.example", &dest, body),
+        );
+        let [
+            Output::Fetch {
+                op,
+                destination,
+                ack: got,
+            },
+        ] = outputs.as_slice()
+        else {
+            panic!("expected a fetch, got {outputs:?}");
+        };
+        assert_eq!((destination, *got), (&name("dest.example"), ack));
+        let entry = QueuedEntry {
+            entry_id: EntryId(8),
+            origin: name("origin.example"),
+            txn_id: TxnId::parse("t8").unwrap(),
+            transaction: br#"{"origin":"origin.example","pdus":[]}"#.to_vec(),
+        };
+        relay.handle_fetched(Instant::now(), *op, Ok(Some(entry)));
+        let Some(Output::Respond { request, response }) = relay.poll_output() else {
+            panic!("no response");
+        };
+        assert_eq!((request, response.status), (id, 200));
+        let v: Value = serde_json::from_slice(&response.body).unwrap();
+        assert_eq!(
+            v,
+            json!({"transaction": {"origin":"origin.example","pdus":[]}, "entry_id": 8, "entries_queued": true, "txn_id": "t8"})
+        );
+    }
+    let (_, outputs) = run(
+        &mut relay,
+        get("@bob:dest.example", "dest.example", &dest, ""),
+    );
+    let [Output::Fetch { op, .. }] = outputs.as_slice() else {
+        panic!("expected a fetch");
+    };
+    relay.handle_fetched(Instant::now(), *op, Ok(None));
+    let response = only_response(relay.poll_output().into_iter().collect());
+    let v: Value = serde_json::from_slice(&response.body).unwrap();
+    assert_eq!(
+        v,
+        json!({"transaction": {"origin":"","origin_server_ts":0,"pdus":[],"edus":[]}, "entries_queued": false})
+    );
+    assert!(
+        v.get("entry_id").is_none(),
+        "no entry_id when nothing is queued"
+    );
+
+    let (_, outputs) = run(
+        &mut relay,
+        get("@bob:dest.example", "dest.example", &dest, ""),
+    );
+    let [Output::Fetch { op, .. }] = outputs.as_slice() else {
+        panic!("expected a fetch");
+    };
+    relay.handle_fetched(Instant::now(), *op, Err(StoreError("gone".into())));
+    let response = only_response(relay.poll_output().into_iter().collect());
+    assert_eq!(
+        (response.status, errcode(&response).as_str()),
+        (500, "M_UNKNOWN")
+    );
+}
+
+#[test]
+fn policies() {
+    let mut c = config();
+    c.denied_origins.insert(name("origin.example"));
+    let response = only_response(run(&mut Relay::new(c), put("t", "@a:dest.example", TXN)).1);
+    assert_eq!(response.status, 403);
+
+    let mut c = config();
+    c.serve = ServePolicy::Open;
+    let (_, outputs) = run(&mut Relay::new(c), put("t", "@a:anyone.example", TXN));
+    assert!(matches!(outputs.as_slice(), [Output::Store { .. }]));
+}
+
+#[test]
+fn p2p_origin_without_pinned_key() {
+    let node = SigningKey::from_seed(
+        KeyId::parse("ed25519:dendrite-demo-yggdrasil").unwrap(),
+        [5; 32],
+    );
+    let hex = node.verify_key().to_hex();
+    let target = format!("/_matrix/federation/v1/relay_txn/@alice:{hex}");
+    let mut c = config();
+    let request = signed("GET", &target, &hex, &node, r#"{"entry_id":0}"#);
+    let response = only_response(run(&mut Relay::new(c.clone()), request.clone()).1);
+    assert_eq!(response.status, 401, "P2P names are off by default");
+    c.keys = crate::auth::KeyRing::new(true);
+    let (_, outputs) = run(&mut Relay::new(c), request);
+    assert!(
+        matches!(outputs.as_slice(), [Output::Fetch { .. }]),
+        "{outputs:?}"
+    );
+}
+
+#[test]
+fn key_and_version_documents() {
+    let c = config();
+    let mut relay = Relay::new(c.clone());
+    let request = Request {
+        method: "GET".into(),
+        target: "/_matrix/key/v2/server".into(),
+        authorization: vec![],
+        body: RequestBody::Complete(vec![]),
+    };
+    let response = only_response(run(&mut relay, request).1);
+    let doc: Value = serde_json::from_slice(&response.body).unwrap();
+    assert_eq!(doc["server_name"], "relay.example");
+    assert_eq!(doc["valid_until_ts"], NOW_MS.0 + c.key_validity_ms);
+    let key = c.signing_key.verify_key();
+    assert_eq!(doc["verify_keys"]["ed25519:k"]["key"], key.to_base64());
+    crate::signing::verify_json("relay.example", c.signing_key.key_id(), &key, &doc).unwrap();
+
+    let request = Request {
+        method: "GET".into(),
+        target: "/_matrix/federation/v1/version".into(),
+        authorization: vec![],
+        body: RequestBody::Complete(vec![]),
+    };
+    let doc: Value =
+        serde_json::from_slice(&only_response(run(&mut relay, request).1).body).unwrap();
+    assert_eq!(doc["server"]["name"], "matrix-relay");
+}

@@ -1,0 +1,157 @@
+//! The queue semantics every [`QueueStore`] backend must have, written once.
+//!
+//! Each check is a function taking a fresh, empty store and panicking with a
+//! message that says what went wrong. Run them all with [`run_all`], or get
+//! one `#[test]` per check with [`conformance_tests!`](crate::conformance_tests):
+//!
+//! ```no_run
+//! mod memory {
+//!     relay_store::conformance_tests!(|| Box::new(relay_store::MemoryStore::new()));
+//! }
+//! ```
+//!
+//! What is checked:
+//! - FIFO per destination, oldest (lowest entry ID) first; destinations are
+//!   isolated from each other.
+//! - Entry IDs are positive, increase in insert order and are never reused.
+//! - Insert is idempotent on (origin, destination, txn ID) while the entry
+//!   is queued: `Duplicate` with the original ID, stored once.
+//! - Acknowledgement is exact: only that entry, only for its destination;
+//!   acknowledging a gone ID is harmless.
+//! - Quotas for each [`QuotaKind`]: refused whole, checked after the
+//!   duplicate check, freed by acknowledgement, in the order destination,
+//!   origin, total.
+//! - Concurrent inserts, acknowledgements and duplicate races.
+
+use crate::QueueStore;
+#[cfg(doc)]
+use relay_core::store::QuotaKind;
+
+mod concurrency;
+mod helpers;
+mod queue;
+mod quota;
+
+pub use concurrency::{
+    concurrent_duplicate_inserts, concurrent_inserts, concurrent_inserts_and_acks,
+};
+pub use queue::{
+    ack_is_exact, ack_of_gone_entry_returns_oldest, ack_then_next_returns_following,
+    destinations_isolated, duplicate_insert_is_idempotent, duplicate_key_is_origin_destination_txn,
+    empty_store, fifo_per_destination, ids_increase_and_are_never_reused, payload_round_trips,
+    reinsert_after_ack_is_a_new_entry,
+};
+pub use quota::{
+    quota_check_order, quota_destination_bytes, quota_destination_entries, quota_freed_by_ack,
+    quota_ignores_duplicates, quota_origin_bytes, quota_origin_entries,
+    quota_refusal_stores_nothing, quota_total_bytes,
+};
+
+/// A conformance check: takes a fresh, empty store, panics on failure.
+pub type Check = fn(&dyn QueueStore);
+
+/// Every check, by name, in the order [`run_all`] runs them.
+pub const CHECKS: &[(&str, Check)] = &[
+    ("empty_store", empty_store),
+    ("fifo_per_destination", fifo_per_destination),
+    ("destinations_isolated", destinations_isolated),
+    ("payload_round_trips", payload_round_trips),
+    (
+        "ids_increase_and_are_never_reused",
+        ids_increase_and_are_never_reused,
+    ),
+    (
+        "duplicate_insert_is_idempotent",
+        duplicate_insert_is_idempotent,
+    ),
+    (
+        "duplicate_key_is_origin_destination_txn",
+        duplicate_key_is_origin_destination_txn,
+    ),
+    (
+        "reinsert_after_ack_is_a_new_entry",
+        reinsert_after_ack_is_a_new_entry,
+    ),
+    (
+        "ack_then_next_returns_following",
+        ack_then_next_returns_following,
+    ),
+    ("ack_is_exact", ack_is_exact),
+    (
+        "ack_of_gone_entry_returns_oldest",
+        ack_of_gone_entry_returns_oldest,
+    ),
+    ("quota_destination_entries", quota_destination_entries),
+    ("quota_destination_bytes", quota_destination_bytes),
+    ("quota_origin_entries", quota_origin_entries),
+    ("quota_origin_bytes", quota_origin_bytes),
+    ("quota_total_bytes", quota_total_bytes),
+    ("quota_refusal_stores_nothing", quota_refusal_stores_nothing),
+    ("quota_ignores_duplicates", quota_ignores_duplicates),
+    ("quota_freed_by_ack", quota_freed_by_ack),
+    ("quota_check_order", quota_check_order),
+    ("concurrent_inserts", concurrent_inserts),
+    ("concurrent_duplicate_inserts", concurrent_duplicate_inserts),
+    ("concurrent_inserts_and_acks", concurrent_inserts_and_acks),
+];
+
+/// Runs every check in [`CHECKS`], each on a fresh store from `factory`.
+pub fn run_all(factory: &dyn Fn() -> Box<dyn QueueStore>) {
+    for (name, check) in CHECKS {
+        eprintln!("conformance: {name}");
+        let store = factory();
+        check(&*store);
+    }
+}
+
+/// One `#[test]` per conformance check, each on a fresh store from the
+/// given factory expression (a closure returning a `Box` of a store), plus
+/// one test that the list here matches [`conformance::CHECKS`](crate::conformance::CHECKS).
+#[macro_export]
+macro_rules! conformance_tests {
+    (@tests $factory:expr; $($check:ident),* $(,)?) => {
+        $(
+            #[test]
+            fn $check() {
+                let factory = $factory;
+                let store = factory();
+                $crate::conformance::$check(&*store);
+            }
+        )*
+
+        #[test]
+        fn every_conformance_check_has_a_test() {
+            let listed: &[&str] = &[$(stringify!($check)),*];
+            let all: ::std::vec::Vec<&str> =
+                $crate::conformance::CHECKS.iter().map(|(name, _)| *name).collect();
+            assert_eq!(listed, &all[..], "conformance_tests! and CHECKS disagree");
+        }
+    };
+    ($factory:expr) => {
+        $crate::conformance_tests!(@tests $factory;
+            empty_store,
+            fifo_per_destination,
+            destinations_isolated,
+            payload_round_trips,
+            ids_increase_and_are_never_reused,
+            duplicate_insert_is_idempotent,
+            duplicate_key_is_origin_destination_txn,
+            reinsert_after_ack_is_a_new_entry,
+            ack_then_next_returns_following,
+            ack_is_exact,
+            ack_of_gone_entry_returns_oldest,
+            quota_destination_entries,
+            quota_destination_bytes,
+            quota_origin_entries,
+            quota_origin_bytes,
+            quota_total_bytes,
+            quota_refusal_stores_nothing,
+            quota_ignores_duplicates,
+            quota_freed_by_ack,
+            quota_check_order,
+            concurrent_inserts,
+            concurrent_duplicate_inserts,
+            concurrent_inserts_and_acks,
+        );
+    };
+}

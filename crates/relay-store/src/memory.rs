@@ -1,0 +1,157 @@
+//! The in-memory reference model.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::{Mutex, MutexGuard};
+
+use relay_core::store::{InsertOutcome, NewEntry, QueuedEntry, Quota, StoreError};
+use relay_core::{EntryId, ServerName, TxnId};
+
+use crate::QueueStore;
+use crate::quota::{Usage, refused_by};
+
+/// The queue in memory: the reference model the durable backends are
+/// checked against. Same semantics, no durability.
+#[derive(Debug, Default)]
+pub struct MemoryStore {
+    inner: Mutex<Inner>,
+}
+
+/// (origin, destination, txn ID): what makes an insert a duplicate.
+type Key = (ServerName, ServerName, TxnId);
+
+#[derive(Debug, Default)]
+struct Inner {
+    last_id: u64,
+    entries: BTreeMap<EntryId, NewEntry>,
+    keys: BTreeMap<Key, EntryId>,
+    queues: BTreeMap<ServerName, BTreeSet<EntryId>>,
+    destination_usage: BTreeMap<ServerName, Usage>,
+    origin_usage: BTreeMap<ServerName, Usage>,
+    total: Usage,
+}
+
+impl MemoryStore {
+    /// An empty store.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn lock(&self) -> Result<MutexGuard<'_, Inner>, StoreError> {
+        // A panic while holding the lock may have left the maps half-updated.
+        self.inner
+            .lock()
+            .map_err(|_| StoreError("memory store poisoned by an earlier panic".into()))
+    }
+}
+
+fn len_of(entry: &NewEntry) -> u64 {
+    u64::try_from(entry.transaction.len()).unwrap_or(u64::MAX)
+}
+
+fn add(map: &mut BTreeMap<ServerName, Usage>, name: &ServerName, len: u64) {
+    let u = map.entry(name.clone()).or_default();
+    u.entries += 1;
+    u.bytes += len;
+}
+
+fn sub(map: &mut BTreeMap<ServerName, Usage>, name: &ServerName, len: u64) {
+    if let Some(u) = map.get_mut(name) {
+        u.entries = u.entries.saturating_sub(1);
+        u.bytes = u.bytes.saturating_sub(len);
+        if u.entries == 0 {
+            map.remove(name);
+        }
+    }
+}
+
+impl QueueStore for MemoryStore {
+    fn insert(&self, entry: NewEntry, quota: &Quota) -> Result<InsertOutcome, StoreError> {
+        let mut inner = self.lock()?;
+        let key = (
+            entry.origin.clone(),
+            entry.destination.clone(),
+            entry.txn_id.clone(),
+        );
+        if let Some(&id) = inner.keys.get(&key) {
+            return Ok(InsertOutcome::Duplicate(id));
+        }
+        let len = len_of(&entry);
+        let usage =
+            |map: &BTreeMap<ServerName, Usage>, name| map.get(name).copied().unwrap_or_default();
+        let destination = usage(&inner.destination_usage, &entry.destination);
+        let origin = usage(&inner.origin_usage, &entry.origin);
+        if let Some(kind) = refused_by(quota, destination, origin, inner.total, len) {
+            return Ok(InsertOutcome::QuotaExceeded(kind));
+        }
+        let id = inner
+            .last_id
+            .checked_add(1)
+            .ok_or_else(|| StoreError("entry IDs exhausted".into()))?;
+        inner.last_id = id;
+        let id = EntryId(id);
+        add(&mut inner.destination_usage, &entry.destination, len);
+        add(&mut inner.origin_usage, &entry.origin, len);
+        inner.total.entries += 1;
+        inner.total.bytes += len;
+        inner.keys.insert(key, id);
+        inner
+            .queues
+            .entry(entry.destination.clone())
+            .or_default()
+            .insert(id);
+        inner.entries.insert(id, entry);
+        Ok(InsertOutcome::Stored(id))
+    }
+
+    fn ack_and_next(
+        &self,
+        destination: &ServerName,
+        ack: Option<EntryId>,
+    ) -> Result<Option<QueuedEntry>, StoreError> {
+        let mut inner = self.lock()?;
+        let inner = &mut *inner;
+        if let Some(id) = ack
+            && inner
+                .entries
+                .get(&id)
+                .is_some_and(|e| &e.destination == destination)
+            && let Some(entry) = inner.entries.remove(&id)
+        {
+            let len = len_of(&entry);
+            inner.keys.remove(&(
+                entry.origin.clone(),
+                entry.destination.clone(),
+                entry.txn_id.clone(),
+            ));
+            if let Some(queue) = inner.queues.get_mut(destination) {
+                queue.remove(&id);
+                if queue.is_empty() {
+                    inner.queues.remove(destination);
+                }
+            }
+            sub(&mut inner.destination_usage, &entry.destination, len);
+            sub(&mut inner.origin_usage, &entry.origin, len);
+            inner.total.entries = inner.total.entries.saturating_sub(1);
+            inner.total.bytes = inner.total.bytes.saturating_sub(len);
+        }
+        let head = inner
+            .queues
+            .get(destination)
+            .and_then(|q| q.first())
+            .and_then(|id| inner.entries.get(id).map(|e| (*id, e)));
+        Ok(head.map(|(entry_id, e)| QueuedEntry {
+            entry_id,
+            origin: e.origin.clone(),
+            txn_id: e.txn_id.clone(),
+            transaction: e.transaction.clone(),
+        }))
+    }
+
+    fn queued(&self, destination: &ServerName) -> Result<u64, StoreError> {
+        let inner = self.lock()?;
+        Ok(inner
+            .destination_usage
+            .get(destination)
+            .map_or(0, |u| u.entries))
+    }
+}

@@ -1,0 +1,340 @@
+//! The SQLite backend: WAL, `synchronous=FULL`, group commit.
+
+use std::path::{Path, PathBuf};
+use std::sync::mpsc::{self, Receiver, Sender, SyncSender};
+use std::sync::{Mutex, MutexGuard};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use rusqlite::{Connection, TransactionBehavior};
+
+use relay_core::store::{InsertOutcome, NewEntry, QueuedEntry, Quota, StoreError};
+use relay_core::{EntryId, ServerName};
+
+use crate::QueueStore;
+
+mod schema;
+mod sql;
+
+pub use schema::SCHEMA_VERSION;
+
+/// Most operations committed in one transaction.
+const MAX_BATCH: usize = 512;
+/// How long a connection waits for another process's lock.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The queue in an SQLite file (WAL, `synchronous=FULL`).
+///
+/// Implementation note: group commit. One writer thread owns the write
+/// connection. Callers send their operation over a channel and block on the
+/// reply; the writer takes one operation, drains whatever else is already
+/// waiting (up to 512), runs them all in one `BEGIN IMMEDIATE … COMMIT`,
+/// each inside its own savepoint so a failing operation is rolled back
+/// alone, and answers every caller only after `COMMIT` returned. One fsync
+/// then covers a whole batch. If the batch cannot commit, every operation
+/// in it fails and nothing is half-stored. Reads that change nothing
+/// (`ack_and_next` without an ack, `queued`) use a separate reader
+/// connection and never wait for a commit. Dropping the store stops and
+/// joins the writer.
+#[derive(Debug)]
+pub struct SqliteStore {
+    path: PathBuf,
+    ops: Option<Sender<Op>>,
+    writer: Option<JoinHandle<()>>,
+    reader: Mutex<Connection>,
+}
+
+type Reply<T> = SyncSender<Result<T, StoreError>>;
+
+/// One operation for the writer, with where its answer goes.
+#[derive(Debug)]
+enum Op {
+    Insert {
+        entry: NewEntry,
+        quota: Quota,
+        reply: Reply<InsertOutcome>,
+    },
+    AckAndNext {
+        destination: ServerName,
+        ack: EntryId,
+        reply: Reply<Option<QueuedEntry>>,
+    },
+}
+
+/// An operation's result, held until its batch has committed.
+enum Answer {
+    Insert(Reply<InsertOutcome>, Result<InsertOutcome, StoreError>),
+    Next(
+        Reply<Option<QueuedEntry>>,
+        Result<Option<QueuedEntry>, StoreError>,
+    ),
+}
+
+/// Maps a rusqlite error to a [`StoreError`] saying what was being done.
+fn db_err(what: &str) -> impl Fn(rusqlite::Error) -> StoreError + '_ {
+    move |e| StoreError(format!("sqlite: {what}: {e}"))
+}
+
+impl SqliteStore {
+    /// Opens (creating if missing) and migrates the database at `path`, and
+    /// starts the writer thread. Refuses a database whose schema version is
+    /// newer than [`SCHEMA_VERSION`].
+    pub fn open(path: impl AsRef<Path>) -> Result<Self, StoreError> {
+        let path = path.as_ref().to_path_buf();
+        let mut writer = connect(&path)?;
+        let mode: String = writer
+            .pragma_update_and_check(None, "journal_mode", "WAL", |r| r.get(0))
+            .map_err(db_err("enable WAL"))?;
+        // WAL is what lets the reader work beside the writer, and what makes
+        // FULL cheap; a database that cannot use it is refused.
+        if !mode.eq_ignore_ascii_case("wal") {
+            return Err(StoreError(format!(
+                "sqlite: {} cannot use WAL journal mode (got {mode:?})",
+                path.display()
+            )));
+        }
+        schema::migrate(&mut writer)?;
+
+        let reader = connect(&path)?;
+        reader
+            .pragma_update(None, "query_only", true)
+            .map_err(db_err("configure reader"))?;
+
+        let (ops, queue) = mpsc::channel();
+        let thread = std::thread::Builder::new()
+            .name("relay-store-writer".into())
+            .spawn(move || write_loop(writer, queue))
+            .map_err(|e| StoreError(format!("cannot start the SQLite writer thread: {e}")))?;
+        tracing::debug!(path = %path.display(), "opened SQLite queue store");
+        Ok(Self {
+            path,
+            ops: Some(ops),
+            writer: Some(thread),
+            reader: Mutex::new(reader),
+        })
+    }
+
+    /// The database file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Hands an operation to the writer and waits for its answer.
+    fn call<T>(&self, op: impl FnOnce(Reply<T>) -> Op) -> Result<T, StoreError> {
+        let stopped = || StoreError("the SQLite writer thread has stopped".into());
+        let (reply, answer) = mpsc::sync_channel(1);
+        self.ops
+            .as_ref()
+            .ok_or_else(stopped)?
+            .send(op(reply))
+            .map_err(|_| stopped())?;
+        answer.recv().map_err(|_| stopped())?
+    }
+
+    fn reader(&self) -> MutexGuard<'_, Connection> {
+        // The connection holds no Rust-side invariants a panic could break.
+        self.reader
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+/// A connection with the settings every connection of the store needs.
+fn connect(path: &Path) -> Result<Connection, StoreError> {
+    let conn = Connection::open(path)
+        .map_err(|e| StoreError(format!("sqlite: open {}: {e}", path.display())))?;
+    conn.busy_timeout(BUSY_TIMEOUT)
+        .map_err(db_err("set busy timeout"))?;
+    // FULL: a commit is on disk before the relay answers 200, even across
+    // power loss (NORMAL in WAL mode only survives a process crash).
+    conn.pragma_update(None, "synchronous", "FULL")
+        .map_err(db_err("set synchronous=FULL"))?;
+    conn.pragma_update(None, "foreign_keys", true)
+        .map_err(db_err("enable foreign keys"))?;
+    Ok(conn)
+}
+
+impl Drop for SqliteStore {
+    fn drop(&mut self) {
+        // Closing the channel ends the writer's loop once it is idle.
+        drop(self.ops.take());
+        if let Some(thread) = self.writer.take()
+            && thread.join().is_err()
+        {
+            tracing::error!("the SQLite writer thread panicked");
+        }
+    }
+}
+
+impl QueueStore for SqliteStore {
+    fn insert(&self, entry: NewEntry, quota: &Quota) -> Result<InsertOutcome, StoreError> {
+        let quota = *quota;
+        self.call(|reply| Op::Insert {
+            entry,
+            quota,
+            reply,
+        })
+    }
+
+    fn ack_and_next(
+        &self,
+        destination: &ServerName,
+        ack: Option<EntryId>,
+    ) -> Result<Option<QueuedEntry>, StoreError> {
+        match ack {
+            Some(ack) => self.call(|reply| Op::AckAndNext {
+                destination: destination.clone(),
+                ack,
+                reply,
+            }),
+            None => sql::next(&self.reader(), destination),
+        }
+    }
+
+    fn queued(&self, destination: &ServerName) -> Result<u64, StoreError> {
+        sql::queued(&self.reader(), destination)
+    }
+}
+
+/// The writer thread: batches until every sender is gone.
+fn write_loop(mut conn: Connection, ops: Receiver<Op>) {
+    while let Ok(first) = ops.recv() {
+        let mut batch = vec![first];
+        while batch.len() < MAX_BATCH {
+            match ops.try_recv() {
+                Ok(op) => batch.push(op),
+                Err(_) => break,
+            }
+        }
+        for answer in run_batch(&mut conn, batch) {
+            answer.send();
+        }
+    }
+}
+
+/// Runs `batch` in one transaction and returns the answers to send, which
+/// are all errors unless the transaction committed.
+fn run_batch(conn: &mut Connection, batch: Vec<Op>) -> Vec<Answer> {
+    let size = batch.len();
+    let tx = match conn.transaction_with_behavior(TransactionBehavior::Immediate) {
+        Ok(tx) => tx,
+        Err(e) => {
+            let err = db_err("begin transaction")(e);
+            tracing::error!(%err, size, "storage batch failed");
+            return batch.into_iter().map(|op| op.fail(err.clone())).collect();
+        }
+    };
+    let mut answers = Vec::with_capacity(size);
+    let mut broken = None;
+    for op in batch {
+        if let Some(err) = &broken {
+            answers.push(op.fail(StoreError::clone(err)));
+            continue;
+        }
+        let (answer, state) = run_in_savepoint(&tx, op);
+        answers.push(answer);
+        if let Err(err) = state {
+            broken = Some(err);
+        }
+    }
+    let outcome = match broken {
+        // The transaction is unusable; dropping it rolls back what is left.
+        Some(err) => Err(err),
+        None => tx.commit().map_err(db_err("commit")),
+    };
+    match outcome {
+        Ok(()) => {
+            tracing::trace!(size, "committed storage batch");
+            answers
+        }
+        Err(err) => {
+            tracing::error!(%err, size, "storage batch failed; nothing of it was stored");
+            answers.into_iter().map(|a| a.fail(err.clone())).collect()
+        }
+    }
+}
+
+/// Runs one operation inside a savepoint, rolling it back alone if it
+/// fails. The second result is an error when the enclosing transaction can
+/// no longer commit.
+fn run_in_savepoint(conn: &Connection, op: Op) -> (Answer, Result<(), StoreError>) {
+    if let Err(e) = conn.execute_batch("SAVEPOINT op") {
+        let err = db_err("begin savepoint")(e);
+        return (op.fail(err.clone()), Err(err));
+    }
+    let answer = op.run(conn);
+    let end = if answer.is_ok() {
+        "RELEASE op"
+    } else {
+        "ROLLBACK TO op; RELEASE op"
+    };
+    let state = conn.execute_batch(end).map_err(db_err("end savepoint"));
+    // Some errors (disk full, I/O) make SQLite roll back the whole
+    // transaction; later statements would then run in autocommit mode.
+    let state = state.and_then(|()| {
+        if conn.is_autocommit() {
+            Err(StoreError("sqlite: the transaction was rolled back".into()))
+        } else {
+            Ok(())
+        }
+    });
+    if let Answer::Insert(_, Err(err)) | Answer::Next(_, Err(err)) = &answer {
+        tracing::warn!(%err, "storage operation failed");
+    }
+    (answer, state)
+}
+
+impl Op {
+    fn run(self, conn: &Connection) -> Answer {
+        match self {
+            Op::Insert {
+                entry,
+                quota,
+                reply,
+            } => Answer::Insert(reply, sql::insert(conn, &entry, &quota)),
+            Op::AckAndNext {
+                destination,
+                ack,
+                reply,
+            } => {
+                let result =
+                    sql::ack(conn, &destination, ack).and_then(|()| sql::next(conn, &destination));
+                Answer::Next(reply, result)
+            }
+        }
+    }
+
+    fn fail(self, err: StoreError) -> Answer {
+        match self {
+            Op::Insert { reply, .. } => Answer::Insert(reply, Err(err)),
+            Op::AckAndNext { reply, .. } => Answer::Next(reply, Err(err)),
+        }
+    }
+}
+
+impl Answer {
+    fn is_ok(&self) -> bool {
+        match self {
+            Answer::Insert(_, r) => r.is_ok(),
+            Answer::Next(_, r) => r.is_ok(),
+        }
+    }
+
+    fn fail(self, err: StoreError) -> Answer {
+        match self {
+            Answer::Insert(reply, _) => Answer::Insert(reply, Err(err)),
+            Answer::Next(reply, _) => Answer::Next(reply, Err(err)),
+        }
+    }
+
+    fn send(self) {
+        // A caller that stopped waiting (its thread is gone) needs no answer.
+        match self {
+            Answer::Insert(reply, r) => drop(reply.send(r)),
+            Answer::Next(reply, r) => drop(reply.send(r)),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,125 @@
+//! The SQLite schema and its migrations.
+
+use rusqlite::{Connection, TransactionBehavior};
+
+use relay_core::store::StoreError;
+
+use super::db_err;
+
+/// Migration steps; `MIGRATIONS[i]` takes the schema from version `i` to
+/// `i + 1` (`PRAGMA user_version`). Append only: never edit a step that
+/// has shipped.
+const MIGRATIONS: &[&str] = &[V1];
+
+/// The schema version this build writes. A database with a higher
+/// `user_version` was written by a newer build and is refused.
+pub const SCHEMA_VERSION: u32 = MIGRATIONS.len() as u32;
+
+/// Version 1: the queue, plus usage counters kept by triggers.
+///
+/// Implementation note: triggers keep the counters in the same transaction
+/// as every insert and delete of `queue`, whoever issues it (an operator
+/// deleting rows with the `sqlite3` shell included), so quota checks are
+/// three point lookups instead of `COUNT(*)` scans. Zero rows are deleted
+/// so the tables do not grow with every origin ever seen. `body` lengths
+/// are taken as BLOB so they are bytes, never characters.
+const V1: &str = r#"
+CREATE TABLE queue (
+    entry_id    INTEGER PRIMARY KEY AUTOINCREMENT,
+    destination TEXT NOT NULL,
+    origin      TEXT NOT NULL,
+    txn_id      TEXT NOT NULL,
+    body        BLOB NOT NULL CHECK (typeof(body) = 'blob'),
+    UNIQUE (origin, destination, txn_id)
+);
+CREATE INDEX queue_by_destination ON queue (destination, entry_id);
+
+CREATE TABLE destination_usage (
+    destination TEXT PRIMARY KEY,
+    entries     INTEGER NOT NULL,
+    bytes       INTEGER NOT NULL
+) WITHOUT ROWID;
+
+CREATE TABLE origin_usage (
+    origin  TEXT PRIMARY KEY,
+    entries INTEGER NOT NULL,
+    bytes   INTEGER NOT NULL
+) WITHOUT ROWID;
+
+CREATE TABLE total_usage (
+    id      INTEGER PRIMARY KEY CHECK (id = 0),
+    entries INTEGER NOT NULL,
+    bytes   INTEGER NOT NULL
+);
+INSERT INTO total_usage (id, entries, bytes) VALUES (0, 0, 0);
+
+CREATE TRIGGER queue_count_insert AFTER INSERT ON queue BEGIN
+    INSERT INTO destination_usage (destination, entries, bytes)
+        VALUES (NEW.destination, 1, length(CAST(NEW.body AS BLOB)))
+        ON CONFLICT (destination) DO UPDATE
+        SET entries = entries + 1, bytes = bytes + excluded.bytes;
+    INSERT INTO origin_usage (origin, entries, bytes)
+        VALUES (NEW.origin, 1, length(CAST(NEW.body AS BLOB)))
+        ON CONFLICT (origin) DO UPDATE
+        SET entries = entries + 1, bytes = bytes + excluded.bytes;
+    UPDATE total_usage
+        SET entries = entries + 1, bytes = bytes + length(CAST(NEW.body AS BLOB))
+        WHERE id = 0;
+END;
+
+CREATE TRIGGER queue_count_delete AFTER DELETE ON queue BEGIN
+    UPDATE destination_usage
+        SET entries = entries - 1, bytes = bytes - length(CAST(OLD.body AS BLOB))
+        WHERE destination = OLD.destination;
+    DELETE FROM destination_usage WHERE destination = OLD.destination AND entries <= 0;
+    UPDATE origin_usage
+        SET entries = entries - 1, bytes = bytes - length(CAST(OLD.body AS BLOB))
+        WHERE origin = OLD.origin;
+    DELETE FROM origin_usage WHERE origin = OLD.origin AND entries <= 0;
+    UPDATE total_usage
+        SET entries = entries - 1, bytes = bytes - length(CAST(OLD.body AS BLOB))
+        WHERE id = 0;
+END;
+
+-- Rows are only ever inserted and deleted; an UPDATE would bypass the counters.
+CREATE TRIGGER queue_no_update BEFORE UPDATE ON queue BEGIN
+    SELECT RAISE(ABORT, 'queue rows are immutable; delete and insert instead');
+END;
+"#;
+
+/// Brings the schema up to [`SCHEMA_VERSION`], one transaction per step.
+///
+/// Implementation note: the version is read inside `BEGIN IMMEDIATE`, so two
+/// processes opening a fresh file at once cannot both run a step.
+pub(super) fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
+    loop {
+        let tx = conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(db_err("begin migration"))?;
+        let version: i64 = tx
+            .pragma_query_value(None, "user_version", |row| row.get(0))
+            .map_err(db_err("read schema version"))?;
+        let Ok(version) = u32::try_from(version) else {
+            return Err(StoreError(format!(
+                "database schema version {version} is not one matrix-relay writes"
+            )));
+        };
+        if version > SCHEMA_VERSION {
+            return Err(StoreError(format!(
+                "database schema version {version} is newer than this build supports \
+                 ({SCHEMA_VERSION}); refusing to open it (upgrade matrix-relay)"
+            )));
+        }
+        let Some(step) = MIGRATIONS.get(version as usize) else {
+            return Ok(());
+        };
+        tx.execute_batch(step).map_err(db_err(&format!(
+            "migrate schema to version {}",
+            version + 1
+        )))?;
+        tx.pragma_update(None, "user_version", version + 1)
+            .map_err(db_err("write schema version"))?;
+        tx.commit().map_err(db_err("commit migration"))?;
+        tracing::info!(version = version + 1, "migrated relay database schema");
+    }
+}

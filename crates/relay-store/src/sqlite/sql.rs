@@ -1,0 +1,163 @@
+//! The queue operations in SQL, on whatever connection and transaction the
+//! caller holds.
+
+use rusqlite::{Connection, OptionalExtension, params};
+
+use relay_core::store::{InsertOutcome, NewEntry, QueuedEntry, Quota, StoreError};
+use relay_core::{EntryId, ServerName, TxnId};
+
+use super::db_err;
+use crate::quota::{Usage, refused_by};
+
+/// Inserts `entry` unless it is a duplicate or over quota. Runs inside the
+/// writer's transaction, so the checks and the insert are atomic.
+pub(super) fn insert(
+    conn: &Connection,
+    entry: &NewEntry,
+    quota: &Quota,
+) -> Result<InsertOutcome, StoreError> {
+    let origin = entry.origin.as_str();
+    let destination = entry.destination.as_str();
+    let existing: Option<i64> = conn
+        .prepare_cached(
+            "SELECT entry_id FROM queue WHERE origin = ?1 AND destination = ?2 AND txn_id = ?3",
+        )
+        .and_then(|mut s| {
+            s.query_row(params![origin, destination, entry.txn_id.as_str()], |r| {
+                r.get(0)
+            })
+            .optional()
+        })
+        .map_err(db_err("look up duplicate"))?;
+    if let Some(id) = existing {
+        return Ok(InsertOutcome::Duplicate(entry_id(id)?));
+    }
+
+    let len = u64::try_from(entry.transaction.len()).unwrap_or(u64::MAX);
+    let destination_usage = usage(
+        conn,
+        "SELECT entries, bytes FROM destination_usage WHERE destination = ?1",
+        destination,
+    )?;
+    let origin_usage = usage(
+        conn,
+        "SELECT entries, bytes FROM origin_usage WHERE origin = ?1",
+        origin,
+    )?;
+    let total = usage(
+        conn,
+        "SELECT entries, bytes FROM total_usage WHERE id = ?1",
+        0,
+    )?;
+    if let Some(kind) = refused_by(quota, destination_usage, origin_usage, total, len) {
+        return Ok(InsertOutcome::QuotaExceeded(kind));
+    }
+
+    let id: i64 = conn
+        .prepare_cached(
+            "INSERT INTO queue (destination, origin, txn_id, body) VALUES (?1, ?2, ?3, ?4) \
+             RETURNING entry_id",
+        )
+        .and_then(|mut s| {
+            s.query_row(
+                params![
+                    destination,
+                    origin,
+                    entry.txn_id.as_str(),
+                    entry.transaction
+                ],
+                |r| r.get(0),
+            )
+        })
+        .map_err(db_err("insert entry"))?;
+    Ok(InsertOutcome::Stored(entry_id(id)?))
+}
+
+/// Deletes entry `ack` if it belongs to `destination`.
+pub(super) fn ack(
+    conn: &Connection,
+    destination: &ServerName,
+    ack: EntryId,
+) -> Result<(), StoreError> {
+    // An ID beyond i64 cannot be in the table: nothing to delete.
+    let Ok(id) = i64::try_from(ack.0) else {
+        return Ok(());
+    };
+    conn.prepare_cached("DELETE FROM queue WHERE entry_id = ?1 AND destination = ?2")
+        .and_then(|mut s| s.execute(params![id, destination.as_str()]))
+        .map_err(db_err("delete acknowledged entry"))?;
+    Ok(())
+}
+
+/// The oldest entry queued for `destination`.
+pub(super) fn next(
+    conn: &Connection,
+    destination: &ServerName,
+) -> Result<Option<QueuedEntry>, StoreError> {
+    let row = conn
+        .prepare_cached(
+            "SELECT entry_id, origin, txn_id, body FROM queue WHERE destination = ?1 \
+             ORDER BY entry_id LIMIT 1",
+        )
+        .and_then(|mut s| {
+            s.query_row([destination.as_str()], |r| {
+                Ok((
+                    r.get::<_, i64>(0)?,
+                    r.get::<_, String>(1)?,
+                    r.get::<_, String>(2)?,
+                    r.get::<_, Vec<u8>>(3)?,
+                ))
+            })
+            .optional()
+        })
+        .map_err(db_err("read next entry"))?;
+    let Some((id, origin, txn_id, transaction)) = row else {
+        return Ok(None);
+    };
+    // The database is outside input: a bad row is an error, never a panic.
+    let bad = |what: &str| StoreError(format!("entry {id} in the database has an invalid {what}"));
+    Ok(Some(QueuedEntry {
+        entry_id: entry_id(id)?,
+        origin: ServerName::parse(&origin).map_err(|_| bad("origin"))?,
+        txn_id: TxnId::parse(&txn_id).map_err(|_| bad("txn_id"))?,
+        transaction,
+    }))
+}
+
+/// Number of entries queued for `destination`, from the usage counters.
+pub(super) fn queued(conn: &Connection, destination: &ServerName) -> Result<u64, StoreError> {
+    Ok(usage(
+        conn,
+        "SELECT entries, bytes FROM destination_usage WHERE destination = ?1",
+        destination.as_str(),
+    )?
+    .entries)
+}
+
+fn usage(conn: &Connection, sql: &str, key: impl rusqlite::ToSql) -> Result<Usage, StoreError> {
+    let row: Option<(i64, i64)> = conn
+        .prepare_cached(sql)
+        .and_then(|mut s| {
+            s.query_row([key], |r| Ok((r.get(0)?, r.get(1)?)))
+                .optional()
+        })
+        .map_err(db_err("read usage counters"))?;
+    let Some((entries, bytes)) = row else {
+        return Ok(Usage::default());
+    };
+    match (u64::try_from(entries), u64::try_from(bytes)) {
+        (Ok(entries), Ok(bytes)) => Ok(Usage { entries, bytes }),
+        _ => Err(StoreError(format!(
+            "usage counters in the database are negative ({entries} entries, {bytes} bytes)"
+        ))),
+    }
+}
+
+fn entry_id(id: i64) -> Result<EntryId, StoreError> {
+    match u64::try_from(id) {
+        Ok(id) if id > 0 => Ok(EntryId(id)),
+        _ => Err(StoreError(format!(
+            "entry ID {id} in the database is not positive"
+        ))),
+    }
+}

@@ -1,0 +1,120 @@
+//! Model-based test: random operation sequences on SqliteStore and on the
+//! MemoryStore reference model must give identical results at every step.
+
+use proptest::prelude::*;
+use relay_store::{
+    EntryId, MemoryStore, NewEntry, QueueStore, Quota, ServerName, SqliteStore, TxnId,
+};
+
+const ORIGINS: [&str; 3] = ["o0.example", "o1.example", "o2.example"];
+const DESTINATIONS: [&str; 3] = ["d0.example", "d1.example", "d2.example"];
+
+#[derive(Debug, Clone)]
+enum Transition {
+    Insert {
+        origin: usize,
+        destination: usize,
+        txn: u8,
+        len: usize,
+    },
+    /// Acknowledges an arbitrary ID (often one that exists, often not).
+    Ack {
+        destination: usize,
+        id: Option<u64>,
+    },
+    /// Acknowledges the current head, as a well-behaved destination does.
+    AckHead {
+        destination: usize,
+    },
+    Queued {
+        destination: usize,
+    },
+}
+
+fn transition() -> impl Strategy<Value = Transition> {
+    prop_oneof![
+        4 => (0..3usize, 0..3usize, 0..4u8, 0..40usize)
+            .prop_map(|(origin, destination, txn, len)| Transition::Insert { origin, destination, txn, len }),
+        2 => (0..3usize, proptest::option::of(0..30u64))
+            .prop_map(|(destination, id)| Transition::Ack { destination, id }),
+        2 => (0..3usize).prop_map(|destination| Transition::AckHead { destination }),
+        1 => (0..3usize).prop_map(|destination| Transition::Queued { destination }),
+    ]
+}
+
+fn quota() -> impl Strategy<Value = Quota> {
+    (1..6u64, 10..150u64, 1..8u64, 10..200u64, 20..300u64).prop_map(
+        |(destination_entries, destination_bytes, origin_entries, origin_bytes, total_bytes)| {
+            Quota {
+                destination_entries,
+                destination_bytes,
+                origin_entries,
+                origin_bytes,
+                total_bytes,
+            }
+        },
+    )
+}
+
+fn server(s: &str) -> ServerName {
+    ServerName::parse(s).expect("test server name")
+}
+
+fn check(quota: Quota, transitions: Vec<Transition>) -> Result<(), TestCaseError> {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let sqlite = SqliteStore::open(dir.path().join("relay.db")).expect("open");
+    let model = MemoryStore::new();
+    let stores: [&dyn QueueStore; 2] = [&sqlite, &model];
+    for (step, t) in transitions.into_iter().enumerate() {
+        let [got, want] = stores.map(|s| match &t {
+            Transition::Insert {
+                origin,
+                destination,
+                txn,
+                len,
+            } => {
+                let entry = NewEntry {
+                    origin: server(ORIGINS[*origin]),
+                    destination: server(DESTINATIONS[*destination]),
+                    txn_id: TxnId::parse(&format!("t{txn}")).expect("txn ID"),
+                    transaction: vec![b'a' + *txn; *len],
+                };
+                format!("{:?}", s.insert(entry, &quota))
+            }
+            Transition::Ack { destination, id } => {
+                format!(
+                    "{:?}",
+                    s.ack_and_next(&server(DESTINATIONS[*destination]), id.map(EntryId))
+                )
+            }
+            Transition::AckHead { destination } => {
+                let d = server(DESTINATIONS[*destination]);
+                let head = s.ack_and_next(&d, None).map(|e| e.map(|e| e.entry_id));
+                match head {
+                    Ok(head) => format!("{head:?} {:?}", s.ack_and_next(&d, head)),
+                    Err(e) => format!("{e:?}"),
+                }
+            }
+            Transition::Queued { destination } => {
+                format!("{:?}", s.queued(&server(DESTINATIONS[*destination])))
+            }
+        });
+        prop_assert_eq!(got, want, "step {}: {:?}", step, t);
+    }
+    for d in DESTINATIONS {
+        let d = server(d);
+        prop_assert_eq!(sqlite.queued(&d), model.queued(&d));
+        prop_assert_eq!(sqlite.ack_and_next(&d, None), model.ack_and_next(&d, None));
+    }
+    Ok(())
+}
+
+proptest! {
+    // Each case opens a fresh database and fsyncs every step: keep it small.
+    #![proptest_config(ProptestConfig { cases: 48, ..ProptestConfig::default() })]
+
+    #[test]
+    fn sqlite_matches_the_memory_model(quota in quota(), transitions in proptest::collection::vec(transition(), 1..50)) {
+        check(quota, transitions)?;
+    }
+}

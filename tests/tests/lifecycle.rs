@@ -1,0 +1,209 @@
+//! The process: its `listening on` line, graceful shutdown on SIGTERM and
+//! SIGINT (exit 0, requests in flight finish), `--help`, `keygen`.
+
+use std::net::TcpStream;
+use std::process::Command;
+use std::time::Duration;
+
+use relay_core::signing::SigningKey;
+use relay_tests::api::{markers, send_relay_path};
+use relay_tests::process::{describe_exit, relay_binary};
+use relay_tests::*;
+use serde_json::json;
+
+const ALICE: &str = "@alice:dest.example";
+
+#[test]
+fn prints_the_exact_listening_line() {
+    let relay = RelayProcess::builder().start();
+    let expected = format!("listening on http://127.0.0.1:{}", relay.addr().port());
+    assert_ne!(relay.addr().port(), 0, "the real port, not 0");
+    let lines = relay.stdout_lines();
+    assert!(
+        lines.iter().any(|l| l == &expected),
+        "stdout has no line exactly {expected:?}: {lines:?}"
+    );
+    // It really listens there.
+    TcpStream::connect(relay.addr()).expect("connect to the printed address");
+}
+
+#[test]
+fn sigterm_exits_zero_and_stops_listening() {
+    let origin = Server::origin_example();
+    let mut relay = RelayProcess::standard(&[&origin]);
+    store(&relay, &origin, "t1", ALICE, "x");
+    let addr = relay.addr();
+    let status = relay.terminate();
+    assert_eq!(status.code(), Some(0), "SIGTERM: {}", describe_exit(status));
+    assert!(
+        TcpStream::connect_timeout(&addr, Duration::from_secs(2)).is_err(),
+        "still accepting after exit"
+    );
+}
+
+#[test]
+fn sigint_exits_zero() {
+    let mut relay = RelayProcess::builder().start();
+    let status = relay.interrupt();
+    assert_eq!(status.code(), Some(0), "SIGINT: {}", describe_exit(status));
+}
+
+#[test]
+fn idle_connections_do_not_hold_up_shutdown() {
+    let origin = Server::origin_example();
+    let mut relay = RelayProcess::standard(&[&origin]);
+    // One connection that never sends anything, one kept alive after a request.
+    let _silent = TcpStream::connect(relay.addr()).expect("connect");
+    let kept =
+        Request::new("GET", "/_matrix/federation/v1/version").header("Connection", "keep-alive");
+    let mut partial = kept.send_partially(relay.addr(), 0).expect("send");
+    assert_eq!(partial.await_interim(Duration::from_millis(300)), None);
+    std::thread::sleep(Duration::from_millis(100));
+    let status = relay.terminate();
+    assert_eq!(status.code(), Some(0), "{}", describe_exit(status));
+}
+
+fn put_in_flight_across(signal: libc::c_int) {
+    let origin = Server::origin_example();
+    let dest = Server::named(DEST_NAME);
+    let mut relay = RelayProcess::standard(&[&origin, &dest]);
+    let target = send_relay_path("slow", ALICE);
+    let body = serde_json::to_vec(&txn_body(ORIGIN_NAME, "slow")).expect("serialise");
+    let req =
+        signed_request(&origin, RELAY_NAME, "PUT", &target, &body).header("Expect", "100-continue");
+    // Head and a few body bytes now; the server starts reading the body
+    // (and says 100 Continue) but cannot finish the request.
+    let mut partial = req
+        .send_partially(relay.addr(), 7)
+        .expect("start the slow request");
+    if partial.await_interim(Duration::from_secs(3)).is_none() {
+        // No 100 Continue: give the server time to read the head at least.
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    relay.signal(signal);
+    std::thread::sleep(Duration::from_millis(300));
+    let resp = partial.finish().expect("the request in flight is answered");
+    assert_eq!((resp.status, resp.json()), (200, json!({})), "{resp:?}");
+    let status = relay
+        .wait_timeout(relay_tests::process::SHUTDOWN_TIMEOUT)
+        .expect("the relay exits after finishing the request");
+    assert_eq!(status.code(), Some(0), "{}", describe_exit(status));
+    // And it was stored.
+    relay.restart();
+    assert_eq!(markers(&drain(&relay, &dest, ALICE)), ["slow"]);
+}
+
+#[test]
+fn sigterm_finishes_a_request_in_flight() {
+    put_in_flight_across(libc::SIGTERM);
+}
+
+#[test]
+fn sigint_finishes_a_request_in_flight() {
+    put_in_flight_across(libc::SIGINT);
+}
+
+#[test]
+fn a_clean_restart_keeps_the_queue() {
+    let origin = Server::origin_example();
+    let dest = Server::named(DEST_NAME);
+    let mut relay = RelayProcess::standard(&[&origin, &dest]);
+    store(&relay, &origin, "t1", ALICE, "one");
+    store(&relay, &origin, "t2", ALICE, "two");
+    let first = pull_one(&relay, &dest, ALICE, 0).expect("one");
+    let status = relay.terminate();
+    assert_eq!(status.code(), Some(0));
+    relay.restart();
+    // Unacknowledged, so still first; same entry id.
+    let again = pull_one(&relay, &dest, ALICE, 0).expect("one again");
+    assert_eq!(again, first);
+    assert_eq!(markers(&drain(&relay, &dest, ALICE)), ["one", "two"]);
+}
+
+#[test]
+fn serve_help_documents_every_required_flag() {
+    let out = Command::new(relay_binary())
+        .args(["serve", "--help"])
+        .output()
+        .expect("run serve --help");
+    assert!(
+        out.status.success(),
+        "serve --help: {}",
+        describe_exit(out.status)
+    );
+    let help = String::from_utf8_lossy(&out.stdout);
+    for flag in [
+        "--listen",
+        "--server-name",
+        "--signing-key",
+        "--database",
+        "--serve-for",
+        "--open",
+        "--trusted-key",
+        "--p2p-keys",
+        "--fetch-keys",
+        "--resolve",
+        "--max-body-bytes",
+        "--config",
+        "--runtime",
+    ] {
+        assert!(
+            help.contains(flag),
+            "serve --help does not mention {flag}:\n{help}"
+        );
+    }
+}
+
+#[test]
+fn keygen_writes_a_key_that_serve_publishes() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("k.key");
+    let out = Command::new(relay_binary())
+        .arg("keygen")
+        .arg("--out")
+        .arg(&path)
+        .args(["--key-id", "ed25519:t1"])
+        .output()
+        .expect("run keygen");
+    assert!(
+        out.status.success(),
+        "keygen: {} {}",
+        describe_exit(out.status),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = std::fs::read_to_string(&path).expect("keygen wrote the file");
+    let key = SigningKey::parse_synapse(&text).expect("Synapse format");
+    assert_eq!(key.key_id().as_str(), "ed25519:t1");
+    let printed = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        printed.contains(&key.verify_key().to_base64()),
+        "public key not printed: {printed}"
+    );
+    assert!(
+        printed.contains(&key.verify_key().to_hex()),
+        "P2P name not printed: {printed}"
+    );
+
+    // It refuses to overwrite.
+    let again = Command::new(relay_binary())
+        .arg("keygen")
+        .arg("--out")
+        .arg(&path)
+        .output()
+        .expect("run keygen again");
+    assert!(
+        !again.status.success(),
+        "keygen overwrote an existing key file"
+    );
+    assert_eq!(std::fs::read_to_string(&path).expect("key file"), text);
+
+    let relay = RelayProcess::builder().signing_key(&path).start();
+    let body = Request::new("GET", "/_matrix/key/v2/server")
+        .send(relay.addr())
+        .ok_json();
+    assert_eq!(
+        body["verify_keys"]["ed25519:t1"]["key"].as_str(),
+        Some(key.verify_key().to_base64().as_str()),
+        "{body}"
+    );
+}
