@@ -9,6 +9,9 @@ use std::thread;
 use relay_tests::api::markers;
 use relay_tests::*;
 
+/// Transactions each writer sends.
+const PER_WRITER: usize = 50;
+
 const DESTS: [&str; 4] = ["d0.example", "d1.example", "d2.example", "d3.example"];
 
 fn relay_for(origins: &[Server], dests: &[Server]) -> RelayProcess {
@@ -60,7 +63,7 @@ fn check_exactly_once(dest: &str, pulled: &[Pulled], expected: &BTreeSet<String>
 }
 
 #[test]
-fn sixteen_writers_fifty_each_to_four_destinations() {
+fn sixteen_writers_to_four_destinations_exactly_once() {
     let origins: Vec<Server> = (0..4)
         .map(|i| Server::named(&format!("o{i}.example")))
         .collect();
@@ -72,7 +75,7 @@ fn sixteen_writers_fifty_each_to_four_destinations() {
             let origin = origins[t % 4].clone();
             thread::spawn(move || {
                 let mut sent: Vec<(usize, String)> = Vec::new();
-                for seq in 0..50 {
+                for seq in 0..PER_WRITER {
                     let d = (t + seq) % 4;
                     let marker = format!("t{t:02}-{seq:03}");
                     let target = send_relay_path(&marker, &format!("@u{seq}:{}", DESTS[d]));
@@ -93,19 +96,30 @@ fn sixteen_writers_fifty_each_to_four_destinations() {
             expected[d].insert(marker);
         }
     }
-    assert_eq!(expected.iter().map(BTreeSet::len).sum::<usize>(), 800);
-    for (d, dest) in dests.iter().enumerate() {
-        let pulled = drain(&relay, dest, &dest.user("me"));
-        check_exactly_once(dest.name(), &pulled, &expected[d]);
-        // The origin of each is its authenticated sender.
-        for p in &pulled {
-            let t: usize = p
-                .marker()
-                .and_then(|m| m[1..3].parse().ok())
-                .expect("thread number");
-            assert_eq!(p.origin(), origins[t % 4].name());
+    assert_eq!(
+        expected.iter().map(BTreeSet::len).sum::<usize>(),
+        16 * PER_WRITER
+    );
+    // The four destinations drain at the same time.
+    let relay = &relay;
+    thread::scope(|scope| {
+        for (d, dest) in dests.iter().enumerate() {
+            let expected = &expected[d];
+            let origins = &origins;
+            scope.spawn(move || {
+                let pulled = drain(relay, dest, &dest.user("me"));
+                check_exactly_once(dest.name(), &pulled, expected);
+                // The origin of each is its authenticated sender.
+                for p in &pulled {
+                    let t: usize = p
+                        .marker()
+                        .and_then(|m| m[1..3].parse().ok())
+                        .expect("thread number");
+                    assert_eq!(p.origin(), origins[t % 4].name());
+                }
+            });
         }
-    }
+    });
 }
 
 /// A destination drains while writers still write: exact acks must not
@@ -124,7 +138,7 @@ fn draining_while_writers_write_loses_nothing() {
             let origin = origins[t % 4].clone();
             thread::spawn(move || {
                 let mut sent = Vec::new();
-                for seq in 0..40 {
+                for seq in 0..PER_WRITER {
                     let marker = format!("t{t:02}-{seq:03}");
                     let target = send_relay_path(&marker, &format!("@u:{}", DESTS[0]));
                     let body =
@@ -159,6 +173,8 @@ fn draining_while_writers_write_loses_nothing() {
                 } else if !still_writing {
                     // Empty after every writer finished: done.
                     return (relay, got);
+                } else {
+                    thread::sleep(std::time::Duration::from_millis(2));
                 }
             }
         })
@@ -169,6 +185,6 @@ fn draining_while_writers_write_loses_nothing() {
     }
     writing.store(false, Ordering::SeqCst);
     let (_relay, got) = reader.join().expect("reader thread");
-    assert_eq!(expected.len(), 320);
+    assert_eq!(expected.len(), 8 * PER_WRITER);
     check_exactly_once(DESTS[0], &got, &expected);
 }

@@ -12,6 +12,8 @@ use relay_tests::*;
 use serde_json::json;
 
 const ALICE: &str = "@alice:dest.example";
+/// Most transactions each writer of the kill test tries (it is killed long before).
+const PER_WRITER: usize = 1000;
 
 #[test]
 fn sigkill_right_after_the_last_200_loses_nothing() {
@@ -88,8 +90,8 @@ fn sigkill_during_concurrent_writes_keeps_every_acknowledged_store() {
             let confirmed = Arc::clone(&confirmed);
             thread::spawn(move || {
                 let mut attempted = BTreeSet::new();
-                for i in 0..200 {
-                    let marker = format!("w{w}-{i:03}");
+                for i in 0..PER_WRITER {
+                    let marker = format!("w{w}-{i:04}");
                     let target = relay_tests::send_relay_path(&marker, ALICE);
                     let body =
                         serde_json::to_vec(&txn_body(ORIGIN_NAME, &marker)).expect("serialise");
@@ -111,7 +113,7 @@ fn sigkill_during_concurrent_writes_keeps_every_acknowledged_store() {
         })
         .collect();
     // Let some stores land, then kill in the middle of the stream.
-    while confirmed.lock().expect("lock").len() < 60 {
+    while confirmed.lock().expect("lock").len() < 100 {
         thread::sleep(Duration::from_millis(5));
         assert!(
             relay.is_running(),
@@ -125,8 +127,18 @@ fn sigkill_during_concurrent_writes_keeps_every_acknowledged_store() {
         .flat_map(|w| w.join().expect("writer thread"))
         .collect();
     let confirmed = confirmed.lock().expect("lock").clone();
+    assert!(
+        attempted.len() < 4 * PER_WRITER,
+        "every writer finished before the kill: the test proved nothing"
+    );
     relay.restart();
     let pulled = drain(&relay, &dest, ALICE);
+    eprintln!(
+        "killed with {} confirmed, {} attempted; {} came back",
+        confirmed.len(),
+        attempted.len(),
+        pulled.len()
+    );
     let mut seen: BTreeMap<String, usize> = BTreeMap::new();
     for m in markers(&pulled) {
         *seen.entry(m).or_default() += 1;

@@ -310,6 +310,36 @@ fn put_over_the_origin_quota_is_429() {
     assert_eq!(markers(&drain(&relay, &dest, ALICE)), ["m1", "from-other"]);
 }
 
+#[test]
+fn put_over_a_byte_quota_is_429() {
+    let origin = Server::origin_example();
+    let dest = Server::named(DEST_NAME);
+    let dest2 = Server::named("dest2.example");
+    // Bodies of about 1000 bytes: two fit in 2500, a third does not.
+    let body = |m: &str| json!({"pdus": [{"marker": m, "pad": "x".repeat(950)}]});
+    for (flag, second_dest_fits) in [("--max-queue-bytes", true), ("--max-total-bytes", false)] {
+        let relay = RelayProcess::builder()
+            .serve_for(DEST_NAME)
+            .serve_for("dest2.example")
+            .trust(&origin)
+            .trust(&dest)
+            .trust(&dest2)
+            .args([flag, "2500"])
+            .start();
+        for i in 0..2 {
+            let resp = put_txn(&relay, &origin, &format!("t{i}"), ALICE, &body("m"));
+            assert_eq!(resp.status, 200, "{flag}: #{i}:\n{resp:?}");
+        }
+        put_txn(&relay, &origin, "t2", ALICE, &body("m")).assert_error(429, "M_LIMIT_EXCEEDED");
+        let other = put_txn(&relay, &origin, "t3", "@bob:dest2.example", &body("m"));
+        if second_dest_fits {
+            assert_eq!(other.status, 200, "{flag}: another destination:\n{other:?}");
+        } else {
+            other.assert_error(429, "M_LIMIT_EXCEEDED");
+        }
+    }
+}
+
 /// Makes every insert and delete in the relay's SQLite database fail (or
 /// stop failing), whatever its tables are called, from a second connection.
 fn sabotage_storage(db: &std::path::Path, on: bool) {

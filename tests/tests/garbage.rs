@@ -108,14 +108,25 @@ fn junk_target(r: &mut Rng) -> String {
         "/_matrix/federation/v1/send_relay/t/",
     ];
     loop {
-        let mut t = (*r.pick(PREFIXES)).to_owned();
-        let segments = r.below(4);
-        for i in 0..segments {
-            if i > 0 {
-                t.push('/');
+        let mut t = match r.below(4) {
+            // The shapes of the two relay endpoints, with junk segments.
+            0 => format!(
+                "/_matrix/federation/v1/send_relay/{}/{}",
+                junk_segment(r),
+                junk_segment(r)
+            ),
+            1 => format!("/_matrix/federation/v1/relay_txn/{}", junk_segment(r)),
+            _ => {
+                let mut t = (*r.pick(PREFIXES)).to_owned();
+                for i in 0..r.below(4) {
+                    if i > 0 {
+                        t.push('/');
+                    }
+                    t.push_str(&junk_segment(r));
+                }
+                t
             }
-            t.push_str(&junk_segment(r));
-        }
+        };
         if r.chance(1, 5) {
             t.push('?');
             t.push_str(&junk_segment(r));
@@ -300,8 +311,13 @@ fn app_cases(r: &mut Rng, origin: &Server, n: usize) -> Vec<Case> {
     (0..n)
         .map(|i| match i % 3 {
             0 => {
-                let method = *r.pick(&methods);
                 let target = junk_target(r);
+                // Mostly the endpoint's own method, so checks past routing run.
+                let method = match () {
+                    () if !r.chance(3, 4) => *r.pick(&methods),
+                    () if target.contains("/send_relay/") => "PUT",
+                    () => "GET",
+                };
                 let body = junk_body(r);
                 let mut req = Request::new(method, &target).body(body.clone());
                 if r.chance(1, 2) {

@@ -467,3 +467,49 @@ fn version_endpoint_names_the_server() {
     let version = body["server"]["version"].as_str().unwrap_or_default();
     assert!(!name.is_empty() && !version.is_empty(), "{resp:?}");
 }
+
+#[test]
+fn txn_ids_are_percent_decoded() {
+    let origin = Server::origin_example();
+    let dest = Server::named(DEST_NAME);
+    let relay = RelayProcess::standard(&[&origin, &dest]);
+    store(&relay, &origin, "m%2Ftxn%20%C3%A9", ALICE, "decoded");
+    // The same txn ID written differently is a retransmission.
+    store(&relay, &origin, "m%2ftxn%20%c3%a9", ALICE, "decoded-again");
+    store(&relay, &origin, "t1", ALICE, "plain");
+    store(&relay, &origin, "t%31", ALICE, "plain-again");
+    let pulled = drain(&relay, &dest, ALICE);
+    assert_eq!(markers(&pulled), ["decoded", "plain"]);
+    assert_eq!(pulled[0].txn_id.as_deref(), Some("m/txn é"));
+    assert_eq!(pulled[1].txn_id.as_deref(), Some("t1"));
+}
+
+#[test]
+fn an_empty_txn_id_is_refused() {
+    let origin = Server::origin_example();
+    let dest = Server::named(DEST_NAME);
+    let relay = RelayProcess::standard(&[&origin, &dest]);
+    let resp = put_txn(&relay, &origin, "", ALICE, &txn_body(ORIGIN_NAME, "x"));
+    assert!((400..500).contains(&resp.status), "{resp:?}");
+    resp.assert_matrix_error_shape();
+    assert!(drain(&relay, &dest, ALICE).is_empty());
+}
+
+#[test]
+fn a_query_string_is_signed_and_ignored_by_routing() {
+    let origin = Server::origin_example();
+    let dest = Server::named(DEST_NAME);
+    let relay = RelayProcess::standard(&[&origin, &dest]);
+    let body = serde_json::to_vec(&txn_body(ORIGIN_NAME, "query")).expect("serialise");
+    let target = format!("{}?v=1&x=%40", relay_tests::send_relay_path("q1", ALICE));
+    let resp = signed_request(&origin, RELAY_NAME, "PUT", &target, &body).send(relay.addr());
+    assert_eq!((resp.status, resp.json()), (200, json!({})), "{resp:?}");
+    let target = format!("{}?since=0", relay_tests::relay_txn_path(ALICE));
+    let resp =
+        signed_request(&dest, RELAY_NAME, "GET", &target, br#"{"entry_id":0}"#).send(relay.addr());
+    assert_eq!(
+        resp.ok_json()["transaction"]["pdus"][0]["marker"],
+        "query",
+        "{resp:?}"
+    );
+}

@@ -2,7 +2,8 @@
 //! stored transactions per second, then fetch+ack per second.
 //!
 //! `cargo bench -p adapter-hyper --bench relay` (settings through env:
-//! `BENCH_TXNS`, `BENCH_CONNS`, `BENCH_DESTS`, `BENCH_PDU_BYTES`).
+//! `BENCH_TXNS`, `BENCH_CONNS`, `BENCH_DESTS`, `BENCH_PDU_BYTES`, and
+//! `BENCH_STORE=memory` to take storage out of the measurement).
 //!
 //! Implementation note: the relay runs in this process on its own tokio
 //! runtime; the load runs on a second runtime. PUTs are signed before the
@@ -93,7 +94,10 @@ fn main() {
 
     let dir = tempfile::tempdir().expect("tempdir");
     let db = dir.path().join("bench.db");
-    let store = relay_store::open(&format!("sqlite:{}", db.display())).expect("open store");
+    let store: std::sync::Arc<dyn relay_store::QueueStore> = match std::env::var("BENCH_STORE").as_deref() {
+        Ok("memory") => std::sync::Arc::new(relay_store::MemoryStore::new()),
+        _ => relay_store::open(&format!("sqlite:{}", db.display())).expect("open store"),
+    };
     let origin_key = SigningKey::from_seed(KeyId::parse("ed25519:1").expect("key id"), [1; 32]);
     let dest_keys: Vec<(ServerName, SigningKey)> = (0..dests)
         .map(|i| {

@@ -42,29 +42,28 @@ pub struct ServeOptions {
 /// accepting, lets requests in flight finish, and returns.
 /// `on_listening` is called once with the bound address.
 pub fn run(options: ServeOptions, on_listening: impl FnOnce(SocketAddr)) -> io::Result<()> {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()?;
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     runtime.block_on(async move {
+        // Handlers first: a signal that arrives as soon as the address is
+        // announced must already mean "shut down gracefully".
+        let shutdown = shutdown_signal()?;
         let listener = TcpListener::bind(options.listen).await?;
         on_listening(listener.local_addr()?);
-        serve(listener, options.config, options.store, shutdown_signal()).await
+        serve(listener, options.config, options.store, shutdown).await
     })
 }
 
-async fn shutdown_signal() {
+/// Resolves on the first SIGTERM or SIGINT after it was called.
+fn shutdown_signal() -> io::Result<impl Future<Output = ()>> {
     use tokio::signal::unix::{SignalKind, signal};
-    let mut term = match signal(SignalKind::terminate()) {
-        Ok(s) => s,
-        Err(e) => {
-            tracing::error!(error = %e, "cannot listen for SIGTERM");
-            return std::future::pending().await;
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    Ok(async move {
+        tokio::select! {
+            _ = term.recv() => tracing::info!("SIGTERM: shutting down"),
+            _ = int.recv() => tracing::info!("SIGINT: shutting down"),
         }
-    };
-    tokio::select! {
-        _ = term.recv() => tracing::info!("SIGTERM: shutting down"),
-        _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT: shutting down"),
-    }
+    })
 }
 
 /// Serves the relay on `listener` until `shutdown` completes, then drains

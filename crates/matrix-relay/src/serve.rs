@@ -24,8 +24,9 @@ pub enum Runtime {
     Smol,
 }
 
-/// Flags of `serve`. Every flag can also be set in the `--config` file under
-/// the same name with `_` for `-`; flags win.
+/// Flags of `serve`. Every flag but `--config` can also be set in the
+/// `--config` TOML file under the same name (`server-name = "…"`,
+/// `serve-for = ["…"]`); flags win.
 #[derive(Args, Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct ServeArgs {
