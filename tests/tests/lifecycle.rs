@@ -294,21 +294,3 @@ fn runtime_tokio_is_accepted_explicitly() {
     store(&relay, &origin, "t1", ALICE, "tokio");
     assert_eq!(markers(&drain(&relay, &dest, ALICE)), ["tokio"]);
 }
-
-/// PROTOCOL §4 names `--runtime tokio|smol`. The whole suite runs against
-/// smol with `MATRIX_RELAY_RUNTIME=smol`; this is the short check.
-#[test]
-#[ignore = "matrix-relay says `--runtime smol is not available yet`"]
-fn runtime_smol_serves_the_protocol() {
-    let origin = Server::origin_example();
-    let dest = Server::named(DEST_NAME);
-    let mut relay = RelayProcess::builder()
-        .serve_for(DEST_NAME)
-        .trust(&origin)
-        .trust(&dest)
-        .args(["--runtime", "smol"])
-        .start();
-    store(&relay, &origin, "t1", ALICE, "smol");
-    assert_eq!(markers(&drain(&relay, &dest, ALICE)), ["smol"]);
-    assert_eq!(relay.terminate().code(), Some(0));
-}
