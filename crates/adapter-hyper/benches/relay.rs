@@ -94,10 +94,11 @@ fn main() {
 
     let dir = tempfile::tempdir().expect("tempdir");
     let db = dir.path().join("bench.db");
-    let store: std::sync::Arc<dyn relay_store::QueueStore> = match std::env::var("BENCH_STORE").as_deref() {
-        Ok("memory") => std::sync::Arc::new(relay_store::MemoryStore::new()),
-        _ => relay_store::open(&format!("sqlite:{}", db.display())).expect("open store"),
-    };
+    let store: std::sync::Arc<dyn relay_store::QueueStore> =
+        match std::env::var("BENCH_STORE").as_deref() {
+            Ok("memory") => std::sync::Arc::new(relay_store::MemoryStore::new()),
+            _ => relay_store::open(&format!("sqlite:{}", db.display())).expect("open store"),
+        };
     let origin_key = SigningKey::from_seed(KeyId::parse("ed25519:1").expect("key id"), [1; 32]);
     let dest_keys: Vec<(ServerName, SigningKey)> = (0..dests)
         .map(|i| {

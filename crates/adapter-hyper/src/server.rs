@@ -42,7 +42,9 @@ pub struct ServeOptions {
 /// accepting, lets requests in flight finish, and returns.
 /// `on_listening` is called once with the bound address.
 pub fn run(options: ServeOptions, on_listening: impl FnOnce(SocketAddr)) -> io::Result<()> {
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
     runtime.block_on(async move {
         // Handlers first: a signal that arrives as soon as the address is
         // announced must already mean "shut down gracefully".
