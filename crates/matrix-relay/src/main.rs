@@ -2,6 +2,8 @@
 #![forbid(unsafe_code)]
 
 mod keys;
+mod pull;
+mod send;
 mod serve;
 
 use std::path::PathBuf;
@@ -31,17 +33,26 @@ enum Command {
     },
     /// Run the relay server.
     Serve(Box<serve::ServeArgs>),
+    /// Send one transaction as a node: directly, then through the
+    /// destination's relays. Prints one JSON line; exits 0 when delivered.
+    Send(Box<send::SendArgs>),
+    /// Drain every relay once as a node, printing each transaction once as
+    /// a JSON line; exits 0 when every relay was drained.
+    Pull(Box<pull::PullArgs>),
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging();
     let result = match cli.command {
-        Command::Keygen { out, key_id } => keys::keygen(&out, key_id.as_deref()),
-        Command::Serve(args) => serve::serve(*args),
+        Command::Keygen { out, key_id } => keys::keygen(&out, key_id.as_deref()).map(|()| true),
+        Command::Serve(args) => serve::serve(*args).map(|()| true),
+        Command::Send(args) => send::send(*args),
+        Command::Pull(args) => pull::pull(*args),
     };
     match result {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::FAILURE,
         Err(e) => {
             eprintln!("matrix-relay: {e}");
             ExitCode::FAILURE

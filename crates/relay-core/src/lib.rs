@@ -11,6 +11,8 @@
 //!   authentication.
 //! - [`request`]: routing of raw request targets.
 //! - [`relay`]: the relay server machine.
+//! - [`outbound`]: the sender machine; [`retriever`]: the recipient
+//!   machine; [`http`]: the requests they send.
 //! - [`store`]: the records the machines ask the storage adapter to keep.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
@@ -20,9 +22,14 @@ pub mod b64;
 pub mod canonical;
 pub mod error;
 pub mod fuzzing;
+pub mod http;
 pub mod id;
+pub mod outbound;
 pub mod relay;
 pub mod request;
+pub mod resolve;
+pub mod retriever;
+pub mod rng;
 pub mod signing;
 pub mod store;
 mod time;

@@ -1,28 +1,35 @@
-//! Storage backends for matrix-relay's queues.
+//! Storage backends for matrix-relay's queues and the sender's state.
 //!
-//! One blocking trait, [`QueueStore`], that the async adapters call from
-//! their blocking pools, and its backends:
+//! Two blocking traits that the async adapters call from their blocking
+//! pools: [`QueueStore`] (the relay's queue) and [`OutboundStore`] (the
+//! persisted state of a node's [`Outbound`](relay_core::outbound::Outbound)
+//! machine). Their backends:
 //!
-//! - [`MemoryStore`]: the reference model; no durability.
-//! - [`SqliteStore`]: the embedded default; WAL, `synchronous=FULL`, group
-//!   commit on one writer thread.
+//! - [`MemoryStore`], [`MemoryOutboundStore`]: the reference models; no
+//!   durability.
+//! - [`SqliteStore`] (both traits): the embedded default; WAL,
+//!   `synchronous=FULL`, group commit on one writer thread. A relay and a
+//!   node may share one database file or use their own.
 //!
-//! [`open`] picks a backend from a database URL. The queue semantics every
-//! backend implements are written down once, as the [`conformance`] suite.
+//! [`open`] and [`open_outbound`] pick a backend from a database URL. The
+//! semantics every backend implements are written down once, as the
+//! [`conformance`] suite.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
 use std::sync::Arc;
 
+pub use relay_core::outbound::{Change, DestinationRecord, Item, ItemId, ItemKind, RetryState};
 pub use relay_core::store::{InsertOutcome, NewEntry, QueuedEntry, Quota, QuotaKind, StoreError};
-pub use relay_core::{EntryId, ServerName, TxnId};
+pub use relay_core::{EntryId, ServerName, TxnId, UnixMillis};
 
 pub mod conformance;
 mod memory;
+mod outbound;
 mod quota;
 mod sqlite;
 
-pub use memory::MemoryStore;
+pub use memory::{MemoryOutboundStore, MemoryStore};
 pub use sqlite::{SCHEMA_VERSION, SqliteStore};
 
 /// A durable queue of transactions, one FIFO per destination.
@@ -62,6 +69,47 @@ pub trait QueueStore: Send + Sync + 'static {
     fn queued(&self, destination: &ServerName) -> Result<u64, StoreError>;
 }
 
+/// The persisted state of a node's sender machine
+/// ([`Outbound`](relay_core::outbound::Outbound)): it applies the machine's
+/// [`Change`]s and hands back [`DestinationRecord`]s to restore it from.
+///
+/// Semantics (checked by [`conformance::outbound`]):
+/// - `Enqueued` adds the item to its destination's queue. Item IDs are
+///   unique across destinations, and a queue is in item ID order (the
+///   machine hands IDs out in increasing order). Enqueueing an ID that is
+///   queued already changes nothing if the item is identical (destination,
+///   kind and JSON) and is an error otherwise.
+/// - `TxnStarted` records the destination's transaction in flight, its txn
+///   ID and item list as given, replacing any previous one. The items are
+///   not checked against the queue.
+/// - `TxnFinished` deletes those of the listed items that are queued for
+///   that destination (others, and gone ones, are left alone) and forgets
+///   the destination's transaction.
+/// - `Retry` stores the failure state; the default state deletes it. A
+///   `next_retry` past `i64::MAX` ms is stored as `i64::MAX` ms.
+/// - Item IDs above `i64::MAX` (the largest SQL integer) are an error in
+///   every change.
+/// - `apply` is all or nothing: when it fails, nothing of the batch is
+///   stored. A batch's changes see the ones before them.
+/// - `load` returns one record per destination that has queued items, a
+///   transaction in flight or a non-default failure state, in destination
+///   order, items oldest (lowest ID) first.
+///
+/// Implementation note: blocking on purpose, as [`QueueStore`] is. The
+/// machine emits one change per [`Output::Persist`](relay_core::outbound::Output::Persist);
+/// a driver may pass several at once, in order, and report them all with
+/// the one result.
+pub trait OutboundStore: Send + Sync + 'static {
+    /// Applies `changes` in order, atomically (all or nothing), durably
+    /// before returning `Ok`.
+    fn apply(&self, changes: &[Change]) -> Result<(), StoreError>;
+
+    /// Everything persisted: one record per destination that has queued
+    /// items, a transaction in flight or a non-default [`RetryState`];
+    /// items oldest first.
+    fn load(&self) -> Result<Vec<DestinationRecord>, StoreError>;
+}
+
 /// Opens the store a database URL names.
 ///
 /// - `sqlite:PATH` or `sqlite://PATH` (so `sqlite:///abs/path` is absolute):
@@ -71,19 +119,30 @@ pub trait QueueStore: Send + Sync + 'static {
 /// Implementation note: errors never repeat a PostgreSQL URL, which may
 /// carry a password.
 pub fn open(url: &str) -> Result<Arc<dyn QueueStore>, StoreError> {
+    Ok(Arc::new(SqliteStore::open(sqlite_path(url)?)?))
+}
+
+/// Opens the sender-state store a database URL names, as [`open`] does
+/// (same URLs, same errors). The file may be the one a relay uses.
+pub fn open_outbound(url: &str) -> Result<Arc<dyn OutboundStore>, StoreError> {
+    Ok(Arc::new(SqliteStore::open(sqlite_path(url)?)?))
+}
+
+/// The file a `sqlite:` URL names; every other URL is an error.
+fn sqlite_path(url: &str) -> Result<&str, StoreError> {
     if let Some(rest) = url.strip_prefix("sqlite:") {
         let path = rest.strip_prefix("//").unwrap_or(rest);
         if path.is_empty() {
             return Err(StoreError(format!("database URL {url:?} names no file")));
         }
         // A second connection (the reader) would see a different, empty
-        // in-memory database; MemoryStore is the in-memory backend.
+        // in-memory database; the memory stores are the in-memory backends.
         if path == ":memory:" || path.starts_with("file::memory:") || path.contains("mode=memory") {
             return Err(StoreError(
                 "in-memory SQLite databases are not supported; give a file path".into(),
             ));
         }
-        return Ok(Arc::new(SqliteStore::open(path)?));
+        return Ok(path);
     }
     if url.starts_with("postgres://") || url.starts_with("postgresql://") {
         return Err(StoreError(

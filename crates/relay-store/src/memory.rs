@@ -1,4 +1,4 @@
-//! The in-memory reference model.
+//! The in-memory reference models.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Mutex, MutexGuard};
@@ -8,6 +8,10 @@ use relay_core::{EntryId, ServerName, TxnId};
 
 use crate::QueueStore;
 use crate::quota::{Usage, refused_by};
+
+mod outbound;
+
+pub use outbound::MemoryOutboundStore;
 
 /// The queue in memory: the reference model the durable backends are
 /// checked against. Same semantics, no durability.

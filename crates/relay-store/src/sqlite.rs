@@ -8,11 +8,13 @@ use std::time::Duration;
 
 use rusqlite::{Connection, TransactionBehavior};
 
+use relay_core::outbound::{Change, DestinationRecord};
 use relay_core::store::{InsertOutcome, NewEntry, QueuedEntry, Quota, StoreError};
 use relay_core::{EntryId, ServerName};
 
-use crate::QueueStore;
+use crate::{OutboundStore, QueueStore};
 
+mod outbound;
 mod schema;
 mod sql;
 
@@ -23,7 +25,10 @@ const MAX_BATCH: usize = 512;
 /// How long a connection waits for another process's lock.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// The queue in an SQLite file (WAL, `synchronous=FULL`).
+/// The relay's queue ([`QueueStore`]) and a node's sender state
+/// ([`OutboundStore`]) in an SQLite file (WAL, `synchronous=FULL`), in
+/// tables of their own under one schema version. One store may serve both,
+/// and several stores (or processes) may open one file.
 ///
 /// Implementation note: group commit. One writer thread owns the write
 /// connection. Callers send their operation over a channel and block on the
@@ -32,8 +37,9 @@ const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 /// each inside its own savepoint so a failing operation is rolled back
 /// alone, and answers every caller only after `COMMIT` returned. One fsync
 /// then covers a whole batch. If the batch cannot commit, every operation
-/// in it fails and nothing is half-stored. Reads that change nothing
-/// (`ack_and_next` without an ack, `queued`) use a separate reader
+/// in it fails and nothing is half-stored. An `apply` is one operation,
+/// so its changes share one savepoint. Reads that change nothing
+/// (`ack_and_next` without an ack, `queued`, `load`) use a separate reader
 /// connection and never wait for a commit. Dropping the store stops and
 /// joins the writer.
 #[derive(Debug)]
@@ -59,6 +65,10 @@ enum Op {
         ack: EntryId,
         reply: Reply<Option<QueuedEntry>>,
     },
+    Apply {
+        changes: Vec<Change>,
+        reply: Reply<()>,
+    },
 }
 
 /// An operation's result, held until its batch has committed.
@@ -68,6 +78,7 @@ enum Answer {
         Reply<Option<QueuedEntry>>,
         Result<Option<QueuedEntry>, StoreError>,
     ),
+    Applied(Reply<()>, Result<(), StoreError>),
 }
 
 /// Maps a rusqlite error to a [`StoreError`] saying what was being done.
@@ -196,6 +207,22 @@ impl QueueStore for SqliteStore {
     }
 }
 
+impl OutboundStore for SqliteStore {
+    fn apply(&self, changes: &[Change]) -> Result<(), StoreError> {
+        if changes.is_empty() {
+            return Ok(());
+        }
+        self.call(|reply| Op::Apply {
+            changes: changes.to_vec(),
+            reply,
+        })
+    }
+
+    fn load(&self) -> Result<Vec<DestinationRecord>, StoreError> {
+        outbound::load(&mut self.reader())
+    }
+}
+
 /// The writer thread: batches until every sender is gone.
 fn write_loop(mut conn: Connection, ops: Receiver<Op>) {
     while let Ok(first) = ops.recv() {
@@ -263,7 +290,7 @@ fn run_in_savepoint(conn: &Connection, op: Op) -> (Answer, Result<(), StoreError
         return (op.fail(err.clone()), Err(err));
     }
     let answer = op.run(conn);
-    let end = if answer.is_ok() {
+    let end = if answer.error().is_none() {
         "RELEASE op"
     } else {
         "ROLLBACK TO op; RELEASE op"
@@ -278,7 +305,7 @@ fn run_in_savepoint(conn: &Connection, op: Op) -> (Answer, Result<(), StoreError
             Ok(())
         }
     });
-    if let Answer::Insert(_, Err(err)) | Answer::Next(_, Err(err)) = &answer {
+    if let Some(err) = answer.error() {
         tracing::warn!(%err, "storage operation failed");
     }
     (answer, state)
@@ -301,6 +328,7 @@ impl Op {
                     sql::ack(conn, &destination, ack).and_then(|()| sql::next(conn, &destination));
                 Answer::Next(reply, result)
             }
+            Op::Apply { changes, reply } => Answer::Applied(reply, outbound::apply(conn, &changes)),
         }
     }
 
@@ -308,15 +336,17 @@ impl Op {
         match self {
             Op::Insert { reply, .. } => Answer::Insert(reply, Err(err)),
             Op::AckAndNext { reply, .. } => Answer::Next(reply, Err(err)),
+            Op::Apply { reply, .. } => Answer::Applied(reply, Err(err)),
         }
     }
 }
 
 impl Answer {
-    fn is_ok(&self) -> bool {
+    fn error(&self) -> Option<&StoreError> {
         match self {
-            Answer::Insert(_, r) => r.is_ok(),
-            Answer::Next(_, r) => r.is_ok(),
+            Answer::Insert(_, r) => r.as_ref().err(),
+            Answer::Next(_, r) => r.as_ref().err(),
+            Answer::Applied(_, r) => r.as_ref().err(),
         }
     }
 
@@ -324,6 +354,7 @@ impl Answer {
         match self {
             Answer::Insert(reply, _) => Answer::Insert(reply, Err(err)),
             Answer::Next(reply, _) => Answer::Next(reply, Err(err)),
+            Answer::Applied(reply, _) => Answer::Applied(reply, Err(err)),
         }
     }
 
@@ -332,6 +363,7 @@ impl Answer {
         match self {
             Answer::Insert(reply, r) => drop(reply.send(r)),
             Answer::Next(reply, r) => drop(reply.send(r)),
+            Answer::Applied(reply, r) => drop(reply.send(r)),
         }
     }
 }

@@ -1,12 +1,18 @@
 //! The conformance suite against every backend in this crate.
 
-use relay_store::{EntryId, MemoryStore, SqliteStore};
 use relay_store::{
-    InsertOutcome, NewEntry, QueueStore, QueuedEntry, Quota, ServerName, StoreError,
+    Change, DestinationRecord, EntryId, MemoryOutboundStore, MemoryStore, SqliteStore,
+};
+use relay_store::{
+    InsertOutcome, NewEntry, OutboundStore, QueueStore, QueuedEntry, Quota, ServerName, StoreError,
 };
 
 mod memory {
     relay_store::conformance_tests!(|| Box::new(super::MemoryStore::new()));
+}
+
+mod memory_outbound {
+    relay_store::outbound_conformance_tests!(|| Box::new(super::MemoryOutboundStore::new()));
 }
 
 /// A SQLite store in its own temporary directory, removed after the store
@@ -40,11 +46,25 @@ impl QueueStore for TempSqlite {
     }
 }
 
+impl OutboundStore for TempSqlite {
+    fn apply(&self, changes: &[Change]) -> Result<(), StoreError> {
+        self.store.apply(changes)
+    }
+    fn load(&self) -> Result<Vec<DestinationRecord>, StoreError> {
+        self.store.load()
+    }
+}
+
 mod sqlite {
     relay_store::conformance_tests!(super::TempSqlite::new);
+}
+
+mod sqlite_outbound {
+    relay_store::outbound_conformance_tests!(super::TempSqlite::new);
 }
 
 #[test]
 fn run_all_passes_on_memory() {
     relay_store::conformance::run_all(&|| Box::new(MemoryStore::new()));
+    relay_store::conformance::outbound::run_all(&|| Box::new(MemoryOutboundStore::new()));
 }

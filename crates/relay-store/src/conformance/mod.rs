@@ -1,4 +1,6 @@
-//! The queue semantics every [`QueueStore`] backend must have, written once.
+//! The queue semantics every [`QueueStore`] backend must have, written once;
+//! the sender-state semantics of every [`OutboundStore`](crate::OutboundStore)
+//! backend are in [`outbound`].
 //!
 //! Each check is a function taking a fresh, empty store and panicking with a
 //! message that says what went wrong. Run them all with [`run_all`], or get
@@ -29,6 +31,7 @@ use relay_core::store::QuotaKind;
 
 mod concurrency;
 mod helpers;
+pub mod outbound;
 mod queue;
 mod quota;
 
@@ -152,6 +155,49 @@ macro_rules! conformance_tests {
             concurrent_inserts,
             concurrent_duplicate_inserts,
             concurrent_inserts_and_acks,
+        );
+    };
+}
+
+/// One `#[test]` per [`conformance::outbound`](crate::conformance::outbound)
+/// check, each on a fresh store from the given factory expression (a closure
+/// returning a `Box` of an [`OutboundStore`](crate::OutboundStore)), plus
+/// one test that the list here matches
+/// [`conformance::outbound::CHECKS`](crate::conformance::outbound::CHECKS).
+#[macro_export]
+macro_rules! outbound_conformance_tests {
+    (@tests $factory:expr; $($check:ident),* $(,)?) => {
+        $(
+            #[test]
+            fn $check() {
+                let factory = $factory;
+                let store = factory();
+                $crate::conformance::outbound::$check(&*store);
+            }
+        )*
+
+        #[test]
+        fn every_outbound_conformance_check_has_a_test() {
+            let listed: &[&str] = &[$(stringify!($check)),*];
+            let all: ::std::vec::Vec<&str> =
+                $crate::conformance::outbound::CHECKS.iter().map(|(name, _)| *name).collect();
+            assert_eq!(listed, &all[..], "outbound_conformance_tests! and CHECKS disagree");
+        }
+    };
+    ($factory:expr) => {
+        $crate::outbound_conformance_tests!(@tests $factory;
+            empty_store,
+            items_load_in_id_order,
+            payloads_round_trip,
+            identical_enqueue_is_idempotent,
+            conflicting_enqueue_is_refused,
+            txn_started_and_finished,
+            txn_finished_is_exact,
+            retry_set_and_cleared,
+            changes_apply_in_order,
+            apply_is_atomic,
+            item_id_limit,
+            concurrent_applies,
         );
     };
 }

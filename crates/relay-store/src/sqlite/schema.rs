@@ -9,7 +9,7 @@ use super::db_err;
 /// Migration steps; `MIGRATIONS[i]` takes the schema from version `i` to
 /// `i + 1` (`PRAGMA user_version`). Append only: never edit a step that
 /// has shipped.
-const MIGRATIONS: &[&str] = &[V1];
+const MIGRATIONS: &[&str] = &[V1, V2];
 
 /// The schema version this build writes. A database with a higher
 /// `user_version` was written by a newer build and is refused.
@@ -87,11 +87,54 @@ CREATE TRIGGER queue_no_update BEFORE UPDATE ON queue BEGIN
 END;
 "#;
 
+/// Version 2: the sender's state ([`relay_core::outbound`]), for nodes.
+///
+/// Implementation note: item IDs come from the machine, so `item_id` is a
+/// plain `INTEGER PRIMARY KEY` (the rowid: a queue in ID order is a rowid
+/// scan). `kind` is `'pdu'` or `'edu'`, and nothing but the decoder checks
+/// it, so a later kind needs no table rebuild. A transaction's item list is
+/// rows in `outbound_txn_item`, in `position` order. A default retry state
+/// has no row. The relay's tables are untouched.
+const V2: &str = r#"
+CREATE TABLE outbound_item (
+    item_id     INTEGER PRIMARY KEY,
+    destination TEXT NOT NULL,
+    kind        TEXT NOT NULL,
+    json        BLOB NOT NULL CHECK (typeof(json) = 'blob')
+);
+
+CREATE TABLE outbound_txn (
+    destination TEXT PRIMARY KEY,
+    txn_id      TEXT NOT NULL
+) WITHOUT ROWID;
+
+CREATE TABLE outbound_txn_item (
+    destination TEXT NOT NULL REFERENCES outbound_txn (destination) ON DELETE CASCADE,
+    position    INTEGER NOT NULL,
+    item_id     INTEGER NOT NULL,
+    PRIMARY KEY (destination, position)
+) WITHOUT ROWID;
+
+CREATE TABLE outbound_retry (
+    destination     TEXT PRIMARY KEY,
+    direct_failures INTEGER NOT NULL,
+    failed_attempts INTEGER NOT NULL,
+    next_retry      INTEGER,
+    blacklisted     INTEGER NOT NULL
+) WITHOUT ROWID;
+"#;
+
 /// Brings the schema up to [`SCHEMA_VERSION`], one transaction per step.
+pub(super) fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
+    migrate_to(conn, SCHEMA_VERSION)
+}
+
+/// Brings the schema up to `target` (at most [`SCHEMA_VERSION`]; tests build
+/// older databases with it), one transaction per step.
 ///
 /// Implementation note: the version is read inside `BEGIN IMMEDIATE`, so two
 /// processes opening a fresh file at once cannot both run a step.
-pub(super) fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
+pub(super) fn migrate_to(conn: &mut Connection, target: u32) -> Result<(), StoreError> {
     loop {
         let tx = conn
             .transaction_with_behavior(TransactionBehavior::Immediate)
@@ -109,6 +152,9 @@ pub(super) fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
                 "database schema version {version} is newer than this build supports \
                  ({SCHEMA_VERSION}); refusing to open it (upgrade matrix-relay)"
             )));
+        }
+        if version >= target {
+            return Ok(());
         }
         let Some(step) = MIGRATIONS.get(version as usize) else {
             return Ok(());

@@ -172,3 +172,128 @@ fn undecodable_head_fails_its_op_and_rolls_back_its_ack() {
     );
     assert_eq!(count(&conn), 3, "the ack of the failed op was rolled back");
 }
+
+fn apply_op(changes: Vec<Change>) -> (Op, Receiver<Result<(), StoreError>>) {
+    let (reply, rx) = mpsc::sync_channel(1);
+    (Op::Apply { changes, reply }, rx)
+}
+
+fn enqueued(id: u64, json: &[u8]) -> Change {
+    Change::Enqueued {
+        destination: server("d.example"),
+        item: relay_core::outbound::Item {
+            id: relay_core::outbound::ItemId(id),
+            kind: relay_core::outbound::ItemKind::Pdu,
+            json: json.to_vec(),
+        },
+    }
+}
+
+fn item_count(conn: &Connection) -> i64 {
+    conn.query_row("SELECT COUNT(*) FROM outbound_item", [], |r| r.get(0))
+        .expect("count items")
+}
+
+#[test]
+fn a_refused_apply_is_rolled_back_alone_in_its_batch() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut conn = writer_with_hooks(&dir);
+    let (a, ra) = apply_op(vec![enqueued(1, b"{}"), enqueued(2, b"{}")]);
+    let (i, ri) = insert_op("a");
+    // Item 3 would be new, but item 1 conflicts: neither is stored.
+    let (c, rc) = apply_op(vec![enqueued(3, b"{}"), enqueued(1, b"[]")]);
+    let (b, rb) = apply_op(vec![enqueued(4, b"{}")]);
+    run_and_send(&mut conn, vec![a, i, c, b]);
+    assert_eq!(ra.recv().expect("answer"), Ok(()));
+    assert!(ri.recv().expect("answer").is_ok());
+    let err = rc.recv().expect("answer").expect_err("conflict");
+    assert!(err.0.contains("item 1"), "{err}");
+    assert_eq!(rb.recv().expect("answer"), Ok(()));
+    let ids: Vec<i64> = conn
+        .prepare("SELECT item_id FROM outbound_item ORDER BY item_id")
+        .and_then(|mut s| s.query_map([], |r| r.get(0))?.collect())
+        .expect("ids");
+    assert_eq!(ids, [1, 2, 4]);
+    assert_eq!(count(&conn), 1);
+}
+
+#[test]
+fn an_apply_in_a_failed_commit_fails() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut conn = writer_with_hooks(&dir);
+    let (a, ra) = apply_op(vec![enqueued(1, b"{}")]);
+    let (p, rp) = insert_op("poison");
+    run_and_send(&mut conn, vec![a, p]);
+    let err = ra.recv().expect("answer").expect_err("the commit failed");
+    assert!(err.0.contains("commit"), "{err}");
+    assert!(rp.recv().expect("answer").is_err());
+    assert_eq!(item_count(&conn), 0, "nothing of the batch is stored");
+}
+
+#[test]
+fn a_version_1_database_is_migrated_keeping_its_queue() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("relay.db");
+    let user_version = |conn: &Connection| -> i64 {
+        conn.pragma_query_value(None, "user_version", |r| r.get(0))
+            .expect("user_version")
+    };
+    // A relay's database as version 1 wrote it: the queue, with a gap left
+    // by an acknowledgement.
+    {
+        let mut v1 = connect(&path).expect("connect");
+        schema::migrate_to(&mut v1, 1).expect("migrate to version 1");
+        assert_eq!(user_version(&v1), 1);
+        for t in ["a", "b", "c"] {
+            sql::insert(&v1, &new_entry(t), &Quota::default()).expect("insert");
+        }
+        sql::ack(&v1, &server("d.example"), EntryId(2)).expect("ack");
+        let outbound_tables: i64 = v1
+            .query_row(
+                "SELECT COUNT(*) FROM sqlite_master WHERE name LIKE 'outbound%'",
+                [],
+                |r| r.get(0),
+            )
+            .expect("tables");
+        assert_eq!(outbound_tables, 0, "version 1 has no sender state");
+    }
+
+    let store = SqliteStore::open(&path).expect("open migrates");
+    assert_eq!(
+        user_version(&connect(&path).expect("connect")),
+        i64::from(SCHEMA_VERSION)
+    );
+    let d = server("d.example");
+    assert_eq!(store.queued(&d), Ok(2), "the counters survived");
+    let first = store
+        .ack_and_next(&d, None)
+        .expect("next")
+        .expect("entry a");
+    assert_eq!((first.entry_id, first.txn_id.as_str()), (EntryId(1), "a"));
+    let second = store
+        .ack_and_next(&d, Some(first.entry_id))
+        .expect("ack")
+        .expect("entry c");
+    assert_eq!((second.entry_id, second.txn_id.as_str()), (EntryId(3), "c"));
+    assert_eq!(
+        store.insert(new_entry("d"), &Quota::default()),
+        Ok(InsertOutcome::Stored(EntryId(4))),
+        "IDs continue past the old ones"
+    );
+    store
+        .apply(&[enqueued(1, b"{}")])
+        .expect("sender state works");
+    assert_eq!(store.load().map(|r| r.len()), Ok(1));
+    drop(store);
+
+    // A newer version is refused, by both kinds of open.
+    connect(&path)
+        .expect("connect")
+        .pragma_update(None, "user_version", SCHEMA_VERSION + 1)
+        .expect("set user_version");
+    let err = SqliteStore::open(&path).expect_err("a newer version is refused");
+    assert!(err.0.contains("newer"), "{err}");
+    let url = format!("sqlite:{}", path.display());
+    assert!(crate::open_outbound(&url).is_err());
+    assert!(crate::open(&url).is_err());
+}

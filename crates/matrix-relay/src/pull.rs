@@ -1,0 +1,104 @@
+//! `matrix-relay pull`: drain every relay once, as the node's retriever
+//! does, printing each transaction once.
+
+use std::collections::HashSet;
+use std::io::Write;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use adapter_hyper::retriever::Received;
+use clap::Args;
+use relay_core::ServerName;
+use relay_core::resolve::Resolver;
+use relay_core::retriever::{Event, Retriever, RetrieverConfig};
+use serde_json::{Value, json};
+
+use crate::keys;
+
+/// Flags of `pull`.
+#[derive(Args, Debug)]
+pub struct PullArgs {
+    /// This node's server name: whose queue is drained.
+    #[arg(long)]
+    server_name: String,
+    /// This node's signing key file (Synapse format).
+    #[arg(long)]
+    signing_key: PathBuf,
+    /// A relay to drain (repeatable).
+    #[arg(long = "relay", value_name = "NAME", required = true)]
+    relays: Vec<String>,
+    /// Where server NAME is reached, e.g. `NAME=http://127.0.0.1:9000`
+    /// (repeatable); others by Matrix discovery (HTTPS, port 8448).
+    #[arg(long = "resolve", value_name = "NAME=URL")]
+    resolve: Vec<String>,
+    /// Time limit of each request, in milliseconds.
+    #[arg(long, default_value_t = 10_000)]
+    timeout_ms: u64,
+}
+
+/// Runs `pull`; `Ok(true)` when every relay was drained.
+pub fn pull(args: PullArgs) -> Result<bool, String> {
+    let name = ServerName::parse(&args.server_name)
+        .map_err(|_| format!("--server-name {:?} is not a server name", args.server_name))?;
+    let relays = args
+        .relays
+        .iter()
+        .map(|r| ServerName::parse(r).map_err(|_| format!("--relay {r:?} is not a server name")))
+        .collect::<Result<Vec<_>, _>>()?;
+    let resolver = Resolver::from_flags(args.resolve.iter().map(String::as_str))
+        .map_err(|e| format!("--resolve: {e}"))?;
+    let signing_key = keys::read(&args.signing_key)?;
+    let mut seed = [0u8; 32];
+    getrandom::fill(&mut seed).map_err(|e| format!("no randomness from the OS: {e}"))?;
+    let mut machine = Retriever::new(RetrieverConfig::new(name, signing_key), seed);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| format!("cannot start the runtime: {e}"))?;
+    let client = adapter_hyper::HttpClient::new(resolver, Duration::from_millis(args.timeout_ms));
+    let all_drained = runtime.block_on(async move {
+        machine.set_relays(relay_core::Instant::now(), relays.clone());
+        let (handle, mut received, _task) = adapter_hyper::retriever::spawn(machine, client, None);
+        let mut pending: HashSet<ServerName> = relays.into_iter().collect();
+        let mut failed = false;
+        while !pending.is_empty() {
+            let Some(item) = received.recv().await else {
+                break;
+            };
+            match item {
+                Received::Delivery(d) => {
+                    let transaction: Value =
+                        serde_json::from_slice(&d.transaction).unwrap_or(Value::Null);
+                    let line = json!({
+                        "relay": d.relay.as_str(),
+                        "origin": d.origin.as_str(),
+                        "txn_id": d.txn_id.as_ref().map(|t| t.as_str()),
+                        "transaction": transaction,
+                    });
+                    // The line is out before the entry is acknowledged.
+                    let mut out = std::io::stdout().lock();
+                    if writeln!(out, "{line}").and_then(|()| out.flush()).is_err() {
+                        return false;
+                    }
+                    handle.processed(d.id);
+                }
+                Received::Event(Event::Drained { relay, .. }) => {
+                    pending.remove(&relay);
+                }
+                Received::Event(Event::RelayFailed { relay, error, .. }) => {
+                    eprintln!("matrix-relay: relay {relay}: {error}");
+                    failed |= pending.remove(&relay);
+                }
+                Received::Event(Event::Malformed { relay, error }) => {
+                    eprintln!("matrix-relay: relay {relay} answered badly: {error}");
+                }
+                Received::Event(Event::PersistFailed { error }) => {
+                    eprintln!("matrix-relay: {error}")
+                }
+                Received::Event(Event::DuplicateDropped { .. }) => {}
+            }
+        }
+        !failed && pending.is_empty()
+    });
+    Ok(all_drained)
+}

@@ -1,0 +1,137 @@
+//! `matrix-relay send`: one transaction, as the node's sender would send it.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::Args;
+use relay_core::outbound::{
+    Event, ItemKind, Outbound, OutboundConfig, Target, Via, whole_transaction_item,
+};
+use relay_core::resolve::Resolver;
+use relay_core::{ServerName, TxnId};
+use serde_json::json;
+
+use crate::keys;
+
+/// Flags of `send`.
+#[derive(Args, Debug)]
+pub struct SendArgs {
+    /// This node's server name (the origin).
+    #[arg(long)]
+    server_name: String,
+    /// This node's signing key file (Synapse format).
+    #[arg(long)]
+    signing_key: PathBuf,
+    /// The destination server.
+    #[arg(long)]
+    destination: String,
+    /// The transaction ID.
+    #[arg(long)]
+    txn_id: String,
+    /// The transaction as JSON: an object with `pdus` and optionally `edus`.
+    #[arg(long)]
+    file: PathBuf,
+    /// A relay of the destination, used after the direct attempts failed
+    /// (repeatable).
+    #[arg(long = "relay", value_name = "NAME")]
+    relays: Vec<String>,
+    /// Where server NAME is reached, e.g. `NAME=http://127.0.0.1:9000`
+    /// (repeatable); others by Matrix discovery (HTTPS, port 8448).
+    #[arg(long = "resolve", value_name = "NAME=URL")]
+    resolve: Vec<String>,
+    /// Direct attempts before the relays are used.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
+    attempts: u32,
+    /// Time limit of each request, in milliseconds.
+    #[arg(long, default_value_t = 10_000)]
+    timeout_ms: u64,
+    /// Wait after the first failed direct attempt, in milliseconds; it
+    /// doubles with each further one.
+    #[arg(long, default_value_t = 500)]
+    backoff_ms: u64,
+}
+
+fn server_name(s: &str, flag: &str) -> Result<ServerName, String> {
+    ServerName::parse(s).map_err(|_| format!("{flag} {s:?} is not a server name"))
+}
+
+fn describe(target: &Target) -> String {
+    match target {
+        Target::Direct => "direct".to_owned(),
+        Target::Relay(r) => format!("relay {r}"),
+    }
+}
+
+/// Runs `send`; `Ok(true)` when delivered.
+pub fn send(args: SendArgs) -> Result<bool, String> {
+    let origin = server_name(&args.server_name, "--server-name")?;
+    let destination = server_name(&args.destination, "--destination")?;
+    let relays = args
+        .relays
+        .iter()
+        .map(|r| server_name(r, "--relay"))
+        .collect::<Result<Vec<_>, _>>()?;
+    let txn_id =
+        TxnId::parse(&args.txn_id).map_err(|_| "--txn-id must be 1 to 255 bytes".to_owned())?;
+    let resolver = Resolver::from_flags(args.resolve.iter().map(String::as_str))
+        .map_err(|e| format!("--resolve: {e}"))?;
+    let signing_key = keys::read(&args.signing_key)?;
+    let body = std::fs::read(&args.file)
+        .map_err(|e| format!("cannot read {}: {e}", args.file.display()))?;
+    let item = whole_transaction_item(&txn_id, &body)
+        .map_err(|e| format!("{}: {e}", args.file.display()))?;
+
+    let mut config = OutboundConfig::new(origin, signing_key);
+    config.retries_until_assumed_offline = args.attempts;
+    config.backoff_base = Duration::from_millis(args.backoff_ms);
+    // One run makes at most `attempts` attempts; it never blacklists.
+    config.failures_until_blacklist = u32::MAX;
+    let mut seed = [0u8; 32];
+    getrandom::fill(&mut seed).map_err(|e| format!("no randomness from the OS: {e}"))?;
+    let mut machine = Outbound::new(config, seed);
+    machine.set_relays(destination.clone(), relays);
+
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| format!("cannot start the runtime: {e}"))?;
+    let client = adapter_hyper::HttpClient::new(resolver, Duration::from_millis(args.timeout_ms));
+    let attempts = args.attempts;
+    let report = runtime.block_on(async move {
+        let (handle, mut events, _task) = adapter_hyper::outbound::spawn(machine, client, None);
+        handle
+            .enqueue(destination, ItemKind::Transaction, item)
+            .await
+            .map_err(|e| format!("{}: {e}", args.file.display()))?;
+        let mut errors = Vec::new();
+        let mut failed_attempts = 0;
+        while let Some(event) = events.recv().await {
+            match event {
+                Event::Delivered { via, errors: e, .. } => {
+                    errors.extend(e.iter().map(|(t, e)| format!("{}: {e}", describe(t))));
+                    let (delivered, accepted) = match via {
+                        Via::Direct => ("direct", vec![]),
+                        Via::Relays(r) => ("relay", r.iter().map(ToString::to_string).collect()),
+                    };
+                    return Ok(json!({"delivered": delivered, "relays_accepted": accepted, "errors": errors}));
+                }
+                Event::FailedPermanently { error, .. } => {
+                    errors.push(format!("direct: {error}"));
+                    break;
+                }
+                Event::AttemptFailed { errors: e, relays_tried, .. } => {
+                    errors.extend(e.iter().map(|(t, e)| format!("{}: {e}", describe(t))));
+                    failed_attempts += 1;
+                    if relays_tried || failed_attempts >= attempts {
+                        break;
+                    }
+                }
+                Event::PersistFailed { error } => errors.push(error),
+                Event::AssumedOffline { .. } | Event::BackOnline { .. } | Event::Blacklisted { .. } => {}
+            }
+        }
+        Ok::<_, String>(json!({"delivered": "none", "relays_accepted": [], "errors": errors}))
+    })?;
+    println!("{report}");
+    Ok(report["delivered"] != "none")
+}

@@ -1,0 +1,486 @@
+//! The [`Retriever`] state machine.
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+
+use super::window::Window;
+use super::wire::{self, Answer, Entry, Failure};
+use super::*;
+use crate::http::HttpOutcome;
+use crate::rng::Rng;
+use crate::store::StoreError;
+
+/// The recipient's state machine. See the [module docs](super) for the
+/// rules and how to drive it.
+///
+/// Implementation notes:
+///
+/// - A copy that arrives while a transaction with one of its keys is handed
+///   over but not finished (processed, and its [`Change::Seen`] reported)
+///   waits, unacknowledged and without further requests to its relay, until
+///   that delivery finishes; then it is dropped as a duplicate and
+///   acknowledged together with the original. So a transaction is never
+///   handed over twice at once, and no copy is acknowledged before some
+///   copy was processed and remembered. If the original's relay is removed
+///   meanwhile, its delivery still finishes on
+///   [`Retriever::handle_processed`] and releases the waiting copies.
+/// - A [`Change::Seen`] that fails to persist is an
+///   [`Event::PersistFailed`]; the entry is acknowledged all the same (the
+///   application has processed it, and the window in memory still holds its
+///   keys). The persisted window lacks those keys, so after a restart a
+///   copy still queued on another relay is handed over again.
+/// - The wait after the n-th consecutive failure of a relay is
+///   `backoff_base × 2^(n−1) × jitter(0.8..1.4)`, capped at `backoff_cap`
+///   and, since a relay not yet drained is tried at least every
+///   `poll_interval`, at `poll_interval`. A request carrying an
+///   acknowledgement that fails is retried with the same acknowledgement
+///   (acknowledging a gone entry is harmless), so no processed entry stays
+///   on its relay.
+/// - A request in flight is never given up by the machine: the driver
+///   reports every [`Output::Transmit`], with [`HttpOutcome::Timeout`] if
+///   need be.
+#[derive(Debug)]
+pub struct Retriever {
+    config: RetrieverConfig,
+    rng: Rng,
+    window: Window,
+    relays: BTreeMap<ServerName, Drain>,
+    /// Handed over and not finished.
+    deliveries: HashMap<DeliveryId, Pending>,
+    /// The keys of `deliveries`, and whose they are.
+    claimed: HashMap<DedupeKey, DeliveryId>,
+    /// Persist operations not yet reported: a delivery's `Seen`, or `None`
+    /// for a `Forget`.
+    ops: HashMap<OpId, Option<DeliveryId>>,
+    outputs: VecDeque<Output>,
+    next_id: u64,
+    last_now: Option<Instant>,
+}
+
+/// One relay's drain.
+#[derive(Debug)]
+struct Drain {
+    state: DrainState,
+    /// The entry the next request acknowledges.
+    ack: Option<EntryId>,
+    /// Consecutive failed requests.
+    failures: u32,
+    /// Handed over since the last `Drained`.
+    delivered: u64,
+}
+
+/// What a relay's drain waits for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum DrainState {
+    /// Nothing in flight: due at `Some(when)`, or drained (`None`).
+    Idle { due: Option<Instant> },
+    /// The answer to `attempt`.
+    AwaitingAnswer { attempt: AttemptId },
+    /// `delivery` (its entry `entry`) to be processed and remembered.
+    AwaitingDelivery {
+        delivery: DeliveryId,
+        entry: EntryId,
+    },
+    /// `delivery`, of which `entry` is a copy, to be processed and
+    /// remembered.
+    AwaitingOriginal {
+        delivery: DeliveryId,
+        entry: EntryId,
+    },
+}
+
+/// A transaction handed over and not finished.
+#[derive(Debug)]
+struct Pending {
+    keys: Vec<DedupeKey>,
+    stage: Stage,
+}
+
+/// Where a handed-over transaction is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Stage {
+    /// With the application.
+    Processing,
+    /// Its `Seen` change `OpId` is being persisted.
+    Remembering(OpId),
+}
+
+impl Retriever {
+    /// A machine with an empty window; every relay is due at once.
+    pub fn new(config: RetrieverConfig, seed: [u8; 32]) -> Self {
+        Self::restore(config, seed, Vec::new())
+    }
+
+    /// A machine whose window holds `seen` (each entry one transaction's
+    /// keys, oldest first, as persisted); every relay is due at once.
+    ///
+    /// Implementation note: when `seen` holds more than `dedupe_window`
+    /// transactions, the oldest are dropped, and a [`Change::Forget`] for
+    /// each is the first output.
+    pub fn restore(config: RetrieverConfig, seed: [u8; 32], seen: Vec<Vec<DedupeKey>>) -> Self {
+        let mut window = Window::new(config.dedupe_window);
+        let mut machine = Self {
+            window: Window::new(0),
+            rng: Rng::from_seed(seed),
+            config,
+            relays: BTreeMap::new(),
+            deliveries: HashMap::new(),
+            claimed: HashMap::new(),
+            ops: HashMap::new(),
+            outputs: VecDeque::new(),
+            next_id: 0,
+            last_now: None,
+        };
+        for keys in seen {
+            for old in window.insert(keys) {
+                machine.persist(Change::Forget(old));
+            }
+        }
+        machine.window = window;
+        machine
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &RetrieverConfig {
+        &self.config
+    }
+
+    /// Sets the node's relays. New relays are due at once; removed ones are
+    /// forgotten (answers from them are ignored).
+    pub fn set_relays(&mut self, now: Instant, relays: Vec<ServerName>) {
+        self.touch(now);
+        let mut kept = BTreeMap::new();
+        for relay in relays {
+            let drain = self.relays.remove(&relay).unwrap_or(Drain {
+                state: DrainState::Idle { due: Some(now) },
+                ack: None,
+                failures: 0,
+                delivered: 0,
+            });
+            kept.entry(relay).or_insert(drain);
+        }
+        self.relays = kept;
+    }
+
+    /// The node came online: every relay not draining now is due at once.
+    pub fn handle_online(&mut self, now: Instant) {
+        self.touch(now);
+        for drain in self.relays.values_mut() {
+            if let DrainState::Idle { due } = &mut drain.state {
+                *due = Some(now);
+            }
+        }
+        self.start_due(now);
+    }
+
+    /// Reports how the request of `attempt` ended. Unknown attempts are
+    /// ignored.
+    pub fn handle_response(&mut self, now: Instant, attempt: AttemptId, outcome: HttpOutcome) {
+        self.touch(now);
+        let relay = self
+            .relays
+            .iter()
+            .find(|(_, d)| d.state == DrainState::AwaitingAnswer { attempt })
+            .map(|(relay, _)| relay.clone());
+        if let Some(relay) = relay {
+            match wire::parse_answer(&outcome) {
+                Ok(answer) => self.on_answer(now, relay, answer),
+                Err(Failure::Request(error)) => self.fail(now, &relay, error),
+                Err(Failure::Malformed(error)) => {
+                    self.event(Event::Malformed {
+                        relay: relay.clone(),
+                        error: error.clone(),
+                    });
+                    self.fail(now, &relay, format!("malformed answer: {error}"));
+                }
+            }
+        }
+        self.start_due(now);
+    }
+
+    /// The application has processed delivery `id`.
+    pub fn handle_processed(&mut self, now: Instant, id: DeliveryId) {
+        self.touch(now);
+        if let Some(pending) = self.deliveries.get(&id)
+            && pending.stage == Stage::Processing
+        {
+            let keys = pending.keys.clone();
+            let evicted = self.window.insert(keys.clone());
+            let op = self.persist(Change::Seen(keys));
+            self.ops.insert(op, Some(id));
+            if let Some(pending) = self.deliveries.get_mut(&id) {
+                pending.stage = Stage::Remembering(op);
+            }
+            for old in evicted {
+                self.persist(Change::Forget(old));
+            }
+        }
+        self.start_due(now);
+    }
+
+    /// Reports that the change of `op` was persisted, or not.
+    pub fn handle_persisted(&mut self, now: Instant, op: OpId, result: Result<(), StoreError>) {
+        self.touch(now);
+        if let Some(of) = self.ops.remove(&op) {
+            if let Err(e) = result {
+                self.event(Event::PersistFailed {
+                    error: e.to_string(),
+                });
+            }
+            if let Some(delivery) = of {
+                self.finish(now, delivery);
+            }
+        }
+        self.start_due(now);
+    }
+
+    /// Starts the drains that are due. Early calls are harmless.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        self.touch(now);
+        self.start_due(now);
+    }
+
+    /// The next thing to do, if any.
+    pub fn poll_output(&mut self) -> Option<Output> {
+        self.outputs.pop_front()
+    }
+
+    /// When to call [`Retriever::handle_timeout`].
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        if !self.outputs.is_empty()
+            && let Some(now) = self.last_now
+        {
+            return Some(now);
+        }
+        self.relays
+            .values()
+            .filter_map(|d| match d.state {
+                DrainState::Idle { due } => due,
+                _ => None,
+            })
+            .min()
+    }
+
+    /// How many transactions the window remembers, and how many keys.
+    #[cfg(test)]
+    pub(super) fn window_size(&self) -> (usize, usize) {
+        (self.window.len(), self.window.key_count())
+    }
+
+    /// Remembers the latest `now`.
+    fn touch(&mut self, now: Instant) {
+        self.last_now = Some(self.last_now.map_or(now, |last| last.max(now)));
+    }
+
+    fn fresh_id(&mut self) -> u64 {
+        self.next_id += 1;
+        self.next_id
+    }
+
+    fn event(&mut self, event: Event) {
+        self.outputs.push_back(Output::Event(event));
+    }
+
+    /// Queues `change`; returns its op.
+    fn persist(&mut self, change: Change) -> OpId {
+        let op = OpId(self.fresh_id());
+        if matches!(change, Change::Forget(_)) {
+            self.ops.insert(op, None);
+        }
+        self.outputs.push_back(Output::Persist { op, change });
+        op
+    }
+
+    /// Starts a request on every idle relay whose time has come.
+    fn start_due(&mut self, now: Instant) {
+        let due: Vec<ServerName> = self
+            .relays
+            .iter()
+            .filter(|(_, d)| matches!(d.state, DrainState::Idle { due: Some(t) } if t <= now))
+            .map(|(relay, _)| relay.clone())
+            .collect();
+        for relay in due {
+            self.fetch(now, &relay);
+        }
+    }
+
+    /// Sends the next `relay_txn` to `relay`, carrying its pending ack.
+    fn fetch(&mut self, now: Instant, relay: &ServerName) {
+        let Some(ack) = self.relays.get(relay).map(|d| d.ack) else {
+            return;
+        };
+        let request = wire::relay_txn_request(
+            &self.config.server_name,
+            &self.config.signing_key,
+            relay,
+            ack,
+        );
+        match request {
+            Ok(request) => {
+                let attempt = AttemptId(self.fresh_id());
+                if let Some(drain) = self.relays.get_mut(relay) {
+                    drain.state = DrainState::AwaitingAnswer { attempt };
+                }
+                self.outputs.push_back(Output::Transmit {
+                    attempt,
+                    relay: relay.clone(),
+                    request,
+                });
+            }
+            Err(e) => self.fail(now, relay, format!("cannot sign the request: {e}")),
+        }
+    }
+
+    /// A request to `relay` failed: back off, keeping the pending ack.
+    fn fail(&mut self, now: Instant, relay: &ServerName, error: String) {
+        let Some(failures) = self.relays.get(relay).map(|d| d.failures.saturating_add(1)) else {
+            return;
+        };
+        let retry_at = later(now, self.backoff(failures));
+        if let Some(drain) = self.relays.get_mut(relay) {
+            drain.failures = failures;
+            drain.state = DrainState::Idle {
+                due: Some(retry_at),
+            };
+        }
+        self.event(Event::RelayFailed {
+            relay: relay.clone(),
+            error,
+            retry_at,
+        });
+    }
+
+    /// The wait after the `failures`-th consecutive failure.
+    fn backoff(&mut self, failures: u32) -> Duration {
+        let jitter = self.rng.range_f64(0.8, 1.4);
+        let doublings = failures.saturating_sub(1).min(64) as i32;
+        let secs = self.config.backoff_base.as_secs_f64() * 2f64.powi(doublings) * jitter;
+        Duration::try_from_secs_f64(secs)
+            .unwrap_or(Duration::MAX)
+            .min(self.config.backoff_cap)
+            .min(self.config.poll_interval)
+    }
+
+    /// A well-formed answer from `relay`: its previous ack is applied.
+    fn on_answer(&mut self, now: Instant, relay: ServerName, answer: Answer) {
+        let Some(drain) = self.relays.get_mut(&relay) else {
+            return;
+        };
+        drain.failures = 0;
+        drain.ack = None;
+        match answer {
+            Answer::Drained => {
+                let delivered = std::mem::take(&mut drain.delivered);
+                drain.state = DrainState::Idle { due: None };
+                self.event(Event::Drained { relay, delivered });
+            }
+            Answer::Entry(entry) => self.on_entry(now, relay, entry),
+        }
+    }
+
+    /// `relay` handed out `entry`: wait for its original, drop it, or hand
+    /// it over.
+    fn on_entry(&mut self, now: Instant, relay: ServerName, entry: Entry) {
+        let entry_id = entry.entry_id;
+        let original = entry.keys.iter().find_map(|k| self.claimed.get(k)).copied();
+        if let Some(delivery) = original {
+            self.set_state(
+                &relay,
+                DrainState::AwaitingOriginal {
+                    delivery,
+                    entry: entry_id,
+                },
+            );
+        } else if self.window.contains_any(&entry.keys) {
+            self.drop_duplicate(now, &relay, entry_id);
+        } else {
+            let id = DeliveryId(self.fresh_id());
+            for key in &entry.keys {
+                self.claimed.insert(key.clone(), id);
+            }
+            self.deliveries.insert(
+                id,
+                Pending {
+                    keys: entry.keys,
+                    stage: Stage::Processing,
+                },
+            );
+            if let Some(drain) = self.relays.get_mut(&relay) {
+                drain.delivered += 1;
+                drain.state = DrainState::AwaitingDelivery {
+                    delivery: id,
+                    entry: entry_id,
+                };
+            }
+            self.outputs.push_back(Output::Deliver(Delivery {
+                id,
+                relay,
+                entry_id,
+                origin: entry.origin,
+                txn_id: entry.txn_id,
+                transaction: entry.transaction,
+            }));
+        }
+    }
+
+    /// `entry` on `relay` is a copy of a finished transaction: acknowledge
+    /// it with the next request.
+    fn drop_duplicate(&mut self, now: Instant, relay: &ServerName, entry: EntryId) {
+        self.event(Event::DuplicateDropped {
+            relay: relay.clone(),
+            entry_id: entry,
+        });
+        self.ack_and_fetch(now, relay, entry);
+    }
+
+    fn ack_and_fetch(&mut self, now: Instant, relay: &ServerName, entry: EntryId) {
+        if let Some(drain) = self.relays.get_mut(relay) {
+            drain.ack = Some(entry);
+            self.fetch(now, relay);
+        }
+    }
+
+    fn set_state(&mut self, relay: &ServerName, state: DrainState) {
+        if let Some(drain) = self.relays.get_mut(relay) {
+            drain.state = state;
+        }
+    }
+
+    /// `delivery` was processed and its `Seen` reported: acknowledge it and
+    /// every copy that waited for it.
+    fn finish(&mut self, now: Instant, delivery: DeliveryId) {
+        let Some(pending) = self.deliveries.remove(&delivery) else {
+            return;
+        };
+        for key in &pending.keys {
+            if self.claimed.get(key) == Some(&delivery) {
+                self.claimed.remove(key);
+            }
+        }
+        let mut owners = Vec::new();
+        let mut copies = Vec::new();
+        for (relay, drain) in &self.relays {
+            match drain.state {
+                DrainState::AwaitingDelivery { delivery: d, entry } if d == delivery => {
+                    owners.push((relay.clone(), entry));
+                }
+                DrainState::AwaitingOriginal { delivery: d, entry } if d == delivery => {
+                    copies.push((relay.clone(), entry));
+                }
+                _ => {}
+            }
+        }
+        for (relay, entry) in owners {
+            self.ack_and_fetch(now, &relay, entry);
+        }
+        for (relay, entry) in copies {
+            self.drop_duplicate(now, &relay, entry);
+        }
+    }
+}
+
+/// `now + wait`, or as far as the clock goes.
+fn later(now: Instant, wait: Duration) -> Instant {
+    now.checked_add(wait)
+        .or_else(|| now.checked_add(Duration::from_secs(365 * 24 * 3600)))
+        .unwrap_or(now)
+}

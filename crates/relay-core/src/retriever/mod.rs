@@ -1,0 +1,238 @@
+//! The recipient machine: drains the node's relays, hands each transaction
+//! to the application, acknowledges it only once processed, and drops
+//! copies that arrive through several relays or again after a crash.
+//!
+//! # Driving a `Retriever`
+//!
+//! 1. Feed an event: [`Retriever::handle_online`] when the node comes
+//!    online, [`Retriever::handle_response`] when a request it asked for has
+//!    ended, [`Retriever::handle_processed`] when the application has
+//!    processed a delivered transaction, [`Retriever::handle_persisted`] when
+//!    a de-duplication change was written, [`Retriever::handle_timeout`]
+//!    when the timer fires.
+//! 2. Drain [`Retriever::poll_output`] until `None`: send each
+//!    [`Output::Transmit`], process each [`Output::Deliver`] (then report
+//!    it), apply each [`Output::Persist`] in order, act on each
+//!    [`Output::Event`].
+//! 3. Re-arm the timer from [`Retriever::poll_timeout`].
+//!
+//! ```no_run
+//! # use relay_core::retriever::*;
+//! # use relay_core::{Instant, ServerName};
+//! # fn send(_: &relay_core::http::OutgoingRequest) -> relay_core::http::HttpOutcome { todo!() }
+//! # fn process(_: &Delivery) {}
+//! # fn persist(_: &Change) -> Result<(), relay_core::store::StoreError> { Ok(()) }
+//! # fn drive(config: RetrieverConfig, relays: Vec<ServerName>, seen: Vec<Vec<DedupeKey>>) {
+//! let mut retriever = Retriever::restore(config, [0; 32], seen);
+//! retriever.set_relays(Instant::now(), relays);
+//! retriever.handle_timeout(Instant::now());
+//! while let Some(output) = retriever.poll_output() {
+//!     match output {
+//!         Output::Transmit { attempt, request, .. } => {
+//!             let outcome = send(&request); // concurrently, in real code
+//!             retriever.handle_response(Instant::now(), attempt, outcome);
+//!         }
+//!         Output::Deliver(delivery) => {
+//!             process(&delivery);
+//!             retriever.handle_processed(Instant::now(), delivery.id);
+//!         }
+//!         Output::Persist { op, change } => {
+//!             let result = persist(&change);
+//!             retriever.handle_persisted(Instant::now(), op, result);
+//!         }
+//!         Output::Event(event) => println!("{event:?}"),
+//!     }
+//! }
+//! let _sleep_until = retriever.poll_timeout();
+//! # }
+//! ```
+//!
+//! # Rules
+//!
+//! - Every relay is drained on start (the first [`Retriever::handle_timeout`]
+//!   is due at once), when the node comes online, and every `poll_interval`
+//!   while it has not been drained since the last start or online: a
+//!   `relay_txn` with `entry_id` 0, then with the previous entry's ID, until
+//!   `entries_queued` is false. Relays drain concurrently, each with one
+//!   request at a time.
+//! - A transaction is handed over with [`Output::Deliver`]; its entry is
+//!   acknowledged (by the next `relay_txn` of that relay) only after
+//!   [`Retriever::handle_processed`] and after its de-duplication record was
+//!   persisted, so a crash in between re-delivers, and the persisted window
+//!   drops the copy.
+//! - De-duplication: a transaction is known by (origin, `txn_id`) when the
+//!   relay sends `txn_id`, and always by a digest of its content (a Dendrite
+//!   relay sends no `txn_id`). A transaction matching either key of one
+//!   handed over before is not handed over again, but is acknowledged. The
+//!   window keeps the newest `dedupe_window` transactions; it is persisted
+//!   ([`Change`]) and loaded back with [`Retriever::restore`].
+//! - A relay that fails (connection, timeout, non-200, malformed answer) is
+//!   retried with exponential backoff and jitter, without holding back the
+//!   others; a malformed answer is an [`Event::Malformed`], never a panic.
+
+mod machine;
+#[cfg(test)]
+mod tests;
+mod window;
+mod wire;
+
+use std::time::Duration;
+
+pub use machine::Retriever;
+
+use crate::http::OutgoingRequest;
+use crate::id::{EntryId, ServerName, TxnId};
+use crate::signing::SigningKey;
+use crate::time::Instant;
+
+/// What a [`Retriever`] is told at start.
+#[derive(Debug, Clone)]
+pub struct RetrieverConfig {
+    /// This node's server name: whose queue it drains.
+    pub server_name: ServerName,
+    /// The key requests are signed with.
+    pub signing_key: SigningKey,
+    /// How often relays not yet drained are tried again (Dendrite's
+    /// Pinecone demo uses 30 s).
+    pub poll_interval: Duration,
+    /// Wait after a relay's first failure; doubles with each further one.
+    pub backoff_base: Duration,
+    /// Longest wait after failures.
+    pub backoff_cap: Duration,
+    /// How many transactions the de-duplication window remembers.
+    pub dedupe_window: usize,
+}
+
+impl RetrieverConfig {
+    /// Defaults: poll every 30 s, backoff from 2 s to 5 min, remember 10,000
+    /// transactions.
+    pub fn new(server_name: ServerName, signing_key: SigningKey) -> Self {
+        Self {
+            server_name,
+            signing_key,
+            poll_interval: Duration::from_secs(30),
+            backoff_base: Duration::from_secs(2),
+            backoff_cap: Duration::from_secs(300),
+            dedupe_window: 10_000,
+        }
+    }
+}
+
+/// One key a transaction is known by.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum DedupeKey {
+    /// The sender's (origin, txn ID).
+    Txn(ServerName, TxnId),
+    /// SHA-256 of the transaction's canonical JSON.
+    Digest([u8; 32]),
+}
+
+/// A change to the persisted de-duplication window, to apply in order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Change {
+    /// Remember these keys (one transaction's).
+    Seen(Vec<DedupeKey>),
+    /// Forget these keys (fell out of the window).
+    Forget(Vec<DedupeKey>),
+}
+
+/// Names one request. Only the machine makes these.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct AttemptId(pub(crate) u64);
+
+/// Names one delivered transaction. Only the machine makes these.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct DeliveryId(pub(crate) u64);
+
+/// Names one persisted change. Only the machine makes these.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct OpId(pub(crate) u64);
+
+/// A transaction handed to the application.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Delivery {
+    /// Report with this once processed.
+    pub id: DeliveryId,
+    /// The relay it came through.
+    pub relay: ServerName,
+    /// Its entry on that relay.
+    pub entry_id: EntryId,
+    /// The sender, as the relay authenticated it.
+    pub origin: ServerName,
+    /// The sender's txn ID, when the relay sent one.
+    pub txn_id: Option<TxnId>,
+    /// The transaction as JSON.
+    pub transaction: Vec<u8>,
+}
+
+/// What the application learns.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Event {
+    /// `relay` had nothing more queued; `delivered` transactions came from it
+    /// in this drain (duplicates not counted).
+    Drained {
+        /// The relay.
+        relay: ServerName,
+        /// How many were handed over.
+        delivered: u64,
+    },
+    /// A transaction already handed over came again and was acknowledged
+    /// without being handed over.
+    DuplicateDropped {
+        /// The relay it came through.
+        relay: ServerName,
+        /// Its entry there.
+        entry_id: EntryId,
+    },
+    /// A request to `relay` failed; retried at `retry_at`.
+    RelayFailed {
+        /// The relay.
+        relay: ServerName,
+        /// What happened.
+        error: String,
+        /// When it is tried again.
+        retry_at: Instant,
+    },
+    /// `relay` answered something that is not a relay_txn answer; it is
+    /// treated as a failure of that relay.
+    Malformed {
+        /// The relay.
+        relay: ServerName,
+        /// What was wrong.
+        error: String,
+    },
+    /// A de-duplication change could not be persisted.
+    PersistFailed {
+        /// The storage error.
+        error: String,
+    },
+}
+
+/// What the machine asks its driver to do.
+#[must_use]
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Output {
+    /// Send `request`, then call [`Retriever::handle_response`] with
+    /// `attempt`.
+    Transmit {
+        /// Echo this back.
+        attempt: AttemptId,
+        /// The relay asked.
+        relay: ServerName,
+        /// The signed `relay_txn` request.
+        request: OutgoingRequest,
+    },
+    /// Process this transaction, then call
+    /// [`Retriever::handle_processed`] with its id.
+    Deliver(Delivery),
+    /// Apply `change` (after every earlier one), then call
+    /// [`Retriever::handle_persisted`] with `op`.
+    Persist {
+        /// Echo this back.
+        op: OpId,
+        /// The change.
+        change: Change,
+    },
+    /// Tell the application.
+    Event(Event),
+}

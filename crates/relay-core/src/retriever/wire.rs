@@ -1,0 +1,161 @@
+//! The `relay_txn` exchange as the recipient sees it: the signed request it
+//! sends, and the relay's answer checked and reduced to what the machine
+//! needs.
+
+use serde::Deserialize;
+use serde_json::Value;
+use serde_json::value::RawValue;
+use sha2::{Digest, Sha256};
+
+use super::DedupeKey;
+use crate::auth::sign_request;
+use crate::canonical::{CanonicalJsonError, MAX_SAFE_INTEGER, to_canonical_string};
+use crate::http::{HttpOutcome, OutgoingRequest};
+use crate::id::{EntryId, ServerName, TxnId};
+use crate::request::percent_encode_segment;
+use crate::signing::SigningKey;
+
+/// The `relay_txn` request of `us` to `relay`, acknowledging `ack` (or
+/// nothing: `entry_id` 0).
+///
+/// Implementation note: the user ID is `@user:<our name>`, as Dendrite's
+/// retriever sends it; the relay only looks at its server name.
+pub(super) fn relay_txn_request(
+    us: &ServerName,
+    key: &SigningKey,
+    relay: &ServerName,
+    ack: Option<EntryId>,
+) -> Result<OutgoingRequest, CanonicalJsonError> {
+    let user = format!("@user:{}", us.as_str());
+    let target = format!(
+        "/_matrix/federation/v1/relay_txn/{}",
+        percent_encode_segment(&user)
+    );
+    let content = serde_json::json!({ "entry_id": ack.map_or(0, |e| e.0) });
+    let authorization = sign_request(key, us, relay, "GET", &target, Some(&content))?;
+    Ok(OutgoingRequest {
+        server: relay.clone(),
+        method: "GET",
+        target,
+        authorization,
+        body: content.to_string().into_bytes(),
+    })
+}
+
+/// A well-formed `relay_txn` answer.
+#[derive(Debug)]
+pub(super) enum Answer {
+    /// `entries_queued: false`: nothing left.
+    Drained,
+    /// One queued transaction.
+    Entry(Entry),
+}
+
+/// A transaction a relay handed out, with the keys it is known by.
+#[derive(Debug)]
+pub(super) struct Entry {
+    /// Its entry on the relay.
+    pub(super) entry_id: EntryId,
+    /// The transaction's `origin` (the relay's authenticated sender).
+    pub(super) origin: ServerName,
+    /// The sender's txn ID, when the relay sent one.
+    pub(super) txn_id: Option<TxnId>,
+    /// The transaction's JSON as the relay sent it.
+    pub(super) transaction: Vec<u8>,
+    /// `Txn` (when `txn_id` is known) then `Digest`.
+    pub(super) keys: Vec<DedupeKey>,
+}
+
+/// Why an answer is not usable.
+#[derive(Debug, PartialEq, Eq)]
+pub(super) enum Failure {
+    /// No answer, or not a 200.
+    Request(String),
+    /// A 200 whose body is not a `relay_txn` answer.
+    Malformed(String),
+}
+
+/// The answer's fields, loosely typed so that every defect gets its own
+/// message.
+#[derive(Deserialize)]
+struct WireAnswer<'a> {
+    #[serde(borrow, default)]
+    transaction: Option<&'a RawValue>,
+    #[serde(default)]
+    entry_id: Option<Value>,
+    #[serde(default)]
+    entries_queued: Option<Value>,
+    #[serde(default)]
+    txn_id: Option<Value>,
+}
+
+/// Checks how a `relay_txn` request ended.
+///
+/// Implementation note: with `entries_queued: false` the rest of the
+/// answer is not looked at (Dendrite and this project send an empty
+/// transaction there, but nothing depends on it). With `entries_queued:
+/// true`, `entry_id` must be an integer in 1..=2^53−1 (0 cannot be
+/// acknowledged, and a larger one could not be signed back in canonical
+/// JSON), `transaction` an object with a valid server name as `origin` and
+/// a canonical JSON form, and `txn_id` absent, `null`, or a valid txn ID.
+pub(super) fn parse_answer(outcome: &HttpOutcome) -> Result<Answer, Failure> {
+    let body = match outcome {
+        HttpOutcome::Response {
+            status: 200, body, ..
+        } => body,
+        other => return Err(Failure::Request(other.describe())),
+    };
+    let malformed = |what: &str| Failure::Malformed(what.to_owned());
+    let wire: WireAnswer<'_> = serde_json::from_slice(body)
+        .map_err(|e| Failure::Malformed(format!("not a relay_txn answer: {e}")))?;
+    match wire.entries_queued {
+        Some(Value::Bool(true)) => {}
+        Some(Value::Bool(false)) => return Ok(Answer::Drained),
+        Some(_) => return Err(malformed("entries_queued is not a boolean")),
+        None => return Err(malformed("entries_queued is missing")),
+    }
+    let entry_id = match wire.entry_id.as_ref().map(Value::as_u64) {
+        Some(Some(id)) if (1..=MAX_SAFE_INTEGER.unsigned_abs()).contains(&id) => EntryId(id),
+        Some(_) => return Err(malformed("entry_id is not an integer in 1..=2^53-1")),
+        None => return Err(malformed("entries_queued is true but entry_id is missing")),
+    };
+    let raw = wire
+        .transaction
+        .ok_or_else(|| malformed("transaction is missing"))?;
+    let value: Value = serde_json::from_str(raw.get())
+        .map_err(|e| Failure::Malformed(format!("transaction: {e}")))?;
+    let object = value
+        .as_object()
+        .ok_or_else(|| malformed("transaction is not an object"))?;
+    let origin = object
+        .get("origin")
+        .and_then(Value::as_str)
+        .and_then(|s| ServerName::parse(s).ok())
+        .ok_or_else(|| malformed("transaction origin is not a server name"))?;
+    let txn_id = match wire.txn_id {
+        None | Some(Value::Null) => None,
+        Some(Value::String(s)) => {
+            Some(TxnId::try_from(s).map_err(|_| malformed("txn_id is not a valid txn ID"))?)
+        }
+        Some(_) => return Err(malformed("txn_id is not a string")),
+    };
+    let canonical = to_canonical_string(&value)
+        .map_err(|e| Failure::Malformed(format!("transaction has no canonical form: {e}")))?;
+    let mut keys = Vec::with_capacity(2);
+    if let Some(txn_id) = &txn_id {
+        keys.push(DedupeKey::Txn(origin.clone(), txn_id.clone()));
+    }
+    keys.push(DedupeKey::Digest(digest(canonical.as_bytes())));
+    Ok(Answer::Entry(Entry {
+        entry_id,
+        origin,
+        txn_id,
+        transaction: raw.get().as_bytes().to_vec(),
+        keys,
+    }))
+}
+
+/// SHA-256 of `bytes`.
+pub(super) fn digest(bytes: &[u8]) -> [u8; 32] {
+    Sha256::digest(bytes).into()
+}
