@@ -9,27 +9,32 @@ fn bin() -> Command {
     Command::new(env!("CARGO_BIN_EXE_matrix-relay"))
 }
 
+/// `serve --help` is checked with the black-box tests; these are the
+/// client commands' flags (PROTOCOL §4).
 #[test]
-fn serve_help_lists_every_protocol_flag() {
-    let out = bin().args(["serve", "--help"]).output().unwrap();
-    assert!(out.status.success());
-    let help = String::from_utf8(out.stdout).unwrap();
-    for flag in [
-        "--listen",
-        "--server-name",
-        "--signing-key",
-        "--database",
-        "--serve-for",
-        "--open",
-        "--trusted-key",
-        "--p2p-keys",
-        "--fetch-keys",
-        "--resolve",
-        "--max-body-bytes",
-        "--config",
-        "--runtime",
+fn send_and_pull_help_list_every_protocol_flag() {
+    for (command, flags) in [
+        (
+            "send",
+            &[
+                "--server-name",
+                "--signing-key",
+                "--destination",
+                "--txn-id",
+                "--file",
+                "--relay",
+                "--resolve",
+                "--attempts",
+            ][..],
+        ),
+        ("pull", &["--server-name", "--signing-key", "--relay", "--resolve"][..]),
     ] {
-        assert!(help.contains(flag), "serve --help lacks {flag}:\n{help}");
+        let out = bin().args([command, "--help"]).output().unwrap();
+        assert!(out.status.success());
+        let help = String::from_utf8(out.stdout).unwrap();
+        for flag in flags {
+            assert!(help.contains(flag), "{command} --help lacks {flag}:\n{help}");
+        }
     }
 }
 
