@@ -134,9 +134,18 @@ fn main() {
         .expect("bind");
     let addr = listener.local_addr().expect("addr");
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let server = server_rt.spawn(adapter_hyper::serve(listener, config, store, async {
-        let _ = stop_rx.await;
-    }));
+    let client = server_rt.block_on(async {
+        adapter_hyper::HttpClient::new(Default::default(), Duration::from_secs(10))
+    });
+    let server = server_rt.spawn(adapter_hyper::serve(
+        listener,
+        config,
+        store,
+        client,
+        async {
+            let _ = stop_rx.await;
+        },
+    ));
 
     let client_rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)

@@ -67,9 +67,10 @@ impl HttpClient {
         if !request.body.is_empty() {
             builder = builder.header(CONTENT_TYPE, "application/json");
         }
-        let built = builder
-            .header(AUTHORIZATION, request.authorization.as_str())
-            .body(Full::new(Bytes::from(request.body)));
+        if !request.authorization.is_empty() {
+            builder = builder.header(AUTHORIZATION, request.authorization.as_str());
+        }
+        let built = builder.body(Full::new(Bytes::from(request.body)));
         let http = match built {
             Ok(r) => r,
             Err(e) => return HttpOutcome::ConnectionFailed(format!("bad request for {url}: {e}")),

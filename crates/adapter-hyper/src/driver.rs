@@ -2,19 +2,23 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::SystemTime;
 
+use relay_core::Instant;
+use relay_core::http::HttpOutcome;
 use relay_core::relay::{OpId, Output, Relay, Request, RequestId, Response};
 use relay_core::store::{InsertOutcome, QueuedEntry, StoreError};
-use relay_core::{Instant, UnixMillis};
 use relay_store::QueueStore;
 use tokio::sync::{mpsc, oneshot};
+
+use crate::client::HttpClient;
+use crate::outbound::unix_now;
 
 /// What the driver task reacts to.
 enum Event {
     Request(Request, oneshot::Sender<Response>),
     Stored(OpId, Result<InsertOutcome, StoreError>),
     Fetched(OpId, Result<Option<QueuedEntry>, StoreError>),
+    Keys(OpId, HttpOutcome),
     Timeout,
 }
 
@@ -39,26 +43,21 @@ impl DriverHandle {
 pub(crate) fn spawn(
     relay: Relay,
     store: Arc<dyn QueueStore>,
+    client: HttpClient,
 ) -> (DriverHandle, tokio::task::JoinHandle<()>) {
     let (tx, rx) = mpsc::unbounded_channel();
     let handle = DriverHandle { events: tx.clone() };
     // The driver keeps only a weak sender for completions, so that dropping
     // every connection's handle lets it finish.
-    let task = tokio::spawn(drive(relay, store, rx, tx.downgrade()));
+    let task = tokio::spawn(drive(relay, store, client, rx, tx.downgrade()));
     drop(tx);
     (handle, task)
-}
-
-fn unix_now() -> UnixMillis {
-    let ms = SystemTime::now()
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis());
-    UnixMillis(u64::try_from(ms).unwrap_or(u64::MAX))
 }
 
 async fn drive(
     mut relay: Relay,
     store: Arc<dyn QueueStore>,
+    client: HttpClient,
     mut events: mpsc::UnboundedReceiver<Event>,
     completions: mpsc::WeakUnboundedSender<Event>,
 ) {
@@ -83,6 +82,7 @@ async fn drive(
             }
             Event::Stored(op, result) => relay.handle_stored(now, op, result),
             Event::Fetched(op, result) => relay.handle_fetched(now, op, result),
+            Event::Keys(op, outcome) => relay.handle_keys(now, unix_now(), op, outcome),
             Event::Timeout => relay.handle_timeout(now),
         }
         // 2. Drain every output.
@@ -107,6 +107,15 @@ async fn drive(
                         let result = store.ack_and_next(&destination, ack);
                         if let Some(done) = done.upgrade() {
                             let _ = done.send(Event::Fetched(op, result));
+                        }
+                    });
+                }
+                Output::FetchKeys { op, request } => {
+                    let (client, done) = (client.clone(), completions.clone());
+                    tokio::spawn(async move {
+                        let outcome = client.send(request).await;
+                        if let Some(done) = done.upgrade() {
+                            let _ = done.send(Event::Keys(op, outcome));
                         }
                     });
                 }

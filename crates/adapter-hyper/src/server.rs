@@ -15,16 +15,20 @@ use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
 use relay_core::relay::{Relay, RelayConfig, Request, RequestBody, Response};
+use relay_core::resolve::Resolver;
 use relay_core::{ErrCode, MatrixError};
 use relay_store::QueueStore;
 use tokio::net::TcpListener;
 
+use crate::client::HttpClient;
 use crate::driver::{self, DriverHandle};
 
 /// How long a client may take to send its request headers.
 const HEADER_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long a client may take to send its body.
 const BODY_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long fetching another server's keys may take.
+const KEY_FETCH_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long shutdown waits for requests in flight.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -36,6 +40,8 @@ pub struct ServeOptions {
     pub config: RelayConfig,
     /// The queue storage.
     pub store: Arc<dyn QueueStore>,
+    /// Where other servers are reached (to fetch their keys).
+    pub resolver: Resolver,
 }
 
 /// Runs the relay on a new tokio runtime until SIGINT or SIGTERM, then stops
@@ -51,7 +57,8 @@ pub fn run(options: ServeOptions, on_listening: impl FnOnce(SocketAddr)) -> io::
         let shutdown = shutdown_signal()?;
         let listener = TcpListener::bind(options.listen).await?;
         on_listening(listener.local_addr()?);
-        serve(listener, options.config, options.store, shutdown).await
+        let client = HttpClient::new(options.resolver, KEY_FETCH_TIMEOUT);
+        serve(listener, options.config, options.store, client, shutdown).await
     })
 }
 
@@ -74,11 +81,12 @@ pub async fn serve(
     listener: TcpListener,
     config: RelayConfig,
     store: Arc<dyn QueueStore>,
+    client: HttpClient,
     shutdown: impl Future<Output = ()>,
 ) -> io::Result<()> {
     let relay = Relay::new(config);
     let max_body = relay.max_body_bytes();
-    let (handle, driver_task) = driver::spawn(relay, store);
+    let (handle, driver_task) = driver::spawn(relay, store, client);
     let graceful = GracefulShutdown::new();
     let mut builder = hyper::server::conn::http1::Builder::new();
     builder

@@ -71,6 +71,11 @@ pub fn send(args: SendArgs) -> Result<bool, String> {
         .iter()
         .map(|r| server_name(r, "--relay"))
         .collect::<Result<Vec<_>, _>>()?;
+    if destination == origin {
+        return Err(format!(
+            "--destination {destination} is this node (--server-name) itself"
+        ));
+    }
     let txn_id =
         TxnId::parse(&args.txn_id).map_err(|_| "--txn-id must be 1 to 255 bytes".to_owned())?;
     let resolver = Resolver::from_flags(args.resolve.iter().map(String::as_str))
@@ -78,6 +83,16 @@ pub fn send(args: SendArgs) -> Result<bool, String> {
     let signing_key = keys::read(&args.signing_key)?;
     let body = std::fs::read(&args.file)
         .map_err(|e| format!("cannot read {}: {e}", args.file.display()))?;
+    match serde_json::from_slice::<serde_json::Value>(&body) {
+        Ok(serde_json::Value::Object(_)) => {}
+        Ok(_) => {
+            return Err(format!(
+                "{}: not a transaction: expected a JSON object with `pdus`",
+                args.file.display()
+            ));
+        }
+        Err(e) => return Err(format!("{}: not JSON: {e}", args.file.display())),
+    }
     let item = whole_transaction_item(&txn_id, &body)
         .map_err(|e| format!("{}: {e}", args.file.display()))?;
 

@@ -9,6 +9,7 @@ use clap::{Args, ValueEnum};
 use relay_core::ServerName;
 use relay_core::auth::KeyRing;
 use relay_core::relay::{DEFAULT_MAX_BODY_BYTES, RelayConfig, ServePolicy};
+use relay_core::resolve::Resolver;
 use relay_core::store::Quota;
 use serde::Deserialize;
 
@@ -158,17 +159,8 @@ pub fn serve(args: ServeArgs) -> Result<(), String> {
         .signing_key
         .as_deref()
         .ok_or("--signing-key is required")?;
-    if args.fetch_keys {
-        return Err(
-            "--fetch-keys is not supported yet; pin keys with --trusted-key or use --p2p-keys"
-                .into(),
-        );
-    }
-    for spec in &args.resolve {
-        if !spec.contains('=') {
-            return Err(format!("--resolve {spec:?} is not NAME=URL"));
-        }
-    }
+    let resolver = Resolver::from_flags(args.resolve.iter().map(String::as_str))
+        .map_err(|e| format!("--resolve: {e}"))?;
     let signing_key = keys::load_or_create(key_path)?;
 
     let mut config = RelayConfig::new(server_name, signing_key);
@@ -185,6 +177,7 @@ pub fn serve(args: ServeArgs) -> Result<(), String> {
         ring.pin(name, key_id, key);
     }
     config.keys = ring;
+    config.fetch_keys = args.fetch_keys;
     config.max_body_bytes = args.max_body_bytes.unwrap_or(DEFAULT_MAX_BODY_BYTES);
     let d = Quota::default();
     config.quota = Quota {
@@ -212,6 +205,7 @@ pub fn serve(args: ServeArgs) -> Result<(), String> {
         listen,
         config,
         store,
+        resolver,
     };
     adapter_hyper::run(options, |addr| {
         let mut out = std::io::stdout().lock();

@@ -27,13 +27,19 @@ fn send_and_pull_help_list_every_protocol_flag() {
                 "--attempts",
             ][..],
         ),
-        ("pull", &["--server-name", "--signing-key", "--relay", "--resolve"][..]),
+        (
+            "pull",
+            &["--server-name", "--signing-key", "--relay", "--resolve"][..],
+        ),
     ] {
         let out = bin().args([command, "--help"]).output().unwrap();
         assert!(out.status.success());
         let help = String::from_utf8(out.stdout).unwrap();
         for flag in flags {
-            assert!(help.contains(flag), "{command} --help lacks {flag}:\n{help}");
+            assert!(
+                help.contains(flag),
+                "{command} --help lacks {flag}:\n{help}"
+            );
         }
     }
 }

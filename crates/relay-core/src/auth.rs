@@ -7,6 +7,7 @@ use serde_json::{Map, Value};
 
 use crate::canonical::{CanonicalJsonError, to_canonical_string};
 use crate::id::{KeyId, ServerName};
+use crate::server_keys::FetchedKeys;
 use crate::signing::{SigningKey, VerifyKey};
 use crate::time::UnixMillis;
 use crate::xmatrix::{XMatrix, XMatrixError};
@@ -21,13 +22,18 @@ pub trait KeyLookup {
     fn verify_key(&self, origin: &ServerName, key_id: &KeyId, at: UnixMillis) -> Option<VerifyKey>;
 }
 
-/// The keys a relay knows without asking anyone: pinned keys, and with P2P
-/// names on, the key that a 64-hex server name spells.
+/// The keys a relay knows: pinned keys, with P2P names on the key that a
+/// 64-hex server name spells, and keys fetched from servers while they are
+/// valid.
 #[derive(Debug, Clone, Default)]
 pub struct KeyRing {
     pinned: HashMap<ServerName, HashMap<KeyId, VerifyKey>>,
     p2p: bool,
+    fetched: HashMap<ServerName, FetchedKeys>,
 }
+
+/// Most servers whose fetched keys are kept.
+pub const MAX_FETCHED_SERVERS: usize = 10_000;
 
 /// A `--trusted-key` value that is not `NAME=ed25519:ID:BASE64`.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -40,7 +46,29 @@ impl KeyRing {
         Self {
             pinned: HashMap::new(),
             p2p,
+            fetched: HashMap::new(),
         }
+    }
+
+    /// Remembers `server`'s fetched keys until they expire.
+    ///
+    /// Implementation note: at most [`MAX_FETCHED_SERVERS`] servers are
+    /// kept; when full, expired entries go first, then the one expiring
+    /// soonest, so strangers cannot grow the ring without bound.
+    pub fn insert_fetched(&mut self, server: ServerName, keys: FetchedKeys, now: UnixMillis) {
+        if self.fetched.len() >= MAX_FETCHED_SERVERS && !self.fetched.contains_key(&server) {
+            self.fetched.retain(|_, k| k.expires > now);
+            if self.fetched.len() >= MAX_FETCHED_SERVERS
+                && let Some(soonest) = self
+                    .fetched
+                    .iter()
+                    .min_by_key(|(name, k)| (k.expires, (*name).clone()))
+                    .map(|(name, _)| name.clone())
+            {
+                self.fetched.remove(&soonest);
+            }
+        }
+        self.fetched.insert(server, keys);
     }
 
     /// Pins `server`'s key `key_id`.
@@ -72,20 +100,21 @@ impl KeyRing {
 
 impl KeyLookup for KeyRing {
     /// Pinned keys first; then, with P2P names on, the key a 64-hex `origin`
-    /// spells, for any `ed25519:*` key ID. Neither expires, so `at` is unused.
-    fn verify_key(
-        &self,
-        origin: &ServerName,
-        key_id: &KeyId,
-        _at: UnixMillis,
-    ) -> Option<VerifyKey> {
+    /// spells, for any `ed25519:*` key ID; then fetched keys valid at `at`.
+    fn verify_key(&self, origin: &ServerName, key_id: &KeyId, at: UnixMillis) -> Option<VerifyKey> {
         if let Some(key) = self.pinned.get(origin).and_then(|keys| keys.get(key_id)) {
             return Some(*key);
         }
-        if self.p2p && key_id.algorithm() == "ed25519" {
-            return origin.p2p_public_key().map(VerifyKey);
+        if self.p2p
+            && key_id.algorithm() == "ed25519"
+            && let Some(key) = origin.p2p_public_key()
+        {
+            return Some(VerifyKey(key));
         }
-        None
+        self.fetched
+            .get(origin)
+            .filter(|k| k.expires > at)
+            .and_then(|k| k.keys.get(key_id).copied())
     }
 }
 

@@ -567,6 +567,7 @@ pub fn relay_request(data: &[u8]) {
     let mut operations = 0;
     while let Some(output) = relay.poll_output() {
         match output {
+            Output::FetchKeys { .. } => panic!("a key fetch with fetch_keys off"),
             Output::Respond { request, response } => {
                 assert_eq!(request, id, "response for another request");
                 check_response(&response);

@@ -30,6 +30,7 @@ pub mod request;
 pub mod resolve;
 pub mod retriever;
 pub mod rng;
+pub mod server_keys;
 pub mod signing;
 pub mod store;
 mod time;

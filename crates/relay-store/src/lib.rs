@@ -1,25 +1,29 @@
-//! Storage backends for matrix-relay's queues and the sender's state.
+//! Storage backends for matrix-relay's queues, the sender's state and the
+//! recipient's de-duplication window.
 //!
-//! Two blocking traits that the async adapters call from their blocking
-//! pools: [`QueueStore`] (the relay's queue) and [`OutboundStore`] (the
+//! Three blocking traits that the async adapters call from their blocking
+//! pools: [`QueueStore`] (the relay's queue), [`OutboundStore`] (the
 //! persisted state of a node's [`Outbound`](relay_core::outbound::Outbound)
-//! machine). Their backends:
+//! machine) and [`DedupeStore`] (the persisted de-duplication window of a
+//! node's [`Retriever`](relay_core::retriever::Retriever) machine). Their
+//! backends:
 //!
-//! - [`MemoryStore`], [`MemoryOutboundStore`]: the reference models; no
-//!   durability.
-//! - [`SqliteStore`] (both traits): the embedded default; WAL,
+//! - [`MemoryStore`], [`MemoryOutboundStore`], [`MemoryDedupeStore`]: the
+//!   reference models; no durability.
+//! - [`SqliteStore`] (all three traits): the embedded default; WAL,
 //!   `synchronous=FULL`, group commit on one writer thread. A relay and a
 //!   node may share one database file or use their own.
 //!
-//! [`open`] and [`open_outbound`] pick a backend from a database URL. The
-//! semantics every backend implements are written down once, as the
-//! [`conformance`] suite.
+//! [`open`], [`open_outbound`] and [`open_dedupe`] pick a backend from a
+//! database URL. The semantics every backend implements are written down
+//! once, as the [`conformance`] suite.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
 use std::sync::Arc;
 
 pub use relay_core::outbound::{Change, DestinationRecord, Item, ItemId, ItemKind, RetryState};
+pub use relay_core::retriever::{Change as DedupeChange, DedupeKey};
 pub use relay_core::store::{InsertOutcome, NewEntry, QueuedEntry, Quota, QuotaKind, StoreError};
 pub use relay_core::{EntryId, ServerName, TxnId, UnixMillis};
 
@@ -29,7 +33,7 @@ mod outbound;
 mod quota;
 mod sqlite;
 
-pub use memory::{MemoryOutboundStore, MemoryStore};
+pub use memory::{MemoryDedupeStore, MemoryOutboundStore, MemoryStore};
 pub use sqlite::{SCHEMA_VERSION, SqliteStore};
 
 /// A durable queue of transactions, one FIFO per destination.
@@ -110,6 +114,47 @@ pub trait OutboundStore: Send + Sync + 'static {
     fn load(&self) -> Result<Vec<DestinationRecord>, StoreError>;
 }
 
+/// The persisted de-duplication window of a node's recipient machine
+/// ([`Retriever`](relay_core::retriever::Retriever)): it applies the
+/// machine's [`DedupeChange`]s and hands back the window to restore it
+/// with ([`Retriever::restore`](relay_core::retriever::Retriever::restore)).
+///
+/// Semantics (checked by [`conformance::dedupe`]):
+/// - The window is a list of groups, oldest first; a group is the keys of
+///   one transaction, in the order they were remembered. A key is in one
+///   group at most, and a group without keys does not exist.
+/// - `Seen(keys)` adds a group at the end and moves each listed key, in
+///   turn, to the end of it: a key remembered already, in an older group or
+///   earlier in the same list, is remembered once, in the new group. An
+///   older group left without keys disappears. `Seen` of no keys changes
+///   nothing.
+/// - `Forget(keys)` forgets every listed key, in whichever group it is;
+///   keys not remembered are ignored. A group left without keys disappears.
+/// - `apply_window` is all or nothing: when it fails, nothing of the batch
+///   is stored. A batch's changes see the ones before them.
+/// - `load_window` returns the groups oldest first (the order their `Seen`
+///   changes were applied).
+///
+/// Implementation note: the methods are named apart from
+/// [`OutboundStore`]'s `apply` and `load`, so that [`SqliteStore`], which
+/// implements both traits, needs no trait-qualified calls. A key is
+/// remembered once, not counted per group as in the machine's own window:
+/// the machine never sends `Seen` with a key its window holds (that
+/// transaction is dropped as a duplicate), so moving a key only matters
+/// for changes the machine did not make, and there a later `Forget` of the
+/// older group's keys forgets the moved key too. Blocking on purpose, as
+/// [`QueueStore`] is; a driver may pass several changes at once, in order,
+/// and report them all with the one result.
+pub trait DedupeStore: Send + Sync + 'static {
+    /// Applies `changes` in order, atomically (all or nothing), durably
+    /// before returning `Ok`.
+    fn apply_window(&self, changes: &[DedupeChange]) -> Result<(), StoreError>;
+
+    /// The window: one list of keys per remembered transaction, oldest
+    /// first.
+    fn load_window(&self) -> Result<Vec<Vec<DedupeKey>>, StoreError>;
+}
+
 /// Opens the store a database URL names.
 ///
 /// - `sqlite:PATH` or `sqlite://PATH` (so `sqlite:///abs/path` is absolute):
@@ -125,6 +170,13 @@ pub fn open(url: &str) -> Result<Arc<dyn QueueStore>, StoreError> {
 /// Opens the sender-state store a database URL names, as [`open`] does
 /// (same URLs, same errors). The file may be the one a relay uses.
 pub fn open_outbound(url: &str) -> Result<Arc<dyn OutboundStore>, StoreError> {
+    Ok(Arc::new(SqliteStore::open(sqlite_path(url)?)?))
+}
+
+/// Opens the de-duplication window store a database URL names, as [`open`]
+/// does (same URLs, same errors). The file may be the one a relay or the
+/// node's sender uses.
+pub fn open_dedupe(url: &str) -> Result<Arc<dyn DedupeStore>, StoreError> {
     Ok(Arc::new(SqliteStore::open(sqlite_path(url)?)?))
 }
 

@@ -9,8 +9,10 @@ use relay_core::{EntryId, ServerName, TxnId};
 use crate::QueueStore;
 use crate::quota::{Usage, refused_by};
 
+mod dedupe;
 mod outbound;
 
+pub use dedupe::MemoryDedupeStore;
 pub use outbound::MemoryOutboundStore;
 
 /// The queue in memory: the reference model the durable backends are

@@ -9,12 +9,15 @@ use std::time::Duration;
 use rusqlite::{Connection, TransactionBehavior};
 
 use relay_core::outbound::{Change, DestinationRecord};
+use relay_core::retriever::{self, DedupeKey};
 use relay_core::store::{InsertOutcome, NewEntry, QueuedEntry, Quota, StoreError};
 use relay_core::{EntryId, ServerName};
 
-use crate::{OutboundStore, QueueStore};
+use crate::{DedupeStore, OutboundStore, QueueStore};
 
+mod dedupe;
 mod outbound;
+mod rows;
 mod schema;
 mod sql;
 
@@ -25,9 +28,10 @@ const MAX_BATCH: usize = 512;
 /// How long a connection waits for another process's lock.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// The relay's queue ([`QueueStore`]) and a node's sender state
-/// ([`OutboundStore`]) in an SQLite file (WAL, `synchronous=FULL`), in
-/// tables of their own under one schema version. One store may serve both,
+/// The relay's queue ([`QueueStore`]), a node's sender state
+/// ([`OutboundStore`]) and its recipient's de-duplication window
+/// ([`DedupeStore`]) in an SQLite file (WAL, `synchronous=FULL`), in tables
+/// of their own under one schema version. One store may serve all three,
 /// and several stores (or processes) may open one file.
 ///
 /// Implementation note: group commit. One writer thread owns the write
@@ -37,11 +41,11 @@ const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 /// each inside its own savepoint so a failing operation is rolled back
 /// alone, and answers every caller only after `COMMIT` returned. One fsync
 /// then covers a whole batch. If the batch cannot commit, every operation
-/// in it fails and nothing is half-stored. An `apply` is one operation,
-/// so its changes share one savepoint. Reads that change nothing
-/// (`ack_and_next` without an ack, `queued`, `load`) use a separate reader
-/// connection and never wait for a commit. Dropping the store stops and
-/// joins the writer.
+/// in it fails and nothing is half-stored. An `apply` or `apply_window` is
+/// one operation, so its changes share one savepoint. Reads that change
+/// nothing (`ack_and_next` without an ack, `queued`, `load`,
+/// `load_window`) use a separate reader connection and never wait for a
+/// commit. Dropping the store stops and joins the writer.
 #[derive(Debug)]
 pub struct SqliteStore {
     path: PathBuf,
@@ -67,6 +71,10 @@ enum Op {
     },
     Apply {
         changes: Vec<Change>,
+        reply: Reply<()>,
+    },
+    ApplyWindow {
+        changes: Vec<retriever::Change>,
         reply: Reply<()>,
     },
 }
@@ -223,6 +231,22 @@ impl OutboundStore for SqliteStore {
     }
 }
 
+impl DedupeStore for SqliteStore {
+    fn apply_window(&self, changes: &[retriever::Change]) -> Result<(), StoreError> {
+        if changes.is_empty() {
+            return Ok(());
+        }
+        self.call(|reply| Op::ApplyWindow {
+            changes: changes.to_vec(),
+            reply,
+        })
+    }
+
+    fn load_window(&self) -> Result<Vec<Vec<DedupeKey>>, StoreError> {
+        dedupe::load(&self.reader())
+    }
+}
+
 /// The writer thread: batches until every sender is gone.
 fn write_loop(mut conn: Connection, ops: Receiver<Op>) {
     while let Ok(first) = ops.recv() {
@@ -329,6 +353,9 @@ impl Op {
                 Answer::Next(reply, result)
             }
             Op::Apply { changes, reply } => Answer::Applied(reply, outbound::apply(conn, &changes)),
+            Op::ApplyWindow { changes, reply } => {
+                Answer::Applied(reply, dedupe::apply(conn, &changes))
+            }
         }
     }
 
@@ -336,7 +363,9 @@ impl Op {
         match self {
             Op::Insert { reply, .. } => Answer::Insert(reply, Err(err)),
             Op::AckAndNext { reply, .. } => Answer::Next(reply, Err(err)),
-            Op::Apply { reply, .. } => Answer::Applied(reply, Err(err)),
+            Op::Apply { reply, .. } | Op::ApplyWindow { reply, .. } => {
+                Answer::Applied(reply, Err(err))
+            }
         }
     }
 }

@@ -1,7 +1,8 @@
 //! The conformance suite against every backend in this crate.
 
 use relay_store::{
-    Change, DestinationRecord, EntryId, MemoryOutboundStore, MemoryStore, SqliteStore,
+    Change, DedupeChange, DedupeKey, DedupeStore, DestinationRecord, EntryId, MemoryDedupeStore,
+    MemoryOutboundStore, MemoryStore, SqliteStore,
 };
 use relay_store::{
     InsertOutcome, NewEntry, OutboundStore, QueueStore, QueuedEntry, Quota, ServerName, StoreError,
@@ -13,6 +14,10 @@ mod memory {
 
 mod memory_outbound {
     relay_store::outbound_conformance_tests!(|| Box::new(super::MemoryOutboundStore::new()));
+}
+
+mod memory_dedupe {
+    relay_store::dedupe_conformance_tests!(|| Box::new(super::MemoryDedupeStore::new()));
 }
 
 /// A SQLite store in its own temporary directory, removed after the store
@@ -55,6 +60,15 @@ impl OutboundStore for TempSqlite {
     }
 }
 
+impl DedupeStore for TempSqlite {
+    fn apply_window(&self, changes: &[DedupeChange]) -> Result<(), StoreError> {
+        self.store.apply_window(changes)
+    }
+    fn load_window(&self) -> Result<Vec<Vec<DedupeKey>>, StoreError> {
+        self.store.load_window()
+    }
+}
+
 mod sqlite {
     relay_store::conformance_tests!(super::TempSqlite::new);
 }
@@ -63,8 +77,13 @@ mod sqlite_outbound {
     relay_store::outbound_conformance_tests!(super::TempSqlite::new);
 }
 
+mod sqlite_dedupe {
+    relay_store::dedupe_conformance_tests!(super::TempSqlite::new);
+}
+
 #[test]
 fn run_all_passes_on_memory() {
     relay_store::conformance::run_all(&|| Box::new(MemoryStore::new()));
     relay_store::conformance::outbound::run_all(&|| Box::new(MemoryOutboundStore::new()));
+    relay_store::conformance::dedupe::run_all(&|| Box::new(MemoryDedupeStore::new()));
 }

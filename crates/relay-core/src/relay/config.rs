@@ -50,6 +50,9 @@ pub struct RelayConfig {
     pub denied_origins: HashSet<ServerName>,
     /// Verify keys of other servers.
     pub keys: KeyRing,
+    /// Fetch the keys of unknown origins from their
+    /// `/_matrix/key/v2/server` ([`Output::FetchKeys`](super::Output::FetchKeys)).
+    pub fetch_keys: bool,
     /// Request body limit (413 past it).
     pub max_body_bytes: usize,
     /// Storage quotas (429 past them).
@@ -70,6 +73,7 @@ impl RelayConfig {
             serve: ServePolicy::Only(HashSet::new()),
             denied_origins: HashSet::new(),
             keys: KeyRing::default(),
+            fetch_keys: false,
             max_body_bytes: DEFAULT_MAX_BODY_BYTES,
             quota: Quota::default(),
             key_validity_ms: 24 * 60 * 60 * 1000,

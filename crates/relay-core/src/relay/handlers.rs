@@ -3,7 +3,7 @@
 
 use serde::Serialize;
 use serde_json::value::RawValue;
-use serde_json::{Map, Value, json};
+use serde_json::{Value, json};
 
 use super::config::{MAX_EDUS, MAX_PDU_BYTES, MAX_PDUS, RelayConfig};
 use super::{Request, RequestBody, Response};
@@ -12,7 +12,7 @@ use crate::canonical;
 use crate::error::{ErrCode, MatrixError};
 use crate::id::{EntryId, ServerName};
 use crate::request::{self, Endpoint};
-use crate::signing;
+use crate::server_keys;
 use crate::store::{InsertOutcome, NewEntry, QueuedEntry, QuotaKind, StoreError};
 use crate::time::UnixMillis;
 
@@ -24,20 +24,44 @@ pub(super) enum Action {
         destination: ServerName,
         ack: Option<EntryId>,
     },
+    /// The origin's key is unknown but may be fetched: ask again once the
+    /// keys of this server were fetched.
+    NeedKeys(ServerName),
 }
 
-pub(super) fn handle(config: &RelayConfig, unix: UnixMillis, request: Request) -> Action {
-    match handle_inner(config, unix, request) {
+/// Why a request got no further.
+enum Fail {
+    Refuse(MatrixError),
+    NeedKeys(ServerName),
+}
+
+impl From<MatrixError> for Fail {
+    fn from(e: MatrixError) -> Self {
+        Self::Refuse(e)
+    }
+}
+
+/// Handles `request`; `may_fetch` says whether an unknown origin's keys
+/// may be fetched (else an unknown key is 401 at once).
+pub(super) fn handle(
+    config: &RelayConfig,
+    unix: UnixMillis,
+    request: &Request,
+    may_fetch: &dyn Fn(&ServerName) -> bool,
+) -> Action {
+    match handle_inner(config, unix, request, may_fetch) {
         Ok(action) => action,
-        Err(e) => Action::Respond(Response::error(&e)),
+        Err(Fail::Refuse(e)) => Action::Respond(Response::error(&e)),
+        Err(Fail::NeedKeys(server)) => Action::NeedKeys(server),
     }
 }
 
 fn handle_inner(
     config: &RelayConfig,
     unix: UnixMillis,
-    request: Request,
-) -> Result<Action, MatrixError> {
+    request: &Request,
+    may_fetch: &dyn Fn(&ServerName) -> bool,
+) -> Result<Action, Fail> {
     match request::route(&request.method, &request.target)? {
         Endpoint::ServerKeys => Ok(Action::Respond(server_keys(config, unix)?)),
         Endpoint::Version => {
@@ -45,17 +69,15 @@ fn handle_inner(
             Ok(Action::Respond(Response::ok(body.to_string().into_bytes())))
         }
         Endpoint::SendRelay { txn_id, user_id } => {
-            let (origin, content) = authenticate(config, unix, &request)?;
+            let (origin, content) = authenticate(config, unix, request, may_fetch)?;
             let user_id = request::user_id(user_id)?;
             let txn_id = request::txn_id(txn_id)?;
             let destination = user_id.server_name();
             if config.denied_origins.contains(&origin) {
-                return Err(forbidden(format!("{origin} may not use this relay")));
+                return Err(forbidden(format!("{origin} may not use this relay")).into());
             }
             if !config.serve.serves(&destination) {
-                return Err(forbidden(format!(
-                    "this relay does not serve {destination}"
-                )));
+                return Err(forbidden(format!("this relay does not serve {destination}")).into());
             }
             let transaction = transaction(content, &origin)?;
             Ok(Action::Store(NewEntry {
@@ -66,10 +88,10 @@ fn handle_inner(
             }))
         }
         Endpoint::RelayTxn { user_id } => {
-            let (origin, content) = authenticate(config, unix, &request)?;
+            let (origin, content) = authenticate(config, unix, request, may_fetch)?;
             let destination = request::user_id(user_id)?.server_name();
             if origin != destination {
-                return Err(forbidden("only the destination may read its queue"));
+                return Err(forbidden("only the destination may read its queue").into());
             }
             let ack = entry_id(content.as_ref())?;
             Ok(Action::Fetch { destination, ack })
@@ -86,18 +108,20 @@ fn bad_json(message: impl Into<String>) -> MatrixError {
 }
 
 /// Size (413) → header (401) → destination (401) → body parses (400) →
-/// key (401) → signature (401). Returns the verified origin and the parsed
-/// body.
+/// key (401, or fetch it first) → signature (401). Returns the verified
+/// origin and the parsed body.
 fn authenticate(
     config: &RelayConfig,
     unix: UnixMillis,
     request: &Request,
-) -> Result<(ServerName, Option<Value>), MatrixError> {
+    may_fetch: &dyn Fn(&ServerName) -> bool,
+) -> Result<(ServerName, Option<Value>), Fail> {
     let RequestBody::Complete(body) = &request.body else {
         return Err(MatrixError::new(
             ErrCode::TooLarge,
             format!("request body is over {} bytes", config.max_body_bytes),
-        ));
+        )
+        .into());
     };
     let unauthorized = |e: AuthError| MatrixError::new(ErrCode::Unauthorized, e.to_string());
     let claimed = auth::parse_authorization(
@@ -115,7 +139,7 @@ fn authenticate(
         canonical::to_canonical_string(&value).map_err(|e| bad_json(e.to_string()))?;
         Some(value)
     };
-    auth::verify_claimed(
+    let verified = auth::verify_claimed(
         &claimed,
         &config.server_name,
         &request.method,
@@ -123,9 +147,14 @@ fn authenticate(
         content.as_ref(),
         &config.keys,
         unix,
-    )
-    .map_err(unauthorized)?;
-    Ok((claimed.origin, content))
+    );
+    match verified {
+        Ok(()) => Ok((claimed.origin, content)),
+        Err(AuthError::UnknownKey { origin, .. }) if may_fetch(&origin) => {
+            Err(Fail::NeedKeys(origin))
+        }
+        Err(e) => Err(unauthorized(e).into()),
+    }
 }
 
 /// Checks a send_relay body and returns the transaction to store, its
@@ -189,19 +218,8 @@ fn entry_id(content: Option<&Value>) -> Result<Option<EntryId>, MatrixError> {
 }
 
 fn server_keys(config: &RelayConfig, unix: UnixMillis) -> Result<Response, MatrixError> {
-    let key = &config.signing_key;
-    let mut verify_keys = Map::new();
-    verify_keys.insert(
-        key.key_id().as_str().to_owned(),
-        json!({"key": key.verify_key().to_base64()}),
-    );
-    let mut doc = json!({
-        "server_name": config.server_name.as_str(),
-        "verify_keys": verify_keys,
-        "old_verify_keys": {},
-        "valid_until_ts": unix.saturating_add_ms(config.key_validity_ms).0,
-    });
-    signing::sign_json(config.server_name.as_str(), key, &mut doc)
+    let valid_until = unix.saturating_add_ms(config.key_validity_ms);
+    let doc = server_keys::document(&config.server_name, &config.signing_key, valid_until)
         .map_err(|e| MatrixError::new(ErrCode::Unknown, e.to_string()))?;
     Ok(Response::ok(doc.to_string().into_bytes()))
 }

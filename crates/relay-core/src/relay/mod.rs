@@ -7,12 +7,14 @@
 //!
 //! 1. Feed an event: [`Relay::handle_request`] for each complete request,
 //!    [`Relay::handle_stored`] / [`Relay::handle_fetched`] when a storage
-//!    operation it asked for has finished, [`Relay::handle_timeout`] when the
-//!    timer fires.
+//!    operation it asked for has finished, [`Relay::handle_keys`] when a key
+//!    document it asked for has arrived (or not), [`Relay::handle_timeout`]
+//!    when the timer fires.
 //! 2. Drain [`Relay::poll_output`] until it returns `None`, performing each
 //!    [`Output`]: run `Store` / `Fetch` on the storage backend (off the
 //!    event loop) and report each result back with the operation's
-//!    [`OpId`]; send each `Respond` to the connection that made the request.
+//!    [`OpId`]; send `FetchKeys`' request and report its outcome; send each
+//!    `Respond` to the connection that made the request.
 //! 3. Re-arm the timer from [`Relay::poll_timeout`].
 //!
 //! ```no_run
@@ -29,6 +31,10 @@
 //!             relay.handle_stored(Instant::now(), op, result);
 //!         }
 //!         Output::Fetch { op, .. } => relay.handle_fetched(Instant::now(), op, Ok(None)),
+//!         Output::FetchKeys { op, .. } => {
+//!             let unix = UnixMillis(1_700_000_000_000);
+//!             relay.handle_keys(Instant::now(), unix, op, relay_core::http::HttpOutcome::Timeout);
+//!         }
 //!         Output::Respond { request, response } => send(request, response),
 //!     }
 //! }
@@ -52,7 +58,9 @@ pub use config::{
 };
 
 use crate::error::MatrixError;
+use crate::http::{HttpOutcome, OutgoingRequest};
 use crate::id::{EntryId, ServerName};
+use crate::server_keys;
 use crate::store::{InsertOutcome, NewEntry, QueuedEntry, Quota, StoreError};
 use crate::time::{Instant, UnixMillis};
 
@@ -144,6 +152,15 @@ pub enum Output {
         /// The entry to delete first.
         ack: Option<EntryId>,
     },
+    /// Send `request` (`GET /_matrix/key/v2/server` of an origin whose key
+    /// is unknown), then call [`Relay::handle_keys`] with `op`. Only with
+    /// [`RelayConfig::fetch_keys`].
+    FetchKeys {
+        /// Echo this back.
+        op: OpId,
+        /// The unsigned request.
+        request: OutgoingRequest,
+    },
     /// Send `response` for `request`.
     Respond {
         /// The request being answered.
@@ -153,12 +170,23 @@ pub enum Output {
     },
 }
 
-/// What a storage operation is waiting for.
+/// What an operation is waiting for.
 #[derive(Debug)]
+// States are named for what they wait for.
+#[allow(clippy::enum_variant_names)]
 enum Pending {
     AwaitingStore { request: RequestId },
     AwaitingFetch { request: RequestId },
+    AwaitingKeys { server: ServerName },
 }
+
+/// Most requests held while their origin's keys are fetched; past it, an
+/// unknown key is 401 at once.
+pub const MAX_HELD_REQUESTS: usize = 1024;
+/// How long a server whose keys could not be fetched is not asked again.
+pub const KEY_FETCH_RETRY_MS: u64 = 60_000;
+/// Most servers remembered as failing to give their keys.
+const MAX_FAILED_FETCHES: usize = 10_000;
 
 /// The relay server's request logic. See the [module docs](self) for how to
 /// drive it.
@@ -166,6 +194,10 @@ enum Pending {
 pub struct Relay {
     config: RelayConfig,
     pending: HashMap<OpId, Pending>,
+    /// Requests waiting for a server's keys.
+    awaiting_keys: HashMap<ServerName, Vec<(RequestId, Request)>>,
+    held: usize,
+    fetch_failed: HashMap<ServerName, UnixMillis>,
     outputs: VecDeque<Output>,
     next_id: u64,
     last_now: Option<Instant>,
@@ -177,6 +209,9 @@ impl Relay {
         Self {
             config,
             pending: HashMap::new(),
+            awaiting_keys: HashMap::new(),
+            held: 0,
+            fetch_failed: HashMap::new(),
             outputs: VecDeque::new(),
             next_id: 0,
             last_now: None,
@@ -205,7 +240,62 @@ impl Relay {
     ) -> RequestId {
         self.last_now = Some(now);
         let id = RequestId(self.fresh_id());
-        match handlers::handle(&self.config, unix, request) {
+        self.process(unix, id, request, true);
+        id
+    }
+
+    /// Reports the outcome of [`Output::FetchKeys`] `op`, and goes on with
+    /// the requests that waited for it. An unknown `op` is ignored.
+    pub fn handle_keys(&mut self, now: Instant, unix: UnixMillis, op: OpId, outcome: HttpOutcome) {
+        self.last_now = Some(now);
+        if !matches!(self.pending.get(&op), Some(Pending::AwaitingKeys { .. })) {
+            return;
+        }
+        let Some(Pending::AwaitingKeys { server }) = self.pending.remove(&op) else {
+            return;
+        };
+        let checked = match &outcome {
+            HttpOutcome::Response {
+                status: 200, body, ..
+            } => server_keys::check_document(body, &server, unix).map_err(|e| e.to_string()),
+            other => Err(other.describe()),
+        };
+        match checked {
+            Ok(keys) => {
+                self.fetch_failed.remove(&server);
+                self.config.keys.insert_fetched(server.clone(), keys, unix);
+            }
+            Err(_) => {
+                if self.fetch_failed.len() >= MAX_FAILED_FETCHES {
+                    self.fetch_failed.retain(|_, until| *until > unix);
+                }
+                if self.fetch_failed.len() < MAX_FAILED_FETCHES {
+                    self.fetch_failed
+                        .insert(server.clone(), unix.saturating_add_ms(KEY_FETCH_RETRY_MS));
+                }
+            }
+        }
+        let Some(held) = self.awaiting_keys.remove(&server) else {
+            return;
+        };
+        self.held -= held.len();
+        for (id, request) in held {
+            // No second fetch: a key still unknown now is 401.
+            self.process(unix, id, request, false);
+        }
+    }
+
+    fn process(&mut self, unix: UnixMillis, id: RequestId, request: Request, may_fetch: bool) {
+        let may_fetch = |origin: &ServerName| {
+            may_fetch
+                && self.config.fetch_keys
+                && self.held < MAX_HELD_REQUESTS
+                && self
+                    .fetch_failed
+                    .get(origin)
+                    .is_none_or(|until| *until <= unix)
+        };
+        match handlers::handle(&self.config, unix, &request, &may_fetch) {
             handlers::Action::Respond(response) => self.respond(id, response),
             handlers::Action::Store(entry) => {
                 let op = OpId(self.fresh_id());
@@ -227,8 +317,32 @@ impl Relay {
                     ack,
                 });
             }
+            handlers::Action::NeedKeys(server) => {
+                self.held += 1;
+                if let Some(held) = self.awaiting_keys.get_mut(&server) {
+                    held.push((id, request));
+                    return;
+                }
+                let op = OpId(self.fresh_id());
+                self.pending.insert(
+                    op,
+                    Pending::AwaitingKeys {
+                        server: server.clone(),
+                    },
+                );
+                self.outputs.push_back(Output::FetchKeys {
+                    op,
+                    request: OutgoingRequest {
+                        server: server.clone(),
+                        method: "GET",
+                        target: "/_matrix/key/v2/server".to_owned(),
+                        authorization: String::new(),
+                        body: Vec::new(),
+                    },
+                });
+                self.awaiting_keys.insert(server, vec![(id, request)]);
+            }
         }
-        id
     }
 
     /// Reports the result of [`Output::Store`] `op`. An unknown or
@@ -290,6 +404,7 @@ impl Relay {
         let matches = match self.pending.get(&op)? {
             Pending::AwaitingStore { .. } => store,
             Pending::AwaitingFetch { .. } => !store,
+            Pending::AwaitingKeys { .. } => false,
         };
         if matches {
             self.pending.remove(&op)

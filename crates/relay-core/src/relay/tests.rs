@@ -539,3 +539,142 @@ fn key_and_version_documents() {
         serde_json::from_slice(&only_response(run(&mut relay, request).1).body).unwrap();
     assert_eq!(doc["server"]["name"], "matrix-relay");
 }
+
+mod fetch_keys {
+    use super::*;
+    use crate::http::HttpOutcome;
+    use crate::server_keys;
+
+    fn keyed() -> SigningKey {
+        SigningKey::from_seed(KeyId::parse("ed25519:f").unwrap(), [6; 32])
+    }
+
+    fn from_far(txn: &str) -> Request {
+        let target = format!("/_matrix/federation/v1/send_relay/{txn}/@a:dest.example");
+        signed("PUT", &target, "far.example", &keyed(), TXN)
+    }
+
+    fn doc(valid_until: UnixMillis) -> HttpOutcome {
+        let body = server_keys::document(&name("far.example"), &keyed(), valid_until).unwrap();
+        HttpOutcome::Response {
+            status: 200,
+            body: body.to_string().into_bytes(),
+            retry_after: None,
+        }
+    }
+
+    fn relay() -> Relay {
+        let mut c = config();
+        c.fetch_keys = true;
+        Relay::new(c)
+    }
+
+    fn at(relay: &mut Relay, unix: UnixMillis, request: Request) -> Vec<Output> {
+        relay.handle_request(Instant::now(), unix, request);
+        std::iter::from_fn(|| relay.poll_output()).collect()
+    }
+
+    fn fetch_op(outputs: &[Output]) -> OpId {
+        match outputs {
+            [Output::FetchKeys { op, request }] => {
+                assert_eq!(
+                    (request.method, request.target.as_str()),
+                    ("GET", "/_matrix/key/v2/server")
+                );
+                assert_eq!(request.server, name("far.example"));
+                assert!(request.authorization.is_empty());
+                *op
+            }
+            other => panic!("expected one key fetch, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn unknown_origin_waits_for_its_keys_once() {
+        let mut relay = relay();
+        let op = fetch_op(&at(&mut relay, NOW_MS, from_far("t1")));
+        assert!(
+            at(&mut relay, NOW_MS, from_far("t2")).is_empty(),
+            "one fetch per server"
+        );
+        relay.handle_keys(
+            Instant::now(),
+            NOW_MS,
+            op,
+            doc(NOW_MS.saturating_add_ms(60_000)),
+        );
+        let outputs: Vec<Output> = std::iter::from_fn(|| relay.poll_output()).collect();
+        assert_eq!(outputs.len(), 2);
+        assert!(outputs.iter().all(
+            |o| matches!(o, Output::Store { entry, .. } if entry.origin == name("far.example"))
+        ));
+        // Cached: no fetch now; fetched again once expired.
+        assert!(matches!(
+            at(&mut relay, NOW_MS, from_far("t3")).as_slice(),
+            [Output::Store { .. }]
+        ));
+        fetch_op(&at(
+            &mut relay,
+            NOW_MS.saturating_add_ms(60_000),
+            from_far("t4"),
+        ));
+    }
+
+    #[test]
+    fn bad_documents_and_failures_are_401_and_not_refetched_for_a_while() {
+        let other_key = SigningKey::from_seed(KeyId::parse("ed25519:f").unwrap(), [7; 32]);
+        let wrong_key = server_keys::document(
+            &name("far.example"),
+            &other_key,
+            NOW_MS.saturating_add_ms(60_000),
+        );
+        let cases = [
+            HttpOutcome::Timeout,
+            HttpOutcome::ConnectionFailed("refused".into()),
+            HttpOutcome::Response {
+                status: 404,
+                body: b"{}".to_vec(),
+                retry_after: None,
+            },
+            HttpOutcome::Response {
+                status: 200,
+                body: b"nope".to_vec(),
+                retry_after: None,
+            },
+            HttpOutcome::Response {
+                status: 200,
+                body: wrong_key.unwrap().to_string().into_bytes(),
+                retry_after: None,
+            },
+            doc(NOW_MS),
+        ];
+        for outcome in cases {
+            let mut relay = relay();
+            let op = fetch_op(&at(&mut relay, NOW_MS, from_far("t1")));
+            relay.handle_keys(Instant::now(), NOW_MS, op, outcome.clone());
+            let response = only_response(std::iter::from_fn(|| relay.poll_output()).collect());
+            assert_eq!(
+                (response.status, errcode(&response).as_str()),
+                (401, "M_UNAUTHORIZED"),
+                "{outcome:?}"
+            );
+            let again = only_response(at(
+                &mut relay,
+                NOW_MS.saturating_add_ms(59_999),
+                from_far("t2"),
+            ));
+            assert_eq!(again.status, 401, "no refetch within a minute");
+            fetch_op(&at(
+                &mut relay,
+                NOW_MS.saturating_add_ms(60_000),
+                from_far("t3"),
+            ));
+        }
+    }
+
+    #[test]
+    fn off_by_default() {
+        let response = only_response(run(&mut Relay::new(config()), from_far("t")).1);
+        assert_eq!(response.status, 401);
+    }
+}

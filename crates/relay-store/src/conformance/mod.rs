@@ -1,6 +1,7 @@
 //! The queue semantics every [`QueueStore`] backend must have, written once;
 //! the sender-state semantics of every [`OutboundStore`](crate::OutboundStore)
-//! backend are in [`outbound`].
+//! backend are in [`outbound`], the de-duplication window semantics of every
+//! [`DedupeStore`](crate::DedupeStore) backend in [`dedupe`].
 //!
 //! Each check is a function taking a fresh, empty store and panicking with a
 //! message that says what went wrong. Run them all with [`run_all`], or get
@@ -30,6 +31,7 @@ use crate::QueueStore;
 use relay_core::store::QuotaKind;
 
 mod concurrency;
+pub mod dedupe;
 mod helpers;
 pub mod outbound;
 mod queue;
@@ -113,22 +115,10 @@ pub fn run_all(factory: &dyn Fn() -> Box<dyn QueueStore>) {
 #[macro_export]
 macro_rules! conformance_tests {
     (@tests $factory:expr; $($check:ident),* $(,)?) => {
-        $(
-            #[test]
-            fn $check() {
-                let factory = $factory;
-                let store = factory();
-                $crate::conformance::$check(&*store);
-            }
-        )*
-
-        #[test]
-        fn every_conformance_check_has_a_test() {
-            let listed: &[&str] = &[$(stringify!($check)),*];
-            let all: ::std::vec::Vec<&str> =
-                $crate::conformance::CHECKS.iter().map(|(name, _)| *name).collect();
-            assert_eq!(listed, &all[..], "conformance_tests! and CHECKS disagree");
-        }
+        $crate::__conformance_tests!(
+            [] every_conformance_check_has_a_test, "conformance_tests!";
+            $factory; $($check),*
+        );
     };
     ($factory:expr) => {
         $crate::conformance_tests!(@tests $factory;
@@ -167,22 +157,10 @@ macro_rules! conformance_tests {
 #[macro_export]
 macro_rules! outbound_conformance_tests {
     (@tests $factory:expr; $($check:ident),* $(,)?) => {
-        $(
-            #[test]
-            fn $check() {
-                let factory = $factory;
-                let store = factory();
-                $crate::conformance::outbound::$check(&*store);
-            }
-        )*
-
-        #[test]
-        fn every_outbound_conformance_check_has_a_test() {
-            let listed: &[&str] = &[$(stringify!($check)),*];
-            let all: ::std::vec::Vec<&str> =
-                $crate::conformance::outbound::CHECKS.iter().map(|(name, _)| *name).collect();
-            assert_eq!(listed, &all[..], "outbound_conformance_tests! and CHECKS disagree");
-        }
+        $crate::__conformance_tests!(
+            [outbound] every_outbound_conformance_check_has_a_test, "outbound_conformance_tests!";
+            $factory; $($check),*
+        );
     };
     ($factory:expr) => {
         $crate::outbound_conformance_tests!(@tests $factory;
@@ -199,5 +177,61 @@ macro_rules! outbound_conformance_tests {
             item_id_limit,
             concurrent_applies,
         );
+    };
+}
+
+/// One `#[test]` per [`conformance::dedupe`](crate::conformance::dedupe)
+/// check, each on a fresh store from the given factory expression (a closure
+/// returning a `Box` of a [`DedupeStore`](crate::DedupeStore)), plus one
+/// test that the list here matches
+/// [`conformance::dedupe::CHECKS`](crate::conformance::dedupe::CHECKS).
+#[macro_export]
+macro_rules! dedupe_conformance_tests {
+    (@tests $factory:expr; $($check:ident),* $(,)?) => {
+        $crate::__conformance_tests!(
+            [dedupe] every_dedupe_conformance_check_has_a_test, "dedupe_conformance_tests!";
+            $factory; $($check),*
+        );
+    };
+    ($factory:expr) => {
+        $crate::dedupe_conformance_tests!(@tests $factory;
+            empty_store,
+            groups_load_in_order,
+            keys_round_trip,
+            forget_removes_listed_keys,
+            seen_again_moves_key,
+            sliding_window,
+            changes_apply_in_order,
+            apply_is_atomic,
+            concurrent_applies,
+        );
+    };
+}
+
+/// The body of the `*conformance_tests!` macros: one `#[test]` per check of
+/// the suite in `conformance::$module` (imported as `__suite`), and one
+/// that the list matches its `CHECKS`.
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __conformance_tests {
+    ([$($module:ident)?] $every:ident, $macro:literal; $factory:expr; $($check:ident),* $(,)?) => {
+        use $crate::conformance $(::$module)? as __suite;
+
+        $(
+            #[test]
+            fn $check() {
+                let factory = $factory;
+                let store = factory();
+                __suite::$check(&*store);
+            }
+        )*
+
+        #[test]
+        fn $every() {
+            let listed: &[&str] = &[$(stringify!($check)),*];
+            let all: ::std::vec::Vec<&str> =
+                __suite::CHECKS.iter().map(|(name, _)| *name).collect();
+            assert_eq!(listed, &all[..], "{} and CHECKS disagree", $macro);
+        }
     };
 }

@@ -3,13 +3,14 @@
 
 use std::collections::BTreeMap;
 
-use rusqlite::{Connection, Row, params};
+use rusqlite::{Connection, params};
 
 use relay_core::outbound::{Change, DestinationRecord, Item, ItemId, ItemKind, RetryState};
 use relay_core::store::StoreError;
 use relay_core::{ServerName, TxnId, UnixMillis};
 
 use super::db_err;
+use super::rows::{bad_row, execute, for_each_row};
 use crate::outbound::{conflicting_item, sql_item_id, sql_millis};
 
 /// Applies `changes` in order. Runs inside the writer's savepoint, which
@@ -133,18 +134,6 @@ fn forget_txn(conn: &Connection, destination: &str) -> Result<(), StoreError> {
     )
 }
 
-fn execute(
-    conn: &Connection,
-    sql: &str,
-    args: impl rusqlite::Params,
-    what: &str,
-) -> Result<(), StoreError> {
-    conn.prepare_cached(sql)
-        .and_then(|mut s| s.execute(args))
-        .map(drop)
-        .map_err(db_err(what))
-}
-
 fn kind_name(kind: ItemKind) -> &'static str {
     match kind {
         ItemKind::Pdu => "pdu",
@@ -263,47 +252,6 @@ impl Records {
                 retry: RetryState::default(),
             }))
     }
-}
-
-/// Calls `f` on every row of `sql`; errors of the query, of reading a
-/// column and of `f` end it.
-fn for_each_row(
-    conn: &Connection,
-    sql: &str,
-    what: &str,
-    mut f: impl FnMut(&Row<'_>) -> Result<(), LoadError>,
-) -> Result<(), StoreError> {
-    let mut stmt = conn.prepare_cached(sql).map_err(db_err(what))?;
-    let mut rows = stmt.query([]).map_err(db_err(what))?;
-    while let Some(row) = rows.next().map_err(db_err(what))? {
-        f(row).map_err(|e| match e {
-            LoadError::Sql(e) => db_err(what)(e),
-            LoadError::Bad(e) => e,
-        })?;
-    }
-    Ok(())
-}
-
-/// A row that could not be read (a column of the wrong type) or decoded.
-enum LoadError {
-    Sql(rusqlite::Error),
-    Bad(StoreError),
-}
-
-impl From<rusqlite::Error> for LoadError {
-    fn from(e: rusqlite::Error) -> Self {
-        Self::Sql(e)
-    }
-}
-
-impl From<StoreError> for LoadError {
-    fn from(e: StoreError) -> Self {
-        Self::Bad(e)
-    }
-}
-
-fn bad_row(row: String, what: &str) -> StoreError {
-    StoreError(format!("{row} in the database has an invalid {what}"))
 }
 
 fn item_id(id: i64) -> Result<ItemId, StoreError> {

@@ -9,7 +9,7 @@ use super::db_err;
 /// Migration steps; `MIGRATIONS[i]` takes the schema from version `i` to
 /// `i + 1` (`PRAGMA user_version`). Append only: never edit a step that
 /// has shipped.
-const MIGRATIONS: &[&str] = &[V1, V2];
+const MIGRATIONS: &[&str] = &[V1, V2, V3];
 
 /// The schema version this build writes. A database with a higher
 /// `user_version` was written by a newer build and is refused.
@@ -122,6 +122,33 @@ CREATE TABLE outbound_retry (
     next_retry      INTEGER,
     blacklisted     INTEGER NOT NULL
 ) WITHOUT ROWID;
+"#;
+
+/// Version 3: the recipient's de-duplication window
+/// ([`relay_core::retriever`]), for nodes.
+///
+/// Implementation note: one row per remembered key. A
+/// `DedupeKey::Txn(origin, txn_id)` is `('txn', origin, txn_id)` with the
+/// txn ID as TEXT; a `DedupeKey::Digest` is `('digest', '', digest)` with
+/// the 32 bytes as BLOB. A key is unique, so it is in one group at most.
+/// `seq` (AUTOINCREMENT, so never reused) orders keys as they were
+/// remembered; `group_id` names the transaction, and a group is simply the
+/// rows that share it, so one whose keys are all forgotten is gone. A new
+/// group's ID is `MAX(seq) + 1`: above every existing group's (each is at
+/// most the `seq` of its own rows), so groups load in the order they were
+/// remembered, without an index on `group_id`. Like `outbound_item.kind`,
+/// `kind` is checked by the decoder alone. Earlier tables are untouched.
+const V3: &str = r#"
+CREATE TABLE retriever_seen (
+    seq      INTEGER PRIMARY KEY AUTOINCREMENT,
+    group_id INTEGER NOT NULL,
+    kind     TEXT NOT NULL,
+    origin   TEXT NOT NULL,
+    -- No declared type, so no affinity: a txn ID stays TEXT (even '123'),
+    -- a digest BLOB.
+    value    NOT NULL,
+    UNIQUE (kind, origin, value)
+);
 "#;
 
 /// Brings the schema up to [`SCHEMA_VERSION`], one transaction per step.

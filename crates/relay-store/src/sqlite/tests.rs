@@ -295,5 +295,152 @@ fn a_version_1_database_is_migrated_keeping_its_queue() {
     assert!(err.0.contains("newer"), "{err}");
     let url = format!("sqlite:{}", path.display());
     assert!(crate::open_outbound(&url).is_err());
+    assert!(crate::open_dedupe(&url).is_err());
     assert!(crate::open(&url).is_err());
+}
+
+fn window_op(changes: Vec<retriever::Change>) -> (Op, Receiver<Result<(), StoreError>>) {
+    let (reply, rx) = mpsc::sync_channel(1);
+    (Op::ApplyWindow { changes, reply }, rx)
+}
+
+fn digest(n: u8) -> DedupeKey {
+    DedupeKey::Digest([n; 32])
+}
+
+fn seen(keys: Vec<DedupeKey>) -> retriever::Change {
+    retriever::Change::Seen(keys)
+}
+
+#[test]
+fn a_failing_apply_window_is_rolled_back_alone_in_its_batch() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut conn = writer_with_hooks(&dir);
+    conn.execute_batch(
+        "CREATE TRIGGER fail_window_hook BEFORE INSERT ON retriever_seen
+         WHEN NEW.origin = 'fail.example' BEGIN
+             SELECT RAISE(ABORT, 'test hook');
+         END;",
+    )
+    .expect("hook");
+    let fail = DedupeKey::Txn(
+        server("fail.example"),
+        relay_core::TxnId::parse("t").expect("txn"),
+    );
+    let (a, b, c, d) = (digest(1), digest(2), digest(3), digest(4));
+    let (w1, r1) = window_op(vec![seen(vec![a.clone()]), seen(vec![b.clone()])]);
+    let (i, ri) = insert_op("a");
+    // Forgets `a` and remembers `c` before it fails: neither sticks.
+    let (w2, r2) = window_op(vec![
+        retriever::Change::Forget(vec![a.clone()]),
+        seen(vec![c]),
+        seen(vec![fail]),
+    ]);
+    let (w3, r3) = window_op(vec![seen(vec![d.clone()])]);
+    run_and_send(&mut conn, vec![w1, i, w2, w3]);
+    assert_eq!(r1.recv().expect("answer"), Ok(()));
+    assert!(ri.recv().expect("answer").is_ok());
+    let err = r2
+        .recv()
+        .expect("answer")
+        .expect_err("the hooked key fails");
+    assert!(err.0.contains("test hook"), "{err}");
+    assert_eq!(r3.recv().expect("answer"), Ok(()));
+    assert_eq!(dedupe::load(&conn), Ok(vec![vec![a], vec![b], vec![d]]));
+    assert_eq!(count(&conn), 1);
+}
+
+#[test]
+fn an_apply_window_in_a_failed_commit_fails() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut conn = writer_with_hooks(&dir);
+    let (w, rw) = window_op(vec![seen(vec![digest(1)])]);
+    let (p, rp) = insert_op("poison");
+    run_and_send(&mut conn, vec![w, p]);
+    let err = rw.recv().expect("answer").expect_err("the commit failed");
+    assert!(err.0.contains("commit"), "{err}");
+    assert!(rp.recv().expect("answer").is_err());
+    assert_eq!(
+        dedupe::load(&conn),
+        Ok(vec![]),
+        "nothing of the batch is stored"
+    );
+}
+
+#[test]
+fn a_version_2_database_is_migrated_keeping_its_data() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("node.db");
+    let table_count = |conn: &Connection, like: &str| -> i64 {
+        conn.query_row(
+            "SELECT COUNT(*) FROM sqlite_master WHERE type = 'table' AND name LIKE ?1",
+            [like],
+            |r| r.get(0),
+        )
+        .expect("tables")
+    };
+    let sender_state = [
+        enqueued(1, br#"{"a":1}"#),
+        enqueued(2, b"\xff"),
+        Change::TxnStarted {
+            destination: server("d.example"),
+            txn_id: relay_core::TxnId::parse("txn-1").expect("txn"),
+            items: vec![relay_core::outbound::ItemId(1)],
+        },
+        Change::Retry {
+            destination: server("d.example"),
+            state: relay_core::outbound::RetryState {
+                direct_failures: 2,
+                failed_attempts: 3,
+                next_retry: Some(relay_core::UnixMillis(1_700_000_000_000)),
+                blacklisted: false,
+            },
+        },
+    ];
+    // A node's database as version 2 wrote it: a relay queue and the
+    // sender's state.
+    let want_records = {
+        let mut v2 = connect(&path).expect("connect");
+        schema::migrate_to(&mut v2, 2).expect("migrate to version 2");
+        for t in ["a", "b"] {
+            sql::insert(&v2, &new_entry(t), &Quota::default()).expect("insert");
+        }
+        outbound::apply(&v2, &sender_state).expect("sender state");
+        assert_eq!(
+            table_count(&v2, "retriever%"),
+            0,
+            "version 2 has no de-duplication window"
+        );
+        outbound::load(&mut v2).expect("load at version 2")
+    };
+    assert_eq!(want_records.len(), 1);
+
+    let store = SqliteStore::open(&path).expect("open migrates");
+    let raw = connect(&path).expect("connect");
+    let version: i64 = raw
+        .pragma_query_value(None, "user_version", |r| r.get(0))
+        .expect("user_version");
+    assert_eq!(version, 3);
+    assert_eq!(version, i64::from(SCHEMA_VERSION));
+    assert_eq!(table_count(&raw, "retriever_seen"), 1);
+    assert_eq!(store.load(), Ok(want_records), "the sender state survived");
+    let d = server("d.example");
+    assert_eq!(store.queued(&d), Ok(2), "the queue survived");
+    let head = store
+        .ack_and_next(&d, None)
+        .expect("next")
+        .expect("entry a");
+    assert_eq!((head.entry_id, head.txn_id.as_str()), (EntryId(1), "a"));
+    assert_eq!(store.load_window(), Ok(vec![]));
+    let window = vec![vec![digest(1)], vec![digest(2), digest(3)]];
+    let changes: Vec<_> = window
+        .iter()
+        .cloned()
+        .map(retriever::Change::Seen)
+        .collect();
+    store.apply_window(&changes).expect("the window works");
+    drop(store);
+    let store = SqliteStore::open(&path).expect("reopen");
+    assert_eq!(store.load_window(), Ok(window));
+    assert_eq!(store.load().map(|r| r.len()), Ok(1));
 }

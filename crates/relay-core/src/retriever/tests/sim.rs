@@ -264,6 +264,7 @@ impl FakeRelay {
                     };
                 }
                 relay::Output::Store { .. } => panic!("a relay_txn stores nothing"),
+                relay::Output::FetchKeys { .. } => panic!("every key is pinned"),
             }
         }
         panic!("the relay did not answer");
