@@ -10,13 +10,11 @@ use relay_core::retriever::{
 };
 use relay_core::store::StoreError;
 use relay_core::{Instant, ServerName};
+use relay_store::DedupeStore;
 use tokio::sync::mpsc;
 
 use crate::client::HttpClient;
 use crate::persist;
-
-/// Applies window changes durably; see `relay_store::DedupeStore`.
-pub type ApplyChanges = Arc<dyn Fn(&[Change]) -> Result<(), StoreError> + Send + Sync>;
 
 /// What the application receives.
 #[derive(Debug)]
@@ -67,7 +65,7 @@ impl RetrieverHandle {
 pub fn spawn(
     machine: Retriever,
     client: HttpClient,
-    store: Option<ApplyChanges>,
+    store: Option<Arc<dyn DedupeStore>>,
 ) -> (
     RetrieverHandle,
     mpsc::UnboundedReceiver<Received>,
@@ -88,13 +86,16 @@ pub fn spawn(
 async fn drive(
     mut machine: Retriever,
     client: HttpClient,
-    store: Option<ApplyChanges>,
+    store: Option<Arc<dyn DedupeStore>>,
     mut commands: mpsc::UnboundedReceiver<Command>,
     received: mpsc::UnboundedSender<Received>,
 ) {
     let (done_tx, mut done) = mpsc::unbounded_channel::<Completion>();
     let persisted = done_tx.clone();
-    let (persist_tx, persister) = persist::spawn(store, move |results| {
+    let apply = store.map(|store| -> persist::Apply<Change> {
+        Arc::new(move |changes| store.apply_window(changes))
+    });
+    let (persist_tx, persister) = persist::spawn(apply, move |results| {
         let _ = persisted.send(Completion::Persisted(results));
     });
     let mut open = true;
