@@ -49,6 +49,10 @@ pub struct SendArgs {
     /// doubles with each further one.
     #[arg(long, default_value_t = 500)]
     backoff_ms: u64,
+    /// Longest wait before a further direct attempt (a 429 may ask for
+    /// more); past it, give up.
+    #[arg(long, default_value_t = 60_000)]
+    max_wait_ms: u64,
 }
 
 fn server_name(s: &str, flag: &str) -> Result<ServerName, String> {
@@ -112,6 +116,7 @@ pub fn send(args: SendArgs) -> Result<bool, String> {
         .map_err(|e| format!("cannot start the runtime: {e}"))?;
     let client = adapter_hyper::HttpClient::new(resolver, Duration::from_millis(args.timeout_ms));
     let attempts = args.attempts;
+    let max_wait = Duration::from_millis(args.max_wait_ms);
     let report = runtime.block_on(async move {
         let (handle, mut events, _task) = adapter_hyper::outbound::spawn(machine, client, None);
         handle
@@ -134,10 +139,20 @@ pub fn send(args: SendArgs) -> Result<bool, String> {
                     errors.push(format!("direct: {error}"));
                     break;
                 }
-                Event::AttemptFailed { errors: e, relays_tried, .. } => {
+                Event::AttemptFailed { errors: e, relays_tried, retry_at, .. } => {
                     errors.extend(e.iter().map(|(t, e)| format!("{}: {e}", describe(t))));
                     failed_attempts += 1;
                     if relays_tried || failed_attempts >= attempts {
+                        break;
+                    }
+                    // A 429 may ask for a wait far longer than a command
+                    // should block; give up rather than hang.
+                    let wait = retry_at.map(|at| at.saturating_duration_since(relay_core::Instant::now()));
+                    if let Some(wait) = wait.filter(|w| *w > max_wait) {
+                        errors.push(format!(
+                            "direct: the next try would be in {} ms, over --max-wait-ms",
+                            wait.as_millis()
+                        ));
                         break;
                     }
                 }

@@ -381,7 +381,11 @@ impl Retriever {
     /// it over.
     fn on_entry(&mut self, now: Instant, relay: ServerName, entry: Entry) {
         let entry_id = entry.entry_id;
-        let original = entry.keys.iter().find_map(|k| self.claimed.get(k)).copied();
+        let original = entry
+            .lookup
+            .iter()
+            .find_map(|k| self.claimed.get(k))
+            .copied();
         if let Some(delivery) = original {
             self.set_state(
                 &relay,
@@ -390,7 +394,7 @@ impl Retriever {
                     entry: entry_id,
                 },
             );
-        } else if self.window.contains_any(&entry.keys) {
+        } else if self.window.contains_any(&entry.lookup) {
             self.drop_duplicate(now, &relay, entry_id);
         } else {
             let id = DeliveryId(self.fresh_id());

@@ -60,12 +60,16 @@
 //!   [`Retriever::handle_processed`] and after its de-duplication record was
 //!   persisted, so a crash in between re-delivers, and the persisted window
 //!   drops the copy.
-//! - De-duplication: a transaction is known by (origin, `txn_id`) when the
-//!   relay sends `txn_id`, and always by a digest of its content (a Dendrite
-//!   relay sends no `txn_id`). A transaction matching either key of one
-//!   handed over before is not handed over again, but is acknowledged. The
-//!   window keeps the newest `dedupe_window` transactions; it is persisted
-//!   ([`Change`]) and loaded back with [`Retriever::restore`].
+//! - De-duplication: a transaction that came with a `txn_id` is known by
+//!   (origin, `txn_id`); one that came without (from a Dendrite relay) by a
+//!   digest of its content. The two meet through the digest: a copy without
+//!   `txn_id` matches any transaction of the same content, a copy with one
+//!   matches by its key or the content of a transaction that came without.
+//!   Two transactions with distinct txn IDs are never taken for copies, even
+//!   with identical content. A match is not handed over again, but is
+//!   acknowledged. The window keeps the newest `dedupe_window`
+//!   transactions; it is persisted ([`Change`]) and loaded back with
+//!   [`Retriever::restore`].
 //! - A relay that fails (connection, timeout, non-200, malformed answer) is
 //!   retried with exponential backoff and jitter, without holding back the
 //!   others; a malformed answer is an [`Event::Malformed`], never a panic.
@@ -123,8 +127,12 @@ impl RetrieverConfig {
 pub enum DedupeKey {
     /// The sender's (origin, txn ID).
     Txn(ServerName, TxnId),
-    /// SHA-256 of the transaction's canonical JSON.
+    /// SHA-256 of the canonical JSON of a transaction that came without a
+    /// `txn_id`.
     Digest([u8; 32]),
+    /// SHA-256 of the canonical JSON of a transaction that came with a
+    /// `txn_id` (matched only by copies without one).
+    TxnDigest([u8; 32]),
 }
 
 /// A change to the persisted de-duplication window, to apply in order.

@@ -10,9 +10,16 @@ use super::*;
 use crate::canonical::to_canonical_string;
 use crate::http::HttpOutcome;
 
+/// The key a transaction that came without `txn_id` is remembered by.
 fn digest_of(transaction: &serde_json::Value) -> DedupeKey {
     let canonical = to_canonical_string(transaction).expect("canonical");
     DedupeKey::Digest(super::wire::digest(canonical.as_bytes()))
+}
+
+/// The content key a transaction that came with a `txn_id` is remembered by.
+fn txn_digest_of(transaction: &serde_json::Value) -> DedupeKey {
+    let canonical = to_canonical_string(transaction).expect("canonical");
+    DedupeKey::TxnDigest(super::wire::digest(canonical.as_bytes()))
 }
 
 fn txn_key(origin: &str, txn_id: &str) -> DedupeKey {
@@ -68,7 +75,7 @@ fn drain_acks_each_entry_after_processing_and_persisting() {
     assert_eq!(outs.len(), 1, "no ack before the Seen is persisted");
     assert_eq!(
         change,
-        Change::Seen(vec![txn_key("origin.example", "t1"), digest_of(&t1)])
+        Change::Seen(vec![txn_key("origin.example", "t1"), txn_digest_of(&t1)])
     );
     node.r.handle_persisted(node.now, op, Ok(()));
     let outs = node.drain();
@@ -255,6 +262,60 @@ fn dendrite_answers_are_deduplicated_by_digest() {
 }
 
 #[test]
+fn identical_content_under_distinct_txn_ids_is_not_a_copy() {
+    // Two transactions of one origin with the same content but their own
+    // txn IDs are both handed over; a Dendrite relay's copy of the content
+    // (no txn_id) after them is a copy, and so is ours after a Dendrite one.
+    let t = txn("origin.example", 1);
+    let mut ours = FakeRelay::new("relay.b", 100, false);
+    ours.push("origin.example", "t1", &t);
+    ours.push("origin.example", "t2", &t);
+    let mut node = Node::new(config(), &["relay.b"]);
+    let seen = pump(&mut node, std::slice::from_mut(&mut ours));
+    let ids: Vec<_> = seen.delivered.iter().map(|d| d.txn_id.clone()).collect();
+    assert_eq!(
+        ids,
+        [
+            Some(TxnId::parse("t1").unwrap()),
+            Some(TxnId::parse("t2").unwrap())
+        ]
+    );
+
+    let mut dendrite = FakeRelay::new("relay.a", 1, true);
+    dendrite.push("origin.example", "t1", &t);
+    node.r.set_relays(node.now, vec![name("relay.a")]);
+    node.r.handle_timeout(node.now);
+    let seen = pump(&mut node, std::slice::from_mut(&mut dendrite));
+    assert!(
+        seen.delivered.is_empty(),
+        "the content was handed over already"
+    );
+    assert!(dendrite.queue.is_empty(), "the copy was acknowledged");
+
+    // The other way round: first without txn_id, then with one.
+    let u = txn("origin.example", 2);
+    let mut dendrite = FakeRelay::new("relay.a", 50, true);
+    dendrite.push("origin.example", "u1", &u);
+    let mut node = Node::new(config(), &["relay.a"]);
+    assert_eq!(
+        pump(&mut node, std::slice::from_mut(&mut dendrite))
+            .delivered
+            .len(),
+        1
+    );
+    let mut ours = FakeRelay::new("relay.b", 100, false);
+    ours.push("origin.example", "u1", &u);
+    node.r.set_relays(node.now, vec![name("relay.b")]);
+    node.r.handle_timeout(node.now);
+    assert!(
+        pump(&mut node, std::slice::from_mut(&mut ours))
+            .delivered
+            .is_empty()
+    );
+    assert!(ours.queue.is_empty());
+}
+
+#[test]
 fn crash_before_processing_redelivers_and_after_persisting_drops() {
     let t = txn("origin.example", 1);
     let mut relay = FakeRelay::new("relay.a", 1, false);
@@ -412,7 +473,7 @@ fn window_eviction_forgets_and_bounds_memory() {
     assert_eq!(forgets.len(), 7);
     assert_eq!(
         forgets[0],
-        &Change::Forget(vec![txn_key("o.example", "t0"), digest_of(&txns[0])])
+        &Change::Forget(vec![txn_key("o.example", "t0"), txn_digest_of(&txns[0])])
     );
     // Each Forget follows the Seen that pushed it out.
     assert!(matches!(seen.changes[3], Change::Seen(_)));

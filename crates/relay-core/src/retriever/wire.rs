@@ -62,8 +62,12 @@ pub(super) struct Entry {
     pub(super) txn_id: Option<TxnId>,
     /// The transaction's JSON as the relay sent it.
     pub(super) transaction: Vec<u8>,
-    /// `Txn` (when `txn_id` is known) then `Digest`.
+    /// The keys it is remembered by: `Txn` and `TxnDigest` when `txn_id`
+    /// is known, else `Digest`.
     pub(super) keys: Vec<DedupeKey>,
+    /// The keys its copies were remembered by: `Txn` and `Digest` when
+    /// `txn_id` is known, else `Digest` and `TxnDigest`.
+    pub(super) lookup: Vec<DedupeKey>,
 }
 
 /// Why an answer is not usable.
@@ -141,17 +145,27 @@ pub(super) fn parse_answer(outcome: &HttpOutcome) -> Result<Answer, Failure> {
     };
     let canonical = to_canonical_string(&value)
         .map_err(|e| Failure::Malformed(format!("transaction has no canonical form: {e}")))?;
-    let mut keys = Vec::with_capacity(2);
-    if let Some(txn_id) = &txn_id {
-        keys.push(DedupeKey::Txn(origin.clone(), txn_id.clone()));
-    }
-    keys.push(DedupeKey::Digest(digest(canonical.as_bytes())));
+    let content = digest(canonical.as_bytes());
+    let (keys, lookup) = match &txn_id {
+        Some(txn_id) => {
+            let key = DedupeKey::Txn(origin.clone(), txn_id.clone());
+            (
+                vec![key.clone(), DedupeKey::TxnDigest(content)],
+                vec![key, DedupeKey::Digest(content)],
+            )
+        }
+        None => (
+            vec![DedupeKey::Digest(content)],
+            vec![DedupeKey::Digest(content), DedupeKey::TxnDigest(content)],
+        ),
+    };
     Ok(Answer::Entry(Entry {
         entry_id,
         origin,
         txn_id,
         transaction: raw.get().as_bytes().to_vec(),
         keys,
+        lookup,
     }))
 }
 

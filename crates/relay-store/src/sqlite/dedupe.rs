@@ -58,6 +58,7 @@ fn columns(key: &DedupeKey) -> (&'static str, &str, ToSqlOutput<'_>) {
     match key {
         DedupeKey::Txn(origin, txn_id) => ("txn", origin.as_str(), txn_id.as_str().into()),
         DedupeKey::Digest(digest) => ("digest", "", digest.as_slice().into()),
+        DedupeKey::TxnDigest(digest) => ("txn-digest", "", digest.as_slice().into()),
     }
 }
 
@@ -90,7 +91,12 @@ pub(super) fn load(conn: &Connection) -> Result<Vec<Vec<DedupeKey>>, StoreError>
                         .try_into()
                         .map_err(|_| bad("digest"))?,
                 ),
-                Ok("digest") => return Err(bad("origin").into()),
+                Ok("txn-digest") if origin.is_empty() => DedupeKey::TxnDigest(
+                    row.get::<_, Vec<u8>>(4)?
+                        .try_into()
+                        .map_err(|_| bad("digest"))?,
+                ),
+                Ok("digest" | "txn-digest") => return Err(bad("origin").into()),
                 _ => return Err(bad("kind").into()),
             };
             match groups.last_mut() {

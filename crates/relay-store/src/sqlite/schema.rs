@@ -129,8 +129,9 @@ CREATE TABLE outbound_retry (
 ///
 /// Implementation note: one row per remembered key. A
 /// `DedupeKey::Txn(origin, txn_id)` is `('txn', origin, txn_id)` with the
-/// txn ID as TEXT; a `DedupeKey::Digest` is `('digest', '', digest)` with
-/// the 32 bytes as BLOB. A key is unique, so it is in one group at most.
+/// txn ID as TEXT; a `DedupeKey::Digest` is `('digest', '', digest)` and a
+/// `DedupeKey::TxnDigest` `('txn-digest', '', digest)`, with the 32 bytes
+/// as BLOB. A key is unique, so it is in one group at most.
 /// `seq` (AUTOINCREMENT, so never reused) orders keys as they were
 /// remembered; `group_id` names the transaction, and a group is simply the
 /// rows that share it, so one whose keys are all forgotten is gone. A new

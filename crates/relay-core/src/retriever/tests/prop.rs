@@ -103,10 +103,13 @@ struct World {
 impl World {
     fn new() -> Self {
         let digests = (0..POOL)
-            .map(|t| {
+            .flat_map(|t| {
                 let canonical = to_canonical_string(&txn(origin_of(t), t)).expect("canonical");
-                let key = DedupeKey::Digest(super::super::wire::digest(canonical.as_bytes()));
-                (key, t)
+                let digest = super::super::wire::digest(canonical.as_bytes());
+                [
+                    (DedupeKey::Digest(digest), t),
+                    (DedupeKey::TxnDigest(digest), t),
+                ]
             })
             .collect();
         Self {

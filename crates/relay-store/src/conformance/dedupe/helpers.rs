@@ -61,8 +61,13 @@ pub(super) fn show(groups: &[Vec<DedupeKey>]) -> String {
                 DedupeKey::Txn(origin, txn_id) => {
                     let _ = write!(out, " txn({origin}, {:?})", txn_id.as_str());
                 }
-                DedupeKey::Digest(d) => {
-                    out.push_str(" digest(");
+                DedupeKey::Digest(d) | DedupeKey::TxnDigest(d) => {
+                    let kind = if matches!(key, DedupeKey::Digest(_)) {
+                        "digest"
+                    } else {
+                        "txn-digest"
+                    };
+                    let _ = write!(out, " {kind}(");
                     for b in d {
                         let _ = write!(out, "{b:02x}");
                     }

@@ -76,6 +76,8 @@ pub fn keys_round_trip(store: &dyn DedupeStore) {
         txn_key("1.2.3.4", "t"),
         txn_key("O.example", "t"),
         txn_key("o.example", "T"),
+        DedupeKey::TxnDigest([0; 32]),
+        DedupeKey::TxnDigest(all_bytes),
     ];
     let groups: Vec<Vec<DedupeKey>> = keys.chunks(3).map(<[DedupeKey]>::to_vec).collect();
     let changes: Vec<_> = groups.iter().cloned().map(DedupeChange::Seen).collect();
