@@ -13,7 +13,13 @@
 //!   `drain`).
 //! - [`dendrite`]: gomatrixserverlib's relay types, to check that Dendrite
 //!   can decode what the relay says.
+//! - [`cli`]: `matrix-relay send` and `pull` as child processes, run as a
+//!   [`Node`] (a server identity with its key file).
+//! - [`stub`]: a scripted HTTP server that records requests (a destination
+//!   for `send`, a failing relay), and closed ports.
 //! - [`rng`]: a seeded generator for reproducible garbage.
+//! - [`sim`]: the deterministic whole-system simulation (no processes,
+//!   no sockets: the core machines on a virtual clock and network).
 //!
 //! The binary is `$MATRIX_RELAY_BIN`, else `target/<profile>/matrix-relay`
 //! beside the test executable; `$MATRIX_RELAY_RUNTIME` adds `--runtime` to
@@ -21,17 +27,22 @@
 #![warn(missing_docs)]
 
 pub mod api;
+pub mod cli;
 pub mod dendrite;
 pub mod http;
 pub mod identity;
 pub mod process;
 pub mod rng;
+pub mod sim;
+pub mod stub;
 
 pub use api::{
     Pulled, drain, percent_encode, pull_one, put_txn, relay_txn, relay_txn_path, send_relay_path,
     store, txn_body,
 };
+pub use cli::{CliCommand, CliOutput, Node};
 pub use http::{HttpResponse, Request, send, send_raw};
 pub use identity::{DEST_NAME, ORIGIN_NAME, RELAY_NAME, Server, signed_request};
 pub use process::{RelayBuilder, RelayProcess};
 pub use rng::Rng;
+pub use stub::{Recorded, Reply, StubServer, closed_addr};

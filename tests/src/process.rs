@@ -12,6 +12,7 @@ use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
+use relay_store::testing::{POSTGRES_ENV, TempDatabase};
 use tempfile::TempDir;
 
 use crate::identity::{DEST_NAME, RELAY_NAME, Server};
@@ -21,6 +22,12 @@ pub const BIN_ENV: &str = "MATRIX_RELAY_BIN";
 /// Environment variable choosing `--runtime` for every relay started
 /// (unless a test passes `--runtime` itself).
 pub const RUNTIME_ENV: &str = "MATRIX_RELAY_RUNTIME";
+/// Environment variable choosing the database of every relay started
+/// (unless a test passes its own [`RelayBuilder::database`]): `sqlite`
+/// (the default: a file in the relay's temporary directory) or `postgres`
+/// (a fresh database on the server `$RELAY_TEST_POSTGRES` names, dropped
+/// with the relay).
+pub const DATABASE_ENV: &str = "MATRIX_RELAY_TEST_DATABASE";
 /// How long a relay may take to print its `listening on` line.
 pub const STARTUP_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long a relay may take to exit after SIGTERM/SIGINT.
@@ -127,7 +134,7 @@ impl RelayBuilder {
         self.arg("--max-body-bytes").arg(n.to_string())
     }
 
-    /// `--database URL` instead of `sqlite:<tmp>/relay.db`.
+    /// `--database URL` instead of the default (see [`DATABASE_ENV`]).
     pub fn database(mut self, url: &str) -> Self {
         self.database = Some(url.to_owned());
         self
@@ -147,10 +154,10 @@ impl RelayBuilder {
             .prefix("relay-test-")
             .tempdir()
             .expect("create a temporary directory");
-        let database = self
-            .database
-            .clone()
-            .unwrap_or_else(|| format!("sqlite:{}", dir.path().join("relay.db").display()));
+        let (database, temp_database) = match self.database.clone() {
+            Some(url) => (url, None),
+            None => default_database(dir.path()),
+        };
         let signing_key = self
             .signing_key
             .clone()
@@ -184,6 +191,7 @@ impl RelayBuilder {
             stderr_path: PathBuf::new(),
             generation: 0,
             dir,
+            _temp_database: temp_database,
         };
         relay.spawn();
         relay
@@ -206,6 +214,28 @@ pub struct RelayProcess {
     stderr_path: PathBuf,
     generation: u32,
     dir: TempDir,
+    /// The PostgreSQL database made for it, dropped after the process is
+    /// killed (fields drop after [`Drop::drop`]).
+    _temp_database: Option<TempDatabase>,
+}
+
+/// The database a relay gets when its test names none: per
+/// [`DATABASE_ENV`], an SQLite file in `dir` or a fresh PostgreSQL
+/// database.
+#[track_caller]
+fn default_database(dir: &Path) -> (String, Option<TempDatabase>) {
+    match std::env::var(DATABASE_ENV).as_deref() {
+        Err(_) | Ok("" | "sqlite") => (format!("sqlite:{}", dir.join("relay.db").display()), None),
+        Ok("postgres" | "postgresql") => {
+            let server = std::env::var(POSTGRES_ENV).unwrap_or_else(|_| {
+                panic!("{DATABASE_ENV}=postgres needs {POSTGRES_ENV}=postgres://… (or run scripts/test)")
+            });
+            let db = TempDatabase::create(&server)
+                .unwrap_or_else(|e| panic!("{DATABASE_ENV}=postgres: {e}"));
+            (db.url().to_owned(), Some(db))
+        }
+        Ok(other) => panic!("{DATABASE_ENV}={other:?}: expected sqlite or postgres"),
+    }
 }
 
 impl RelayProcess {
@@ -244,7 +274,8 @@ impl RelayProcess {
         &self.signing_key
     }
 
-    /// Its temporary directory (working directory, logs, default database).
+    /// Its temporary directory (working directory, logs, and the SQLite
+    /// database unless [`DATABASE_ENV`] or the test chose another).
     pub fn dir(&self) -> &Path {
         self.dir.path()
     }

@@ -340,9 +340,26 @@ fn put_over_a_byte_quota_is_429() {
     }
 }
 
-/// Makes every insert and delete in the relay's SQLite database fail (or
-/// stop failing), whatever its tables are called, from a second connection.
-fn sabotage_storage(db: &std::path::Path, on: bool) {
+/// Makes every insert and delete in the relay's database (an SQLite file or
+/// a PostgreSQL database) fail (or stop failing), whatever its tables are
+/// called, from a second connection.
+fn sabotage_storage(url: &str, on: bool) {
+    if url.starts_with("postgres") {
+        let sql = if on {
+            "CREATE FUNCTION relay_tests_sabotage() RETURNS trigger LANGUAGE plpgsql AS \
+             $$ BEGIN RAISE EXCEPTION 'injected failure'; END $$; \
+             DO $$ DECLARE t text; BEGIN \
+             FOR t IN SELECT tablename FROM pg_tables WHERE schemaname = current_schema() LOOP \
+             EXECUTE format('CREATE TRIGGER relay_tests_sabotage BEFORE INSERT OR DELETE OR UPDATE \
+             ON %I FOR EACH ROW EXECUTE FUNCTION relay_tests_sabotage()', t); \
+             END LOOP; END $$;"
+        } else {
+            "DROP FUNCTION IF EXISTS relay_tests_sabotage() CASCADE"
+        };
+        relay_store::testing::execute(url, sql).unwrap_or_else(|e| panic!("sabotage: {e}"));
+        return;
+    }
+    let db = url.strip_prefix("sqlite:").expect("a sqlite: database URL");
     let conn = rusqlite::Connection::open(db).expect("open the relay's database");
     conn.busy_timeout(std::time::Duration::from_secs(10))
         .expect("busy timeout");
@@ -377,7 +394,7 @@ fn storage_failure_is_500_m_unknown_and_stores_nothing() {
     let relay = RelayProcess::standard(&[&origin, &dest]);
     store(&relay, &origin, "before", ALICE, "before");
     let before = pull_one(&relay, &dest, ALICE, 0).expect("stored before");
-    let db = relay.dir().join("relay.db");
+    let db = relay.database_url().to_owned();
     sabotage_storage(&db, true);
     let resp = put_txn(
         &relay,

@@ -1,9 +1,15 @@
-//! Load benchmark of the relay over real sockets and a real SQLite file:
-//! stored transactions per second, then fetch+ack per second.
+//! Load benchmark of the relay over real sockets and a real store: stored
+//! transactions per second, then fetch+ack per second.
 //!
 //! `cargo bench -p adapter-hyper --bench relay` (settings through env:
 //! `BENCH_TXNS`, `BENCH_CONNS`, `BENCH_DESTS`, `BENCH_PDU_BYTES`, and
-//! `BENCH_STORE=memory` to take storage out of the measurement).
+//! `BENCH_RUNTIME`: a comma-separated list of `tokio` (the default) and
+//! `smol`, the runtime the relay runs on (the load always runs on tokio).
+//! `BENCH_STORE`: a comma-separated list of `sqlite` (the default, a real
+//! file), `postgres` (a fresh database on the server `$RELAY_TEST_POSTGRES`
+//! names) and `memory` (storage out of the measurement). Each store is
+//! measured in turn with the same load, and with more than one a table puts
+//! the figures side by side, e.g. `BENCH_STORE=sqlite,postgres`.
 //!
 //! Implementation note: the relay runs in this process on its own tokio
 //! runtime; the load runs on a second runtime. PUTs are signed before the
@@ -86,19 +92,151 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
     sorted.get(i).copied().unwrap_or_default()
 }
 
-fn main() {
-    let txns = env_or("BENCH_TXNS", 20_000);
-    let conns = env_or("BENCH_CONNS", 64);
-    let dests = env_or("BENCH_DESTS", 64).max(1);
-    let pdu_bytes = env_or("BENCH_PDU_BYTES", 1_000);
+/// The load, the same for every store.
+#[derive(Clone, Copy)]
+struct Load {
+    txns: usize,
+    conns: usize,
+    dests: usize,
+    pdu_bytes: usize,
+}
 
-    let dir = tempfile::tempdir().expect("tempdir");
-    let db = dir.path().join("bench.db");
-    let store: std::sync::Arc<dyn relay_store::QueueStore> =
-        match std::env::var("BENCH_STORE").as_deref() {
-            Ok("memory") => std::sync::Arc::new(relay_store::MemoryStore::new()),
-            _ => relay_store::open(&format!("sqlite:{}", db.display())).expect("open store"),
+/// What one store achieved.
+struct Figures {
+    store: String,
+    runtime: String,
+    stored_per_sec: f64,
+    p50: Duration,
+    p99: Duration,
+    fetched_per_sec: f64,
+}
+
+/// The relay under test, on its own thread and runtime.
+struct Server {
+    addr: SocketAddr,
+    stop: async_channel::Sender<()>,
+    thread: std::thread::JoinHandle<std::io::Result<()>>,
+}
+
+impl Server {
+    /// Serves `config` on `store` on 127.0.0.1:0 with `runtime` (`tokio` or
+    /// `smol`).
+    fn start(runtime: &str, config: RelayConfig, store: Arc<dyn relay_store::QueueStore>) -> Self {
+        let (addr_tx, addr_rx) = std::sync::mpsc::channel();
+        let (stop, stopped) = async_channel::bounded::<()>(1);
+        let thread = match runtime {
+            "tokio" => std::thread::spawn(move || {
+                adapter_hyper::block_on(|rt| serve_on(rt, config, store, addr_tx, stopped))?
+            }),
+            "smol" => std::thread::spawn(move || {
+                adapter_smol::block_on(|rt| serve_on(rt, config, store, addr_tx, stopped))?
+            }),
+            other => panic!("BENCH_RUNTIME={other:?}: expected tokio or smol"),
         };
+        let addr = addr_rx.recv().expect("the relay started");
+        Self { addr, stop, thread }
+    }
+
+    fn stop(self) {
+        self.stop.close();
+        self.thread.join().expect("join").expect("serve");
+    }
+}
+
+async fn serve_on<R: adapter_hyper::Runtime>(
+    rt: R,
+    config: RelayConfig,
+    store: Arc<dyn relay_store::QueueStore>,
+    addr_tx: std::sync::mpsc::Sender<SocketAddr>,
+    stopped: async_channel::Receiver<()>,
+) -> std::io::Result<()> {
+    let listener = rt.bind(SocketAddr::from(([127, 0, 0, 1], 0))).await?;
+    let _ = addr_tx.send(R::local_addr(&listener)?);
+    let client =
+        adapter_http::HttpClient::with_runtime(rt, Default::default(), Duration::from_secs(10));
+    adapter_hyper::serve(listener, config, store, client, async move {
+        let _ = stopped.recv().await;
+    })
+    .await
+}
+
+fn main() {
+    let load = Load {
+        txns: env_or("BENCH_TXNS", 20_000),
+        conns: env_or("BENCH_CONNS", 64),
+        dests: env_or("BENCH_DESTS", 64).max(1),
+        pdu_bytes: env_or("BENCH_PDU_BYTES", 1_000),
+    };
+    let kinds = std::env::var("BENCH_STORE").unwrap_or_else(|_| "sqlite".into());
+    let runtimes = std::env::var("BENCH_RUNTIME").unwrap_or_else(|_| "tokio".into());
+    let mut results = Vec::new();
+    let runtimes: Vec<&str> = runtimes
+        .split(',')
+        .map(str::trim)
+        .filter(|r| !r.is_empty())
+        .collect();
+    let kinds: Vec<&str> = kinds
+        .split(',')
+        .map(str::trim)
+        .filter(|k| !k.is_empty())
+        .collect();
+    for (runtime, kind) in runtimes
+        .iter()
+        .flat_map(|r| kinds.iter().map(move |k| (*r, *k)))
+    {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut pg = None;
+        let store: Arc<dyn relay_store::QueueStore> = match kind {
+            "memory" => Arc::new(relay_store::MemoryStore::new()),
+            "sqlite" => {
+                relay_store::open(&format!("sqlite:{}", dir.path().join("bench.db").display()))
+                    .expect("open SQLite store")
+            }
+            "postgres" | "postgresql" => {
+                let Some(db) =
+                    relay_store::testing::temp_postgres_database("bench BENCH_STORE=postgres")
+                else {
+                    continue;
+                };
+                let store = relay_store::open(db.url()).expect("open PostgreSQL store");
+                pg = Some(db);
+                store
+            }
+            other => panic!("BENCH_STORE={other:?}: expected memory, sqlite or postgres"),
+        };
+        println!("== {kind} on {runtime}");
+        results.push(run(kind, runtime, store, load));
+        // After the relay (and its store) stopped.
+        drop(pg);
+    }
+    if results.len() > 1 {
+        println!();
+        println!(
+            "{:<8} {:<10} {:>12} {:>10} {:>10} {:>16}",
+            "runtime", "store", "stored/s", "p50", "p99", "fetched+acked/s"
+        );
+        for f in &results {
+            println!(
+                "{:<8} {:<10} {:>12.0} {:>10} {:>10} {:>16.0}",
+                f.runtime,
+                f.store,
+                f.stored_per_sec,
+                format!("{:.2?}", f.p50),
+                format!("{:.2?}", f.p99),
+                f.fetched_per_sec
+            );
+        }
+    }
+}
+
+/// Stores `load.txns` transactions into a relay on `store`, then drains them.
+fn run(kind: &str, runtime: &str, store: Arc<dyn relay_store::QueueStore>, load: Load) -> Figures {
+    let Load {
+        txns,
+        conns,
+        dests,
+        pdu_bytes,
+    } = load;
     let origin_key = SigningKey::from_seed(KeyId::parse("ed25519:1").expect("key id"), [1; 32]);
     let dest_keys: Vec<(ServerName, SigningKey)> = (0..dests)
         .map(|i| {
@@ -125,27 +263,8 @@ fn main() {
     config.serve = ServePolicy::Open;
     config.keys = ring;
 
-    let server_rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .expect("server runtime");
-    let listener = server_rt
-        .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
-        .expect("bind");
-    let addr = listener.local_addr().expect("addr");
-    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let client = server_rt.block_on(async {
-        adapter_hyper::HttpClient::new(Default::default(), Duration::from_secs(10))
-    });
-    let server = server_rt.spawn(adapter_hyper::serve(
-        listener,
-        config,
-        store,
-        client,
-        async {
-            let _ = stop_rx.await;
-        },
-    ));
+    let server = Server::start(runtime, config, store);
+    let addr = server.addr;
 
     let client_rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -193,12 +312,11 @@ fn main() {
     });
     let store_secs = start.elapsed().as_secs_f64();
     latencies.sort();
+    let (p50, p99) = (percentile(&latencies, 0.5), percentile(&latencies, 0.99));
     println!(
         "store:     {txns} transactions ({pdu_bytes}-byte PDU) over {conns} connections to {dests} destinations: \
-         {:.0} stored/s (p50 {:?}, p99 {:?})",
+         {:.0} stored/s (p50 {p50:?}, p99 {p99:?})",
         txns as f64 / store_secs,
-        percentile(&latencies, 0.5),
-        percentile(&latencies, 0.99),
     );
 
     let start = Instant::now();
@@ -241,6 +359,13 @@ fn main() {
         fetched as f64 / fetch_secs
     );
 
-    let _ = stop_tx.send(());
-    server_rt.block_on(server).expect("join").expect("serve");
+    server.stop();
+    Figures {
+        store: kind.to_owned(),
+        runtime: runtime.to_owned(),
+        stored_per_sec: txns as f64 / store_secs,
+        p50,
+        p99,
+        fetched_per_sec: fetched as f64 / fetch_secs,
+    }
 }

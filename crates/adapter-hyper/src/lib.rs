@@ -1,19 +1,117 @@
-//! hyper 1 on tokio: the relay server and the federation client over real
-//! sockets.
+//! hyper 1 on tokio: the [`Tokio`] [`Runtime`] for `adapter-http`, and the
+//! entry points that start a tokio runtime.
 //!
-//! The adapter is glue. It reads requests, hands them to the core's
-//! [`Relay`](relay_core::relay::Relay) machine, runs the storage operations
-//! the machine asks for on tokio's blocking pool, and writes the responses.
-//! All protocol policy lives in `relay-core`.
+//! The adapter is glue. Everything both runtimes do the same way (HTTP to
+//! the core and back, the drive loops, the accept loop, the client) lives in
+//! `adapter-http`; this crate maps its [`Runtime`] trait onto tokio.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
-pub mod client;
-mod driver;
-pub mod outbound;
-mod persist;
-pub mod retriever;
-mod server;
+use std::future::Future;
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
 
-pub use client::HttpClient;
-pub use server::{ServeOptions, run, serve};
+pub use adapter_http::{Runtime, ServeOptions, TlsTarget, outbound, retriever, serve};
+use hyper_util::rt::{TokioIo, TokioTimer};
+use relay_core::Instant;
+use tokio::net::{TcpListener, TcpStream};
+
+/// The federation client on tokio.
+pub type HttpClient = adapter_http::HttpClient<Tokio>;
+
+/// The tokio runtime of the current context (`tokio::spawn` and friends).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Tokio;
+
+impl Runtime for Tokio {
+    type Listener = TcpListener;
+    type Io = TokioIo<TcpStream>;
+    type TlsIo = TokioIo<tokio_rustls::client::TlsStream<TcpStream>>;
+    type Timer = TokioTimer;
+
+    fn spawn(&self, task: impl Future<Output = ()> + Send + 'static) {
+        tokio::spawn(task);
+    }
+
+    fn spawn_blocking<T: Send + 'static>(
+        &self,
+        f: impl FnOnce() -> T + Send + 'static,
+    ) -> impl Future<Output = T> + Send + 'static {
+        let task = tokio::task::spawn_blocking(f);
+        async move {
+            match task.await {
+                Ok(value) => value,
+                Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+                // Only a runtime shutting down cancels a blocking task.
+                Err(_) => std::future::pending().await,
+            }
+        }
+    }
+
+    fn sleep_until(&self, deadline: Instant) -> impl Future<Output = ()> + Send + 'static {
+        tokio::time::sleep_until(deadline.into())
+    }
+
+    fn timer(&self) -> TokioTimer {
+        TokioTimer::new()
+    }
+
+    async fn bind(&self, addr: SocketAddr) -> io::Result<TcpListener> {
+        TcpListener::bind(addr).await
+    }
+
+    fn local_addr(listener: &TcpListener) -> io::Result<SocketAddr> {
+        listener.local_addr()
+    }
+
+    async fn accept(listener: &TcpListener) -> io::Result<(Self::Io, SocketAddr)> {
+        let (stream, peer) = listener.accept().await?;
+        let _ = stream.set_nodelay(true);
+        Ok((TokioIo::new(stream), peer))
+    }
+
+    async fn connect(&self, host: &str, port: u16) -> io::Result<Self::Io> {
+        let stream = TcpStream::connect((host, port)).await?;
+        let _ = stream.set_nodelay(true);
+        Ok(TokioIo::new(stream))
+    }
+
+    async fn connect_tls(&self, target: TlsTarget) -> io::Result<Self::TlsIo> {
+        let name = rustls::pki_types::ServerName::try_from(target.host.clone())
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+        let stream = TcpStream::connect((target.host.as_str(), target.port)).await?;
+        let _ = stream.set_nodelay(true);
+        let tls = tokio_rustls::TlsConnector::from(Arc::clone(&target.config))
+            .connect(name, stream)
+            .await?;
+        Ok(TokioIo::new(tls))
+    }
+
+    fn shutdown_signal(&self) -> io::Result<impl Future<Output = ()> + Send + 'static> {
+        use tokio::signal::unix::{SignalKind, signal};
+        let mut term = signal(SignalKind::terminate())?;
+        let mut int = signal(SignalKind::interrupt())?;
+        Ok(async move {
+            tokio::select! {
+                _ = term.recv() => tracing::info!("SIGTERM: shutting down"),
+                _ = int.recv() => tracing::info!("SIGINT: shutting down"),
+            }
+        })
+    }
+}
+
+/// Runs `main` to completion on a new multi-threaded tokio runtime.
+pub fn block_on<F: Future>(main: impl FnOnce(Tokio) -> F) -> io::Result<F::Output> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    Ok(runtime.block_on(main(Tokio)))
+}
+
+/// Runs the relay on a new tokio runtime until SIGINT or SIGTERM, then stops
+/// accepting, lets requests in flight finish, and returns.
+/// `on_listening` is called once with the bound address.
+pub fn run(options: ServeOptions, on_listening: impl FnOnce(SocketAddr)) -> io::Result<()> {
+    block_on(|rt| adapter_http::run(rt, options, on_listening))?
+}

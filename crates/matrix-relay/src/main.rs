@@ -9,7 +9,8 @@ mod serve;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{Parser, Subcommand, ValueEnum};
+use serde::Deserialize;
 
 /// Store-and-forward of Matrix federation transactions for peer-to-peer
 /// nodes that are often offline.
@@ -40,6 +41,30 @@ enum Command {
     /// a JSON line; exits 0 when every relay was drained.
     Pull(Box<pull::PullArgs>),
 }
+
+/// The async runtime that drives the core.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, ValueEnum, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Runtime {
+    /// hyper on tokio.
+    #[default]
+    Tokio,
+    /// hyper on smol.
+    Smol,
+}
+
+/// Runs `$main(rt)` (an `async fn` generic over `adapter_http::Runtime`) to
+/// completion on the chosen runtime; `Err` if it could not start.
+macro_rules! on_runtime {
+    ($runtime:expr, $main:expr) => {
+        match $runtime {
+            $crate::Runtime::Tokio => adapter_hyper::block_on($main),
+            $crate::Runtime::Smol => adapter_smol::block_on($main),
+        }
+        .map_err(|e| format!("cannot start the runtime: {e}"))
+    };
+}
+pub(crate) use on_runtime;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();

@@ -6,14 +6,15 @@ use std::io::Write;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use adapter_hyper::retriever::Received;
+use adapter_http::retriever::Received;
+use adapter_http::{HttpClient, Runtime};
 use clap::Args;
 use relay_core::ServerName;
 use relay_core::resolve::Resolver;
 use relay_core::retriever::{Event, Retriever, RetrieverConfig};
 use serde_json::{Value, json};
 
-use crate::keys;
+use crate::{keys, on_runtime};
 
 /// Flags of `pull`.
 #[derive(Args, Debug)]
@@ -34,6 +35,9 @@ pub struct PullArgs {
     /// Time limit of each request, in milliseconds.
     #[arg(long, default_value_t = 10_000)]
     timeout_ms: u64,
+    /// Which adapter drives the core.
+    #[arg(long, value_enum, default_value_t)]
+    runtime: crate::Runtime,
 }
 
 /// Runs `pull`; `Ok(true)` when every relay was drained.
@@ -50,55 +54,62 @@ pub fn pull(args: PullArgs) -> Result<bool, String> {
     let signing_key = keys::read(&args.signing_key)?;
     let mut seed = [0u8; 32];
     getrandom::fill(&mut seed).map_err(|e| format!("no randomness from the OS: {e}"))?;
-    let mut machine = Retriever::new(RetrieverConfig::new(name, signing_key), seed);
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| format!("cannot start the runtime: {e}"))?;
-    let client = adapter_hyper::HttpClient::new(resolver, Duration::from_millis(args.timeout_ms));
-    let all_drained = runtime.block_on(async move {
-        machine.set_relays(relay_core::Instant::now(), relays.clone());
-        let (handle, mut received, _task) = adapter_hyper::retriever::spawn(machine, client, None);
-        let mut pending: HashSet<ServerName> = relays.into_iter().collect();
-        let mut failed = false;
-        while !pending.is_empty() {
-            let Some(item) = received.recv().await else {
-                break;
-            };
-            match item {
-                Received::Delivery(d) => {
-                    let transaction: Value =
-                        serde_json::from_slice(&d.transaction).unwrap_or(Value::Null);
-                    let line = json!({
-                        "relay": d.relay.as_str(),
-                        "origin": d.origin.as_str(),
-                        "txn_id": d.txn_id.as_ref().map(|t| t.as_str()),
-                        "transaction": transaction,
-                    });
-                    // The line is out before the entry is acknowledged.
-                    let mut out = std::io::stdout().lock();
-                    if writeln!(out, "{line}").and_then(|()| out.flush()).is_err() {
-                        return false;
-                    }
-                    handle.processed(d.id);
-                }
-                Received::Event(Event::Drained { relay, .. }) => {
-                    pending.remove(&relay);
-                }
-                Received::Event(Event::RelayFailed { relay, error, .. }) => {
-                    eprintln!("matrix-relay: relay {relay}: {error}");
-                    failed |= pending.remove(&relay);
-                }
-                Received::Event(Event::Malformed { relay, error }) => {
-                    eprintln!("matrix-relay: relay {relay} answered badly: {error}");
-                }
-                Received::Event(Event::PersistFailed { error }) => {
-                    eprintln!("matrix-relay: {error}")
-                }
-                Received::Event(Event::DuplicateDropped { .. }) => {}
-            }
-        }
-        !failed && pending.is_empty()
-    });
+    let machine = Retriever::new(RetrieverConfig::new(name, signing_key), seed);
+    let timeout = Duration::from_millis(args.timeout_ms);
+    let all_drained = on_runtime!(args.runtime, |rt| drain(
+        HttpClient::with_runtime(rt, resolver, timeout),
+        machine,
+        relays
+    ))?;
     Ok(all_drained)
+}
+
+/// Drains every relay once; `true` when all were drained.
+async fn drain<R: Runtime>(
+    client: HttpClient<R>,
+    mut machine: Retriever,
+    relays: Vec<ServerName>,
+) -> bool {
+    machine.set_relays(relay_core::Instant::now(), relays.clone());
+    let (handle, received, _task) = adapter_http::retriever::spawn(machine, client, None);
+    let mut pending: HashSet<ServerName> = relays.into_iter().collect();
+    let mut failed = false;
+    while !pending.is_empty() {
+        let Ok(item) = received.recv().await else {
+            break;
+        };
+        match item {
+            Received::Delivery(d) => {
+                let transaction: Value =
+                    serde_json::from_slice(&d.transaction).unwrap_or(Value::Null);
+                let line = json!({
+                    "relay": d.relay.as_str(),
+                    "origin": d.origin.as_str(),
+                    "txn_id": d.txn_id.as_ref().map(|t| t.as_str()),
+                    "transaction": transaction,
+                });
+                // The line is out before the entry is acknowledged.
+                let mut out = std::io::stdout().lock();
+                if writeln!(out, "{line}").and_then(|()| out.flush()).is_err() {
+                    return false;
+                }
+                handle.processed(d.id);
+            }
+            Received::Event(Event::Drained { relay, .. }) => {
+                pending.remove(&relay);
+            }
+            Received::Event(Event::RelayFailed { relay, error, .. }) => {
+                eprintln!("matrix-relay: relay {relay}: {error}");
+                failed |= pending.remove(&relay);
+            }
+            Received::Event(Event::Malformed { relay, error }) => {
+                eprintln!("matrix-relay: relay {relay} answered badly: {error}");
+            }
+            Received::Event(Event::PersistFailed { error }) => {
+                eprintln!("matrix-relay: {error}")
+            }
+            Received::Event(Event::DuplicateDropped { .. }) => {}
+        }
+    }
+    !failed && pending.is_empty()
 }

@@ -3,6 +3,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
+use adapter_http::{HttpClient, Runtime};
 use clap::Args;
 use relay_core::outbound::{
     Event, ItemKind, Outbound, OutboundConfig, Target, Via, whole_transaction_item,
@@ -11,7 +12,7 @@ use relay_core::resolve::Resolver;
 use relay_core::{ServerName, TxnId};
 use serde_json::json;
 
-use crate::keys;
+use crate::{keys, on_runtime};
 
 /// Flags of `send`.
 #[derive(Args, Debug)]
@@ -53,6 +54,9 @@ pub struct SendArgs {
     /// more); past it, give up.
     #[arg(long, default_value_t = 60_000)]
     max_wait_ms: u64,
+    /// Which adapter drives the core.
+    #[arg(long, value_enum, default_value_t)]
+    runtime: crate::Runtime,
 }
 
 fn server_name(s: &str, flag: &str) -> Result<ServerName, String> {
@@ -110,22 +114,45 @@ pub fn send(args: SendArgs) -> Result<bool, String> {
     let mut machine = Outbound::new(config, seed);
     machine.set_relays(destination.clone(), relays);
 
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| format!("cannot start the runtime: {e}"))?;
-    let client = adapter_hyper::HttpClient::new(resolver, Duration::from_millis(args.timeout_ms));
-    let attempts = args.attempts;
-    let max_wait = Duration::from_millis(args.max_wait_ms);
-    let report = runtime.block_on(async move {
-        let (handle, mut events, _task) = adapter_hyper::outbound::spawn(machine, client, None);
+    let run = Run {
+        machine,
+        resolver,
+        timeout: Duration::from_millis(args.timeout_ms),
+        destination,
+        item,
+        file: args.file,
+        attempts: args.attempts,
+        max_wait: Duration::from_millis(args.max_wait_ms),
+    };
+    let report = on_runtime!(args.runtime, |rt| run.deliver(rt))??;
+    println!("{report}");
+    Ok(report["delivered"] != "none")
+}
+
+/// One `send` run, ready to go on either runtime.
+struct Run {
+    machine: Outbound,
+    resolver: Resolver,
+    timeout: Duration,
+    destination: ServerName,
+    item: Vec<u8>,
+    file: PathBuf,
+    attempts: u32,
+    max_wait: Duration,
+}
+
+impl Run {
+    /// Sends the transaction and reports how it went.
+    async fn deliver<R: Runtime>(self, rt: R) -> Result<serde_json::Value, String> {
+        let client = HttpClient::with_runtime(rt, self.resolver, self.timeout);
+        let (handle, events, _task) = adapter_http::outbound::spawn(self.machine, client, None);
         handle
-            .enqueue(destination, ItemKind::Transaction, item)
+            .enqueue(self.destination, ItemKind::Transaction, self.item)
             .await
-            .map_err(|e| format!("{}: {e}", args.file.display()))?;
+            .map_err(|e| format!("{}: {e}", self.file.display()))?;
         let mut errors = Vec::new();
         let mut failed_attempts = 0;
-        while let Some(event) = events.recv().await {
+        while let Ok(event) = events.recv().await {
             match event {
                 Event::Delivered { via, errors: e, .. } => {
                     errors.extend(e.iter().map(|(t, e)| format!("{}: {e}", describe(t))));
@@ -133,22 +160,30 @@ pub fn send(args: SendArgs) -> Result<bool, String> {
                         Via::Direct => ("direct", vec![]),
                         Via::Relays(r) => ("relay", r.iter().map(ToString::to_string).collect()),
                     };
-                    return Ok(json!({"delivered": delivered, "relays_accepted": accepted, "errors": errors}));
+                    return Ok(
+                        json!({"delivered": delivered, "relays_accepted": accepted, "errors": errors}),
+                    );
                 }
                 Event::FailedPermanently { error, .. } => {
                     errors.push(format!("direct: {error}"));
                     break;
                 }
-                Event::AttemptFailed { errors: e, relays_tried, retry_at, .. } => {
+                Event::AttemptFailed {
+                    errors: e,
+                    relays_tried,
+                    retry_at,
+                    ..
+                } => {
                     errors.extend(e.iter().map(|(t, e)| format!("{}: {e}", describe(t))));
                     failed_attempts += 1;
-                    if relays_tried || failed_attempts >= attempts {
+                    if relays_tried || failed_attempts >= self.attempts {
                         break;
                     }
                     // A 429 may ask for a wait far longer than a command
                     // should block; give up rather than hang.
-                    let wait = retry_at.map(|at| at.saturating_duration_since(relay_core::Instant::now()));
-                    if let Some(wait) = wait.filter(|w| *w > max_wait) {
+                    let wait =
+                        retry_at.map(|at| at.saturating_duration_since(relay_core::Instant::now()));
+                    if let Some(wait) = wait.filter(|w| *w > self.max_wait) {
                         errors.push(format!(
                             "direct: the next try would be in {} ms, over --max-wait-ms",
                             wait.as_millis()
@@ -157,11 +192,11 @@ pub fn send(args: SendArgs) -> Result<bool, String> {
                     }
                 }
                 Event::PersistFailed { error } => errors.push(error),
-                Event::AssumedOffline { .. } | Event::BackOnline { .. } | Event::Blacklisted { .. } => {}
+                Event::AssumedOffline { .. }
+                | Event::BackOnline { .. }
+                | Event::Blacklisted { .. } => {}
             }
         }
-        Ok::<_, String>(json!({"delivered": "none", "relays_accepted": [], "errors": errors}))
-    })?;
-    println!("{report}");
-    Ok(report["delivered"] != "none")
+        Ok(json!({"delivered": "none", "relays_accepted": [], "errors": errors}))
+    }
 }

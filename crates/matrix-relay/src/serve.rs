@@ -5,7 +5,7 @@ use std::io::Write;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
-use clap::{Args, ValueEnum};
+use clap::Args;
 use relay_core::ServerName;
 use relay_core::auth::KeyRing;
 use relay_core::relay::{DEFAULT_MAX_BODY_BYTES, RelayConfig, ServePolicy};
@@ -13,17 +13,7 @@ use relay_core::resolve::Resolver;
 use relay_core::store::Quota;
 use serde::Deserialize;
 
-use crate::keys;
-
-/// The async runtime that drives the core.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Runtime {
-    /// hyper on tokio.
-    Tokio,
-    /// hyper on smol.
-    Smol,
-}
+use crate::{Runtime, keys};
 
 /// Flags of `serve`. Every flag but `--config` can also be set in the
 /// `--config` TOML file under the same name (`server-name = "…"`,
@@ -192,26 +182,29 @@ pub fn serve(args: ServeArgs) -> Result<(), String> {
     }
 
     let database = args.database.as_deref().unwrap_or("sqlite:relay.db");
-    let store = relay_store::open(database).map_err(|e| format!("--database {database}: {e}"))?;
+    // The URL may carry a password: only its redacted form is shown.
+    let shown = relay_store::redact_url(database);
+    let store = relay_store::open(database).map_err(|e| format!("--database {shown}: {e}"))?;
     let listen = args
         .listen
         .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 8448)));
-    match args.runtime.unwrap_or(Runtime::Tokio) {
-        Runtime::Tokio => {}
-        Runtime::Smol => return Err("--runtime smol is not available yet".into()),
-    }
-    tracing::info!(server_name = %config.server_name, %database, "starting relay");
-    let options = adapter_hyper::ServeOptions {
+    let runtime = args.runtime.unwrap_or_default();
+    tracing::info!(server_name = %config.server_name, database = %shown, ?runtime, "starting relay");
+    let options = adapter_http::ServeOptions {
         listen,
         config,
         store,
         resolver,
     };
-    adapter_hyper::run(options, |addr| {
+    let on_listening = |addr| {
         let mut out = std::io::stdout().lock();
         let _ = writeln!(out, "listening on http://{addr}");
         let _ = out.flush();
         tracing::info!(%addr, "listening");
-    })
+    };
+    match runtime {
+        Runtime::Tokio => adapter_hyper::run(options, on_listening),
+        Runtime::Smol => adapter_smol::run(options, on_listening),
+    }
     .map_err(|e| format!("cannot serve on {listen}: {e}"))
 }

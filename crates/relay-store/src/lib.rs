@@ -13,6 +13,8 @@
 //! - [`SqliteStore`] (all three traits): the embedded default; WAL,
 //!   `synchronous=FULL`, group commit on one writer thread. A relay and a
 //!   node may share one database file or use their own.
+//! - [`PostgresStore`] ([`QueueStore`] only): the relay's queue in
+//!   PostgreSQL, shared by any number of relay processes.
 //!
 //! [`open`], [`open_outbound`] and [`open_dedupe`] pick a backend from a
 //! database URL. The semantics every backend implements are written down
@@ -30,10 +32,13 @@ pub use relay_core::{EntryId, ServerName, TxnId, UnixMillis};
 pub mod conformance;
 mod memory;
 mod outbound;
+mod postgres;
 mod quota;
 mod sqlite;
+pub mod testing;
 
 pub use memory::{MemoryDedupeStore, MemoryOutboundStore, MemoryStore};
+pub use postgres::{DEFAULT_MAX_CONNECTIONS, POSTGRES_SCHEMA_VERSION, PostgresStore};
 pub use sqlite::{SCHEMA_VERSION, SqliteStore};
 
 /// A durable queue of transactions, one FIFO per destination.
@@ -159,23 +164,63 @@ pub trait DedupeStore: Send + Sync + 'static {
 ///
 /// - `sqlite:PATH` or `sqlite://PATH` (so `sqlite:///abs/path` is absolute):
 ///   a [`SqliteStore`], created if missing.
-/// - `postgres://…` / `postgresql://…`: not supported yet (an error).
+/// - `postgres://…` / `postgresql://…`: a [`PostgresStore`] (the database
+///   must exist; its tables are created).
 ///
 /// Implementation note: errors never repeat a PostgreSQL URL, which may
 /// carry a password.
 pub fn open(url: &str) -> Result<Arc<dyn QueueStore>, StoreError> {
+    if is_postgres(url) {
+        return Ok(Arc::new(PostgresStore::open(url)?));
+    }
     Ok(Arc::new(SqliteStore::open(sqlite_path(url)?)?))
 }
 
+/// `url` as it may be logged: the password of a `scheme://user:password@…`
+/// URL (and any `password=` parameter) replaced by `***`.
+pub fn redact_url(url: &str) -> String {
+    let mut out = match url.split_once("://") {
+        Some((scheme, rest)) => {
+            let authority_end = rest.find(['/', '?']).unwrap_or(rest.len());
+            let (authority, tail) = rest.split_at(authority_end);
+            match authority.rsplit_once('@') {
+                Some((userinfo, host)) => match userinfo.split_once(':') {
+                    Some((user, _)) => format!("{scheme}://{user}:***@{host}{tail}"),
+                    None => url.to_owned(),
+                },
+                None => url.to_owned(),
+            }
+        }
+        None => url.to_owned(),
+    };
+    if let Some(q) = out.find('?') {
+        let params: Vec<String> = out[q + 1..]
+            .split('&')
+            .map(|p| match p.split_once('=') {
+                Some((k, _)) if k.eq_ignore_ascii_case("password") => format!("{k}=***"),
+                _ => p.to_owned(),
+            })
+            .collect();
+        out = format!("{}?{}", &out[..q], params.join("&"));
+    }
+    out
+}
+
+/// Whether `url` names a PostgreSQL database.
+fn is_postgres(url: &str) -> bool {
+    url.starts_with("postgres://") || url.starts_with("postgresql://")
+}
+
 /// Opens the sender-state store a database URL names, as [`open`] does
-/// (same URLs, same errors). The file may be the one a relay uses.
+/// (same URLs, same errors), except that PostgreSQL URLs are refused. The
+/// file may be the one a relay uses.
 pub fn open_outbound(url: &str) -> Result<Arc<dyn OutboundStore>, StoreError> {
     Ok(Arc::new(SqliteStore::open(sqlite_path(url)?)?))
 }
 
 /// Opens the de-duplication window store a database URL names, as [`open`]
-/// does (same URLs, same errors). The file may be the one a relay or the
-/// node's sender uses.
+/// does (same URLs, same errors), except that PostgreSQL URLs are
+/// refused. The file may be the one a relay or the node's sender uses.
 pub fn open_dedupe(url: &str) -> Result<Arc<dyn DedupeStore>, StoreError> {
     Ok(Arc::new(SqliteStore::open(sqlite_path(url)?)?))
 }
@@ -196,9 +241,11 @@ fn sqlite_path(url: &str) -> Result<&str, StoreError> {
         }
         return Ok(path);
     }
-    if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+    if is_postgres(url) {
         return Err(StoreError(
-            "PostgreSQL is not supported yet; use a sqlite:PATH database URL".into(),
+            "PostgreSQL holds the relay's queue only; a node's sender state and \
+             de-duplication window need a sqlite:PATH database URL"
+                .into(),
         ));
     }
     let scheme = url.split_once(':').map_or("", |(scheme, _)| scheme);

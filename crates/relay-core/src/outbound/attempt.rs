@@ -26,12 +26,16 @@ impl Outbound {
             let id =
                 own_id.unwrap_or_else(|| txn::new_txn_id(unix, self.sink.fresh(), &mut self.rng));
             let t = Txn::new(id, &items, &self.config.server_name, unix);
-            self.sink.persist(Change::TxnStarted {
+            let op = self.sink.persist(Change::TxnStarted {
                 destination: name.clone(),
                 txn_id: t.id.clone(),
                 items: t.items.clone(),
             });
             d.txn = Some(t);
+            // Sent once it is stored (see `handle_persisted`).
+            d.unpersisted = Some(op);
+            self.persist_waits.insert(op, name.clone());
+            return true;
         }
         let Some(t) = &d.txn else {
             return true;

@@ -5,7 +5,7 @@ use std::collections::VecDeque;
 use std::time::Duration;
 
 use super::txn::Txn;
-use super::{AttemptId, Item, OutboundConfig, RetryState, Target};
+use super::{AttemptId, Item, OpId, OutboundConfig, RetryState, Target};
 use crate::http::HttpOutcome;
 use crate::id::ServerName;
 use crate::time::{Instant, UnixMillis};
@@ -29,6 +29,9 @@ pub(super) struct Destination {
     pub(super) retry_at: Option<Instant>,
     /// The deadline this destination has in the machine's timer set.
     pub(super) armed: Option<Instant>,
+    /// The `TxnStarted` of its new transaction, not yet reported stored:
+    /// the first try waits for it.
+    pub(super) unpersisted: Option<OpId>,
 }
 
 impl Destination {

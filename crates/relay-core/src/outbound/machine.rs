@@ -30,6 +30,10 @@ pub struct Outbound {
     pub(super) sink: Sink,
     pub(super) next_item: u64,
     pub(super) last_now: Option<Instant>,
+    /// The wall time of the last call that told it.
+    pub(super) last_unix: UnixMillis,
+    /// `TxnStarted` changes not yet reported stored, and whose they are.
+    pub(super) persist_waits: HashMap<OpId, ServerName>,
 }
 
 /// Outputs waiting to be drained, and the ids that name them.
@@ -49,10 +53,11 @@ impl Sink {
     }
 
     /// Queues `change` to persist.
-    pub(super) fn persist(&mut self, change: Change) {
+    pub(super) fn persist(&mut self, change: Change) -> OpId {
         let op = OpId(self.fresh());
         self.pending_ops.insert(op);
         self.outputs.push_back(Output::Persist { op, change });
+        op
     }
 
     /// Queues `event`.
@@ -78,6 +83,8 @@ impl Outbound {
             },
             next_item: 1,
             last_now: None,
+            last_unix: UnixMillis(0),
+            persist_waits: HashMap::new(),
         }
     }
 
@@ -100,6 +107,7 @@ impl Outbound {
     ) -> Self {
         let mut machine = Self::new(config, seed);
         machine.last_now = Some(now);
+        machine.last_unix = unix;
         let max_item = records
             .iter()
             .flat_map(|r| r.items.iter().map(|item| item.id.0))
@@ -198,6 +206,7 @@ impl Outbound {
         json: Vec<u8>,
     ) -> Result<ItemId, EnqueueError> {
         self.last_now = Some(now);
+        self.last_unix = unix;
         if destination == self.config.server_name {
             return Err(EnqueueError::SelfDestination);
         }
@@ -241,6 +250,7 @@ impl Outbound {
         outcome: HttpOutcome,
     ) {
         self.last_now = Some(now);
+        self.last_unix = unix;
         let Some(name) = self.requests.remove(&attempt) else {
             return;
         };
@@ -260,6 +270,10 @@ impl Outbound {
     }
 
     /// Reports that the change of `op` was persisted, or not.
+    ///
+    /// A new transaction's first try waits for its `TxnStarted` to be
+    /// reported (stored or not), so that a crash cannot resend its items
+    /// under another txn ID after they were sent under this one.
     pub fn handle_persisted(&mut self, now: Instant, op: OpId, result: Result<(), StoreError>) {
         self.last_now = Some(now);
         if self.sink.pending_ops.remove(&op)
@@ -269,12 +283,21 @@ impl Outbound {
                 error: e.to_string(),
             });
         }
+        if let Some(name) = self.persist_waits.remove(&op) {
+            if let Some(d) = self.destinations.get_mut(&name)
+                && d.unpersisted == Some(op)
+            {
+                d.unpersisted = None;
+            }
+            self.settle(now, self.last_unix, &name);
+        }
     }
 
     /// The application saw `destination` alive: clears blacklist and
     /// backoff and retries now (offline stays until a direct success).
     pub fn handle_peer_alive(&mut self, now: Instant, unix: UnixMillis, destination: &ServerName) {
         self.last_now = Some(now);
+        self.last_unix = unix;
         let Some(d) = self.destinations.get_mut(destination) else {
             return;
         };
@@ -290,6 +313,7 @@ impl Outbound {
     /// Starts the attempts that are due. Early calls are harmless.
     pub fn handle_timeout(&mut self, now: Instant, unix: UnixMillis) {
         self.last_now = Some(now);
+        self.last_unix = unix;
         while let Some((at, _)) = self.timers.first()
             && *at <= now
         {
@@ -359,7 +383,7 @@ impl Outbound {
             if let Some(at) = d.armed.take() {
                 self.timers.remove(&(at, name.clone()));
             }
-            if d.attempt.is_some() || d.retry.blacklisted {
+            if d.attempt.is_some() || d.retry.blacklisted || d.unpersisted.is_some() {
                 return;
             }
             if !d.has_work() {

@@ -370,7 +370,12 @@ impl Retriever {
         match answer {
             Answer::Drained => {
                 let delivered = std::mem::take(&mut drain.delivered);
-                drain.state = DrainState::Idle { due: None };
+                // Drained relays are polled again every `poll_interval`:
+                // a sender that missed this node while it was online has
+                // left its transaction on a relay meanwhile.
+                drain.state = DrainState::Idle {
+                    due: Some(now + self.config.poll_interval),
+                };
                 self.event(Event::Drained { relay, delivered });
             }
             Answer::Entry(entry) => self.on_entry(now, relay, entry),

@@ -50,11 +50,13 @@
 //! # Rules
 //!
 //! - Every relay is drained on start (the first [`Retriever::handle_timeout`]
-//!   is due at once), when the node comes online, and every `poll_interval`
-//!   while it has not been drained since the last start or online: a
-//!   `relay_txn` with `entry_id` 0, then with the previous entry's ID, until
+//!   is due at once), when the node comes online, and every
+//!   `poll_interval` after its last drain (or failure): a `relay_txn` with
+//!   `entry_id` 0, then with the previous entry's ID, until
 //!   `entries_queued` is false. Relays drain concurrently, each with one
-//!   request at a time.
+//!   request at a time. Polling drained relays too matters: a sender that
+//!   missed this node once while it was online leaves its transaction on a
+//!   relay, and nothing else would fetch it before the next online event.
 //! - A transaction is handed over with [`Output::Deliver`]; its entry is
 //!   acknowledged (by the next `relay_txn` of that relay) only after
 //!   [`Retriever::handle_processed`] and after its de-duplication record was
@@ -96,8 +98,8 @@ pub struct RetrieverConfig {
     pub server_name: ServerName,
     /// The key requests are signed with.
     pub signing_key: SigningKey,
-    /// How often relays not yet drained are tried again (Dendrite's
-    /// Pinecone demo uses 30 s).
+    /// How often every relay is drained again (Dendrite's Pinecone demo
+    /// polls every 30 s).
     pub poll_interval: Duration,
     /// Wait after a relay's first failure; doubles with each further one.
     pub backoff_base: Duration,

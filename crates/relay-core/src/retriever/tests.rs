@@ -6,6 +6,8 @@ mod prop;
 mod sim;
 
 use self::sim::*;
+use std::time::Duration;
+
 use super::*;
 use crate::canonical::to_canonical_string;
 use crate::http::HttpOutcome;
@@ -103,9 +105,14 @@ fn drain_acks_each_entry_after_processing_and_persisting() {
             delivered: 2
         })]
     );
-    // Drained: no polling until the node comes online again.
-    assert_eq!(node.r.poll_timeout(), None);
-    assert!(node.advance(3600.0).is_empty());
+    // Drained: polled again after poll_interval (30 s), from entry 0.
+    assert_eq!(
+        node.r.poll_timeout(),
+        Some(node.now + Duration::from_secs(30))
+    );
+    assert!(node.advance(29.0).is_empty());
+    let (_, _, ack) = one(transmits(&node.advance(1.0)));
+    assert_eq!(ack, 0);
 }
 
 #[test]

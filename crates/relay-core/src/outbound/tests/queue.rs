@@ -150,6 +150,9 @@ fn persist_failures_are_reported() {
             error: "storage failed: disk full".into()
         }))
     );
+    // The transaction goes out all the same: storage trouble must not
+    // stop delivery.
+    assert!(matches!(out.poll_output(), Some(Output::Transmit { .. })));
     // Reported twice, or never issued: ignored.
     out.handle_persisted(now, ops[1], Err(StoreError("again".into())));
     out.handle_persisted(now, OpId(999_999), Err(StoreError("who".into())));
@@ -218,12 +221,72 @@ fn poll_timeout_is_now_while_output_waits() {
     let now = Instant::now() + Duration::from_secs(5);
     out.handle_enqueue(now, T0, name(DEST), ItemKind::Pdu, pdu(1))
         .unwrap();
-    for _ in 0..3 {
+    let mut started = None;
+    for _ in 0..2 {
         assert_eq!(out.poll_timeout(), Some(now));
-        assert!(out.poll_output().is_some());
+        if let Some(Output::Persist {
+            op,
+            change: Change::TxnStarted { .. },
+        }) = out.poll_output()
+        {
+            started = Some(op);
+        }
     }
     assert_eq!(out.poll_output(), None);
+    assert_eq!(
+        out.poll_timeout(),
+        None,
+        "waiting for the store, not a timer"
+    );
+    out.handle_persisted(now, started.unwrap(), Ok(()));
+    assert_eq!(out.poll_timeout(), Some(now));
+    assert!(matches!(out.poll_output(), Some(Output::Transmit { .. })));
     assert_eq!(out.poll_timeout(), None);
+}
+
+#[test]
+fn a_new_transaction_is_sent_only_once_its_txn_id_is_stored() {
+    let mut out = Outbound::new(config(), [7; 32]);
+    let now = Instant::now();
+    out.handle_enqueue(now, T0, name(DEST), ItemKind::Pdu, pdu(1))
+        .unwrap();
+    let outputs: Vec<Output> = std::iter::from_fn(|| out.poll_output()).collect();
+    assert_eq!(kinds(&outputs), ["persist enqueued", "persist txn_started"]);
+    let Output::Persist { op: started, .. } = &outputs[1] else {
+        unreachable!()
+    };
+    // Other reports and timers do not send it.
+    let Output::Persist { op: enqueued, .. } = &outputs[0] else {
+        unreachable!()
+    };
+    out.handle_persisted(now, *enqueued, Ok(()));
+    out.handle_timeout(now + Duration::from_secs(60), T0);
+    assert_eq!(out.poll_output(), None);
+    out.handle_persisted(now, *started, Ok(()));
+    assert!(matches!(
+        out.poll_output(),
+        Some(Output::Transmit {
+            target: Target::Direct,
+            ..
+        })
+    ));
+    // A restored transaction was stored already: it goes at once.
+    let record = DestinationRecord {
+        destination: name(DEST),
+        items: vec![Item {
+            id: ItemId(1),
+            kind: ItemKind::Pdu,
+            json: pdu(1),
+        }],
+        txn: Some((TxnId::parse("t").unwrap(), vec![ItemId(1)])),
+        retry: RetryState::default(),
+    };
+    let mut restored = Outbound::restore(config(), [7; 32], now, T0, vec![record]);
+    restored.handle_timeout(now, T0);
+    assert!(matches!(
+        restored.poll_output(),
+        Some(Output::Transmit { .. })
+    ));
 }
 
 #[test]

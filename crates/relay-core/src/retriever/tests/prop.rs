@@ -265,6 +265,12 @@ impl World {
         self.node.r.handle_online(self.node.now);
         self.collect();
         for _ in 0..10_000 {
+            let idle =
+                self.in_flight.is_empty() && self.with_app.is_empty() && self.to_persist.is_empty();
+            if idle && self.relays.iter().all(|r| r.queue.is_empty()) {
+                // Drained relays keep being polled; nothing is left for them.
+                return;
+            }
             if !self.in_flight.is_empty() {
                 self.apply(Step::Answer(0, Fault::None));
             } else if !self.with_app.is_empty() {

@@ -4,6 +4,7 @@ use std::convert::Infallible;
 use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
+use std::pin::pin;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -12,16 +13,15 @@ use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
 use hyper::body::Incoming;
 use hyper::header::{AUTHORIZATION, CONTENT_LENGTH, CONTENT_TYPE, HeaderValue, RETRY_AFTER};
 use hyper::service::service_fn;
-use hyper_util::rt::{TokioIo, TokioTimer};
-use hyper_util::server::graceful::GracefulShutdown;
 use relay_core::relay::{Relay, RelayConfig, Request, RequestBody, Response};
 use relay_core::resolve::Resolver;
-use relay_core::{ErrCode, MatrixError};
+use relay_core::{ErrCode, Instant, MatrixError};
 use relay_store::QueueStore;
-use tokio::net::TcpListener;
 
+use crate::Runtime;
 use crate::client::HttpClient;
 use crate::driver::{self, DriverHandle};
+use crate::task::timeout;
 
 /// How long a client may take to send its request headers.
 const HEADER_TIMEOUT: Duration = Duration::from_secs(30);
@@ -44,97 +44,110 @@ pub struct ServeOptions {
     pub resolver: Resolver,
 }
 
-/// Runs the relay on a new tokio runtime until SIGINT or SIGTERM, then stops
+/// Runs the relay on `runtime` until SIGINT or SIGTERM, then stops
 /// accepting, lets requests in flight finish, and returns.
-/// `on_listening` is called once with the bound address.
-pub fn run(options: ServeOptions, on_listening: impl FnOnce(SocketAddr)) -> io::Result<()> {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()?;
-    runtime.block_on(async move {
-        // Handlers first: a signal that arrives as soon as the address is
-        // announced must already mean "shut down gracefully".
-        let shutdown = shutdown_signal()?;
-        let listener = TcpListener::bind(options.listen).await?;
-        on_listening(listener.local_addr()?);
-        let client = HttpClient::new(options.resolver, KEY_FETCH_TIMEOUT);
-        serve(listener, options.config, options.store, client, shutdown).await
-    })
+/// `on_listening` is called once with the bound address, after the signal
+/// handlers are installed.
+pub async fn run<R: Runtime>(
+    runtime: R,
+    options: ServeOptions,
+    on_listening: impl FnOnce(SocketAddr),
+) -> io::Result<()> {
+    // Handlers first: a signal that arrives as soon as the address is
+    // announced must already mean "shut down gracefully".
+    let shutdown = runtime.shutdown_signal()?;
+    let listener = runtime.bind(options.listen).await?;
+    on_listening(R::local_addr(&listener)?);
+    let client = HttpClient::with_runtime(runtime, options.resolver, KEY_FETCH_TIMEOUT);
+    serve(listener, options.config, options.store, client, shutdown).await
 }
 
-/// Resolves on the first SIGTERM or SIGINT after it was called.
-fn shutdown_signal() -> io::Result<impl Future<Output = ()>> {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut term = signal(SignalKind::terminate())?;
-    let mut int = signal(SignalKind::interrupt())?;
-    Ok(async move {
-        tokio::select! {
-            _ = term.recv() => tracing::info!("SIGTERM: shutting down"),
-            _ = int.recv() => tracing::info!("SIGINT: shutting down"),
-        }
-    })
-}
-
-/// Serves the relay on `listener` until `shutdown` completes, then drains
-/// requests in flight (for at most 30 s).
-pub async fn serve(
-    listener: TcpListener,
+/// Serves the relay on `listener` (on `client`'s runtime) until `shutdown`
+/// completes, then drains requests in flight (for at most 30 s) and stops
+/// the driver.
+pub async fn serve<R: Runtime>(
+    listener: R::Listener,
     config: RelayConfig,
     store: Arc<dyn QueueStore>,
-    client: HttpClient,
+    client: HttpClient<R>,
     shutdown: impl Future<Output = ()>,
 ) -> io::Result<()> {
+    let rt = client.runtime().clone();
     let relay = Relay::new(config);
     let max_body = relay.max_body_bytes();
     let (handle, driver_task) = driver::spawn(relay, store, client);
-    let graceful = GracefulShutdown::new();
     let mut builder = hyper::server::conn::http1::Builder::new();
     builder
-        .timer(TokioTimer::new())
+        .timer(rt.timer())
         .header_read_timeout(HEADER_TIMEOUT);
-    tokio::pin!(shutdown);
+    // Closing `stop` asks every connection to finish gracefully; each holds
+    // a clone of `open`, so `all_closed` ends when the last one is gone.
+    let (stop_tx, stop) = async_channel::bounded::<()>(1);
+    let (open, all_closed) = async_channel::bounded::<()>(1);
+    let mut shutdown = pin!(shutdown);
     loop {
-        tokio::select! {
-            accepted = listener.accept() => {
-                let (stream, peer) = match accepted {
-                    Ok(a) => a,
-                    Err(e) => {
-                        // Out of file descriptors and the like: back off, keep serving.
-                        tracing::warn!(error = %e, "accept failed");
-                        tokio::time::sleep(Duration::from_millis(50)).await;
-                        continue;
-                    }
-                };
-                let _ = stream.set_nodelay(true);
-                let handle = handle.clone();
-                let service = service_fn(move |req| {
-                    let handle = handle.clone();
-                    async move { Ok::<_, Infallible>(handle_http(&handle, req, max_body).await) }
-                });
-                let conn = graceful.watch(builder.serve_connection(TokioIo::new(stream), service));
-                tokio::spawn(async move {
-                    if let Err(e) = conn.await {
-                        tracing::debug!(%peer, error = %e, "connection ended with an error");
-                    }
-                });
+        let accepted =
+            futures_lite::future::or(async { Some(R::accept(&listener).await) }, async {
+                shutdown.as_mut().await;
+                None
+            })
+            .await;
+        let Some(accepted) = accepted else { break };
+        let (io, peer) = match accepted {
+            Ok(a) => a,
+            Err(e) => {
+                // Out of file descriptors and the like: back off, keep serving.
+                tracing::warn!(error = %e, "accept failed");
+                rt.sleep_until(Instant::now() + Duration::from_millis(50))
+                    .await;
+                continue;
             }
-            () = &mut shutdown => break,
-        }
+        };
+        let (handle, rt2) = (handle.clone(), rt.clone());
+        let service = service_fn(move |req| {
+            let (handle, rt) = (handle.clone(), rt2.clone());
+            async move { Ok::<_, Infallible>(handle_http(&rt, &handle, req, max_body).await) }
+        });
+        let conn = builder.serve_connection(io, service);
+        let (stop, open) = (stop.clone(), open.clone());
+        rt.spawn(async move {
+            let mut conn = pin!(conn);
+            let first = futures_lite::future::or(async { Some(conn.as_mut().await) }, async {
+                let _ = stop.recv().await;
+                None
+            })
+            .await;
+            let result = match first {
+                Some(result) => result,
+                None => {
+                    conn.as_mut().graceful_shutdown();
+                    conn.await
+                }
+            };
+            if let Err(e) = result {
+                tracing::debug!(%peer, error = %e, "connection ended with an error");
+            }
+            drop(open);
+        });
     }
     drop(listener);
     drop(handle);
-    if tokio::time::timeout(DRAIN_TIMEOUT, graceful.shutdown())
+    stop_tx.close();
+    drop((stop, open));
+    if timeout(&rt, DRAIN_TIMEOUT, all_closed.recv())
         .await
-        .is_err()
+        .is_none()
     {
         tracing::warn!("requests still in flight after {DRAIN_TIMEOUT:?}; stopping anyway");
+        return Ok(());
     }
     // Every connection is gone; the driver finishes its outstanding work.
     let _ = driver_task.await;
     Ok(())
 }
 
-async fn handle_http(
+async fn handle_http<R: Runtime>(
+    rt: &R,
     driver: &DriverHandle,
     req: hyper::Request<Incoming>,
     max_body: usize,
@@ -158,14 +171,14 @@ async fn handle_http(
     let body = if declared_too_large {
         RequestBody::TooLarge
     } else {
-        match tokio::time::timeout(BODY_TIMEOUT, Limited::new(body, max_body).collect()).await {
-            Ok(Ok(collected)) => RequestBody::Complete(collected.to_bytes().to_vec()),
-            Ok(Err(e)) if e.downcast_ref::<LengthLimitError>().is_some() => RequestBody::TooLarge,
-            Ok(Err(e)) => {
+        match timeout(rt, BODY_TIMEOUT, Limited::new(body, max_body).collect()).await {
+            Some(Ok(collected)) => RequestBody::Complete(collected.to_bytes().to_vec()),
+            Some(Err(e)) if e.downcast_ref::<LengthLimitError>().is_some() => RequestBody::TooLarge,
+            Some(Err(e)) => {
                 tracing::debug!(error = %e, "reading the body failed");
                 return error_response(ErrCode::BadJson, "the request body could not be read");
             }
-            Err(_) => return error_response(ErrCode::BadJson, "the request body took too long"),
+            None => return error_response(ErrCode::BadJson, "the request body took too long"),
         }
     };
     let method = parts.method.as_str().to_owned();

@@ -3,15 +3,16 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use futures_channel::oneshot;
 use relay_core::Instant;
 use relay_core::http::HttpOutcome;
 use relay_core::relay::{OpId, Output, Relay, Request, RequestId, Response};
 use relay_core::store::{InsertOutcome, QueuedEntry, StoreError};
 use relay_store::QueueStore;
-use tokio::sync::{mpsc, oneshot};
 
 use crate::client::HttpClient;
-use crate::outbound::unix_now;
+use crate::task::{Task, spawn_task, unblock};
+use crate::{Runtime, unix_now};
 
 /// What the driver task reacts to.
 enum Event {
@@ -25,7 +26,7 @@ enum Event {
 /// A cheap handle connections use to submit requests to the driver.
 #[derive(Clone)]
 pub(crate) struct DriverHandle {
-    events: mpsc::UnboundedSender<Event>,
+    events: async_channel::Sender<Event>,
 }
 
 impl DriverHandle {
@@ -33,45 +34,55 @@ impl DriverHandle {
     /// has stopped.
     pub(crate) async fn submit(&self, request: Request) -> Option<Response> {
         let (tx, rx) = oneshot::channel();
-        self.events.send(Event::Request(request, tx)).ok()?;
+        self.events.send(Event::Request(request, tx)).await.ok()?;
         rx.await.ok()
     }
 }
 
 /// Starts the driver task; it ends when every [`DriverHandle`] is dropped
 /// and no storage operation is outstanding.
-pub(crate) fn spawn(
+pub(crate) fn spawn<R: Runtime>(
     relay: Relay,
     store: Arc<dyn QueueStore>,
-    client: HttpClient,
-) -> (DriverHandle, tokio::task::JoinHandle<()>) {
-    let (tx, rx) = mpsc::unbounded_channel();
+    client: HttpClient<R>,
+) -> (DriverHandle, Task<()>) {
+    let (tx, rx) = async_channel::unbounded();
     let handle = DriverHandle { events: tx.clone() };
     // The driver keeps only a weak sender for completions, so that dropping
     // every connection's handle lets it finish.
-    let task = tokio::spawn(drive(relay, store, client, rx, tx.downgrade()));
+    let runtime = client.runtime().clone();
+    let task = spawn_task(&runtime, drive(relay, store, client, rx, tx.downgrade()));
     drop(tx);
     (handle, task)
 }
 
-async fn drive(
+/// Sends a completion if the driver still runs.
+fn complete(done: &async_channel::WeakSender<Event>, event: Event) {
+    if let Some(done) = done.upgrade() {
+        let _ = done.try_send(event);
+    }
+}
+
+async fn drive<R: Runtime>(
     mut relay: Relay,
     store: Arc<dyn QueueStore>,
-    client: HttpClient,
-    mut events: mpsc::UnboundedReceiver<Event>,
-    completions: mpsc::WeakUnboundedSender<Event>,
+    client: HttpClient<R>,
+    events: async_channel::Receiver<Event>,
+    completions: async_channel::WeakSender<Event>,
 ) {
+    let rt = client.runtime().clone();
     let mut waiting: HashMap<RequestId, oneshot::Sender<Response>> = HashMap::new();
     loop {
         // 1. Feed one event.
         let event = match relay.poll_timeout() {
             Some(deadline) => {
-                tokio::select! {
-                    e = events.recv() => e,
-                    () = tokio::time::sleep_until(deadline.into()) => Some(Event::Timeout),
-                }
+                futures_lite::future::race(async { events.recv().await.ok() }, async {
+                    rt.sleep_until(deadline).await;
+                    Some(Event::Timeout)
+                })
+                .await
             }
-            None => events.recv().await,
+            None => events.recv().await.ok(),
         };
         let Some(event) = event else { break };
         let now = Instant::now();
@@ -89,12 +100,14 @@ async fn drive(
         while let Some(output) = relay.poll_output() {
             match output {
                 Output::Store { op, entry, quota } => {
-                    let (store, done) = (store.clone(), completions.clone());
-                    tokio::task::spawn_blocking(move || {
-                        let result = store.insert(entry, &quota);
-                        if let Some(done) = done.upgrade() {
-                            let _ = done.send(Event::Stored(op, result));
-                        }
+                    let (store, done, rt2) = (store.clone(), completions.clone(), rt.clone());
+                    rt.spawn(async move {
+                        let result = unblock(&rt2, move || store.insert(entry, &quota))
+                            .await
+                            .unwrap_or_else(|e| {
+                                Err(StoreError(format!("storage task failed: {e}")))
+                            });
+                        complete(&done, Event::Stored(op, result));
                     });
                 }
                 Output::Fetch {
@@ -102,21 +115,21 @@ async fn drive(
                     destination,
                     ack,
                 } => {
-                    let (store, done) = (store.clone(), completions.clone());
-                    tokio::task::spawn_blocking(move || {
-                        let result = store.ack_and_next(&destination, ack);
-                        if let Some(done) = done.upgrade() {
-                            let _ = done.send(Event::Fetched(op, result));
-                        }
+                    let (store, done, rt2) = (store.clone(), completions.clone(), rt.clone());
+                    rt.spawn(async move {
+                        let result = unblock(&rt2, move || store.ack_and_next(&destination, ack))
+                            .await
+                            .unwrap_or_else(|e| {
+                                Err(StoreError(format!("storage task failed: {e}")))
+                            });
+                        complete(&done, Event::Fetched(op, result));
                     });
                 }
                 Output::FetchKeys { op, request } => {
                     let (client, done) = (client.clone(), completions.clone());
-                    tokio::spawn(async move {
+                    rt.spawn(async move {
                         let outcome = client.send(request).await;
-                        if let Some(done) = done.upgrade() {
-                            let _ = done.send(Event::Keys(op, outcome));
-                        }
+                        complete(&done, Event::Keys(op, outcome));
                     });
                 }
                 Output::Respond { request, response } => {

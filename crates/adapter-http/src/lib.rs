@@ -1,0 +1,45 @@
+//! The runtime-generic hyper layer of matrix-relay: everything the tokio and
+//! smol adapters do the same way, written once over a small [`Runtime`]
+//! trait.
+//!
+//! - [`serve`] / [`run`]: HTTP to [`relay_core::relay::Request`] and back,
+//!   the accept loop and graceful shutdown, and the task driving the
+//!   [`Relay`](relay_core::relay::Relay) machine.
+//! - [`HttpClient`]: resolving, sending, timeouts, TLS and connection reuse.
+//! - [`outbound`] and [`retriever`]: the tasks driving the sender and the
+//!   recipient machines.
+//!
+//! Implementation note: modelled on quinn's `Runtime` trait. An adapter
+//! crate (`adapter-hyper` for tokio, `adapter-smol`) implements it in about
+//! a hundred lines and holds nothing else but the entry points that start
+//! its executor. Shared code uses only runtime-agnostic primitives
+//! (async-channel, futures-channel, futures-lite), so this crate's
+//! dependency tree names no runtime.
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+pub mod client;
+mod driver;
+pub mod outbound;
+mod persist;
+pub mod retriever;
+mod runtime;
+mod server;
+mod task;
+
+pub use client::HttpClient;
+pub use runtime::{Runtime, TlsTarget};
+pub use server::{ServeOptions, run, serve};
+pub use task::{Task, spawn_task, timeout};
+
+use std::time::SystemTime;
+
+use relay_core::UnixMillis;
+
+/// The current wall-clock time.
+pub fn unix_now() -> UnixMillis {
+    let ms = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis());
+    UnixMillis(u64::try_from(ms).unwrap_or(u64::MAX))
+}

@@ -1,0 +1,174 @@
+//! The task that owns a [`Retriever`] machine and drives it: `relay_txn`
+//! requests over [`HttpClient`], window changes to storage in order,
+//! deliveries and events to the application.
+
+use std::sync::Arc;
+
+use relay_core::http::HttpOutcome;
+use relay_core::retriever::{
+    AttemptId, Change, Delivery, DeliveryId, Event, OpId, Output, Retriever,
+};
+use relay_core::store::StoreError;
+use relay_core::{Instant, ServerName};
+use relay_store::DedupeStore;
+
+use crate::client::HttpClient;
+use crate::task::{Task, sleep_until, spawn_task};
+use crate::{Runtime, persist};
+
+/// What the application receives.
+#[derive(Debug)]
+pub enum Received {
+    /// Process this transaction, then call [`RetrieverHandle::processed`].
+    Delivery(Delivery),
+    /// Something to know.
+    Event(Event),
+}
+
+enum Command {
+    Processed(DeliveryId),
+    Online,
+    SetRelays(Vec<ServerName>),
+}
+
+enum Completion {
+    Answered(AttemptId, HttpOutcome),
+    Persisted(Vec<(OpId, Result<(), StoreError>)>),
+}
+
+/// What woke the driver.
+enum Wake {
+    Command(Option<Command>),
+    Done(Completion),
+    Timeout,
+}
+
+/// The application's handle on a running retriever.
+#[derive(Clone)]
+pub struct RetrieverHandle {
+    commands: async_channel::Sender<Command>,
+}
+
+impl RetrieverHandle {
+    /// The application has processed delivery `id`: its entry may now be
+    /// acknowledged.
+    pub fn processed(&self, id: DeliveryId) {
+        let _ = self.commands.try_send(Command::Processed(id));
+    }
+
+    /// The node came online: drain every relay now.
+    pub fn online(&self) {
+        let _ = self.commands.try_send(Command::Online);
+    }
+
+    /// Replaces the node's relays.
+    pub fn set_relays(&self, relays: Vec<ServerName>) {
+        let _ = self.commands.try_send(Command::SetRelays(relays));
+    }
+}
+
+/// Starts driving `machine` on the client's runtime. Deliveries and events
+/// arrive on the returned receiver; the task ends when every
+/// [`RetrieverHandle`] is dropped.
+pub fn spawn<R: Runtime>(
+    machine: Retriever,
+    client: HttpClient<R>,
+    store: Option<Arc<dyn DedupeStore>>,
+) -> (RetrieverHandle, async_channel::Receiver<Received>, Task<()>) {
+    let (commands_tx, commands) = async_channel::unbounded();
+    let (received_tx, received) = async_channel::unbounded();
+    let runtime = client.runtime().clone();
+    let task = spawn_task(
+        &runtime,
+        drive(machine, client, store, commands, received_tx),
+    );
+    (
+        RetrieverHandle {
+            commands: commands_tx,
+        },
+        received,
+        task,
+    )
+}
+
+async fn drive<R: Runtime>(
+    mut machine: Retriever,
+    client: HttpClient<R>,
+    store: Option<Arc<dyn DedupeStore>>,
+    commands: async_channel::Receiver<Command>,
+    received: async_channel::Sender<Received>,
+) {
+    let rt = client.runtime().clone();
+    let (done_tx, done) = async_channel::unbounded::<Completion>();
+    let persisted = done_tx.clone();
+    let apply = store.map(|store| -> persist::Apply<Change> {
+        Arc::new(move |changes| store.apply_window(changes))
+    });
+    let (persist_tx, persister) = persist::spawn(&rt, apply, move |results| {
+        let _ = persisted.try_send(Completion::Persisted(results));
+    });
+    loop {
+        // 1. Feed one event.
+        let deadline = machine.poll_timeout();
+        let wake = futures_lite::future::race(
+            futures_lite::future::race(
+                async { Wake::Command(commands.recv().await.ok()) },
+                async {
+                    match done.recv().await {
+                        Ok(completion) => Wake::Done(completion),
+                        Err(_) => std::future::pending().await,
+                    }
+                },
+            ),
+            async {
+                sleep_until(&rt, deadline).await;
+                Wake::Timeout
+            },
+        )
+        .await;
+        let now = Instant::now();
+        match wake {
+            Wake::Command(Some(Command::Processed(id))) => machine.handle_processed(now, id),
+            Wake::Command(Some(Command::Online)) => machine.handle_online(now),
+            Wake::Command(Some(Command::SetRelays(relays))) => machine.set_relays(now, relays),
+            Wake::Command(None) => break,
+            Wake::Done(Completion::Answered(attempt, outcome)) => {
+                machine.handle_response(now, attempt, outcome);
+            }
+            Wake::Done(Completion::Persisted(results)) => {
+                for (op, result) in results {
+                    machine.handle_persisted(now, op, result);
+                }
+            }
+            Wake::Timeout => machine.handle_timeout(now),
+        }
+        // 2. Drain every output.
+        let mut changes = Vec::new();
+        while let Some(output) = machine.poll_output() {
+            match output {
+                Output::Transmit {
+                    attempt, request, ..
+                } => {
+                    let (client, done) = (client.clone(), done_tx.clone());
+                    rt.spawn(async move {
+                        let outcome = client.send(request).await;
+                        let _ = done.try_send(Completion::Answered(attempt, outcome));
+                    });
+                }
+                Output::Persist { op, change } => changes.push((op, change)),
+                Output::Deliver(delivery) => {
+                    let _ = received.try_send(Received::Delivery(delivery));
+                }
+                Output::Event(event) => {
+                    let _ = received.try_send(Received::Event(event));
+                }
+            }
+        }
+        if !changes.is_empty() {
+            let _ = persist_tx.try_send(changes);
+        }
+        // 3. The timer is re-armed from poll_timeout at the top of the loop.
+    }
+    drop(persist_tx);
+    let _ = persister.await;
+}

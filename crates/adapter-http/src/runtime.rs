@@ -1,0 +1,75 @@
+//! What an async runtime provides to the shared layer.
+
+use std::future::Future;
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use relay_core::Instant;
+
+/// Where a TLS connection goes: the TCP address and the name the
+/// certificate must match.
+#[derive(Clone)]
+pub struct TlsTarget {
+    /// Host name (or IP literal, without brackets) to connect to and verify.
+    pub host: String,
+    /// TCP port.
+    pub port: u16,
+    /// The client configuration (ring provider, webpki roots).
+    pub config: Arc<rustls::ClientConfig>,
+}
+
+/// An async runtime: tasks, time, TCP, TLS and signals.
+///
+/// Implementation note: every method is what tokio and smol both offer under
+/// different names; nothing here decides anything. Futures are `Send` so the
+/// shared tasks run on multi-threaded executors.
+pub trait Runtime: Clone + Send + Sync + 'static {
+    /// A bound TCP listener.
+    type Listener: Send + Sync + 'static;
+    /// A connected TCP stream (or TLS over it), as hyper I/O.
+    type Io: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static;
+    /// A TLS client stream, as hyper I/O.
+    type TlsIo: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static;
+    /// hyper's timer (header read timeouts).
+    type Timer: hyper::rt::Timer + Send + Sync + 'static;
+
+    /// Runs `task` in the background, detached.
+    fn spawn(&self, task: impl Future<Output = ()> + Send + 'static);
+
+    /// Runs blocking `f` off the executor threads.
+    fn spawn_blocking<T: Send + 'static>(
+        &self,
+        f: impl FnOnce() -> T + Send + 'static,
+    ) -> impl Future<Output = T> + Send + 'static;
+
+    /// Completes at `deadline`.
+    fn sleep_until(&self, deadline: Instant) -> impl Future<Output = ()> + Send + 'static;
+
+    /// hyper's timer on this runtime.
+    fn timer(&self) -> Self::Timer;
+
+    /// Binds a TCP listener.
+    fn bind(&self, addr: SocketAddr) -> impl Future<Output = io::Result<Self::Listener>> + Send;
+
+    /// The address `listener` is bound to.
+    fn local_addr(listener: &Self::Listener) -> io::Result<SocketAddr>;
+
+    /// Accepts one connection (with `TCP_NODELAY` set); cancel-safe.
+    fn accept(
+        listener: &Self::Listener,
+    ) -> impl Future<Output = io::Result<(Self::Io, SocketAddr)>> + Send + '_;
+
+    /// Connects to `host:port` (resolving the name), with `TCP_NODELAY`.
+    fn connect(&self, host: &str, port: u16) -> impl Future<Output = io::Result<Self::Io>> + Send;
+
+    /// Connects and runs the TLS handshake.
+    fn connect_tls(
+        &self,
+        target: TlsTarget,
+    ) -> impl Future<Output = io::Result<Self::TlsIo>> + Send;
+
+    /// Installs SIGINT and SIGTERM handlers now; the future completes on
+    /// the first of them.
+    fn shutdown_signal(&self) -> io::Result<impl Future<Output = ()> + Send + 'static>;
+}

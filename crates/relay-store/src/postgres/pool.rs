@@ -1,0 +1,242 @@
+//! A small pool of blocking PostgreSQL connections.
+
+use std::sync::{Condvar, Mutex, MutexGuard};
+use std::time::Duration;
+
+use postgres::error::SqlState;
+use postgres::{Client, Config, NoTls, Statement};
+
+use relay_core::store::StoreError;
+
+use super::{pg_err, schema};
+
+/// How long an operation waits for a free connection.
+const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(30);
+/// How often an operation is tried when its connection broke or
+/// PostgreSQL aborted it (deadlock, serialization failure).
+const ATTEMPTS: usize = 3;
+
+/// The statements of the queue, prepared once per connection.
+pub(super) struct Statements {
+    pub lock_total: Statement,
+    pub insert: Statement,
+    pub existing: Statement,
+    pub check: Statement,
+    pub delete: Statement,
+    pub next: Statement,
+    pub queued: Statement,
+}
+
+/// One connection with its prepared statements.
+pub(super) struct Conn {
+    pub client: Client,
+    pub stmts: Statements,
+}
+
+/// Up to `max` connections, opened on demand and kept while they work.
+pub(super) struct Pool {
+    config: Config,
+    max: usize,
+    state: Mutex<State>,
+    freed: Condvar,
+}
+
+struct State {
+    idle: Vec<Conn>,
+    /// Connections in existence: idle, lent out, or being opened.
+    open: usize,
+}
+
+impl Pool {
+    /// A pool of at most `max` connections made with `config`; opens one
+    /// connection now, migrating the schema on it, so a bad URL or a newer
+    /// schema fails here.
+    pub(super) fn open(config: Config, max: usize) -> Result<Self, StoreError> {
+        let mut client = connect(&config)?;
+        schema::migrate(&mut client)?;
+        let first = Conn::new(client)?;
+        Ok(Self {
+            config,
+            max: max.max(1),
+            state: Mutex::new(State {
+                idle: vec![first],
+                open: 1,
+            }),
+            freed: Condvar::new(),
+        })
+    }
+
+    fn state(&self) -> MutexGuard<'_, State> {
+        // The state is a list and a count; a panic cannot break them.
+        self.state
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Runs `f` on a pooled connection. When the connection turns out to
+    /// be broken, or PostgreSQL aborted the transaction to break a deadlock
+    /// or a serialization conflict, `f` is run again (on a new connection
+    /// if the old one broke), up to [`ATTEMPTS`] times in all; `f` must
+    /// therefore be one transaction, or safe to repeat.
+    pub(super) fn run<T>(
+        &self,
+        what: &str,
+        mut f: impl FnMut(&mut Conn) -> Result<T, postgres::Error>,
+    ) -> Result<T, StoreError> {
+        let mut attempt = 1;
+        loop {
+            let mut conn = self.acquire()?;
+            let result = f(&mut conn);
+            let broken = conn.client.is_closed();
+            let err = match result {
+                Ok(value) => {
+                    self.release(conn, false);
+                    return Ok(value);
+                }
+                Err(err) => err,
+            };
+            self.release(conn, broken);
+            let retry = broken
+                || matches!(
+                    err.code(),
+                    Some(&SqlState::T_R_DEADLOCK_DETECTED | &SqlState::T_R_SERIALIZATION_FAILURE)
+                );
+            if retry && attempt < ATTEMPTS {
+                tracing::warn!(%err, attempt, "PostgreSQL operation failed; retrying");
+                attempt += 1;
+                continue;
+            }
+            return Err(pg_err(what)(err));
+        }
+    }
+
+    /// An idle connection, or a new one if fewer than `max` exist; else
+    /// waits for one to be released.
+    fn acquire(&self) -> Result<Conn, StoreError> {
+        let mut state = self.state();
+        loop {
+            if let Some(conn) = state.idle.pop() {
+                if !conn.client.is_closed() {
+                    return Ok(conn);
+                }
+                state.open -= 1;
+                drop(state);
+                close(vec![conn]);
+                state = self.state();
+                continue;
+            }
+            if state.open < self.max {
+                state.open += 1;
+                drop(state);
+                let conn = connect(&self.config).and_then(Conn::new);
+                if conn.is_err() {
+                    self.state().open -= 1;
+                    self.freed.notify_one();
+                }
+                return conn;
+            }
+            let (next, timeout) = self
+                .freed
+                .wait_timeout(state, ACQUIRE_TIMEOUT)
+                .unwrap_or_else(|poisoned| poisoned.into_inner());
+            state = next;
+            if timeout.timed_out() && state.idle.is_empty() && state.open >= self.max {
+                return Err(StoreError(format!(
+                    "PostgreSQL: no free connection after {ACQUIRE_TIMEOUT:?} ({} in use)",
+                    self.max
+                )));
+            }
+        }
+    }
+
+    /// Puts `conn` back, or closes it (and every idle one, which likely
+    /// broke the same way) when it is `broken`.
+    fn release(&self, conn: Conn, broken: bool) {
+        let mut state = self.state();
+        if broken {
+            let mut dead = std::mem::take(&mut state.idle);
+            dead.push(conn);
+            state.open -= dead.len();
+            drop(state);
+            self.freed.notify_all();
+            close(dead);
+        } else {
+            state.idle.push(conn);
+            drop(state);
+            self.freed.notify_one();
+        }
+    }
+}
+
+impl Drop for Pool {
+    fn drop(&mut self) {
+        let idle = std::mem::take(&mut self.state().idle);
+        close(idle);
+    }
+}
+
+impl Conn {
+    fn new(mut client: Client) -> Result<Self, StoreError> {
+        let mut prepare = |sql: &str| client.prepare(sql).map_err(pg_err("prepare statement"));
+        let stmts = Statements {
+            lock_total: prepare("SELECT 1 FROM total_usage WHERE id = 0 FOR UPDATE")?,
+            insert: prepare(
+                "INSERT INTO queue (destination, origin, txn_id, body) VALUES ($1, $2, $3, $4) \
+                 ON CONFLICT (origin, destination, txn_id) DO NOTHING RETURNING entry_id",
+            )?,
+            existing: prepare(
+                "SELECT entry_id FROM queue WHERE origin = $1 AND destination = $2 AND txn_id = $3",
+            )?,
+            // One round trip: the duplicate check and the counters.
+            check: prepare(
+                "SELECT (SELECT entry_id FROM queue \
+                         WHERE origin = $2 AND destination = $1 AND txn_id = $3), \
+                 d.entries, d.bytes, o.entries, o.bytes, t.entries, t.bytes \
+                 FROM total_usage t \
+                 LEFT JOIN destination_usage d ON d.destination = $1 \
+                 LEFT JOIN origin_usage o ON o.origin = $2 \
+                 WHERE t.id = 0",
+            )?,
+            delete: prepare("DELETE FROM queue WHERE destination = $1 AND entry_id = $2")?,
+            next: prepare(
+                "SELECT entry_id, origin, txn_id, body FROM queue WHERE destination = $1 \
+                 ORDER BY entry_id LIMIT 1",
+            )?,
+            queued: prepare("SELECT entries FROM destination_usage WHERE destination = $1")?,
+        };
+        Ok(Self { client, stmts })
+    }
+}
+
+/// A new connection with the session settings the store relies on.
+fn connect(config: &Config) -> Result<Client, StoreError> {
+    let mut client = config.connect(NoTls).map_err(pg_err("connect"))?;
+    // On, whatever the server's default: a commit is flushed to disk (and
+    // to synchronous standbys) before the relay answers 200.
+    client
+        .batch_execute("SET synchronous_commit = on")
+        .map_err(pg_err("set synchronous_commit"))?;
+    Ok(client)
+}
+
+/// Closes connections on a thread of its own.
+///
+/// Implementation note: the blocking client runs its own small runtime;
+/// closing it from inside an async runtime (a store dropped by a task)
+/// would panic, so closing never happens on the caller's thread.
+fn close(conns: Vec<Conn>) {
+    if conns.is_empty() {
+        return;
+    }
+    let closer = std::thread::Builder::new()
+        .name("relay-store-pg-close".into())
+        .spawn(move || drop(conns));
+    match closer {
+        Ok(thread) => {
+            if thread.join().is_err() {
+                tracing::warn!("closing PostgreSQL connections panicked");
+            }
+        }
+        Err(e) => tracing::warn!(%e, "cannot start a thread to close PostgreSQL connections"),
+    }
+}

@@ -1,0 +1,176 @@
+//! The queue operations in SQL, each one transaction on a pooled
+//! connection.
+
+use relay_core::store::{InsertOutcome, NewEntry, QueuedEntry, Quota, StoreError};
+use relay_core::{EntryId, ServerName, TxnId};
+
+use postgres::Transaction;
+
+use super::pool::{Conn, Statements};
+use crate::quota::{Usage, refused_by};
+
+/// What an insert found, before the rows are checked.
+pub(super) enum Inserted {
+    /// Stored (committed) with this ID.
+    Stored(i64),
+    /// The key was queued already, with this ID.
+    Duplicate(i64),
+    /// Refused by a quota; nothing written.
+    Refused(relay_core::store::QuotaKind),
+    /// The key was queued when the insert ran but gone when its ID was
+    /// read (deleted in between by someone who took no lock); nothing
+    /// written, try again.
+    Vanished,
+}
+
+/// Inserts `entry` in a transaction of its own (see [`insert_in`]).
+pub(super) fn insert(
+    conn: &mut Conn,
+    entry: &NewEntry,
+    quota: &Quota,
+) -> Result<Inserted, postgres::Error> {
+    let Conn { client, stmts } = conn;
+    let mut tx = client.transaction()?;
+    tx.execute(&stmts.lock_total, &[])?;
+    let inserted = insert_in(&mut tx, stmts, entry, quota)?;
+    tx.commit()?;
+    Ok(inserted)
+}
+
+/// Inserts `entry` unless it is a duplicate or over quota, inside `tx`,
+/// which holds the lock on the `total_usage` row.
+///
+/// Implementation note: every writer of this crate locks the one
+/// `total_usage` row first (`FOR UPDATE`), so writers are serialised and
+/// the counters read here are all that was committed: the quota check and
+/// the insert are atomic, across processes too, and row locks are always
+/// taken in one order (total, then what the triggers touch), so writers do
+/// not deadlock. The duplicate check comes first, as the semantics say;
+/// the unique key stays the arbiter (`INSERT … ON CONFLICT DO NOTHING`,
+/// then the existing row's ID), so an insert that raced past the check (an
+/// operator's, which takes no lock) is still a duplicate, never a second
+/// row. A refusal writes nothing.
+pub(super) fn insert_in(
+    tx: &mut Transaction<'_>,
+    stmts: &Statements,
+    entry: &NewEntry,
+    quota: &Quota,
+) -> Result<Inserted, postgres::Error> {
+    let origin = entry.origin.as_str();
+    let destination = entry.destination.as_str();
+    let txn_id = entry.txn_id.as_str();
+    let counters = tx.query_one(&stmts.check, &[&destination, &origin, &txn_id])?;
+    if let Some(id) = counters.try_get::<_, Option<i64>>(0)? {
+        return Ok(Inserted::Duplicate(id));
+    }
+    let usage = |i: usize| -> Result<Usage, postgres::Error> {
+        let entries: Option<i64> = counters.try_get(i)?;
+        let bytes: Option<i64> = counters.try_get(i + 1)?;
+        Ok(Usage {
+            entries: entries.and_then(|n| u64::try_from(n).ok()).unwrap_or(0),
+            bytes: bytes.and_then(|n| u64::try_from(n).ok()).unwrap_or(0),
+        })
+    };
+    let len = u64::try_from(entry.transaction.len()).unwrap_or(u64::MAX);
+    if let Some(kind) = refused_by(quota, usage(1)?, usage(3)?, usage(5)?, len) {
+        return Ok(Inserted::Refused(kind));
+    }
+    let row = tx.query_opt(
+        &stmts.insert,
+        &[&destination, &origin, &txn_id, &entry.transaction],
+    )?;
+    if let Some(row) = row {
+        return Ok(Inserted::Stored(row.try_get(0)?));
+    }
+    match tx.query_opt(&stmts.existing, &[&origin, &destination, &txn_id])? {
+        Some(row) => Ok(Inserted::Duplicate(row.try_get(0)?)),
+        None => Ok(Inserted::Vanished),
+    }
+}
+
+/// Turns what [`insert`] found into the trait's answer.
+pub(super) fn outcome(inserted: Inserted) -> Result<Option<InsertOutcome>, StoreError> {
+    Ok(Some(match inserted {
+        Inserted::Stored(id) => InsertOutcome::Stored(entry_id(id)?),
+        Inserted::Duplicate(id) => InsertOutcome::Duplicate(entry_id(id)?),
+        Inserted::Refused(kind) => InsertOutcome::QuotaExceeded(kind),
+        Inserted::Vanished => return Ok(None),
+    }))
+}
+
+/// Deletes entry `ack` if it belongs to `destination`, in a transaction
+/// of its own that takes the `total_usage` lock first (see [`insert_in`]).
+pub(super) fn ack(
+    conn: &mut Conn,
+    destination: &ServerName,
+    ack: EntryId,
+) -> Result<(), postgres::Error> {
+    let Conn { client, stmts } = conn;
+    let mut tx = client.transaction()?;
+    tx.execute(&stmts.lock_total, &[])?;
+    ack_in(&mut tx, stmts, destination, ack)?;
+    tx.commit()
+}
+
+/// Deletes entry `ack` if it belongs to `destination`, inside `tx`, which
+/// holds the lock on the `total_usage` row.
+pub(super) fn ack_in(
+    tx: &mut Transaction<'_>,
+    stmts: &Statements,
+    destination: &ServerName,
+    ack: EntryId,
+) -> Result<(), postgres::Error> {
+    // An ID beyond i64 cannot be in the table: nothing to delete.
+    let Ok(id) = i64::try_from(ack.0) else {
+        return Ok(());
+    };
+    tx.execute(&stmts.delete, &[&destination.as_str(), &id])?;
+    Ok(())
+}
+
+/// The raw row of the oldest entry visible for `destination`.
+pub(super) type Row = (i64, String, String, Vec<u8>);
+
+/// The oldest entry queued (committed) for `destination`.
+pub(super) fn next(
+    conn: &mut Conn,
+    destination: &ServerName,
+) -> Result<Option<Row>, postgres::Error> {
+    let row = conn
+        .client
+        .query_opt(&conn.stmts.next, &[&destination.as_str()])?;
+    row.map(|r| Ok((r.try_get(0)?, r.try_get(1)?, r.try_get(2)?, r.try_get(3)?)))
+        .transpose()
+}
+
+/// Decodes a row of [`next`]; the database is outside input, so a bad row
+/// is an error, never a panic.
+pub(super) fn decode(row: Option<Row>) -> Result<Option<QueuedEntry>, StoreError> {
+    let Some((id, origin, txn_id, transaction)) = row else {
+        return Ok(None);
+    };
+    let bad = |what: &str| StoreError(format!("entry {id} in the database has an invalid {what}"));
+    Ok(Some(QueuedEntry {
+        entry_id: entry_id(id)?,
+        origin: ServerName::parse(&origin).map_err(|_| bad("origin"))?,
+        txn_id: TxnId::parse(&txn_id).map_err(|_| bad("txn_id"))?,
+        transaction,
+    }))
+}
+
+/// Number of entries queued for `destination`, from the usage counters.
+pub(super) fn queued(conn: &mut Conn, destination: &ServerName) -> Result<i64, postgres::Error> {
+    let row = conn
+        .client
+        .query_opt(&conn.stmts.queued, &[&destination.as_str()])?;
+    row.map_or(Ok(0), |r| r.try_get(0))
+}
+
+fn entry_id(id: i64) -> Result<EntryId, StoreError> {
+    match u64::try_from(id) {
+        Ok(id) if id > 0 => Ok(EntryId(id)),
+        _ => Err(StoreError(format!(
+            "entry ID {id} in the database is not positive"
+        ))),
+    }
+}

@@ -1,0 +1,323 @@
+//! `matrix-relay pull` (PROTOCOL §4): drains every relay as node B, prints
+//! each transaction once as `{"relay","origin","txn_id","transaction"}`,
+//! acknowledges what it printed; exit 0 when every relay was drained, 1
+//! when any failed (after printing what it got).
+
+use std::collections::BTreeSet;
+use std::sync::{Arc, Mutex};
+
+use relay_tests::api::{drain, txn_body};
+use relay_tests::*;
+use serde_json::{Value, json};
+
+fn origins() -> (Server, Server) {
+    (Server::named("o1.example"), Server::named("o2.example"))
+}
+
+/// B as a node, with its identity for the harness.
+fn node_b() -> (Node, Server) {
+    let b = Server::named(DEST_NAME);
+    (Node::new(b.clone()), b)
+}
+
+/// A relay called `name` serving B and trusting `trusted`.
+fn relay_named(name: &str, trusted: &[&Server]) -> RelayProcess {
+    trusted
+        .iter()
+        .fold(
+            RelayProcess::builder()
+                .server_name(name)
+                .serve_for(DEST_NAME),
+            |r, s| r.trust(s),
+        )
+        .start()
+}
+
+/// Checks that `line` is exactly `{"relay","origin","txn_id","transaction"}`
+/// and returns (relay, origin, txn_id, transaction).
+#[track_caller]
+fn fields(line: &Value) -> (String, String, String, Value) {
+    let keys: BTreeSet<&str> = line
+        .as_object()
+        .unwrap_or_else(|| panic!("not an object: {line}"))
+        .keys()
+        .map(String::as_str)
+        .collect();
+    assert_eq!(
+        keys,
+        BTreeSet::from(["relay", "origin", "txn_id", "transaction"]),
+        "{line}"
+    );
+    let text = |k: &str| {
+        line[k]
+            .as_str()
+            .unwrap_or_else(|| panic!("{k} is not a string: {line}"))
+            .to_owned()
+    };
+    (
+        text("relay"),
+        text("origin"),
+        text("txn_id"),
+        line["transaction"].clone(),
+    )
+}
+
+#[test]
+fn prints_each_queued_transaction_in_order_then_nothing() {
+    let (o1, o2) = origins();
+    let (node, b) = node_b();
+    let relay = RelayProcess::standard(&[&o1, &o2, &b]);
+    let alice = b.user("alice");
+    // The same txn ID from two origins is two transactions.
+    let stored = [
+        (&o1, "t1", "m1"),
+        (&o2, "t2", "m2"),
+        (&o1, "t3", "m3"),
+        (&o2, "t1", "m4"),
+    ];
+    for (origin, txn_id, marker) in stored {
+        store(&relay, origin, txn_id, &alice, marker);
+    }
+    let out = node.pull().relay(&relay).run();
+    out.assert_code(0);
+    let lines = out.json_lines();
+    assert_eq!(lines.len(), stored.len(), "{out:?}");
+    for (line, (origin, txn_id, marker)) in lines.iter().zip(stored) {
+        let (r, o, t, transaction) = fields(line);
+        assert_eq!(
+            (r.as_str(), o.as_str(), t.as_str()),
+            (RELAY_NAME, origin.name(), txn_id),
+            "{out:?}"
+        );
+        assert_eq!(transaction, txn_body(origin.name(), marker), "{out:?}");
+    }
+    // Everything printed was acknowledged.
+    assert!(drain(&relay, &b, &alice).is_empty(), "entries left");
+    let again = node.pull().relay(&relay).run();
+    again.assert_code(0);
+    assert!(again.lines().is_empty(), "{again:?}");
+}
+
+#[test]
+fn an_empty_relay_prints_nothing_and_exits_0() {
+    let (node, b) = node_b();
+    let relay = RelayProcess::standard(&[&b]);
+    let out = node.pull().relay(&relay).run();
+    out.assert_code(0);
+    assert!(out.lines().is_empty(), "{out:?}");
+}
+
+#[test]
+fn a_transaction_on_two_relays_is_printed_once() {
+    let (o1, o2) = origins();
+    let (node, b) = node_b();
+    let r1 = relay_named("r1.example", &[&o1, &o2, &b]);
+    let r2 = relay_named("r2.example", &[&o1, &o2, &b]);
+    let alice = b.user("alice");
+    store(&r1, &o1, "both", &alice, "m-both");
+    store(&r2, &o1, "both", &alice, "m-both");
+    store(&r1, &o2, "only-r1", &alice, "m-r1");
+    store(&r2, &o1, "only-r2", &alice, "m-r2");
+    // Same txn ID, other origin: not a copy.
+    store(&r2, &o2, "both", &alice, "m-both-o2");
+    let out = node.pull().relay(&r1).relay(&r2).run();
+    out.assert_code(0);
+    let got: Vec<(String, String, String, Value)> = out.json_lines().iter().map(fields).collect();
+    let keys: BTreeSet<(&str, &str)> = got
+        .iter()
+        .map(|(_, o, t, _)| (o.as_str(), t.as_str()))
+        .collect();
+    assert_eq!(got.len(), 4, "{out:?}");
+    assert_eq!(
+        keys,
+        BTreeSet::from([
+            (o1.name(), "both"),
+            (o2.name(), "only-r1"),
+            (o1.name(), "only-r2"),
+            (o2.name(), "both"),
+        ]),
+        "{out:?}"
+    );
+    for (relay, _, txn_id, _) in &got {
+        match txn_id.as_str() {
+            "only-r1" => assert_eq!(relay, "r1.example", "{out:?}"),
+            "only-r2" => assert_eq!(relay, "r2.example", "{out:?}"),
+            _ => assert!(["r1.example", "r2.example"].contains(&relay.as_str())),
+        }
+    }
+    // Per relay, oldest first: r2 held only-r2 before the o2 copy of "both".
+    let order: Vec<(&str, &str)> = got
+        .iter()
+        .filter(|(r, ..)| r == "r2.example")
+        .map(|(_, o, t, _)| (o.as_str(), t.as_str()))
+        .collect();
+    let pos = |key: (&str, &str)| order.iter().position(|k| *k == key);
+    assert!(
+        pos((o1.name(), "only-r2")) < pos((o2.name(), "both")),
+        "{out:?}"
+    );
+    // Both copies were acknowledged.
+    assert!(drain(&r1, &b, &alice).is_empty(), "r1 not empty");
+    assert!(drain(&r2, &b, &alice).is_empty(), "r2 not empty");
+    let again = node.pull().relay(&r1).relay(&r2).run();
+    again.assert_code(0);
+    assert!(again.lines().is_empty(), "{again:?}");
+}
+
+#[test]
+fn a_relay_down_is_exit_1_after_printing_the_others() {
+    let (o1, _) = origins();
+    let (node, b) = node_b();
+    let relay = RelayProcess::standard(&[&o1, &b]);
+    let alice = b.user("alice");
+    store(&relay, &o1, "t1", &alice, "m1");
+    store(&relay, &o1, "t2", &alice, "m2");
+    let out = node
+        .pull()
+        .relay(&relay)
+        .relay_at("down.example", closed_addr())
+        .timeout_ms(2_000)
+        .run();
+    out.assert_code(1);
+    let txn_ids: Vec<String> = out.json_lines().iter().map(|l| fields(l).2).collect();
+    assert_eq!(txn_ids, ["t1", "t2"], "{out:?}");
+    assert!(out.stderr.contains("down.example"), "{out:?}");
+    assert!(
+        drain(&relay, &b, &alice).is_empty(),
+        "what was printed is acked"
+    );
+}
+
+#[test]
+fn a_refusing_or_garbled_relay_is_exit_1() {
+    let (o1, _) = origins();
+    let (node, b) = node_b();
+    // Does not know B's key: every relay_txn is 401.
+    let refusing = RelayProcess::standard(&[&o1]);
+    let out = node.pull().relay(&refusing).run();
+    out.assert_code(1);
+    assert!(out.lines().is_empty(), "{out:?}");
+    assert!(out.stderr.contains(RELAY_NAME), "{out:?}");
+
+    let garbled = StubServer::always(Reply::Json(200, r#"{"nonsense":true}"#.to_owned()));
+    let out = node
+        .pull()
+        .relay_at("garbled.example", garbled.addr())
+        .timeout_ms(2_000)
+        .run();
+    out.assert_code(1);
+    assert!(out.lines().is_empty(), "{out:?}");
+    assert!(out.stderr.contains("garbled.example"), "{out:?}");
+    // It asked as B, signed for that relay.
+    let asked = garbled.requests();
+    assert!(!asked.is_empty());
+    assert_eq!(asked[0].method, "GET");
+    assert!(
+        asked[0]
+            .target
+            .starts_with("/_matrix/federation/v1/relay_txn/"),
+        "{asked:?}"
+    );
+    asked[0]
+        .verify_signed_by(&b, "garbled.example")
+        .expect("signed by B for the relay");
+    assert_eq!(asked[0].json(), json!({"entry_id": 0}));
+}
+
+#[test]
+fn a_line_is_out_before_its_entry_is_acknowledged() {
+    let (node, b) = node_b();
+    let stdout = node.dir().join("pull.out");
+    let out_file = stdout.clone();
+    let printed_before_ack = Arc::new(Mutex::new(None::<bool>));
+    let seen = Arc::clone(&printed_before_ack);
+    // A relay holding one entry (7): when the request acknowledging it
+    // arrives, the line must be in pull's standard output already.
+    let relay = StubServer::start(move |_, req| {
+        let ack = serde_json::from_slice::<Value>(&req.body)
+            .ok()
+            .and_then(|b| b["entry_id"].as_u64());
+        if ack == Some(7) {
+            let text = std::fs::read_to_string(&out_file).unwrap_or_default();
+            if let Ok(mut seen) = seen.lock() {
+                seen.get_or_insert(text.contains("\"t-ack\""));
+            }
+            return Reply::Json(
+                200,
+                json!({"transaction": {"origin": "", "origin_server_ts": 0, "pdus": [], "edus": []}, "entries_queued": false}).to_string(),
+            );
+        }
+        Reply::Json(
+            200,
+            json!({
+                "transaction": txn_body("o1.example", "acked"),
+                "entry_id": 7,
+                "entries_queued": true,
+                "txn_id": "t-ack",
+            })
+            .to_string(),
+        )
+    });
+    let out = node
+        .pull()
+        .relay_at("stub.example", relay.addr())
+        .stdout_to(&stdout)
+        .run();
+    out.assert_code(0);
+    let lines = out.json_lines();
+    assert_eq!(lines.len(), 1, "{out:?}");
+    assert_eq!(fields(&lines[0]).2, "t-ack");
+    let acks: Vec<Value> = relay.requests().iter().map(Recorded::json).collect();
+    assert_eq!(
+        acks,
+        [json!({"entry_id": 0}), json!({"entry_id": 7})],
+        "{out:?}"
+    );
+    for req in relay.requests() {
+        req.verify_signed_by(&b, "stub.example")
+            .expect("signed by B for the relay");
+    }
+    assert_eq!(
+        *printed_before_ack.lock().expect("lock"),
+        Some(true),
+        "the line was not out when its ack arrived"
+    );
+}
+
+#[test]
+fn bad_input_is_refused_with_a_clear_message() {
+    let (node, _) = node_b();
+    let relay_addr = closed_addr();
+    let refused = |out: &CliOutput, needle: &str| {
+        assert!(out.code().is_some_and(|c| c != 0), "{out:?}");
+        assert!(out.stdout.trim().is_empty(), "{out:?}");
+        assert!(out.stderr.contains(needle), "{needle:?}: {out:?}");
+    };
+    refused(&node.pull().run(), "--relay");
+    let out = CliCommand::bare(&node, "pull")
+        .arg("--server-name")
+        .arg(DEST_NAME)
+        .arg("--signing-key")
+        .arg(node.dir().join("missing.key"))
+        .relay_at("r.example", relay_addr)
+        .run();
+    refused(&out, "missing.key");
+    let out = CliCommand::bare(&node, "pull")
+        .arg("--server-name")
+        .arg("not a name!")
+        .arg("--signing-key")
+        .arg(node.key_path())
+        .relay_at("r.example", relay_addr)
+        .run();
+    refused(&out, "--server-name");
+    let out = node.pull().arg("--relay").arg("bad relay").run();
+    refused(&out, "--relay");
+    let out = node
+        .pull()
+        .arg("--relay")
+        .arg("r.example")
+        .arg("--resolve")
+        .arg("nonsense")
+        .run();
+    refused(&out, "--resolve");
+}
