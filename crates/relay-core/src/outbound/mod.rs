@@ -17,7 +17,7 @@
 //! ```no_run
 //! # use relay_core::outbound::*;
 //! # use relay_core::{Instant, UnixMillis, ServerName};
-//! # fn send(_: &relay_core::http::OutgoingRequest) -> relay_core::http::HttpOutcome { todo!() }
+//! # fn send(_: &relay_core::http::OutgoingRequest) -> relay_core::http::HttpOutcome { relay_core::http::HttpOutcome::Timeout }
 //! # fn persist(_: &Change) -> Result<(), relay_core::store::StoreError> { Ok(()) }
 //! # fn drive(out: &mut Outbound, dest: ServerName) {
 //! let now = Instant::now();

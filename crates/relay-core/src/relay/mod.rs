@@ -20,7 +20,7 @@
 //! ```no_run
 //! # use relay_core::relay::*;
 //! # use relay_core::{Instant, UnixMillis};
-//! # fn store(_: &relay_core::store::NewEntry) -> Result<relay_core::store::InsertOutcome, relay_core::store::StoreError> { todo!() }
+//! # fn store(_: &relay_core::store::NewEntry) -> Result<relay_core::store::InsertOutcome, relay_core::store::StoreError> { Ok(relay_core::store::InsertOutcome::Stored(relay_core::EntryId(1))) }
 //! # fn send(_: RequestId, _: Response) {}
 //! # fn drive(relay: &mut Relay, request: Request) {
 //! relay.handle_request(Instant::now(), UnixMillis(1_700_000_000_000), request);

@@ -19,7 +19,7 @@
 //! ```no_run
 //! # use relay_core::retriever::*;
 //! # use relay_core::{Instant, ServerName};
-//! # fn send(_: &relay_core::http::OutgoingRequest) -> relay_core::http::HttpOutcome { todo!() }
+//! # fn send(_: &relay_core::http::OutgoingRequest) -> relay_core::http::HttpOutcome { relay_core::http::HttpOutcome::Timeout }
 //! # fn process(_: &Delivery) {}
 //! # fn persist(_: &Change) -> Result<(), relay_core::store::StoreError> { Ok(()) }
 //! # fn drive(config: RetrieverConfig, relays: Vec<ServerName>, seen: Vec<Vec<DedupeKey>>) {
