@@ -13,7 +13,7 @@ use relay_core::{Instant, ServerName};
 use relay_store::DedupeStore;
 
 use crate::client::HttpClient;
-use crate::task::{Task, sleep_until, spawn_task};
+use crate::task::{Task, Wake, next_wake, spawn_task};
 use crate::{Runtime, persist};
 
 /// What the application receives.
@@ -34,13 +34,6 @@ enum Command {
 enum Completion {
     Answered(AttemptId, HttpOutcome),
     Persisted(Vec<(OpId, Result<(), StoreError>)>),
-}
-
-/// What woke the driver.
-enum Wake {
-    Command(Option<Command>),
-    Done(Completion),
-    Timeout,
 }
 
 /// The application's handle on a running retriever.
@@ -110,22 +103,7 @@ async fn drive<R: Runtime>(
     loop {
         // 1. Feed one event.
         let deadline = machine.poll_timeout();
-        let wake = futures_lite::future::race(
-            futures_lite::future::race(
-                async { Wake::Command(commands.recv().await.ok()) },
-                async {
-                    match done.recv().await {
-                        Ok(completion) => Wake::Done(completion),
-                        Err(_) => std::future::pending().await,
-                    }
-                },
-            ),
-            async {
-                sleep_until(&rt, deadline).await;
-                Wake::Timeout
-            },
-        )
-        .await;
+        let wake = next_wake(&rt, &commands, &done, deadline).await;
         let now = Instant::now();
         match wake {
             Wake::Command(Some(Command::Processed(id))) => machine.handle_processed(now, id),
