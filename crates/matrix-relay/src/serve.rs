@@ -10,7 +10,7 @@ use relay_core::ServerName;
 use relay_core::auth::KeyRing;
 use relay_core::relay::{DEFAULT_MAX_BODY_BYTES, RelayConfig, ServePolicy};
 use relay_core::resolve::Resolver;
-use relay_core::store::Quota;
+use relay_core::store::{AckedKeys, Quota};
 use serde::Deserialize;
 
 use crate::{Runtime, keys};
@@ -82,6 +82,16 @@ pub struct ServeArgs {
     /// Most bytes queued in all [default: 16 GiB].
     #[arg(long)]
     max_total_bytes: Option<u64>,
+    /// How long, in seconds, the key (origin, destination, txn ID) of an
+    /// acknowledged transaction is remembered, so that a sender's
+    /// retransmission is answered 200 and not stored again; 0 remembers
+    /// nothing [default: 86400].
+    #[arg(long, value_name = "SECS")]
+    acked_retention_secs: Option<u64>,
+    /// Most keys of acknowledged transactions remembered (the oldest are
+    /// forgotten first) [default: 1000000].
+    #[arg(long, value_name = "N")]
+    acked_max: Option<u64>,
     /// TOML file with these settings; flags win.
     #[arg(long)]
     #[serde(skip)]
@@ -108,6 +118,8 @@ impl ServeArgs {
             max_origin_entries,
             max_origin_bytes,
             max_total_bytes,
+            acked_retention_secs,
+            acked_max,
             runtime
         );
         macro_rules! list_or_file {
@@ -176,6 +188,12 @@ pub fn serve(args: ServeArgs) -> Result<(), String> {
         origin_entries: args.max_origin_entries.unwrap_or(d.origin_entries),
         origin_bytes: args.max_origin_bytes.unwrap_or(d.origin_bytes),
         total_bytes: args.max_total_bytes.unwrap_or(d.total_bytes),
+        acked: AckedKeys {
+            retention_ms: args
+                .acked_retention_secs
+                .map_or(d.acked.retention_ms, |secs| secs.saturating_mul(1000)),
+            max: args.acked_max.unwrap_or(d.acked.max),
+        },
     };
     if matches!(config.serve, ServePolicy::Only(ref s) if s.is_empty()) {
         tracing::warn!("serving no destination: pass --serve-for NAME or --open");

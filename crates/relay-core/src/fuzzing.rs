@@ -633,7 +633,15 @@ pub fn relay_request(data: &[u8]) {
                     request::user_id(user_id).map(|u| u.server_name()).ok(),
                     Some(destination)
                 );
-                assert_ne!(ack, Some(EntryId(0)), "entry 0 acknowledges nothing");
+                assert_ne!(
+                    ack.map(|a| a.entry_id),
+                    Some(EntryId(0)),
+                    "entry 0 acknowledges nothing"
+                );
+                assert!(
+                    ack.is_none_or(|a| a.keys == relay.config().quota.acked),
+                    "an acknowledgement that forgets the configured retention"
+                );
 
                 let result = fetch_answer(answers);
                 relay.handle_fetched(now, op, result.clone());
@@ -655,12 +663,13 @@ pub fn relay_request(data: &[u8]) {
 }
 
 fn store_answer(answers: u8) -> Result<InsertOutcome, StoreError> {
-    match (answers & 0x0f) % 6 {
+    match (answers & 0x0f) % 7 {
         0 => Ok(InsertOutcome::Stored(EntryId(u64::from(answers) + 1))),
         1 => Ok(InsertOutcome::Duplicate(EntryId(1))),
         2 => Ok(InsertOutcome::QuotaExceeded(QuotaKind::Destination)),
         3 => Ok(InsertOutcome::QuotaExceeded(QuotaKind::Origin)),
         4 => Ok(InsertOutcome::QuotaExceeded(QuotaKind::Total)),
+        5 => Ok(InsertOutcome::AlreadyDelivered),
         _ => Err(StoreError("disk \"full\"\n\u{0}".to_owned())),
     }
 }

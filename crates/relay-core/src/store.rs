@@ -3,11 +3,13 @@
 //!
 //! Queue semantics every backend implements (and the conformance suite in
 //! `relay-store` checks): one FIFO per destination, oldest first; insert is
-//! idempotent on (origin, destination, txn ID); acknowledgement deletes
-//! exactly one entry of one destination; a successful insert is durable
-//! before it is reported.
+//! idempotent on (origin, destination, txn ID), while the entry is queued
+//! and, for [`AckedKeys::retention_ms`], after it was acknowledged;
+//! acknowledgement deletes exactly one entry of one destination; a
+//! successful insert is durable before it is reported.
 
 use crate::id::{EntryId, ServerName, TxnId};
+use crate::time::UnixMillis;
 
 /// A transaction to store for a destination.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -20,6 +22,20 @@ pub struct NewEntry {
     pub txn_id: TxnId,
     /// The transaction as JSON, its `origin` set to [`NewEntry::origin`].
     pub transaction: Vec<u8>,
+    /// When the relay received it: what a remembered acknowledgement's age
+    /// is measured against.
+    pub received: UnixMillis,
+}
+
+/// An acknowledgement of one entry by its destination.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Ack {
+    /// The entry to delete.
+    pub entry_id: EntryId,
+    /// When the destination acknowledged it.
+    pub at: UnixMillis,
+    /// How the key of the deleted entry is remembered.
+    pub keys: AckedKeys,
 }
 
 /// A stored transaction, as handed to its destination.
@@ -49,6 +65,50 @@ pub struct Quota {
     pub origin_bytes: u64,
     /// Transaction bytes queued in all.
     pub total_bytes: u64,
+    /// How long, and how many, keys of acknowledged entries are remembered
+    /// (a remembered key is a duplicate, never stored again).
+    pub acked: AckedKeys,
+}
+
+/// How long, and how many, keys (origin, destination, txn ID) of
+/// acknowledged entries the relay remembers, so that a sender's
+/// retransmission after the destination took the entry is not stored a
+/// second time.
+///
+/// Implementation note: both bounds are needed against strangers: every
+/// remembered key was acknowledged by its destination, but any origin can
+/// make a destination acknowledge many. Past `max` the oldest are
+/// forgotten first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AckedKeys {
+    /// How long a key is remembered after its acknowledgement, in
+    /// milliseconds; 0 remembers nothing.
+    pub retention_ms: u64,
+    /// Most keys remembered; 0 remembers nothing.
+    pub max: u64,
+}
+
+impl AckedKeys {
+    /// Remembers nothing: an acknowledged key may be stored again at once.
+    pub const OFF: Self = Self {
+        retention_ms: 0,
+        max: 0,
+    };
+
+    /// Whether keys are remembered at all.
+    pub fn enabled(&self) -> bool {
+        self.retention_ms > 0 && self.max > 0
+    }
+}
+
+impl Default for AckedKeys {
+    /// A day, and a million keys.
+    fn default() -> Self {
+        Self {
+            retention_ms: 24 * 60 * 60 * 1000,
+            max: 1_000_000,
+        }
+    }
 }
 
 impl Default for Quota {
@@ -59,6 +119,7 @@ impl Default for Quota {
             origin_entries: 100_000,
             origin_bytes: 1 << 30,
             total_bytes: 16 << 30,
+            acked: AckedKeys::default(),
         }
     }
 }
@@ -82,6 +143,9 @@ pub enum InsertOutcome {
     /// The same (origin, destination, txn ID) was already queued; nothing
     /// changed.
     Duplicate(EntryId),
+    /// The same (origin, destination, txn ID) was queued and acknowledged
+    /// within [`AckedKeys::retention_ms`]; nothing changed.
+    AlreadyDelivered,
     /// Refused: a quota is full. Nothing was stored.
     QuotaExceeded(QuotaKind),
 }

@@ -26,7 +26,9 @@ use std::sync::Arc;
 
 pub use relay_core::outbound::{Change, DestinationRecord, Item, ItemId, ItemKind, RetryState};
 pub use relay_core::retriever::{Change as DedupeChange, DedupeKey};
-pub use relay_core::store::{InsertOutcome, NewEntry, QueuedEntry, Quota, QuotaKind, StoreError};
+pub use relay_core::store::{
+    Ack, AckedKeys, InsertOutcome, NewEntry, QueuedEntry, Quota, QuotaKind, StoreError,
+};
 pub use relay_core::{EntryId, ServerName, TxnId, UnixMillis};
 
 pub mod conformance;
@@ -47,8 +49,17 @@ pub use sqlite::{SCHEMA_VERSION, SqliteStore};
 /// - Entry IDs are positive, unique within a store, never reused, and
 ///   increase in insert order; "oldest" means the lowest entry ID.
 /// - Insert is idempotent on (origin, destination, txn ID) while the entry
-///   is queued. The duplicate check comes before the quota checks, and a
-///   duplicate does not count against any quota.
+///   is queued (`Duplicate`), and after its acknowledgement while the key
+///   is remembered (`AlreadyDelivered`). The duplicate check comes before
+///   the quota checks, and a duplicate does not count against any quota.
+/// - An acknowledgement that deletes an entry remembers its key, in the
+///   same transaction, with the acknowledgement's time, if
+///   [`AckedKeys::enabled`]. A key is remembered for inserts received less
+///   than `retention_ms` after it was acknowledged (both times as the
+///   caller gives them), and until `max` later keys have been remembered
+///   (oldest forgotten first; a backend with concurrent writers may forget
+///   a little earlier, never later). An acknowledgement that deletes
+///   nothing remembers nothing. Remembering a key again restarts both.
 /// - Quotas are checked in the order destination, origin, total; an insert
 ///   that would go past a limit (`usage + new > limit`) is refused whole.
 ///   Bytes are `transaction.len()`.
@@ -59,19 +70,21 @@ pub use sqlite::{SCHEMA_VERSION, SqliteStore};
 /// implementation serves every runtime.
 pub trait QueueStore: Send + Sync + 'static {
     /// Stores `entry` unless the same (origin, destination, txn ID) is queued
-    /// already (`Duplicate` with the existing ID) or a quota would be
-    /// exceeded (`QuotaExceeded`, nothing stored). Durable before it returns
-    /// `Ok(Stored(_))`.
+    /// already (`Duplicate` with the existing ID), was acknowledged within
+    /// `quota.acked` before `entry.received` (`AlreadyDelivered`), or a
+    /// quota would be exceeded (`QuotaExceeded`, nothing stored). Durable
+    /// before it returns `Ok(Stored(_))`.
     fn insert(&self, entry: NewEntry, quota: &Quota) -> Result<InsertOutcome, StoreError>;
 
-    /// If `ack` is `Some(id)`, deletes entry `id` if it is queued for
-    /// `destination` (an ID that is gone or belongs to another destination
-    /// changes nothing and is not an error). Then returns the oldest
-    /// remaining entry for `destination`, or `None`.
+    /// If `ack` is given, deletes entry `ack.entry_id` if it is queued for
+    /// `destination`, and remembers its key as `ack.keys` says (an ID that
+    /// is gone or belongs to another destination changes nothing and is not
+    /// an error). Then returns the oldest remaining entry for
+    /// `destination`, or `None`.
     fn ack_and_next(
         &self,
         destination: &ServerName,
-        ack: Option<EntryId>,
+        ack: Option<Ack>,
     ) -> Result<Option<QueuedEntry>, StoreError>;
 
     /// Number of entries queued for `destination`.

@@ -3,8 +3,8 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Mutex, MutexGuard};
 
-use relay_core::store::{InsertOutcome, NewEntry, QueuedEntry, Quota, StoreError};
-use relay_core::{EntryId, ServerName, TxnId};
+use relay_core::store::{Ack, InsertOutcome, NewEntry, QueuedEntry, Quota, StoreError};
+use relay_core::{EntryId, ServerName, TxnId, UnixMillis};
 
 use crate::QueueStore;
 use crate::quota::{Usage, refused_by};
@@ -34,6 +34,64 @@ struct Inner {
     destination_usage: BTreeMap<ServerName, Usage>,
     origin_usage: BTreeMap<ServerName, Usage>,
     total: Usage,
+    acked: Acked,
+}
+
+/// The keys of acknowledged entries, each with when it was acknowledged
+/// and the sequence number of its recording.
+#[derive(Debug, Default)]
+struct Acked {
+    last_seq: u64,
+    keys: BTreeMap<Key, (UnixMillis, u64)>,
+    by_seq: BTreeMap<u64, Key>,
+    by_time: BTreeSet<(UnixMillis, u64)>,
+}
+
+impl Acked {
+    /// Whether `key` was acknowledged within `retention_ms` before `now`.
+    fn remembers(&self, key: &Key, now: UnixMillis, retention_ms: u64) -> bool {
+        self.keys
+            .get(key)
+            .is_some_and(|(at, _)| at.saturating_add_ms(retention_ms) > now)
+    }
+
+    fn forget(&mut self, seq: u64) {
+        if let Some(key) = self.by_seq.remove(&seq)
+            && let Some((at, _)) = self.keys.remove(&key)
+        {
+            self.by_time.remove(&(at, seq));
+        }
+    }
+
+    /// Records `key` as acknowledged by `ack` (if `ack.keys` remembers
+    /// anything), then forgets what is past `ack.keys`' bounds.
+    fn record(&mut self, key: Key, ack: &Ack) {
+        let cutoff = UnixMillis(ack.at.0.saturating_sub(ack.keys.retention_ms));
+        while let Some(&(at, seq)) = self.by_time.first()
+            && at <= cutoff
+        {
+            self.forget(seq);
+        }
+        if !ack.keys.enabled() {
+            return;
+        }
+        if let Some(&(_, seq)) = self.keys.get(&key) {
+            self.forget(seq);
+        }
+        self.last_seq += 1;
+        let seq = self.last_seq;
+        self.keys.insert(key.clone(), (ack.at, seq));
+        self.by_seq.insert(seq, key);
+        self.by_time.insert((ack.at, seq));
+        // As the SQL backends do: forget recordings `max` or more before
+        // this one.
+        let oldest_kept = seq.saturating_sub(ack.keys.max);
+        while let Some((&first, _)) = self.by_seq.first_key_value()
+            && first <= oldest_kept
+        {
+            self.forget(first);
+        }
+    }
 }
 
 impl MemoryStore {
@@ -81,6 +139,13 @@ impl QueueStore for MemoryStore {
         if let Some(&id) = inner.keys.get(&key) {
             return Ok(InsertOutcome::Duplicate(id));
         }
+        if quota.acked.enabled()
+            && inner
+                .acked
+                .remembers(&key, entry.received, quota.acked.retention_ms)
+        {
+            return Ok(InsertOutcome::AlreadyDelivered);
+        }
         let len = len_of(&entry);
         let usage =
             |map: &BTreeMap<ServerName, Usage>, name| map.get(name).copied().unwrap_or_default();
@@ -112,23 +177,26 @@ impl QueueStore for MemoryStore {
     fn ack_and_next(
         &self,
         destination: &ServerName,
-        ack: Option<EntryId>,
+        ack: Option<Ack>,
     ) -> Result<Option<QueuedEntry>, StoreError> {
         let mut inner = self.lock()?;
         let inner = &mut *inner;
-        if let Some(id) = ack
+        if let Some(ack) = ack
             && inner
                 .entries
-                .get(&id)
+                .get(&ack.entry_id)
                 .is_some_and(|e| &e.destination == destination)
-            && let Some(entry) = inner.entries.remove(&id)
+            && let Some(entry) = inner.entries.remove(&ack.entry_id)
         {
+            let id = ack.entry_id;
             let len = len_of(&entry);
-            inner.keys.remove(&(
+            let key = (
                 entry.origin.clone(),
                 entry.destination.clone(),
                 entry.txn_id.clone(),
-            ));
+            );
+            inner.keys.remove(&key);
+            inner.acked.record(key, &ack);
             if let Some(queue) = inner.queues.get_mut(destination) {
                 queue.remove(&id);
                 if queue.is_empty() {

@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use postgres::Config;
 
-use relay_core::store::{InsertOutcome, NewEntry, QueuedEntry, Quota, StoreError};
-use relay_core::{EntryId, ServerName};
+use relay_core::ServerName;
+use relay_core::store::{Ack, InsertOutcome, NewEntry, QueuedEntry, Quota, StoreError};
 
 use crate::QueueStore;
 
@@ -37,7 +37,9 @@ const INSERT_ATTEMPTS: usize = 5;
 ///   that triggers keep, under a lock every writer takes first.
 /// - Entry IDs come from an identity column; "oldest" is the lowest
 ///   committed entry ID of the destination.
-/// - Acknowledgement deletes exactly one entry of one destination.
+/// - Acknowledgement deletes exactly one entry of one destination and
+///   remembers its key in the same transaction; an insert of a remembered
+///   key is `AlreadyDelivered`. The same lock orders the two.
 /// - Every session runs with `synchronous_commit = on`, so an operation has
 ///   been flushed when it returns.
 ///
@@ -125,10 +127,10 @@ impl QueueStore for PostgresStore {
     fn ack_and_next(
         &self,
         destination: &ServerName,
-        ack: Option<EntryId>,
+        ack: Option<Ack>,
     ) -> Result<Option<QueuedEntry>, StoreError> {
-        if let Some(id) = ack {
-            self.writer.ack(destination, id)?;
+        if let Some(ack) = ack {
+            self.writer.ack(destination, ack)?;
         }
         let row = self
             .pool

@@ -1,6 +1,25 @@
-//! The quota decision, shared by every backend so they refuse alike.
+//! The quota decision and the bounds of remembered acknowledgements,
+//! shared by every backend so they decide alike.
 
+use relay_core::UnixMillis;
 use relay_core::store::{Quota, QuotaKind};
+
+/// Most expired acknowledged keys one acknowledgement forgets, so a
+/// backlog (after a long stop) is worked off in small steps instead of one
+/// long transaction.
+pub(crate) const PRUNE_BATCH: i64 = 100;
+
+/// `t` as an SQL integer (saturating).
+pub(crate) fn millis(t: UnixMillis) -> i64 {
+    i64::try_from(t.0).unwrap_or(i64::MAX)
+}
+
+/// Acknowledged keys whose `acked_at` is at or below this are no longer
+/// remembered at `now`: `acked_at + retention_ms > now` is
+/// `acked_at > now - retention_ms`.
+pub(crate) fn acked_cutoff(now: UnixMillis, retention_ms: u64) -> i64 {
+    millis(now).saturating_sub(i64::try_from(retention_ms).unwrap_or(i64::MAX))
+}
 
 /// What is queued for one destination, one origin, or in all.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -49,6 +68,7 @@ mod tests {
             origin_entries: 2,
             origin_bytes: 10,
             total_bytes: 10,
+            acked: relay_core::store::AckedKeys::default(),
         };
         let u = |entries, bytes| Usage { entries, bytes };
         assert_eq!(refused_by(&q, u(1, 5), u(1, 5), u(1, 5), 5), None);

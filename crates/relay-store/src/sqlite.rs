@@ -8,10 +8,10 @@ use std::time::Duration;
 
 use rusqlite::{Connection, TransactionBehavior};
 
+use relay_core::ServerName;
 use relay_core::outbound::{Change, DestinationRecord};
 use relay_core::retriever::{self, DedupeKey};
-use relay_core::store::{InsertOutcome, NewEntry, QueuedEntry, Quota, StoreError};
-use relay_core::{EntryId, ServerName};
+use relay_core::store::{Ack, InsertOutcome, NewEntry, QueuedEntry, Quota, StoreError};
 
 use crate::{DedupeStore, OutboundStore, QueueStore};
 
@@ -66,7 +66,7 @@ enum Op {
     },
     AckAndNext {
         destination: ServerName,
-        ack: EntryId,
+        ack: Ack,
         reply: Reply<Option<QueuedEntry>>,
     },
     Apply {
@@ -198,7 +198,7 @@ impl QueueStore for SqliteStore {
     fn ack_and_next(
         &self,
         destination: &ServerName,
-        ack: Option<EntryId>,
+        ack: Option<Ack>,
     ) -> Result<Option<QueuedEntry>, StoreError> {
         match ack {
             Some(ack) => self.call(|reply| Op::AckAndNext {
@@ -349,7 +349,7 @@ impl Op {
                 reply,
             } => {
                 let result =
-                    sql::ack(conn, &destination, ack).and_then(|()| sql::next(conn, &destination));
+                    sql::ack(conn, &destination, &ack).and_then(|()| sql::next(conn, &destination));
                 Answer::Next(reply, result)
             }
             Op::Apply { changes, reply } => Answer::Applied(reply, outbound::apply(conn, &changes)),

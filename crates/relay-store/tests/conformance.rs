@@ -1,7 +1,7 @@
 //! The conformance suite against every backend in this crate.
 
 use relay_store::{
-    Change, DedupeChange, DedupeKey, DedupeStore, DestinationRecord, EntryId, MemoryDedupeStore,
+    Ack, Change, DedupeChange, DedupeKey, DedupeStore, DestinationRecord, MemoryDedupeStore,
     MemoryOutboundStore, MemoryStore, SqliteStore,
 };
 use relay_store::{
@@ -42,7 +42,7 @@ impl QueueStore for TempSqlite {
     fn ack_and_next(
         &self,
         destination: &ServerName,
-        ack: Option<EntryId>,
+        ack: Option<Ack>,
     ) -> Result<Option<QueuedEntry>, StoreError> {
         self.store.ack_and_next(destination, ack)
     }

@@ -95,6 +95,7 @@ fn window_relay_queue_and_sender_state_share_a_file() {
         destination: server("d.example"),
         txn_id: TxnId::parse("t").expect("txn"),
         transaction: b"{}".to_vec(),
+        received: relay_store::UnixMillis(1_700_000_000_000),
     };
     assert!(matches!(
         queue.insert(entry, &Quota::default()),

@@ -3,7 +3,8 @@
 
 use proptest::prelude::*;
 use relay_store::{
-    EntryId, MemoryStore, NewEntry, QueueStore, Quota, ServerName, SqliteStore, TxnId,
+    Ack, AckedKeys, EntryId, MemoryStore, NewEntry, QueueStore, Quota, ServerName, SqliteStore,
+    TxnId, UnixMillis,
 };
 
 const ORIGINS: [&str; 3] = ["o0.example", "o1.example", "o2.example"];
@@ -43,17 +44,38 @@ fn transition() -> impl Strategy<Value = Transition> {
 }
 
 fn quota() -> impl Strategy<Value = Quota> {
-    (1..6u64, 10..150u64, 1..8u64, 10..200u64, 20..300u64).prop_map(
-        |(destination_entries, destination_bytes, origin_entries, origin_bytes, total_bytes)| {
-            Quota {
+    (
+        (1..6u64, 10..150u64, 1..8u64, 10..200u64, 20..300u64),
+        (0..2u64, 0..4u64),
+    )
+        .prop_map(
+            |(
+                (destination_entries, destination_bytes, origin_entries, origin_bytes, total_bytes),
+                (retention, max),
+            )| Quota {
                 destination_entries,
                 destination_bytes,
                 origin_entries,
                 origin_bytes,
                 total_bytes,
-            }
-        },
-    )
+                acked: AckedKeys {
+                    retention_ms: retention * 60_000,
+                    max,
+                },
+            },
+        )
+}
+
+/// Every operation happens at one time: retention is on or off, and the
+/// cap (small, so it prunes) decides what is remembered.
+const NOW: UnixMillis = UnixMillis(1_700_000_000_000);
+
+fn ack(entry_id: EntryId, quota: &Quota) -> Ack {
+    Ack {
+        entry_id,
+        at: NOW,
+        keys: quota.acked,
+    }
 }
 
 fn server(s: &str) -> ServerName {
@@ -78,20 +100,27 @@ fn check(quota: Quota, transitions: Vec<Transition>) -> Result<(), TestCaseError
                     destination: server(DESTINATIONS[*destination]),
                     txn_id: TxnId::parse(&format!("t{txn}")).expect("txn ID"),
                     transaction: vec![b'a' + *txn; *len],
+                    received: NOW,
                 };
                 format!("{:?}", s.insert(entry, &quota))
             }
             Transition::Ack { destination, id } => {
                 format!(
                     "{:?}",
-                    s.ack_and_next(&server(DESTINATIONS[*destination]), id.map(EntryId))
+                    s.ack_and_next(
+                        &server(DESTINATIONS[*destination]),
+                        id.map(|id| ack(EntryId(id), &quota))
+                    )
                 )
             }
             Transition::AckHead { destination } => {
                 let d = server(DESTINATIONS[*destination]);
                 let head = s.ack_and_next(&d, None).map(|e| e.map(|e| e.entry_id));
                 match head {
-                    Ok(head) => format!("{head:?} {:?}", s.ack_and_next(&d, head)),
+                    Ok(head) => format!(
+                        "{head:?} {:?}",
+                        s.ack_and_next(&d, head.map(|id| ack(id, &quota)))
+                    ),
                     Err(e) => format!("{e:?}"),
                 }
             }

@@ -103,6 +103,7 @@ fn relay_queue_and_sender_state_share_a_file() {
         destination: server("d.example"),
         txn_id: TxnId::parse("relay-txn").expect("txn"),
         transaction: b"{}".to_vec(),
+        received: relay_store::UnixMillis(1_700_000_000_000),
     };
     let id = match queue.insert(entry, &Quota::default()).expect("insert") {
         InsertOutcome::Stored(id) => id,

@@ -10,9 +10,20 @@ use std::sync::{Arc, Barrier};
 
 use relay_store::testing::{TempDatabase, temp_postgres_database};
 use relay_store::{
-    EntryId, InsertOutcome, NewEntry, PostgresStore, QueueStore, QueuedEntry, Quota, ServerName,
-    StoreError, TxnId,
+    Ack, AckedKeys, EntryId, InsertOutcome, NewEntry, PostgresStore, QueueStore, QueuedEntry,
+    Quota, ServerName, StoreError, TxnId, UnixMillis,
 };
+
+const NOW: UnixMillis = UnixMillis(1_700_000_000_000);
+
+/// An acknowledgement of `id` at [`NOW`], remembering keys by default.
+fn ack(id: EntryId) -> Ack {
+    Ack {
+        entry_id: id,
+        at: NOW,
+        keys: AckedKeys::default(),
+    }
+}
 
 /// A store on its own database, dropped before the database is.
 struct TempPostgres {
@@ -49,7 +60,7 @@ impl QueueStore for TempPostgres {
     fn ack_and_next(
         &self,
         destination: &ServerName,
-        ack: Option<EntryId>,
+        ack: Option<Ack>,
     ) -> Result<Option<QueuedEntry>, StoreError> {
         self.store().ack_and_next(destination, ack)
     }
@@ -85,6 +96,7 @@ fn entry(origin: &str, destination: &str, txn_id: &str) -> NewEntry {
         destination: server(destination),
         txn_id: TxnId::parse(txn_id).expect("txn ID"),
         transaction: format!(r#"{{"pdus":[],"t":"{txn_id}"}}"#).into_bytes(),
+        received: NOW,
     }
 }
 
@@ -95,6 +107,7 @@ fn unlimited() -> Quota {
         origin_entries: u64::MAX,
         origin_bytes: u64::MAX,
         total_bytes: u64::MAX,
+        acked: AckedKeys::default(),
     }
 }
 
@@ -215,7 +228,7 @@ fn two_stores_share_one_queue() {
     for turn in 0.. {
         match stores[turn % 2].ack_and_next(&d, ack).expect("next") {
             Some(e) => {
-                ack = Some(e.entry_id);
+                ack = Some(self::ack(e.entry_id));
                 got.push(e.txn_id.to_string());
             }
             None => break,

@@ -4,10 +4,21 @@
 use std::path::Path;
 
 use relay_store::{
-    EntryId, InsertOutcome, NewEntry, QueueStore, Quota, QuotaKind, SCHEMA_VERSION, ServerName,
-    SqliteStore, TxnId,
+    Ack, AckedKeys, EntryId, InsertOutcome, NewEntry, QueueStore, Quota, QuotaKind, SCHEMA_VERSION,
+    ServerName, SqliteStore, TxnId, UnixMillis,
 };
 use rusqlite::Connection;
+
+const NOW: UnixMillis = UnixMillis(1_700_000_000_000);
+
+/// An acknowledgement of `id` at [`NOW`], remembering keys by default.
+fn ack(id: EntryId) -> Ack {
+    Ack {
+        entry_id: id,
+        at: NOW,
+        keys: AckedKeys::default(),
+    }
+}
 
 fn server(s: &str) -> ServerName {
     ServerName::parse(s).expect("test server name")
@@ -19,6 +30,7 @@ fn entry(origin: &str, destination: &str, txn: &str, body: &[u8]) -> NewEntry {
         destination: server(destination),
         txn_id: TxnId::parse(txn).expect("test txn ID"),
         transaction: body.to_vec(),
+        received: NOW,
     }
 }
 
@@ -84,17 +96,17 @@ fn reopen_keeps_entries_in_order_and_ids_keep_increasing() {
         // Acknowledge the newest entry, so the top ID is only in the sequence.
         let (last, _) = want.pop().expect("entries");
         store
-            .ack_and_next(&server("d1.example"), Some(last))
+            .ack_and_next(&server("d1.example"), Some(ack(last)))
             .expect("ack");
         top = last;
     }
     {
         let store = SqliteStore::open(&path).expect("reopen");
         for d in ["d0.example", "d1.example"] {
-            let mut ack = None;
+            let mut acked = None;
             let mut got = Vec::new();
-            while let Some(e) = store.ack_and_next(&server(d), ack).expect("next") {
-                ack = Some(e.entry_id);
+            while let Some(e) = store.ack_and_next(&server(d), acked).expect("next") {
+                acked = Some(ack(e.entry_id));
                 got.push(e);
             }
             let expected: Vec<_> = want
@@ -231,7 +243,7 @@ fn undecodable_rows_are_errors_not_panics() {
         let dest = server(d);
         assert!(store.ack_and_next(&dest, None).is_err(), "{d}: read");
         assert!(
-            store.ack_and_next(&dest, Some(EntryId(1))).is_err(),
+            store.ack_and_next(&dest, Some(ack(EntryId(1)))).is_err(),
             "{d}: through the writer"
         );
         assert_eq!(
@@ -246,7 +258,7 @@ fn undecodable_rows_are_errors_not_panics() {
         .expect("good read");
     assert_eq!(next.map(|e| e.entry_id), Some(good));
     assert_eq!(
-        store.ack_and_next(&server("good.example"), Some(good)),
+        store.ack_and_next(&server("good.example"), Some(ack(good))),
         Ok(None)
     );
     stored(&store, entry("o.example", "good.example", "t2", b"{}"));
@@ -285,10 +297,10 @@ fn two_stores_on_one_file_share_the_queue() {
         .map(|o| matches!(o, InsertOutcome::Duplicate(_))),
         Ok(true)
     );
-    let mut ack = None;
+    let mut acked = None;
     let mut n = 0;
-    while let Some(e) = b.ack_and_next(&server("d.example"), ack).expect("next") {
-        ack = Some(e.entry_id);
+    while let Some(e) = b.ack_and_next(&server("d.example"), acked).expect("next") {
+        acked = Some(ack(e.entry_id));
         n += 1;
     }
     assert_eq!(n, 100);

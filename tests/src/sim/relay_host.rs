@@ -34,7 +34,8 @@ pub enum Effect {
         /// The entry handed out.
         next: Option<EntryId>,
     },
-    /// Nothing stored or read (an error answer).
+    /// Nothing stored or read (an error answer, or a `send_relay` of a
+    /// transaction acknowledged already).
     None,
 }
 
@@ -118,7 +119,7 @@ impl RelayHost {
                     if let Ok(next) = &result {
                         effect = Effect::Fetched {
                             destination,
-                            ack,
+                            ack: ack.map(|a| a.entry_id),
                             next: next.as_ref().map(|e| e.entry_id),
                         };
                     }

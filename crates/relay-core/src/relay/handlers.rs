@@ -85,6 +85,7 @@ fn handle_inner(
                 destination,
                 txn_id,
                 transaction,
+                received: unix,
             }))
         }
         Endpoint::RelayTxn { user_id } => {
@@ -226,7 +227,11 @@ fn server_keys(config: &RelayConfig, unix: UnixMillis) -> Result<Response, Matri
 
 pub(super) fn stored_response(result: Result<InsertOutcome, StoreError>) -> Response {
     let error = match result {
-        Ok(InsertOutcome::Stored(_) | InsertOutcome::Duplicate(_)) => {
+        Ok(
+            InsertOutcome::Stored(_)
+            | InsertOutcome::Duplicate(_)
+            | InsertOutcome::AlreadyDelivered,
+        ) => {
             return Response::ok(b"{}".to_vec());
         }
         Ok(InsertOutcome::QuotaExceeded(kind)) => {

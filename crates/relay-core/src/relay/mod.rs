@@ -59,9 +59,9 @@ pub use config::{
 
 use crate::error::MatrixError;
 use crate::http::{HttpOutcome, OutgoingRequest};
-use crate::id::{EntryId, ServerName};
+use crate::id::ServerName;
 use crate::server_keys;
-use crate::store::{InsertOutcome, NewEntry, QueuedEntry, Quota, StoreError};
+use crate::store::{Ack, InsertOutcome, NewEntry, QueuedEntry, Quota, StoreError};
 use crate::time::{Instant, UnixMillis};
 
 /// One HTTP request as the adapter received it.
@@ -131,8 +131,9 @@ pub struct OpId(u64);
 #[must_use]
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Output {
-    /// Store `entry` durably, within `quota`, then call
-    /// [`Relay::handle_stored`] with `op`.
+    /// Store `entry` durably, within `quota`, unless its key is queued or
+    /// was acknowledged within `quota.acked` before `entry.received`; then
+    /// call [`Relay::handle_stored`] with `op`.
     Store {
         /// Echo this back.
         op: OpId,
@@ -141,16 +142,16 @@ pub enum Output {
         /// The limits the insert must respect.
         quota: Quota,
     },
-    /// Acknowledge (delete) `ack` of `destination` if given, then read the
-    /// destination's oldest entry, and call [`Relay::handle_fetched`] with
-    /// `op`.
+    /// Acknowledge (delete) `ack` of `destination` if given, remembering
+    /// its key as `ack.keys` says, then read the destination's oldest
+    /// entry, and call [`Relay::handle_fetched`] with `op`.
     Fetch {
         /// Echo this back.
         op: OpId,
         /// Whose queue.
         destination: ServerName,
-        /// The entry to delete first.
-        ack: Option<EntryId>,
+        /// The entry to delete first, with the time of the request.
+        ack: Option<Ack>,
     },
     /// Send `request` (`GET /_matrix/key/v2/server` of an origin whose key
     /// is unknown), then call [`Relay::handle_keys`] with `op`. Only with
@@ -311,6 +312,11 @@ impl Relay {
                 let op = OpId(self.fresh_id());
                 self.pending
                     .insert(op, Pending::AwaitingFetch { request: id });
+                let ack = ack.map(|entry_id| Ack {
+                    entry_id,
+                    at: unix,
+                    keys: self.config.quota.acked,
+                });
                 self.outputs.push_back(Output::Fetch {
                     op,
                     destination,

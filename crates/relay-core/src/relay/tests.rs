@@ -6,9 +6,9 @@ use serde_json::{Value, json};
 
 use super::*;
 use crate::auth::sign_request;
-use crate::id::{KeyId, TxnId};
+use crate::id::{EntryId, KeyId, TxnId};
 use crate::signing::SigningKey;
-use crate::store::QuotaKind;
+use crate::store::{Ack, AckedKeys, QuotaKind};
 
 const SPEC_SEED: &str = "YJDBA9Xnr2sVqXD9Vj7XVUnmFZcZrlw8Md7kMW+3XA1";
 const VECTOR_A_SIG: &str =
@@ -315,7 +315,12 @@ fn store_then_respond() {
     assert_eq!(entry.origin, name("origin.example"));
     assert_eq!(entry.destination, name("dest.example"));
     assert_eq!(entry.txn_id, TxnId::parse("txn/1").unwrap());
+    assert_eq!(
+        entry.received, NOW_MS,
+        "the request's time goes to the store"
+    );
     assert_eq!(*quota, relay.config().quota);
+    assert_eq!(quota.acked, AckedKeys::default());
     let stored: Value = serde_json::from_slice(&entry.transaction).unwrap();
     assert_eq!(
         stored["origin"], "origin.example",
@@ -353,6 +358,7 @@ fn store_then_respond() {
 fn store_outcomes() {
     let cases = [
         (Ok(InsertOutcome::Duplicate(EntryId(3))), 200, ""),
+        (Ok(InsertOutcome::AlreadyDelivered), 200, ""),
         (
             Ok(InsertOutcome::QuotaExceeded(QuotaKind::Destination)),
             429,
@@ -386,6 +392,61 @@ fn store_outcomes() {
 }
 
 #[test]
+fn remembered_key_answers_200_empty() {
+    let mut relay = Relay::new(config());
+    let (id, outputs) = run(&mut relay, put("t", "@a:dest.example", TXN));
+    let [Output::Store { op, .. }] = outputs.as_slice() else {
+        panic!("expected a store, got {outputs:?}");
+    };
+    relay.handle_stored(Instant::now(), *op, Ok(InsertOutcome::AlreadyDelivered));
+    assert_eq!(
+        relay.poll_output(),
+        Some(Output::Respond {
+            request: id,
+            response: Response::ok(b"{}".to_vec())
+        })
+    );
+    assert_eq!(relay.pending_ops(), 0);
+}
+
+#[test]
+fn acked_keys_setting_reaches_the_store() {
+    let keys = AckedKeys {
+        retention_ms: 5_000,
+        max: 7,
+    };
+    let mut c = config();
+    c.quota.acked = keys;
+    let mut relay = Relay::new(c);
+    let later = NOW_MS.saturating_add_ms(1_234);
+
+    let id = relay.handle_request(Instant::now(), later, put("t", "@a:dest.example", TXN));
+    let Some(Output::Store { entry, quota, .. }) = relay.poll_output() else {
+        panic!("expected a store for {id:?}");
+    };
+    assert_eq!((entry.received, quota.acked), (later, keys));
+
+    let get = get(
+        "@b:dest.example",
+        "dest.example",
+        &key_for(2),
+        r#"{"entry_id":3}"#,
+    );
+    relay.handle_request(Instant::now(), later, get);
+    let Some(Output::Fetch { ack, .. }) = relay.poll_output() else {
+        panic!("expected a fetch");
+    };
+    assert_eq!(
+        ack,
+        Some(Ack {
+            entry_id: EntryId(3),
+            at: later,
+            keys
+        })
+    );
+}
+
+#[test]
 fn vector_a_from_the_protocol_example() {
     let body = r#"{"origin":"origin.example","origin_server_ts":1,"pdus":[],"edus":[]}"#;
     let request = Request {
@@ -410,7 +471,14 @@ fn fetch_and_ack() {
     for (body, ack) in [
         ("", None),
         (r#"{"entry_id":0}"#, None),
-        (r#"{"entry_id":7}"#, Some(EntryId(7))),
+        (
+            r#"{"entry_id":7}"#,
+            Some(Ack {
+                entry_id: EntryId(7),
+                at: NOW_MS,
+                keys: AckedKeys::default(),
+            }),
+        ),
     ] {
         let (id, outputs) = run(
             &mut relay,

@@ -1,10 +1,14 @@
 //! Shared helpers of the checks: building entries, calling the store with
 //! context in every panic message.
 
-use relay_core::store::{InsertOutcome, NewEntry, QueuedEntry, Quota};
-use relay_core::{EntryId, ServerName, TxnId};
+use relay_core::store::{Ack, AckedKeys, InsertOutcome, NewEntry, QueuedEntry, Quota};
+use relay_core::{EntryId, ServerName, TxnId, UnixMillis};
 
 use crate::QueueStore;
+
+/// The time every entry is received and every acknowledgement made at,
+/// unless a check says otherwise.
+pub(super) const NOW: UnixMillis = UnixMillis(1_700_000_000_000);
 
 pub(super) fn server(name: &str) -> ServerName {
     ServerName::parse(name).unwrap_or_else(|e| panic!("test server name {name:?}: {e}"))
@@ -20,6 +24,7 @@ pub(super) fn entry(origin: &str, destination: &str, txn_id: &str, body: &[u8]) 
         destination: server(destination),
         txn_id: txn(txn_id),
         transaction: body.to_vec(),
+        received: NOW,
     }
 }
 
@@ -35,6 +40,7 @@ pub(super) fn unlimited() -> Quota {
         origin_entries: u64::MAX,
         origin_bytes: u64::MAX,
         total_bytes: u64::MAX,
+        acked: AckedKeys::default(),
     }
 }
 
@@ -61,10 +67,26 @@ pub(super) fn store_new(store: &dyn QueueStore, e: &NewEntry) -> EntryId {
     }
 }
 
+/// Acknowledges `ack` (if given) at [`NOW`], remembering keys by default,
+/// and returns the next entry.
 pub(super) fn next(
     store: &dyn QueueStore,
     destination: &str,
     ack: Option<EntryId>,
+) -> Option<QueuedEntry> {
+    let ack = ack.map(|entry_id| Ack {
+        entry_id,
+        at: NOW,
+        keys: AckedKeys::default(),
+    });
+    next_after(store, destination, ack)
+}
+
+/// Acknowledges `ack` (if given), and returns the next entry.
+pub(super) fn next_after(
+    store: &dyn QueueStore,
+    destination: &str,
+    ack: Option<Ack>,
 ) -> Option<QueuedEntry> {
     store
         .ack_and_next(&server(destination), ack)

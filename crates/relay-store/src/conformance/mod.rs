@@ -18,7 +18,11 @@
 //!   isolated from each other.
 //! - Entry IDs are positive, increase in insert order and are never reused.
 //! - Insert is idempotent on (origin, destination, txn ID) while the entry
-//!   is queued: `Duplicate` with the original ID, stored once.
+//!   is queued: `Duplicate` with the original ID, stored once; and after
+//!   its acknowledgement, while the key is remembered: `AlreadyDelivered`.
+//! - Acknowledged keys are remembered for the retention and up to the cap
+//!   (oldest forgotten first), per destination, only when an entry was
+//!   deleted, and not at all with retention 0.
 //! - Acknowledgement is exact: only that entry, only for its destination;
 //!   acknowledging a gone ID is harmless.
 //! - Quotas for each [`QuotaKind`]: refused whole, checked after the
@@ -30,6 +34,7 @@ use crate::QueueStore;
 #[cfg(doc)]
 use relay_core::store::QuotaKind;
 
+mod acked;
 mod concurrency;
 pub mod dedupe;
 mod helpers;
@@ -37,6 +42,12 @@ pub mod outbound;
 mod queue;
 mod quota;
 
+pub use acked::{
+    ack_of_gone_entry_remembers_nothing, acked_cap_forgets_oldest_first,
+    acked_key_is_per_destination, concurrent_ack_and_reinsert,
+    reinsert_after_ack_is_already_delivered, retention_expiry_allows_reinsert,
+    zero_retention_remembers_nothing,
+};
 pub use concurrency::{
     concurrent_duplicate_inserts, concurrent_inserts, concurrent_inserts_and_acks,
 };
@@ -44,7 +55,6 @@ pub use queue::{
     ack_is_exact, ack_of_gone_entry_returns_oldest, ack_then_next_returns_following,
     destinations_isolated, duplicate_insert_is_idempotent, duplicate_key_is_origin_destination_txn,
     empty_store, fifo_per_destination, ids_increase_and_are_never_reused, payload_round_trips,
-    reinsert_after_ack_is_a_new_entry,
 };
 pub use quota::{
     quota_check_order, quota_destination_bytes, quota_destination_entries, quota_freed_by_ack,
@@ -74,10 +84,6 @@ pub const CHECKS: &[(&str, Check)] = &[
         duplicate_key_is_origin_destination_txn,
     ),
     (
-        "reinsert_after_ack_is_a_new_entry",
-        reinsert_after_ack_is_a_new_entry,
-    ),
-    (
         "ack_then_next_returns_following",
         ack_then_next_returns_following,
     ),
@@ -98,6 +104,28 @@ pub const CHECKS: &[(&str, Check)] = &[
     ("concurrent_inserts", concurrent_inserts),
     ("concurrent_duplicate_inserts", concurrent_duplicate_inserts),
     ("concurrent_inserts_and_acks", concurrent_inserts_and_acks),
+    (
+        "reinsert_after_ack_is_already_delivered",
+        reinsert_after_ack_is_already_delivered,
+    ),
+    (
+        "retention_expiry_allows_reinsert",
+        retention_expiry_allows_reinsert,
+    ),
+    (
+        "acked_cap_forgets_oldest_first",
+        acked_cap_forgets_oldest_first,
+    ),
+    (
+        "ack_of_gone_entry_remembers_nothing",
+        ack_of_gone_entry_remembers_nothing,
+    ),
+    ("acked_key_is_per_destination", acked_key_is_per_destination),
+    (
+        "zero_retention_remembers_nothing",
+        zero_retention_remembers_nothing,
+    ),
+    ("concurrent_ack_and_reinsert", concurrent_ack_and_reinsert),
 ];
 
 /// Runs every check in [`CHECKS`], each on a fresh store from `factory`.
@@ -129,7 +157,6 @@ macro_rules! conformance_tests {
             ids_increase_and_are_never_reused,
             duplicate_insert_is_idempotent,
             duplicate_key_is_origin_destination_txn,
-            reinsert_after_ack_is_a_new_entry,
             ack_then_next_returns_following,
             ack_is_exact,
             ack_of_gone_entry_returns_oldest,
@@ -145,6 +172,13 @@ macro_rules! conformance_tests {
             concurrent_inserts,
             concurrent_duplicate_inserts,
             concurrent_inserts_and_acks,
+            reinsert_after_ack_is_already_delivered,
+            retention_expiry_allows_reinsert,
+            acked_cap_forgets_oldest_first,
+            ack_of_gone_entry_remembers_nothing,
+            acked_key_is_per_destination,
+            zero_retention_remembers_nothing,
+            concurrent_ack_and_reinsert,
         );
     };
 }

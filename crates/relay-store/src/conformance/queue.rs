@@ -212,24 +212,6 @@ pub fn duplicate_key_is_origin_destination_txn(store: &dyn QueueStore) {
     assert_eq!(queued(store, "d2.example"), 1, "queued(d2)");
 }
 
-/// Once acknowledged, the same key is stored again as a new, later entry
-/// (idempotence holds while the entry is queued).
-pub fn reinsert_after_ack_is_a_new_entry(store: &dyn QueueStore) {
-    let e = entry("o.example", "d.example", "t", b"{}");
-    let first = store_new(store, &e);
-    assert_eq!(
-        next(store, "d.example", Some(first)),
-        None,
-        "ack of the only entry"
-    );
-    let second = store_new(store, &e);
-    assert!(
-        second > first,
-        "re-insert got {second:?}, not above {first:?}"
-    );
-    assert_eq!(queued(store, "d.example"), 1, "queued() after re-insert");
-}
-
 // ---- acknowledgement -------------------------------------------------------
 
 /// Acknowledging the head returns the following entry, down to `None`.

@@ -1,7 +1,7 @@
 //! Quotas of every kind.
 
 use relay_core::EntryId;
-use relay_core::store::{InsertOutcome, NewEntry, Quota, QuotaKind};
+use relay_core::store::{AckedKeys, InsertOutcome, NewEntry, Quota, QuotaKind};
 
 use super::helpers::*;
 use crate::QueueStore;
@@ -242,6 +242,7 @@ pub fn quota_ignores_duplicates(store: &dyn QueueStore) {
         origin_entries: 2,
         origin_bytes: 10,
         total_bytes: 10,
+        acked: AckedKeys::default(),
     };
     let e1 = entry("o.example", "d.example", "t1", &[b' '; 5]);
     let id1 = expect_stored(store, &e1, &q, "first entry");
@@ -280,6 +281,7 @@ pub fn quota_freed_by_ack(store: &dyn QueueStore) {
         origin_entries: 2,
         origin_bytes: 100,
         total_bytes: 100,
+        acked: AckedKeys::default(),
     };
     let a = expect_stored(
         store,
@@ -326,6 +328,7 @@ pub fn quota_check_order(store: &dyn QueueStore) {
         origin_entries: 1,
         origin_bytes: u64::MAX,
         total_bytes: 10,
+        acked: AckedKeys::default(),
     };
     expect_stored(
         store,

@@ -23,6 +23,9 @@ pub(super) struct Statements {
     pub existing: Statement,
     pub check: Statement,
     pub delete: Statement,
+    pub remember: Statement,
+    pub forget_expired: Statement,
+    pub forget_oldest: Statement,
     pub next: Statement,
     pub queued: Statement,
 }
@@ -187,17 +190,35 @@ impl Conn {
             existing: prepare(
                 "SELECT entry_id FROM queue WHERE origin = $1 AND destination = $2 AND txn_id = $3",
             )?,
-            // One round trip: the duplicate check and the counters.
+            // One round trip: the duplicate checks and the counters.
             check: prepare(
                 "SELECT (SELECT entry_id FROM queue \
                          WHERE origin = $2 AND destination = $1 AND txn_id = $3), \
-                 d.entries, d.bytes, o.entries, o.bytes, t.entries, t.bytes \
+                 d.entries, d.bytes, o.entries, o.bytes, t.entries, t.bytes, \
+                 EXISTS (SELECT 1 FROM acked \
+                         WHERE origin = $2 AND destination = $1 AND txn_id = $3 \
+                         AND acked_at > $4) \
                  FROM total_usage t \
                  LEFT JOIN destination_usage d ON d.destination = $1 \
                  LEFT JOIN origin_usage o ON o.origin = $2 \
                  WHERE t.id = 0",
             )?,
-            delete: prepare("DELETE FROM queue WHERE destination = $1 AND entry_id = $2")?,
+            delete: prepare(
+                "DELETE FROM queue WHERE destination = $1 AND entry_id = $2 \
+                 RETURNING origin, txn_id",
+            )?,
+            remember: prepare(
+                "INSERT INTO acked (destination, origin, txn_id, acked_at) \
+                 VALUES ($1, $2, $3, $4) \
+                 ON CONFLICT (origin, destination, txn_id) \
+                 DO UPDATE SET acked_at = EXCLUDED.acked_at, seq = EXCLUDED.seq \
+                 RETURNING seq",
+            )?,
+            forget_expired: prepare(
+                "DELETE FROM acked WHERE seq IN \
+                 (SELECT seq FROM acked WHERE acked_at <= $1 ORDER BY acked_at LIMIT $2)",
+            )?,
+            forget_oldest: prepare("DELETE FROM acked WHERE seq <= $1")?,
             next: prepare(
                 "SELECT entry_id, origin, txn_id, body FROM queue WHERE destination = $1 \
                  ORDER BY entry_id LIMIT 1",

@@ -1,13 +1,13 @@
 //! The queue operations in SQL, each one transaction on a pooled
 //! connection.
 
-use relay_core::store::{InsertOutcome, NewEntry, QueuedEntry, Quota, StoreError};
+use relay_core::store::{Ack, InsertOutcome, NewEntry, QueuedEntry, Quota, StoreError};
 use relay_core::{EntryId, ServerName, TxnId};
 
 use postgres::Transaction;
 
 use super::pool::{Conn, Statements};
-use crate::quota::{Usage, refused_by};
+use crate::quota::{PRUNE_BATCH, Usage, acked_cutoff, millis, refused_by};
 
 /// What an insert found, before the rows are checked.
 pub(super) enum Inserted {
@@ -15,6 +15,8 @@ pub(super) enum Inserted {
     Stored(i64),
     /// The key was queued already, with this ID.
     Duplicate(i64),
+    /// The key was acknowledged and is remembered; nothing written.
+    AlreadyDelivered,
     /// Refused by a quota; nothing written.
     Refused(relay_core::store::QuotaKind),
     /// The key was queued when the insert ran but gone when its ID was
@@ -49,7 +51,9 @@ pub(super) fn insert(
 /// the unique key stays the arbiter (`INSERT … ON CONFLICT DO NOTHING`,
 /// then the existing row's ID), so an insert that raced past the check (an
 /// operator's, which takes no lock) is still a duplicate, never a second
-/// row. A refusal writes nothing.
+/// row. The lock also orders an insert and an acknowledgement of the same
+/// key: the insert either finds the queued entry or, after it, the
+/// remembered key. A refusal writes nothing.
 pub(super) fn insert_in(
     tx: &mut Transaction<'_>,
     stmts: &Statements,
@@ -59,9 +63,18 @@ pub(super) fn insert_in(
     let origin = entry.origin.as_str();
     let destination = entry.destination.as_str();
     let txn_id = entry.txn_id.as_str();
-    let counters = tx.query_one(&stmts.check, &[&destination, &origin, &txn_id])?;
+    // Nothing is acknowledged after the end of time: off finds no key.
+    let cutoff = if quota.acked.enabled() {
+        acked_cutoff(entry.received, quota.acked.retention_ms)
+    } else {
+        i64::MAX
+    };
+    let counters = tx.query_one(&stmts.check, &[&destination, &origin, &txn_id, &cutoff])?;
     if let Some(id) = counters.try_get::<_, Option<i64>>(0)? {
         return Ok(Inserted::Duplicate(id));
+    }
+    if counters.try_get::<_, bool>(7)? {
+        return Ok(Inserted::AlreadyDelivered);
     }
     let usage = |i: usize| -> Result<Usage, postgres::Error> {
         let entries: Option<i64> = counters.try_get(i)?;
@@ -93,38 +106,80 @@ pub(super) fn outcome(inserted: Inserted) -> Result<Option<InsertOutcome>, Store
     Ok(Some(match inserted {
         Inserted::Stored(id) => InsertOutcome::Stored(entry_id(id)?),
         Inserted::Duplicate(id) => InsertOutcome::Duplicate(entry_id(id)?),
+        Inserted::AlreadyDelivered => InsertOutcome::AlreadyDelivered,
         Inserted::Refused(kind) => InsertOutcome::QuotaExceeded(kind),
         Inserted::Vanished => return Ok(None),
     }))
 }
 
-/// Deletes entry `ack` if it belongs to `destination`, in a transaction
-/// of its own that takes the `total_usage` lock first (see [`insert_in`]).
+/// Deletes entry `ack` if it belongs to `destination`, remembering its
+/// key, in a transaction of its own that takes the `total_usage` lock
+/// first (see [`insert_in`]).
 pub(super) fn ack(
     conn: &mut Conn,
     destination: &ServerName,
-    ack: EntryId,
+    ack: &Ack,
 ) -> Result<(), postgres::Error> {
     let Conn { client, stmts } = conn;
     let mut tx = client.transaction()?;
     tx.execute(&stmts.lock_total, &[])?;
-    ack_in(&mut tx, stmts, destination, ack)?;
+    if let Some(cutoff) = ack_in(&mut tx, stmts, destination, ack)? {
+        forget_expired(&mut tx, stmts, cutoff, 1)?;
+    }
     tx.commit()
 }
 
-/// Deletes entry `ack` if it belongs to `destination`, inside `tx`, which
-/// holds the lock on the `total_usage` row.
+/// Deletes entry `ack` if it belongs to `destination`, and remembers its
+/// key as `ack.keys` says, inside `tx`, which holds the lock on the
+/// `total_usage` row. Returns, when it deleted an entry, the `acked_at` at
+/// or below which remembered keys have expired; the caller forgets those
+/// ([`forget_expired`]), once per batch.
+///
+/// Implementation note: the keys past the cap are forgotten here, by a
+/// range of the primary key (`seq`): O(log n) plus one row per
+/// acknowledgement once the cap is reached.
 pub(super) fn ack_in(
     tx: &mut Transaction<'_>,
     stmts: &Statements,
     destination: &ServerName,
-    ack: EntryId,
-) -> Result<(), postgres::Error> {
+    ack: &Ack,
+) -> Result<Option<i64>, postgres::Error> {
     // An ID beyond i64 cannot be in the table: nothing to delete.
-    let Ok(id) = i64::try_from(ack.0) else {
-        return Ok(());
+    let Ok(id) = i64::try_from(ack.entry_id.0) else {
+        return Ok(None);
     };
-    tx.execute(&stmts.delete, &[&destination.as_str(), &id])?;
+    let Some(gone) = tx.query_opt(&stmts.delete, &[&destination.as_str(), &id])? else {
+        return Ok(None);
+    };
+    if ack.keys.enabled() {
+        let origin: &str = gone.try_get(0)?;
+        let txn_id: &str = gone.try_get(1)?;
+        let seq: i64 = tx
+            .query_one(
+                &stmts.remember,
+                &[&destination.as_str(), &origin, &txn_id, &millis(ack.at)],
+            )?
+            .try_get(0)?;
+        let max = i64::try_from(ack.keys.max).unwrap_or(i64::MAX);
+        if seq > max {
+            tx.execute(&stmts.forget_oldest, &[&(seq - max)])?;
+        }
+    }
+    Ok(Some(acked_cutoff(ack.at, ack.keys.retention_ms)))
+}
+
+/// Forgets remembered keys acknowledged at or before `cutoff`, at most
+/// [`PRUNE_BATCH`] per acknowledgement (`acks`) this makes up for, oldest
+/// first, by the `acked_at` index. Inserts compare times themselves, so a
+/// key left over is harmless.
+pub(super) fn forget_expired(
+    tx: &mut Transaction<'_>,
+    stmts: &Statements,
+    cutoff: i64,
+    acks: usize,
+) -> Result<(), postgres::Error> {
+    let limit = PRUNE_BATCH.saturating_mul(i64::try_from(acks).unwrap_or(i64::MAX));
+    tx.execute(&stmts.forget_expired, &[&cutoff, &limit])?;
     Ok(())
 }
 

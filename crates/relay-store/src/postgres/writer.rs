@@ -5,8 +5,8 @@ use std::sync::Arc;
 use std::sync::mpsc::{self, Receiver, Sender, SyncSender};
 use std::thread::JoinHandle;
 
-use relay_core::store::{NewEntry, Quota, StoreError};
-use relay_core::{EntryId, ServerName};
+use relay_core::ServerName;
+use relay_core::store::{Ack, NewEntry, Quota, StoreError};
 
 use super::pool::{Conn, Pool};
 use super::sql::{self, Inserted};
@@ -25,7 +25,7 @@ enum Op {
     },
     Ack {
         destination: ServerName,
-        ack: EntryId,
+        ack: Ack,
         reply: Reply<()>,
     },
 }
@@ -67,7 +67,7 @@ impl Writer {
     }
 
     /// Deletes `ack` of `destination` in the next batch.
-    pub(super) fn ack(&self, destination: &ServerName, ack: EntryId) -> Result<(), StoreError> {
+    pub(super) fn ack(&self, destination: &ServerName, ack: Ack) -> Result<(), StoreError> {
         self.call(|reply| Op::Ack {
             destination: destination.clone(),
             ack,
@@ -131,12 +131,15 @@ fn write_loop(pool: &Pool, ops: &Receiver<Op>) {
 }
 
 /// Runs `batch` in one transaction that first takes the `total_usage` lock
-/// (see [`sql::insert_in`]).
+/// (see [`sql::insert_in`]), and forgets expired acknowledged keys once
+/// for the whole batch.
 fn run_batch(conn: &mut Conn, batch: &[Op]) -> Result<Vec<Done>, postgres::Error> {
     let Conn { client, stmts } = conn;
     let mut tx = client.transaction()?;
     tx.execute(&stmts.lock_total, &[])?;
     let mut done = Vec::with_capacity(batch.len());
+    // The earliest cutoff of the batch's acknowledgements, and how many.
+    let mut expired: Option<(i64, usize)> = None;
     for op in batch {
         done.push(match op {
             Op::Insert { entry, quota, .. } => {
@@ -145,10 +148,18 @@ fn run_batch(conn: &mut Conn, batch: &[Op]) -> Result<Vec<Done>, postgres::Error
             Op::Ack {
                 destination, ack, ..
             } => {
-                sql::ack_in(&mut tx, stmts, destination, *ack)?;
+                if let Some(cutoff) = sql::ack_in(&mut tx, stmts, destination, ack)? {
+                    expired = Some(match expired {
+                        Some((earliest, n)) => (earliest.min(cutoff), n + 1),
+                        None => (cutoff, 1),
+                    });
+                }
                 Done::Acked
             }
         });
+    }
+    if let Some((cutoff, acks)) = expired {
+        sql::forget_expired(&mut tx, stmts, cutoff, acks)?;
     }
     tx.commit()?;
     Ok(done)
@@ -165,7 +176,7 @@ impl Op {
                 destination, ack, ..
             } => pool
                 .run("delete acknowledged entry", |conn| {
-                    sql::ack(conn, destination, *ack)
+                    sql::ack(conn, destination, ack)
                 })
                 .map(|()| Done::Acked),
         }

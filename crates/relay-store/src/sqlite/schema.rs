@@ -9,7 +9,7 @@ use super::db_err;
 /// Migration steps; `MIGRATIONS[i]` takes the schema from version `i` to
 /// `i + 1` (`PRAGMA user_version`). Append only: never edit a step that
 /// has shipped.
-const MIGRATIONS: &[&str] = &[V1, V2, V3];
+const MIGRATIONS: &[&str] = &[V1, V2, V3, V4];
 
 /// The schema version this build writes. A database with a higher
 /// `user_version` was written by a newer build and is refused.
@@ -150,6 +150,26 @@ CREATE TABLE retriever_seen (
     value    NOT NULL,
     UNIQUE (kind, origin, value)
 );
+"#;
+
+/// Version 4: the keys of acknowledged entries, so that a retransmission
+/// after the acknowledgement is not stored again.
+///
+/// Implementation note: one row per key, written in the acknowledging
+/// transaction. `seq` (AUTOINCREMENT, so never reused) numbers the keys as
+/// they were remembered: the ones past the cap are those with
+/// `seq <= newest - max`, a range at the start of the rowid. `acked_by_time`
+/// finds the expired ones. Earlier tables are untouched.
+const V4: &str = r#"
+CREATE TABLE acked (
+    seq         INTEGER PRIMARY KEY AUTOINCREMENT,
+    destination TEXT NOT NULL,
+    origin      TEXT NOT NULL,
+    txn_id      TEXT NOT NULL,
+    acked_at    INTEGER NOT NULL,
+    UNIQUE (origin, destination, txn_id)
+);
+CREATE INDEX acked_by_time ON acked (acked_at);
 "#;
 
 /// Brings the schema up to [`SCHEMA_VERSION`], one transaction per step.

@@ -3,11 +3,11 @@
 
 use rusqlite::{Connection, OptionalExtension, params};
 
-use relay_core::store::{InsertOutcome, NewEntry, QueuedEntry, Quota, StoreError};
+use relay_core::store::{Ack, InsertOutcome, NewEntry, QueuedEntry, Quota, StoreError};
 use relay_core::{EntryId, ServerName, TxnId};
 
 use super::db_err;
-use crate::quota::{Usage, refused_by};
+use crate::quota::{PRUNE_BATCH, Usage, acked_cutoff, millis, refused_by};
 
 /// Inserts `entry` unless it is a duplicate or over quota. Runs inside the
 /// writer's transaction, so the checks and the insert are atomic.
@@ -31,6 +31,25 @@ pub(super) fn insert(
         .map_err(db_err("look up duplicate"))?;
     if let Some(id) = existing {
         return Ok(InsertOutcome::Duplicate(entry_id(id)?));
+    }
+    if quota.acked.enabled() {
+        let remembered = conn
+            .prepare_cached(
+                "SELECT 1 FROM acked WHERE origin = ?1 AND destination = ?2 AND txn_id = ?3 \
+                 AND acked_at > ?4",
+            )
+            .and_then(|mut s| {
+                s.exists(params![
+                    origin,
+                    destination,
+                    entry.txn_id.as_str(),
+                    acked_cutoff(entry.received, quota.acked.retention_ms)
+                ])
+            })
+            .map_err(db_err("look up acknowledged key"))?;
+        if remembered {
+            return Ok(InsertOutcome::AlreadyDelivered);
+        }
     }
 
     let len = u64::try_from(entry.transaction.len()).unwrap_or(u64::MAX);
@@ -73,19 +92,70 @@ pub(super) fn insert(
     Ok(InsertOutcome::Stored(entry_id(id)?))
 }
 
-/// Deletes entry `ack` if it belongs to `destination`.
+/// Deletes entry `ack` if it belongs to `destination`, and remembers its
+/// key as `ack.keys` says.
+///
+/// Implementation note: pruning costs O(log n) per acknowledgement plus
+/// the rows it deletes. The keys past retention go by the `acked_at` index,
+/// at most [`PRUNE_BATCH`] per acknowledgement (inserts compare times
+/// themselves, so a key left over is harmless), and the keys past the cap
+/// by `seq`, the rowid: `seq` is AUTOINCREMENT, one per key remembered, so
+/// those `max` or more before the new one are a range at the start.
 pub(super) fn ack(
     conn: &Connection,
     destination: &ServerName,
-    ack: EntryId,
+    ack: &Ack,
 ) -> Result<(), StoreError> {
     // An ID beyond i64 cannot be in the table: nothing to delete.
-    let Ok(id) = i64::try_from(ack.0) else {
+    let Ok(id) = i64::try_from(ack.entry_id.0) else {
         return Ok(());
     };
-    conn.prepare_cached("DELETE FROM queue WHERE entry_id = ?1 AND destination = ?2")
-        .and_then(|mut s| s.execute(params![id, destination.as_str()]))
+    let gone: Option<(String, String)> = conn
+        .prepare_cached(
+            "DELETE FROM queue WHERE entry_id = ?1 AND destination = ?2 RETURNING origin, txn_id",
+        )
+        .and_then(|mut s| {
+            s.query_row(params![id, destination.as_str()], |r| {
+                Ok((r.get(0)?, r.get(1)?))
+            })
+            .optional()
+        })
         .map_err(db_err("delete acknowledged entry"))?;
+    let Some((origin, txn_id)) = gone else {
+        return Ok(());
+    };
+    conn.prepare_cached(
+        "DELETE FROM acked WHERE seq IN \
+         (SELECT seq FROM acked WHERE acked_at <= ?1 ORDER BY acked_at LIMIT ?2)",
+    )
+    .and_then(|mut s| {
+        s.execute(params![
+            acked_cutoff(ack.at, ack.keys.retention_ms),
+            PRUNE_BATCH
+        ])
+    })
+    .map_err(db_err("forget expired acknowledged keys"))?;
+    if !ack.keys.enabled() {
+        return Ok(());
+    }
+    let seq: i64 = conn
+        .prepare_cached(
+            "INSERT OR REPLACE INTO acked (destination, origin, txn_id, acked_at) \
+             VALUES (?1, ?2, ?3, ?4) RETURNING seq",
+        )
+        .and_then(|mut s| {
+            s.query_row(
+                params![destination.as_str(), origin, txn_id, millis(ack.at)],
+                |r| r.get(0),
+            )
+        })
+        .map_err(db_err("remember acknowledged key"))?;
+    let max = i64::try_from(ack.keys.max).unwrap_or(i64::MAX);
+    if seq > max {
+        conn.prepare_cached("DELETE FROM acked WHERE seq <= ?1")
+            .and_then(|mut s| s.execute([seq - max]))
+            .map_err(db_err("forget the oldest acknowledged keys"))?;
+    }
     Ok(())
 }
 

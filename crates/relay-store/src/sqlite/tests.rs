@@ -4,6 +4,10 @@
 use std::sync::mpsc::{self, Receiver};
 
 use super::*;
+use relay_core::store::AckedKeys;
+use relay_core::{EntryId, UnixMillis};
+
+const NOW: UnixMillis = UnixMillis(1_700_000_000_000);
 
 fn server(s: &str) -> ServerName {
     ServerName::parse(s).expect("test server name")
@@ -15,6 +19,16 @@ fn new_entry(txn: &str) -> NewEntry {
         destination: server("d.example"),
         txn_id: relay_core::TxnId::parse(txn).expect("test txn ID"),
         transaction: b"{}".to_vec(),
+        received: NOW,
+    }
+}
+
+/// The default quota, without acknowledged keys: what the tables of
+/// versions before 4 can serve.
+fn quota_before_v4() -> Quota {
+    Quota {
+        acked: AckedKeys::OFF,
+        ..Quota::default()
     }
 }
 
@@ -32,7 +46,11 @@ fn ack_op(ack: u64) -> (Op, Receiver<Result<Option<QueuedEntry>, StoreError>>) {
     let (reply, rx) = mpsc::sync_channel(1);
     let op = Op::AckAndNext {
         destination: server("d.example"),
-        ack: EntryId(ack),
+        ack: Ack {
+            entry_id: EntryId(ack),
+            at: NOW,
+            keys: AckedKeys::default(),
+        },
         reply,
     };
     (op, rx)
@@ -245,9 +263,10 @@ fn a_version_1_database_is_migrated_keeping_its_queue() {
         schema::migrate_to(&mut v1, 1).expect("migrate to version 1");
         assert_eq!(user_version(&v1), 1);
         for t in ["a", "b", "c"] {
-            sql::insert(&v1, &new_entry(t), &Quota::default()).expect("insert");
+            sql::insert(&v1, &new_entry(t), &quota_before_v4()).expect("insert");
         }
-        sql::ack(&v1, &server("d.example"), EntryId(2)).expect("ack");
+        v1.execute("DELETE FROM queue WHERE entry_id = 2", [])
+            .expect("ack");
         let outbound_tables: i64 = v1
             .query_row(
                 "SELECT COUNT(*) FROM sqlite_master WHERE name LIKE 'outbound%'",
@@ -271,7 +290,14 @@ fn a_version_1_database_is_migrated_keeping_its_queue() {
         .expect("entry a");
     assert_eq!((first.entry_id, first.txn_id.as_str()), (EntryId(1), "a"));
     let second = store
-        .ack_and_next(&d, Some(first.entry_id))
+        .ack_and_next(
+            &d,
+            Some(Ack {
+                entry_id: first.entry_id,
+                at: NOW,
+                keys: AckedKeys::default(),
+            }),
+        )
         .expect("ack")
         .expect("entry c");
     assert_eq!((second.entry_id, second.txn_id.as_str()), (EntryId(3), "c"));
@@ -403,7 +429,7 @@ fn a_version_2_database_is_migrated_keeping_its_data() {
         let mut v2 = connect(&path).expect("connect");
         schema::migrate_to(&mut v2, 2).expect("migrate to version 2");
         for t in ["a", "b"] {
-            sql::insert(&v2, &new_entry(t), &Quota::default()).expect("insert");
+            sql::insert(&v2, &new_entry(t), &quota_before_v4()).expect("insert");
         }
         outbound::apply(&v2, &sender_state).expect("sender state");
         assert_eq!(
@@ -420,7 +446,7 @@ fn a_version_2_database_is_migrated_keeping_its_data() {
     let version: i64 = raw
         .pragma_query_value(None, "user_version", |r| r.get(0))
         .expect("user_version");
-    assert_eq!(version, 3);
+    assert_eq!(version, 4);
     assert_eq!(version, i64::from(SCHEMA_VERSION));
     assert_eq!(table_count(&raw, "retriever_seen"), 1);
     assert_eq!(store.load(), Ok(want_records), "the sender state survived");
@@ -443,4 +469,76 @@ fn a_version_2_database_is_migrated_keeping_its_data() {
     let store = SqliteStore::open(&path).expect("reopen");
     assert_eq!(store.load_window(), Ok(window));
     assert_eq!(store.load().map(|r| r.len()), Ok(1));
+}
+
+#[test]
+fn a_version_3_database_is_migrated_and_remembers_acks() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("relay.db");
+    {
+        let mut v3 = connect(&path).expect("connect");
+        schema::migrate_to(&mut v3, 3).expect("migrate to version 3");
+        for t in ["a", "b"] {
+            sql::insert(&v3, &new_entry(t), &quota_before_v4()).expect("insert");
+        }
+        let acked: i64 = v3
+            .query_row(
+                "SELECT COUNT(*) FROM sqlite_master WHERE name = 'acked'",
+                [],
+                |r| r.get(0),
+            )
+            .expect("tables");
+        assert_eq!(acked, 0, "version 3 remembers no acknowledgements");
+    }
+
+    let store = SqliteStore::open(&path).expect("open migrates");
+    let version: i64 = connect(&path)
+        .expect("connect")
+        .pragma_query_value(None, "user_version", |r| r.get(0))
+        .expect("user_version");
+    assert_eq!(version, i64::from(SCHEMA_VERSION));
+    let d = server("d.example");
+    assert_eq!(store.queued(&d), Ok(2), "the queue survived");
+    let ack = Ack {
+        entry_id: EntryId(1),
+        at: NOW,
+        keys: AckedKeys::default(),
+    };
+    let next = store.ack_and_next(&d, Some(ack)).expect("ack");
+    assert_eq!(next.map(|e| e.entry_id), Some(EntryId(2)));
+    assert_eq!(
+        store.insert(new_entry("a"), &Quota::default()),
+        Ok(InsertOutcome::AlreadyDelivered),
+        "an entry of the old queue, acknowledged after the upgrade"
+    );
+    drop(store);
+    let store = SqliteStore::open(&path).expect("reopen");
+    assert_eq!(
+        store.insert(new_entry("a"), &Quota::default()),
+        Ok(InsertOutcome::AlreadyDelivered),
+        "remembered across a restart"
+    );
+}
+
+#[test]
+fn an_ack_and_its_remembered_key_are_one_operation() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut conn = writer_with_hooks(&dir);
+    conn.execute_batch(
+        "CREATE TRIGGER fail_acked_hook BEFORE INSERT ON acked
+         WHEN NEW.txn_id = 'a' BEGIN
+             SELECT RAISE(ABORT, 'test hook');
+         END;",
+    )
+    .expect("hook");
+    let (i, ri) = insert_op("a");
+    run_and_send(&mut conn, vec![i]);
+    let Ok(InsertOutcome::Stored(id)) = ri.recv().expect("answer") else {
+        panic!("a not stored");
+    };
+    let (a, ra) = ack_op(id.0);
+    run_and_send(&mut conn, vec![a]);
+    let err = ra.recv().expect("answer").expect_err("remembering fails");
+    assert!(err.0.contains("test hook"), "{err}");
+    assert_eq!(count(&conn), 1, "the entry was not deleted either");
 }

@@ -241,7 +241,7 @@ impl FakeRelay {
                     ack,
                 } => {
                     assert_eq!(destination, name(NODE));
-                    if let Some(EntryId(ack)) = ack {
+                    if let Some(ack) = ack.map(|a| a.entry_id.0) {
                         self.queue.retain(|e| e.entry_id.0 != ack);
                         self.acked.push(ack);
                     }
