@@ -163,6 +163,110 @@ fn newer_schema_is_refused() {
     assert!(err.0.contains("newer"), "{err}");
 }
 
+/// A database as schema version 1 left it (the queue, no remembered
+/// acknowledgements) is migrated in place, keeping its queue, and then
+/// remembers acknowledgements.
+#[test]
+fn a_version_1_database_is_migrated_keeping_its_queue() {
+    let Some(db) = temp_postgres_database("a_version_1_database_is_migrated_keeping_its_queue")
+    else {
+        return;
+    };
+    let store = PostgresStore::open(db.url()).expect("open");
+    for t in ["a", "b"] {
+        assert!(matches!(
+            store.insert(entry("o.example", "d.example", t), &unlimited()),
+            Ok(InsertOutcome::Stored(_))
+        ));
+    }
+    drop(store);
+    // Version 2 only added `acked` (and its index and sequence): without
+    // them, and with the version row at 1, this is what version 1 wrote.
+    sql(db.url(), |c| {
+        c.batch_execute("DROP TABLE acked; UPDATE matrix_relay_schema SET version = 1")
+            .expect("back to version 1");
+    });
+    let store = PostgresStore::open(db.url()).expect("open migrates");
+    let d = server("d.example");
+    assert_eq!(store.queued(&d), Ok(2), "the queue survived");
+    let head = store
+        .ack_and_next(&d, None)
+        .expect("next")
+        .expect("entry a");
+    assert_eq!(head.txn_id.as_str(), "a");
+    let next = store
+        .ack_and_next(&d, Some(ack(head.entry_id)))
+        .expect("ack")
+        .expect("entry b");
+    assert_eq!(next.txn_id.as_str(), "b");
+    assert_eq!(
+        store.insert(entry("o.example", "d.example", "a"), &unlimited()),
+        Ok(InsertOutcome::AlreadyDelivered),
+        "acknowledged after the upgrade"
+    );
+    drop(store);
+    sql(db.url(), |c| {
+        let v: i32 = c
+            .query_one("SELECT version FROM matrix_relay_schema", &[])
+            .expect("version row")
+            .get(0);
+        assert_eq!(v, 2);
+        assert_eq!(v as u32, relay_store::POSTGRES_SCHEMA_VERSION);
+    });
+}
+
+/// Two stores (two relay processes) on one database: one acknowledges
+/// entries while the other takes retransmissions of them. Each
+/// retransmission is a duplicate of the queued entry or already delivered,
+/// never stored again.
+#[test]
+fn two_stores_ack_and_reinsert_concurrently() {
+    let Some(db) = temp_postgres_database("two_stores_ack_and_reinsert_concurrently") else {
+        return;
+    };
+    let a = PostgresStore::open(db.url()).expect("open a");
+    let b = PostgresStore::open(db.url()).expect("open b");
+    const N: usize = 200;
+    let entries: Vec<NewEntry> = (0..N)
+        .map(|i| entry("o.example", "d.example", &format!("t{i}")))
+        .collect();
+    let ids: Vec<EntryId> = entries
+        .iter()
+        .map(|e| match a.insert(e.clone(), &unlimited()) {
+            Ok(InsertOutcome::Stored(id)) => id,
+            other => panic!("insert: {other:?}"),
+        })
+        .collect();
+    let d = server("d.example");
+    let start = Barrier::new(2);
+    let outcomes = std::thread::scope(|s| {
+        let acker = s.spawn(|| {
+            start.wait();
+            for &id in &ids {
+                a.ack_and_next(&d, Some(ack(id))).expect("ack");
+            }
+        });
+        let sender = s.spawn(|| {
+            start.wait();
+            entries
+                .iter()
+                .map(|e| b.insert(e.clone(), &unlimited()).expect("insert"))
+                .collect::<Vec<_>>()
+        });
+        acker.join().expect("acker");
+        sender.join().expect("sender")
+    });
+    for (i, outcome) in outcomes.iter().enumerate() {
+        match outcome {
+            InsertOutcome::Duplicate(id) => assert_eq!(*id, ids[i], "t{i}"),
+            InsertOutcome::AlreadyDelivered => {}
+            other => panic!("retransmission of t{i}: {other:?}"),
+        }
+    }
+    assert_eq!(a.queued(&d), Ok(0));
+    assert_eq!(b.ack_and_next(&d, None), Ok(None), "nothing stored twice");
+}
+
 /// Stores opened at once on a fresh database migrate it once, and all work.
 #[test]
 fn concurrent_first_opens_migrate_once() {
