@@ -189,6 +189,8 @@ fn serve_help_documents_every_required_flag() {
         "--max-body-bytes",
         "--config",
         "--runtime",
+        "--acked-retention-secs",
+        "--acked-max",
     ] {
         assert!(
             help.contains(flag),
@@ -260,7 +262,7 @@ fn config_file_settings_apply_and_flags_win() {
     std::fs::write(
         &config,
         format!(
-            "server-name = \"from-config.example\"\nserve-for = [\"{DEST_NAME}\"]\ntrusted-key = [\"{}\", \"{}\"]\nmax-body-bytes = 2048\n",
+            "server-name = \"from-config.example\"\nserve-for = [\"{DEST_NAME}\"]\ntrusted-key = [\"{}\", \"{}\"]\nmax-body-bytes = 2048\nacked-retention-secs = 0\n",
             origin.trusted_key_arg(),
             dest.trusted_key_arg()
         ),
@@ -279,6 +281,9 @@ fn config_file_settings_apply_and_flags_win() {
     let big = json!({"pdus": [{"pad": "x".repeat(3000)}]});
     put_txn(&relay, &origin, "t2", ALICE, &big).assert_error(413, "M_TOO_LARGE");
     assert_eq!(markers(&drain(&relay, &dest, ALICE)), ["configured"]);
+    // acked-retention-secs = 0: nothing remembered, a retransmission is new.
+    store(&relay, &origin, "t1", ALICE, "configured-again");
+    assert_eq!(markers(&drain(&relay, &dest, ALICE)), ["configured-again"]);
 }
 
 #[test]

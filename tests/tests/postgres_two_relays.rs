@@ -68,9 +68,9 @@ fn assert_writer_order(pulled: &[Pulled], writers: usize) {
 /// sender's in its order.
 ///
 /// Implementation note: retransmissions are idempotent while the first copy
-/// is queued; once the destination has acknowledged it, a late copy is a
-/// new entry (recipients drop it by txn ID). So they are sent before
-/// draining starts, where "exactly once" is the relay's promise.
+/// is queued, and after its acknowledgement only while the relays remember
+/// it (`--acked-retention-secs`, `--acked-max`). They are sent before
+/// draining starts, where "exactly once" holds without those bounds.
 #[test]
 fn two_relays_on_one_database_deliver_each_transaction_once() {
     let Some(db) =

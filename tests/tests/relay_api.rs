@@ -240,6 +240,82 @@ fn storing_is_idempotent_per_origin_txn_and_destination() {
     assert_eq!(markers(&pulled2), ["other-destination"]);
 }
 
+/// A retransmission after the destination acknowledged the transaction
+/// (the sender's first 200 was lost) is answered 200 `{}` and not stored
+/// again, also after a restart.
+#[test]
+fn a_retransmission_after_the_acknowledgement_is_not_stored_again() {
+    let origin = Server::origin_example();
+    let dest = Server::named(DEST_NAME);
+    let mut relay = RelayProcess::standard(&[&origin, &dest]);
+    let body = json!({"origin_server_ts": 1, "pdus": [{"marker": "m1"}], "edus": []});
+    let resp = put_txn(&relay, &origin, "txn1", ALICE, &body);
+    assert_eq!(resp.ok_json(), json!({}), "{resp:?}");
+
+    let resp = relay_txn(&relay, &dest, ALICE, Some(0));
+    let got = resp.ok_json();
+    assert_eq!(got["txn_id"], json!("txn1"), "{resp:?}");
+    assert_eq!(got["transaction"]["pdus"], json!([{"marker": "m1"}]));
+    let entry = got["entry_id"]
+        .as_u64()
+        .unwrap_or_else(|| panic!("no entry_id:\n{resp:?}"));
+    let resp = relay_txn(&relay, &dest, ALICE, Some(entry));
+    assert_eq!(resp.ok_json(), empty_answer(), "{resp:?}");
+
+    for when in ["after the ack", "after a restart"] {
+        if when == "after a restart" {
+            relay.restart();
+        }
+        let resp = put_txn(&relay, &origin, "txn1", ALICE, &body);
+        resp.assert_status(200);
+        assert!(resp.is_json(), "{when}: not JSON:\n{resp:?}");
+        assert_eq!(resp.json(), json!({}), "{when}: {resp:?}");
+        let resp = relay_txn(&relay, &dest, ALICE, Some(0));
+        let got = resp.ok_json();
+        assert_eq!(
+            got["entries_queued"],
+            json!(false),
+            "{when}: the retransmission was stored again:\n{resp:?}"
+        );
+        assert_eq!(got, empty_answer(), "{when}: {resp:?}");
+    }
+    // Another txn ID is a new transaction, as ever.
+    store(&relay, &origin, "txn2", ALICE, "m2");
+    assert_eq!(markers(&drain(&relay, &dest, ALICE)), ["m2"]);
+}
+
+/// `--acked-retention-secs 0` remembers nothing: a retransmission after the
+/// acknowledgement is stored again. `--acked-max 1` remembers the newest
+/// acknowledged transaction only.
+#[test]
+fn acked_flags_bound_what_is_remembered() {
+    let origin = Server::origin_example();
+    let dest = Server::named(DEST_NAME);
+    let start = |args: [&str; 2]| {
+        RelayProcess::builder()
+            .serve_for(DEST_NAME)
+            .trust(&origin)
+            .trust(&dest)
+            .args(args)
+            .start()
+    };
+
+    let off = start(["--acked-retention-secs", "0"]);
+    store(&off, &origin, "t1", ALICE, "first");
+    assert_eq!(markers(&drain(&off, &dest, ALICE)), ["first"]);
+    store(&off, &origin, "t1", ALICE, "again");
+    assert_eq!(markers(&drain(&off, &dest, ALICE)), ["again"]);
+
+    let one = start(["--acked-max", "1"]);
+    store(&one, &origin, "t1", ALICE, "m1");
+    store(&one, &origin, "t2", ALICE, "m2");
+    assert_eq!(markers(&drain(&one, &dest, ALICE)), ["m1", "m2"]);
+    // t1 was pushed out by t2; t2 is remembered.
+    store(&one, &origin, "t1", ALICE, "m1-again");
+    store(&one, &origin, "t2", ALICE, "m2-again");
+    assert_eq!(markers(&drain(&one, &dest, ALICE)), ["m1-again"]);
+}
+
 #[test]
 fn acknowledgement_is_exact() {
     let origin = Server::origin_example();
