@@ -30,6 +30,10 @@ enum Transition {
     Queued {
         destination: usize,
     },
+    /// The clock moves on, by up to two retentions.
+    Tick {
+        ms: u64,
+    },
 }
 
 fn transition() -> impl Strategy<Value = Transition> {
@@ -40,6 +44,7 @@ fn transition() -> impl Strategy<Value = Transition> {
             .prop_map(|(destination, id)| Transition::Ack { destination, id }),
         2 => (0..3usize).prop_map(|destination| Transition::AckHead { destination }),
         1 => (0..3usize).prop_map(|destination| Transition::Queued { destination }),
+        1 => (0..2 * RETENTION_MS).prop_map(|ms| Transition::Tick { ms }),
     ]
 }
 
@@ -59,21 +64,22 @@ fn quota() -> impl Strategy<Value = Quota> {
                 origin_bytes,
                 total_bytes,
                 acked: AckedKeys {
-                    retention_ms: retention * 60_000,
+                    retention_ms: retention * RETENTION_MS,
                     max,
                 },
             },
         )
 }
 
-/// Every operation happens at one time: retention is on or off, and the
-/// cap (small, so it prunes) decides what is remembered.
-const NOW: UnixMillis = UnixMillis(1_700_000_000_000);
+/// The retention when it is on; the cap is small, so it prunes too.
+const RETENTION_MS: u64 = 60_000;
+/// The clock at the start.
+const START: UnixMillis = UnixMillis(1_700_000_000_000);
 
-fn ack(entry_id: EntryId, quota: &Quota) -> Ack {
+fn ack(entry_id: EntryId, now: UnixMillis, quota: &Quota) -> Ack {
     Ack {
         entry_id,
-        at: NOW,
+        at: now,
         keys: quota.acked,
     }
 }
@@ -87,7 +93,12 @@ fn check(quota: Quota, transitions: Vec<Transition>) -> Result<(), TestCaseError
     let sqlite = SqliteStore::open(dir.path().join("relay.db")).expect("open");
     let model = MemoryStore::new();
     let stores: [&dyn QueueStore; 2] = [&sqlite, &model];
+    let mut now = START;
     for (step, t) in transitions.into_iter().enumerate() {
+        if let Transition::Tick { ms } = t {
+            now = now.saturating_add_ms(ms);
+            continue;
+        }
         let [got, want] = stores.map(|s| match &t {
             Transition::Insert {
                 origin,
@@ -100,7 +111,7 @@ fn check(quota: Quota, transitions: Vec<Transition>) -> Result<(), TestCaseError
                     destination: server(DESTINATIONS[*destination]),
                     txn_id: TxnId::parse(&format!("t{txn}")).expect("txn ID"),
                     transaction: vec![b'a' + *txn; *len],
-                    received: NOW,
+                    received: now,
                 };
                 format!("{:?}", s.insert(entry, &quota))
             }
@@ -109,7 +120,7 @@ fn check(quota: Quota, transitions: Vec<Transition>) -> Result<(), TestCaseError
                     "{:?}",
                     s.ack_and_next(
                         &server(DESTINATIONS[*destination]),
-                        id.map(|id| ack(EntryId(id), &quota))
+                        id.map(|id| ack(EntryId(id), now, &quota))
                     )
                 )
             }
@@ -119,7 +130,7 @@ fn check(quota: Quota, transitions: Vec<Transition>) -> Result<(), TestCaseError
                 match head {
                     Ok(head) => format!(
                         "{head:?} {:?}",
-                        s.ack_and_next(&d, head.map(|id| ack(id, &quota)))
+                        s.ack_and_next(&d, head.map(|id| ack(id, now, &quota)))
                     ),
                     Err(e) => format!("{e:?}"),
                 }
@@ -127,6 +138,7 @@ fn check(quota: Quota, transitions: Vec<Transition>) -> Result<(), TestCaseError
             Transition::Queued { destination } => {
                 format!("{:?}", s.queued(&server(DESTINATIONS[*destination])))
             }
+            Transition::Tick { .. } => unreachable!("handled above"),
         });
         prop_assert_eq!(got, want, "step {}: {:?}", step, t);
     }
