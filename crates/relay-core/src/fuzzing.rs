@@ -21,6 +21,7 @@ use serde_json::Value;
 use crate::auth::{KeyRing, sign_request};
 use crate::canonical::{canonical_integer, to_canonical_string, to_canonical_string_for_signing};
 use crate::error::ErrCode;
+use crate::http::HttpOutcome;
 use crate::id::{
     EntryId, KeyId, MAX_KEY_ID_BYTES, MAX_SERVER_NAME_BYTES, MAX_TXN_ID_BYTES, MAX_USER_ID_BYTES,
     ServerName, TxnId, UserId,
@@ -377,6 +378,12 @@ pub const FLAG_TOO_LARGE: u8 = 0x40;
 /// `Authorization` values instead of before them.
 pub const FLAG_SIGNED_LAST: u8 = 0x80;
 
+/// `relay_request` answers bit: the relay fetches unknown keys.
+const ANSWER_FETCH_KEYS: u8 = 0x40;
+/// `relay_request` answers bit: a key fetch gets `unknown.example`'s
+/// valid document (else it times out).
+const ANSWER_KEYS_VALID: u8 = 0x80;
+
 /// The relay's name in [`relay_request`].
 pub const RELAY_NAME: &str = "relay.example";
 
@@ -389,6 +396,8 @@ struct Fixture {
     base: RelayConfig,
     /// Origins with a pinned key.
     pinned: HashSet<ServerName>,
+    /// `unknown.example`'s key document, as its server would serve it.
+    unknown_keys: Vec<u8>,
     started: Instant,
 }
 
@@ -431,11 +440,21 @@ fn fixture() -> &'static Fixture {
                 .pin(server.clone(), key.key_id().clone(), key.verify_key());
             pinned.insert(server.clone());
         }
+        let (unknown, unknown_key) = &signers[3];
+        let unknown_keys = crate::server_keys::document(
+            unknown,
+            unknown_key,
+            UnixMillis(1_700_000_000_000 + 3_600_000),
+        )
+        .expect("fixture key document")
+        .to_string()
+        .into_bytes();
         Fixture {
             relay_name: name(RELAY_NAME),
             signers,
             base,
             pinned,
+            unknown_keys,
             // The relay only records `now`; one reading per process keeps
             // every run alike.
             started: Instant::now(),
@@ -458,10 +477,12 @@ fn fixture() -> &'static Fixture {
 ///   (else `dest.example` and the P2P name); bit 5 denies `origin.example`;
 ///   bit 6 marks the body as over the limit; bit 7 puts the signed header
 ///   last.
-/// - `answers`: the low nibble picks the insert result (mod 6: stored,
-///   duplicate, three quotas, storage error), the high nibble the fetch
-///   result (mod 4: nothing queued, an entry, an entry that is not JSON,
-///   storage error).
+/// - `answers`: the low nibble picks the insert result (mod 7: stored,
+///   duplicate, already delivered, three quotas, storage error), bits 4–5
+///   the fetch result (nothing queued, an entry, an entry that is not JSON,
+///   storage error); bit 6 turns key fetching on (`fetch_keys`), and bit 7
+///   answers a key fetch with `unknown.example`'s valid key document
+///   instead of a timeout.
 ///
 /// Invariants: the request gets exactly one response, with its request ID;
 /// every response body is a JSON object; a status other than 200 carries a
@@ -527,8 +548,13 @@ pub fn relay_request(data: &[u8]) {
     // Who can authenticate: pinned origins, and with P2P names on, any
     // 64-hex name (signed with the key it spells).
     let p2p = flags & FLAG_P2P != 0;
+    let fetch_keys = answers & ANSWER_FETCH_KEYS != 0;
+    let fetched = fetch_keys && answers & ANSWER_KEYS_VALID != 0;
+    let unknown = &fx.signers[3].0;
     let known = |origin: &ServerName| {
-        fx.pinned.contains(origin) || p2p && origin.p2p_public_key().is_some()
+        fx.pinned.contains(origin)
+            || p2p && origin.p2p_public_key().is_some()
+            || fetched && origin == unknown
     };
     if p2p {
         let mut keys = KeyRing::new(true);
@@ -537,6 +563,7 @@ pub fn relay_request(data: &[u8]) {
         }
         config.keys = keys;
     }
+    config.fetch_keys = fetch_keys;
     if flags & FLAG_OPEN != 0 {
         config.serve = ServePolicy::Open;
     }
@@ -565,9 +592,35 @@ pub fn relay_request(data: &[u8]) {
     let mut responses = 0;
     let mut status = 0;
     let mut operations = 0;
+    let mut key_fetches = 0;
     while let Some(output) = relay.poll_output() {
         match output {
-            Output::FetchKeys { .. } => panic!("a key fetch with fetch_keys off"),
+            Output::FetchKeys { op, request } => {
+                assert!(fetch_keys, "a key fetch with fetch_keys off");
+                assert!(
+                    !fx.pinned.contains(&request.server),
+                    "a key fetch for pinned {}",
+                    request.server
+                );
+                assert_eq!(request.method, "GET");
+                assert_eq!(request.target, "/_matrix/key/v2/server");
+                key_fetches += 1;
+                // Always `unknown.example`'s document: for any other origin
+                // it names the wrong server and must be refused.
+                let outcome = if answers & ANSWER_KEYS_VALID != 0 {
+                    HttpOutcome::Response {
+                        status: 200,
+                        body: fx.unknown_keys.clone(),
+                        retry_after: None,
+                    }
+                } else {
+                    HttpOutcome::Timeout
+                };
+                let unix = UnixMillis(1_700_000_000_000);
+                relay.handle_keys(now, unix, op, outcome.clone());
+                relay.handle_keys(now, unix, op, outcome);
+                relay.handle_stored(now, op, Ok(InsertOutcome::Stored(EntryId(1))));
+            }
             Output::Respond { request, response } => {
                 assert_eq!(request, id, "response for another request");
                 check_response(&response);
@@ -652,6 +705,7 @@ pub fn relay_request(data: &[u8]) {
     }
     assert_eq!(responses, 1, "every request gets exactly one response");
     assert!(operations <= 1, "at most one storage operation per request");
+    assert!(key_fetches <= 1, "at most one key fetch per request");
     if let Some(origin) = signed_first.filter(|o| known(o) && flags & FLAG_TOO_LARGE == 0) {
         assert_ne!(
             status, 401,
