@@ -1,0 +1,93 @@
+//! `matrix-relay send` reaching its destination through Matrix server
+//! discovery alone (PROTOCOL §3/§4: no `--resolve` for it): the
+//! destination's `.well-known/matrix/server` is served over HTTPS by a
+//! server whose certificate comes from a test CA (`--tls-ca`), and port 443
+//! is redirected to it (`--connect-to`); it delegates to a name whose SRV
+//! record (from a fake nameserver, `--dns-server`) points at the same
+//! server.
+
+use relay_tests::*;
+use serde_json::json;
+
+#[test]
+fn send_reaches_the_destination_through_well_known_and_srv() {
+    for runtime in ["tokio", "smol"] {
+        send_through_discovery(runtime);
+    }
+}
+
+fn send_through_discovery(runtime: &str) {
+    let a = Node::new(Server::named("a.example"));
+    let destination = "dest.test";
+    let delegated = "fed.dest.test";
+    let ca = TestCa::new();
+    let https = StubServer::start_tls(ca.server_config(&[destination, delegated]), |_, r| {
+        if r.target == "/.well-known/matrix/server" {
+            Reply::Json(200, json!({"m.server": "fed.dest.test"}).to_string())
+        } else {
+            Reply::ok()
+        }
+    });
+    let port = https.addr().port();
+    let dns = FakeDns::start();
+    dns.srv(
+        &format!("_matrix-fed._tcp.{delegated}"),
+        &[(10, 5, port, "srv-target.test.")],
+    );
+
+    let transaction = json!({"pdus": [{"type": "m.room.message"}], "edus": []});
+    let out = a
+        .send(destination, "txn-discovered", &transaction)
+        .arg("--tls-ca")
+        .arg(ca.pem_file())
+        .arg("--connect-to")
+        .arg(format!("{destination}:443=127.0.0.1:{port}"))
+        .arg("--connect-to")
+        .arg(format!("srv-target.test:{port}=127.0.0.1:{port}"))
+        .arg("--dns-server")
+        .arg(dns.addr().to_string())
+        .arg("--runtime")
+        .arg(runtime)
+        .timeout_ms(10_000)
+        .run();
+    out.assert_code(0);
+    assert_eq!(out.json()["delivered"], "direct", "{out:?}");
+
+    let got = https.requests();
+    assert_eq!(got.len(), 2, "{got:?}");
+    let (well_known, send) = (&got[0], &got[1]);
+    assert_eq!(well_known.target, "/.well-known/matrix/server");
+    assert_eq!(well_known.sni.as_deref(), Some(destination));
+    assert_eq!(well_known.header_values("host"), [destination]);
+
+    assert_eq!(send.target, "/_matrix/federation/v1/send/txn-discovered");
+    // Host and certificate name are the delegated name, not the SRV target.
+    assert_eq!(send.sni.as_deref(), Some(delegated));
+    assert_eq!(send.header_values("host"), [delegated]);
+    // The request is still signed for the destination's server name.
+    send.verify_signed_by(a.server(), destination)
+        .unwrap_or_else(|e| panic!("not signed for {destination}: {e}\n{send:?}"));
+    assert_eq!(
+        dns.asked(),
+        [(format!("_matrix-fed._tcp.{delegated}"), "udp")]
+    );
+}
+
+#[test]
+fn bad_discovery_flags_are_refused() {
+    let a = Node::new(Server::named("a.example"));
+    let transaction = json!({"pdus": []});
+    for (flag, value, says) in [
+        ("--connect-to", "nope", "--connect-to"),
+        ("--dns-server", "not-an-ip", "--dns-server"),
+        ("--tls-ca", "/nonexistent/ca.pem", "--tls-ca"),
+    ] {
+        let out = a
+            .send("dest.test", "t", &transaction)
+            .arg(flag)
+            .arg(value)
+            .run();
+        out.assert_code(1);
+        assert!(out.stderr.contains(says), "{out:?}");
+    }
+}
