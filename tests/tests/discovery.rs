@@ -6,6 +6,7 @@
 //! record (from a fake nameserver, `--dns-server`) points at the same
 //! server.
 
+use relay_tests::api;
 use relay_tests::*;
 use serde_json::json;
 
@@ -90,4 +91,65 @@ fn bad_discovery_flags_are_refused() {
         out.assert_code(1);
         assert!(out.stderr.contains(says), "{out:?}");
     }
+}
+
+/// `serve --fetch-keys` reaches an origin through discovery too: no
+/// `.well-known` (404), then the origin's own SRV record.
+#[test]
+fn serve_fetches_keys_through_srv() {
+    let origin = Server::named("far.test");
+    let dest = Server::named("dest.example");
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_millis() as u64;
+    let doc = relay_core::server_keys::document(
+        &relay_core::ServerName::parse("far.test").expect("name"),
+        origin.key(),
+        relay_core::UnixMillis(now + 3_600_000),
+    )
+    .expect("sign")
+    .to_string();
+    let ca = TestCa::new();
+    let https = StubServer::start_tls(ca.server_config(&["far.test"]), move |_, r| {
+        if r.target == "/_matrix/key/v2/server" {
+            Reply::Json(200, doc.clone())
+        } else {
+            Reply::error(404, "M_NOT_FOUND")
+        }
+    });
+    let port = https.addr().port();
+    let dns = FakeDns::start();
+    dns.srv(
+        "_matrix-fed._tcp.far.test",
+        &[(0, 0, port, "keys.far.test")],
+    );
+    let relay = RelayProcess::builder()
+        .serve_for("dest.example")
+        .trust(&dest)
+        .args([
+            "--fetch-keys".to_owned(),
+            "--tls-ca".to_owned(),
+            ca.pem_file().display().to_string(),
+            "--connect-to".to_owned(),
+            format!("far.test:443=127.0.0.1:{port}"),
+            "--connect-to".to_owned(),
+            format!("keys.far.test:{port}=127.0.0.1:{port}"),
+            "--dns-server".to_owned(),
+            dns.addr().to_string(),
+        ])
+        .start();
+    store(&relay, &origin, "t1", "@bob:dest.example", "one");
+    let got = https.requests();
+    let targets: Vec<&str> = got.iter().map(|r| r.target.as_str()).collect();
+    assert_eq!(
+        targets,
+        ["/.well-known/matrix/server", "/_matrix/key/v2/server"]
+    );
+    assert_eq!(got[1].sni.as_deref(), Some("far.test"));
+    assert_eq!(got[1].header_values("host"), ["far.test"]);
+    assert_eq!(
+        api::markers(&drain(&relay, &dest, "@bob:dest.example")),
+        ["one"]
+    );
 }
