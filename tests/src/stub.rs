@@ -24,6 +24,9 @@ use crate::identity::Server;
 pub enum Reply {
     /// This status with this JSON body.
     Json(u16, String),
+    /// This status, these extra header fields, and this body (sent as
+    /// `application/json` whatever it is).
+    WithHeaders(u16, Vec<(String, String)>, String),
     /// No answer: the connection stays open, silent, until the stub is
     /// dropped (a destination that times out).
     Hang,
@@ -284,23 +287,25 @@ fn answer(conn: &mut (impl Read + Write), sni: Option<String>, shared: &Shared) 
         requests.push(request);
         reply
     };
-    match reply {
-        Reply::Json(status, body) => {
-            let head = format!(
-                "HTTP/1.1 {status} Stub\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-                body.len()
-            );
-            let _ = conn
-                .write_all(head.as_bytes())
-                .and_then(|()| conn.write_all(body.as_bytes()))
-                .and_then(|()| conn.flush());
-        }
+    let (status, extra, body) = match reply {
+        Reply::Json(status, body) => (status, Vec::new(), body),
+        Reply::WithHeaders(status, extra, body) => (status, extra, body),
         Reply::Hang => {
             while !shared.stop.load(Ordering::SeqCst) {
                 thread::sleep(Duration::from_millis(10));
             }
+            return;
         }
-    }
+    };
+    let extra: String = extra.iter().map(|(n, v)| format!("{n}: {v}\r\n")).collect();
+    let head = format!(
+        "HTTP/1.1 {status} Stub\r\nContent-Type: application/json\r\nContent-Length: {}\r\n{extra}Connection: close\r\n\r\n",
+        body.len()
+    );
+    let _ = conn
+        .write_all(head.as_bytes())
+        .and_then(|()| conn.write_all(body.as_bytes()))
+        .and_then(|()| conn.flush());
 }
 
 /// Lets the client read the answer and close first.

@@ -24,10 +24,13 @@ use http_body_util::{BodyExt, Full, Limited};
 use hyper::StatusCode;
 use hyper::client::conn::http1::{self, SendRequest};
 use hyper::header::{
-    AUTHORIZATION, CACHE_CONTROL, CONTENT_TYPE, EXPIRES, HOST, HeaderMap, HeaderValue, RETRY_AFTER,
+    AUTHORIZATION, CACHE_CONTROL, CONTENT_TYPE, EXPIRES, HOST, HeaderMap, HeaderValue, LOCATION,
+    RETRY_AFTER,
 };
 use relay_core::http::{HttpOutcome, OutgoingRequest};
-use relay_core::resolve::{Endpoint, Lookup, Resolver, Scheme, Step, WellKnownAnswer};
+use relay_core::resolve::{
+    Endpoint, Lookup, MAX_WELL_KNOWN_REDIRECTS, Resolver, Scheme, Step, WellKnownAnswer, redirect,
+};
 use relay_core::{Instant, ServerName};
 use rustls::pki_types::CertificateDer;
 
@@ -224,7 +227,9 @@ impl<R: Runtime> HttpClient<R> {
     }
 
     async fn send_inner(&self, request: OutgoingRequest) -> HttpOutcome {
-        let endpoint = self.endpoint(&request.server).await;
+        // Boxed: discovery's nested futures would otherwise make every
+        // request's future (and the stack polling it) several times larger.
+        let endpoint = Box::pin(self.endpoint(&request.server)).await;
         let mut headers = HeaderMap::new();
         if !request.body.is_empty() {
             headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
@@ -275,7 +280,7 @@ impl<R: Runtime> HttpClient<R> {
                     return endpoint;
                 }
                 Step::Lookup(Lookup::WellKnown { host }) => {
-                    let answer = self.fetch_well_known(&host).await;
+                    let answer = Box::pin(self.fetch_well_known(&host)).await;
                     tracing::debug!(%server, %host, ?answer, "well-known");
                     lock().handle_well_known(
                         Instant::now(),
@@ -301,37 +306,58 @@ impl<R: Runtime> HttpClient<R> {
         }
     }
 
-    /// `GET https://{host}/.well-known/matrix/server`.
-    ///
-    /// Implementation note: redirects are not followed (a 3xx is "no valid
-    /// delegation"), which spares loop detection and cross-host checks;
-    /// servers in the wild answer the path directly.
+    /// `GET https://{host}/.well-known/matrix/server`, following up to
+    /// [`MAX_WELL_KNOWN_REDIRECTS`] redirects to `https://` URLs, all
+    /// within [`WELL_KNOWN_TIMEOUT`].
     async fn fetch_well_known(&self, host: &str) -> WellKnownAnswer {
-        let endpoint = Endpoint {
+        timeout(
+            &self.runtime,
+            WELL_KNOWN_TIMEOUT,
+            self.fetch_well_known_inner(host),
+        )
+        .await
+        .unwrap_or_else(|| WellKnownAnswer::Failed("timed out".to_owned()))
+    }
+
+    async fn fetch_well_known_inner(&self, host: &str) -> WellKnownAnswer {
+        let mut endpoint = Endpoint {
             scheme: Scheme::Https,
             host: host.to_owned(),
             port: 443,
             tls_name: host.to_owned(),
             host_header: host.to_owned(),
         };
-        let fetch = self.exchange(
-            &endpoint,
-            "GET",
-            "/.well-known/matrix/server",
-            HeaderMap::new(),
-            Bytes::new(),
-            WELL_KNOWN_MAX_BYTES,
-        );
-        match timeout(&self.runtime, WELL_KNOWN_TIMEOUT, fetch).await {
-            Some(Ok(answer)) => WellKnownAnswer::Response {
+        let mut target = "/.well-known/matrix/server".to_owned();
+        for _ in 0..=MAX_WELL_KNOWN_REDIRECTS {
+            let answer = match self
+                .exchange(
+                    &endpoint,
+                    "GET",
+                    &target,
+                    HeaderMap::new(),
+                    Bytes::new(),
+                    WELL_KNOWN_MAX_BYTES,
+                )
+                .await
+            {
+                Ok(answer) => answer,
+                Err(e) => return WellKnownAnswer::Failed(e),
+            };
+            let location = header(&answer.headers, LOCATION);
+            if answer.status.is_redirection()
+                && let Some(next) = location.and_then(|l| redirect(&endpoint, &l))
+            {
+                (endpoint, target) = next;
+                continue;
+            }
+            return WellKnownAnswer::Response {
                 status: answer.status.as_u16(),
                 cache_control: header(&answer.headers, CACHE_CONTROL),
                 expires: header(&answer.headers, EXPIRES),
                 body: answer.body.to_vec(),
-            },
-            Some(Err(e)) => WellKnownAnswer::Failed(e),
-            None => WellKnownAnswer::Failed("timed out".to_owned()),
+            };
         }
+        WellKnownAnswer::Failed("too many redirects".to_owned())
     }
 
     /// One request to `endpoint`, on a kept connection if there is one;

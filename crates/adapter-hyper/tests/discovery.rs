@@ -27,7 +27,14 @@ const NAMES: &[&str] = &[
     "d.test",
     "e.test",
     "f.test",
+    "g.test",
+    "redirected.test",
+    "h.test",
 ];
+
+fn redirect_to(url: &str) -> Reply {
+    Reply::WithHeaders(302, vec![("Location".into(), url.into())], String::new())
+}
 
 /// One HTTPS server standing in for every host, a nameserver, and the
 /// client options that lead there.
@@ -51,6 +58,15 @@ fn world() -> World {
             Reply::Json(200, r#"{"m.server":"deleg-srv.test"}"#.into()),
         ),
         ("e.test", Reply::Json(200, "this is not JSON".into())),
+        (
+            "g.test",
+            redirect_to("https://redirected.test/.well-known/matrix/server"),
+        ),
+        (
+            "redirected.test",
+            Reply::Json(200, r#"{"m.server":"deleg-port.test:8449"}"#.into()),
+        ),
+        ("h.test", redirect_to("/.well-known/matrix/server")),
     ]);
     let https = StubServer::start_tls(ca.server_config(NAMES), move |_, r| {
         let host = r
@@ -95,6 +111,7 @@ fn world() -> World {
         format!("deleg-port.test:8449=127.0.0.1:{port}"),
         format!("srv-target.test:{port}=127.0.0.1:{port}"),
         format!("d.test:8448=127.0.0.1:{port}"),
+        format!("h.test:8448=127.0.0.1:{port}"),
     ] {
         connect_to.push(extra.parse().expect("connect-to"));
     }
@@ -185,6 +202,17 @@ async fn scenarios<R: Runtime>(rt: R) {
     reaches(&world, &client, "e.test", "e.test", "e.test").await;
     // A truncated UDP answer is asked again over TCP.
     reaches(&world, &client, "f.test", "f.test", "f.test").await;
+    // A redirected .well-known is followed to another https:// host.
+    reaches(
+        &world,
+        &client,
+        "g.test",
+        "deleg-port.test",
+        "deleg-port.test:8449",
+    )
+    .await;
+    // A redirect loop ends after three redirects: no delegation.
+    reaches(&world, &client, "h.test", "h.test", "h.test").await;
 
     let asked = world.dns.asked();
     let names: Vec<&str> = asked.iter().map(|(n, _)| n.as_str()).collect();
@@ -199,9 +227,11 @@ async fn scenarios<R: Runtime>(rt: R) {
             "_matrix._tcp.e.test",
             "_matrix-fed._tcp.f.test",
             "_matrix-fed._tcp.f.test",
+            "_matrix-fed._tcp.h.test",
+            "_matrix._tcp.h.test",
         ]
     );
-    assert_eq!(asked.last().map(|(_, t)| *t), Some("tcp"));
+    assert_eq!(asked[7].1, "tcp");
     let well_knowns = |w: &World| {
         w.https
             .requests()
@@ -209,10 +239,13 @@ async fn scenarios<R: Runtime>(rt: R) {
             .filter(|r| r.target == WELL_KNOWN)
             .count()
     };
-    assert_eq!(well_knowns(&world), 6);
+    // One each, two for g.test, four for h.test.
+    assert_eq!(well_knowns(&world), 6 + 2 + 4);
 
     // Everything is cached now: no more lookups.
-    for server in ["a.test", "b.test", "c.test", "d.test", "e.test", "f.test"] {
+    for server in [
+        "a.test", "b.test", "c.test", "d.test", "e.test", "f.test", "g.test", "h.test",
+    ] {
         let outcome = client.send(get(server)).await;
         assert!(
             matches!(outcome, HttpOutcome::Response { status: 200, .. }),
@@ -220,7 +253,7 @@ async fn scenarios<R: Runtime>(rt: R) {
         );
     }
     assert_eq!(world.dns.asked().len(), asked.len());
-    assert_eq!(well_knowns(&world), 6);
+    assert_eq!(well_knowns(&world), 6 + 2 + 4);
 }
 
 #[test]

@@ -172,6 +172,50 @@ impl Resolver {
     }
 }
 
+/// Most redirects a `.well-known` fetch follows.
+pub const MAX_WELL_KNOWN_REDIRECTS: usize = 3;
+
+/// Where a redirect of a request to `from` leads: the endpoint and the
+/// request target. Only an absolute path (same endpoint) or an `https://`
+/// URL is followed; `http://` (a downgrade) and anything else is not.
+///
+/// Implementation note: the spec asks `.well-known` redirects to be
+/// followed without loops; the caller bounds them with
+/// [`MAX_WELL_KNOWN_REDIRECTS`], which ends loops too.
+pub fn redirect(from: &Endpoint, location: &str) -> Option<(Endpoint, String)> {
+    let location = location.trim();
+    let location = location.split('#').next().unwrap_or_default();
+    if location.starts_with('/') && !location.starts_with("//") {
+        return Some((from.clone(), location.to_owned()));
+    }
+    let rest = location
+        .get(..8)
+        .filter(|scheme| scheme.eq_ignore_ascii_case("https://"))
+        .map(|_| &location[8..])?;
+    let end = rest.find(['/', '?']).unwrap_or(rest.len());
+    let (authority, target) = rest.split_at(end);
+    let target = match target {
+        "" => "/".to_owned(),
+        t if t.starts_with('?') => format!("/{t}"),
+        t => t.to_owned(),
+    };
+    ServerName::parse(authority).ok()?;
+    let (host, port) = split_host_port(authority);
+    let tls_name = host
+        .strip_prefix('[')
+        .and_then(|h| h.strip_suffix(']'))
+        .unwrap_or(host)
+        .to_owned();
+    let endpoint = Endpoint {
+        scheme: Scheme::Https,
+        host: host.to_owned(),
+        port: port.unwrap_or(443),
+        tls_name,
+        host_header: authority.to_owned(),
+    };
+    Some((endpoint, target))
+}
+
 pub(crate) fn split_host_port(s: &str) -> (&str, Option<u16>) {
     if let Some(end) = s.find(']') {
         let (host, rest) = s.split_at(end + 1);

@@ -508,3 +508,47 @@ fn bad_flags() {
         assert!(Resolver::from_flags([bad]).is_err(), "{bad}");
     }
 }
+
+#[test]
+fn well_known_redirects() {
+    let from = Endpoint {
+        scheme: Scheme::Https,
+        host: "a.example".into(),
+        port: 443,
+        tls_name: "a.example".into(),
+        host_header: "a.example".into(),
+    };
+    for (location, want) in [
+        (
+            "/other",
+            Some("https://a.example:443 tls=a.example host=a.example /other"),
+        ),
+        (
+            "https://www.a.example/.well-known/matrix/server",
+            Some(
+                "https://www.a.example:443 tls=www.a.example host=www.a.example /.well-known/matrix/server",
+            ),
+        ),
+        (
+            "HTTPS://b.example:8443/x?y#frag",
+            Some("https://b.example:8443 tls=b.example host=b.example:8443 /x?y"),
+        ),
+        (
+            "https://b.example",
+            Some("https://b.example:443 tls=b.example host=b.example /"),
+        ),
+        (
+            "https://[::1]:9/p",
+            Some("https://[::1]:9 tls=::1 host=[::1]:9 /p"),
+        ),
+        ("http://b.example/.well-known/matrix/server", None),
+        ("//b.example/x", None),
+        ("relative/path", None),
+        ("https://bad_name/x", None),
+        ("https:///x", None),
+        ("", None),
+    ] {
+        let got = redirect(&from, location).map(|(e, t)| format!("{} {t}", show(&e)));
+        assert_eq!(got.as_deref(), want, "{location}");
+    }
+}
