@@ -18,26 +18,26 @@
 //!
 //! ```no_run
 //! # use relay_core::resolve::*;
-//! # fn fetch(_: &str) -> WellKnownAnswer { todo!() }
-//! # fn query(_: &str) -> SrvAnswer { todo!() }
-//! # let now = relay_core::Instant::now();
-//! # let unix = relay_core::UnixMillis(0);
-//! let mut resolver = Resolver::default();
-//! let server = relay_core::ServerName::parse("example.org").unwrap();
-//! let mut d = resolver.discover(&server);
-//! let endpoint = loop {
+//! # use relay_core::{Instant, ServerName, UnixMillis};
+//! # fn fetch(_: &str) -> WellKnownAnswer { WellKnownAnswer::Failed("no network".into()) }
+//! # fn query(_: &str) -> SrvAnswer { SrvAnswer::NoRecords { ttl: None } }
+//! # fn drive(resolver: &mut Resolver, server: &ServerName) -> Endpoint {
+//! let mut d = resolver.discover(server);
+//! loop {
+//!     let now = Instant::now();
 //!     match resolver.poll_discovery(now, &mut d) {
 //!         Step::Lookup(Lookup::WellKnown { host }) => {
 //!             let answer = fetch(&host);
-//!             resolver.handle_well_known(now, unix, &mut d, answer);
+//!             resolver.handle_well_known(now, UnixMillis(1_700_000_000_000), &mut d, answer);
 //!         }
 //!         Step::Lookup(Lookup::Srv { name }) => {
 //!             let answer = query(&name);
 //!             resolver.handle_srv(now, &mut d, answer);
 //!         }
-//!         Step::Done(endpoint) => break endpoint,
+//!         Step::Done(endpoint) => return endpoint,
 //!     }
-//! };
+//! }
+//! # }
 //! ```
 
 pub mod cache;
