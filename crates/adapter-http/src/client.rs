@@ -35,7 +35,7 @@ use relay_core::{Instant, ServerName};
 use rustls::pki_types::CertificateDer;
 
 use crate::runtime::{Runtime, TlsTarget};
-use crate::task::{timeout, unblock};
+use crate::task::{spawn_task, timeout, unblock};
 
 /// Default time a whole request (connect, send, read the answer) may take.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
@@ -227,9 +227,27 @@ impl<R: Runtime> HttpClient<R> {
     }
 
     async fn send_inner(&self, request: OutgoingRequest) -> HttpOutcome {
-        // Boxed: discovery's nested futures would otherwise make every
-        // request's future (and the stack polling it) several times larger.
-        let endpoint = Box::pin(self.endpoint(&request.server)).await;
+        let endpoint = match self.known_endpoint(&request.server) {
+            Some(endpoint) => endpoint,
+            None => {
+                // Discovery runs as its own task: if this request times out
+                // first, the lookups still finish and are cached, so one
+                // slow lookup (a black-holed port 443) cannot make every
+                // attempt time out.
+                let client = self.clone();
+                let server = request.server.clone();
+                match spawn_task(&self.runtime, async move { client.endpoint(&server).await }).await
+                {
+                    Ok(endpoint) => endpoint,
+                    Err(_) => {
+                        return HttpOutcome::ConnectionFailed(format!(
+                            "discovery of {} was cancelled",
+                            request.server
+                        ));
+                    }
+                }
+            }
+        };
         let mut headers = HeaderMap::new();
         if !request.body.is_empty() {
             headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
@@ -260,6 +278,17 @@ impl<R: Runtime> HttpClient<R> {
                 body: answer.body.to_vec(),
             },
             Err(e) => HttpOutcome::ConnectionFailed(e),
+        }
+    }
+
+    /// Where `server` is reached, if that needs no lookup (an override, an
+    /// IP literal or port, or cached outcomes).
+    fn known_endpoint(&self, server: &ServerName) -> Option<Endpoint> {
+        let resolver = self.resolver.lock().unwrap_or_else(|e| e.into_inner());
+        let mut discovery = resolver.discover(server);
+        match resolver.poll_discovery(Instant::now(), &mut discovery) {
+            Step::Done(endpoint) => Some(endpoint),
+            Step::Lookup(_) => None,
         }
     }
 
