@@ -25,6 +25,8 @@ enum Entry {
     /// records), so a client must ask again over TCP.
     TruncatedRecords(Vec<Srv>),
     ServFail,
+    /// The records, answered only after this long.
+    Slow(Duration, Vec<Srv>),
 }
 
 #[derive(Default)]
@@ -96,6 +98,12 @@ impl FakeDns {
     /// Like [`srv`](Self::srv), but the UDP answer is truncated.
     pub fn srv_tcp_only(&self, name: &str, records: &[Srv]) -> &Self {
         self.set(name, Entry::TruncatedRecords(records.to_vec()))
+    }
+
+    /// Like [`srv`](Self::srv), but each answer comes after `delay` (the
+    /// server answers nothing else meanwhile).
+    pub fn srv_slow(&self, name: &str, delay: Duration, records: &[Srv]) -> &Self {
+        self.set(name, Entry::Slow(delay, records.to_vec()))
     }
 
     /// Answers questions for `name` with SERVFAIL.
@@ -183,6 +191,10 @@ fn answer(query: &[u8], shared: &Shared, transport: &'static str) -> Option<Vec<
     response.add_query(question.clone());
     let records = match entry {
         Some(Entry::Records(r)) => r,
+        Some(Entry::Slow(delay, r)) => {
+            thread::sleep(delay);
+            r
+        }
         Some(Entry::TruncatedRecords(_)) if transport == "udp" => {
             response.metadata.truncation = true;
             Vec::new()

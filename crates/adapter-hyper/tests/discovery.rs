@@ -30,6 +30,7 @@ const NAMES: &[&str] = &[
     "g.test",
     "redirected.test",
     "h.test",
+    "slow.test",
 ];
 
 fn redirect_to(url: &str) -> Reply {
@@ -280,6 +281,47 @@ fn an_untrusted_certificate_fails_the_request() {
             panic!("{outcome:?}");
         };
         assert!(e.contains("certificate"), "{e}");
+    })
+    .expect("tokio runtime");
+}
+
+/// Lookups slower than the request's time limit still finish and are
+/// cached: the request that gave up is followed by one that needs none.
+#[test]
+fn a_slow_lookup_is_cached_for_the_next_attempt() {
+    adapter_hyper::block_on(|rt| async move {
+        let world = world();
+        let port = world.https.addr().port();
+        world.dns.srv_slow(
+            "_matrix-fed._tcp.slow.test",
+            Duration::from_millis(800),
+            &[(0, 0, port, "srv-target.test")],
+        );
+        let client = HttpClient::with_options(
+            rt,
+            Resolver::default(),
+            Duration::from_millis(300),
+            world.options.clone(),
+        )
+        .expect("client");
+        let first = client.send(get("slow.test")).await;
+        assert_eq!(first, HttpOutcome::Timeout);
+        // Longer than the lookup, on a timer the test's runtime drives.
+        adapter_hyper::Tokio
+            .sleep_until(relay_core::Instant::now() + Duration::from_secs(1))
+            .await;
+        let second = client.send(get("slow.test")).await;
+        assert!(
+            matches!(second, HttpOutcome::Response { status: 200, .. }),
+            "{second:?}"
+        );
+        let slow_queries = world
+            .dns
+            .asked()
+            .iter()
+            .filter(|(n, _)| n == "_matrix-fed._tcp.slow.test")
+            .count();
+        assert_eq!(slow_queries, 1);
     })
     .expect("tokio runtime");
 }
