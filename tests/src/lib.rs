@@ -18,6 +18,8 @@
 //! - [`stub`]: a scripted HTTP server that records requests (a destination
 //!   for `send`, a failing relay), and closed ports.
 //! - [`rng`]: a seeded generator for reproducible garbage.
+//! - [`tls`]: a throwaway CA and server certificates for HTTPS stubs;
+//!   [`dns`]: a fake DNS server answering SRV questions (discovery tests).
 //! - [`sim`]: the deterministic whole-system simulation (no processes,
 //!   no sockets: the core machines on a virtual clock and network).
 //!
@@ -29,20 +31,24 @@
 pub mod api;
 pub mod cli;
 pub mod dendrite;
+pub mod dns;
 pub mod http;
 pub mod identity;
 pub mod process;
 pub mod rng;
 pub mod sim;
 pub mod stub;
+pub mod tls;
 
 pub use api::{
     Pulled, drain, percent_encode, pull_one, put_txn, relay_txn, relay_txn_path, send_relay_path,
     store, txn_body,
 };
 pub use cli::{CliCommand, CliOutput, Node};
+pub use dns::FakeDns;
 pub use http::{HttpResponse, Request, send, send_raw};
 pub use identity::{DEST_NAME, ORIGIN_NAME, RELAY_NAME, Server, signed_request};
 pub use process::{RelayBuilder, RelayProcess};
 pub use rng::Rng;
 pub use stub::{Recorded, Reply, StubServer, closed_addr};
+pub use tls::TestCa;

@@ -3,6 +3,8 @@
 //! request as a script says and records what it got.
 //!
 //! One request per connection: every answer says `Connection: close`.
+//! [`StubServer::start_tls`] serves HTTPS with a certificate from a
+//! [`TestCa`](crate::tls::TestCa), and records the SNI each client sent.
 
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
@@ -22,6 +24,9 @@ use crate::identity::Server;
 pub enum Reply {
     /// This status with this JSON body.
     Json(u16, String),
+    /// This status, these extra header fields, and this body (sent as
+    /// `application/json` whatever it is).
+    WithHeaders(u16, Vec<(String, String)>, String),
     /// No answer: the connection stays open, silent, until the stub is
     /// dropped (a destination that times out).
     Hang,
@@ -55,6 +60,8 @@ pub struct Recorded {
     pub body: Vec<u8>,
     /// When it was complete.
     pub at: Instant,
+    /// The TLS server name the client asked for (HTTPS stubs only).
+    pub sni: Option<String>,
 }
 
 impl Recorded {
@@ -114,6 +121,7 @@ struct Shared {
     requests: Mutex<Vec<Recorded>>,
     stop: AtomicBool,
     script: Box<Script>,
+    tls: Option<Arc<rustls::ServerConfig>>,
 }
 
 /// A running stub server on `127.0.0.1:<free port>`, stopped on drop.
@@ -135,12 +143,29 @@ impl std::fmt::Debug for StubServer {
 impl StubServer {
     /// A stub answering the `n`-th request (from 0) with `script(n, request)`.
     pub fn start(script: impl Fn(usize, &Recorded) -> Reply + Send + Sync + 'static) -> Self {
+        Self::start_with(None, script)
+    }
+
+    /// Like [`start`](Self::start), over TLS with `config` (see
+    /// [`TestCa::server_config`](crate::tls::TestCa::server_config)).
+    pub fn start_tls(
+        config: Arc<rustls::ServerConfig>,
+        script: impl Fn(usize, &Recorded) -> Reply + Send + Sync + 'static,
+    ) -> Self {
+        Self::start_with(Some(config), script)
+    }
+
+    fn start_with(
+        tls: Option<Arc<rustls::ServerConfig>>,
+        script: impl Fn(usize, &Recorded) -> Reply + Send + Sync + 'static,
+    ) -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind the stub server");
         let addr = listener.local_addr().expect("the stub's address");
         let shared = Arc::new(Shared {
             requests: Mutex::new(Vec::new()),
             stop: AtomicBool::new(false),
             script: Box::new(script),
+            tls,
         });
         let acceptor = {
             let shared = Arc::clone(&shared);
@@ -220,11 +245,40 @@ impl Drop for StubServer {
     }
 }
 
-fn serve_one(mut conn: TcpStream, shared: &Shared) {
+fn serve_one(conn: TcpStream, shared: &Shared) {
     let _ = conn.set_read_timeout(Some(Duration::from_secs(10)));
-    let Ok(Some(request)) = read_request(&mut conn) else {
+    let Some(config) = &shared.tls else {
+        let mut conn = conn;
+        answer(&mut conn, None, shared);
+        let _ = conn.shutdown(Shutdown::Write);
+        let _ = conn.set_read_timeout(Some(Duration::from_secs(1)));
+        drain_until_closed(&mut conn);
         return;
     };
+    let Ok(tls) = rustls::ServerConnection::new(Arc::clone(config)) else {
+        return;
+    };
+    let mut stream = rustls::StreamOwned::new(tls, conn);
+    while stream.conn.is_handshaking() {
+        if stream.conn.complete_io(&mut stream.sock).is_err() {
+            return;
+        }
+    }
+    let sni = stream.conn.server_name().map(str::to_owned);
+    answer(&mut stream, sni, shared);
+    stream.conn.send_close_notify();
+    let _ = stream.flush();
+    let _ = stream.sock.shutdown(Shutdown::Write);
+    let _ = stream.sock.set_read_timeout(Some(Duration::from_secs(1)));
+    drain_until_closed(&mut stream);
+}
+
+/// Reads one request and answers it as scripted.
+fn answer(conn: &mut (impl Read + Write), sni: Option<String>, shared: &Shared) {
+    let Ok(Some(mut request)) = read_request(conn) else {
+        return;
+    };
+    request.sni = sni;
     let reply = {
         let Ok(mut requests) = shared.requests.lock() else {
             return;
@@ -233,33 +287,36 @@ fn serve_one(mut conn: TcpStream, shared: &Shared) {
         requests.push(request);
         reply
     };
-    match reply {
-        Reply::Json(status, body) => {
-            let head = format!(
-                "HTTP/1.1 {status} Stub\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-                body.len()
-            );
-            let _ = conn
-                .write_all(head.as_bytes())
-                .and_then(|()| conn.write_all(body.as_bytes()))
-                .and_then(|()| conn.flush());
-            let _ = conn.shutdown(Shutdown::Write);
-            // Let the client read the answer and close first.
-            let mut rest = [0u8; 256];
-            let _ = conn.set_read_timeout(Some(Duration::from_secs(1)));
-            while matches!(conn.read(&mut rest), Ok(n) if n > 0) {}
-        }
+    let (status, extra, body) = match reply {
+        Reply::Json(status, body) => (status, Vec::new(), body),
+        Reply::WithHeaders(status, extra, body) => (status, extra, body),
         Reply::Hang => {
             while !shared.stop.load(Ordering::SeqCst) {
                 thread::sleep(Duration::from_millis(10));
             }
+            return;
         }
-    }
+    };
+    let extra: String = extra.iter().map(|(n, v)| format!("{n}: {v}\r\n")).collect();
+    let head = format!(
+        "HTTP/1.1 {status} Stub\r\nContent-Type: application/json\r\nContent-Length: {}\r\n{extra}Connection: close\r\n\r\n",
+        body.len()
+    );
+    let _ = conn
+        .write_all(head.as_bytes())
+        .and_then(|()| conn.write_all(body.as_bytes()))
+        .and_then(|()| conn.flush());
+}
+
+/// Lets the client read the answer and close first.
+fn drain_until_closed(conn: &mut impl Read) {
+    let mut rest = [0u8; 256];
+    while matches!(conn.read(&mut rest), Ok(n) if n > 0) {}
 }
 
 /// Reads one request with a `Content-Length` body (or none); `None` if the
 /// peer closed before sending anything.
-fn read_request(conn: &mut TcpStream) -> io::Result<Option<Recorded>> {
+fn read_request(conn: &mut impl Read) -> io::Result<Option<Recorded>> {
     let mut buf = Vec::new();
     let mut chunk = [0u8; 8192];
     let head_end = loop {
@@ -305,6 +362,7 @@ fn read_request(conn: &mut TcpStream) -> io::Result<Option<Recorded>> {
         headers,
         body,
         at: Instant::now(),
+        sni: None,
     }))
 }
 
@@ -360,6 +418,7 @@ mod tests {
             )],
             body,
             at: Instant::now(),
+            sni: None,
         };
         request.verify_signed_by(&a, "b.example").expect("valid");
         let stranger = Server::new("a.example", Server::named("c.example").key().clone());

@@ -7,26 +7,44 @@
 //! on a reused connection that breaks before any answer is retried once on
 //! a fresh one (federation requests are idempotent), and everything is
 //! bounded by one timeout.
+//!
+//! Where a server is reached is the [`Resolver`]'s decision; this client
+//! performs the lookups it asks for (the `.well-known` fetch over itself,
+//! SRV queries via [`crate::dns`] on the blocking pool) and applies
+//! `--connect-to` redirections and extra trusted roots.
 
 use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::str::FromStr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full, Limited};
+use hyper::StatusCode;
 use hyper::client::conn::http1::{self, SendRequest};
-use hyper::header::{AUTHORIZATION, CONTENT_TYPE, HOST, HeaderValue, RETRY_AFTER};
-use relay_core::Instant;
+use hyper::header::{
+    AUTHORIZATION, CACHE_CONTROL, CONTENT_TYPE, EXPIRES, HOST, HeaderMap, HeaderValue, LOCATION,
+    RETRY_AFTER,
+};
 use relay_core::http::{HttpOutcome, OutgoingRequest};
-use relay_core::resolve::{Endpoint, Resolver, Scheme};
+use relay_core::resolve::{
+    Endpoint, Lookup, MAX_WELL_KNOWN_REDIRECTS, Resolver, Scheme, Step, WellKnownAnswer, redirect,
+};
+use relay_core::{Instant, ServerName};
+use rustls::pki_types::CertificateDer;
 
 use crate::runtime::{Runtime, TlsTarget};
-use crate::task::timeout;
+use crate::task::{spawn_task, timeout, unblock};
 
 /// Default time a whole request (connect, send, read the answer) may take.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
 /// Largest response body read (a relay_txn answer holds up to 50 PDUs).
 pub const MAX_RESPONSE_BYTES: usize = 16 << 20;
+/// How long a `.well-known/matrix/server` fetch may take.
+pub const WELL_KNOWN_TIMEOUT: Duration = Duration::from_secs(10);
+/// Largest `.well-known/matrix/server` body read; a bigger one is invalid.
+pub const WELL_KNOWN_MAX_BYTES: usize = 50 << 10;
 /// How long an idle connection is kept for reuse.
 const IDLE_TIMEOUT: Duration = Duration::from_secs(90);
 /// Most idle connections kept per endpoint.
@@ -34,17 +52,105 @@ const MAX_IDLE_PER_ENDPOINT: usize = 8;
 
 type Sender = SendRequest<Full<Bytes>>;
 
-/// Idle connections by `scheme://host:port`.
+/// Idle connections by endpoint and TLS name.
 type Pool = Mutex<HashMap<String, Vec<(Sender, Instant)>>>;
 
+/// `HOST:PORT=ADDR:PORT`, as curl's `--connect-to`: TCP connections meant
+/// for `HOST:PORT` go to `ADDR:PORT`; the Host header, SNI and certificate
+/// checks still use `HOST`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConnectTo {
+    /// The host (name or IP literal, IPv6 in brackets) as discovery names it.
+    pub host: String,
+    /// Its port.
+    pub port: u16,
+    /// Where the TCP connection goes instead (IPv6 in brackets).
+    pub to_host: String,
+    /// Its port.
+    pub to_port: u16,
+}
+
+/// A `--connect-to` value that is not `HOST:PORT=ADDR:PORT`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConnectToError(pub String);
+
+impl std::fmt::Display for ConnectToError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "expected HOST:PORT=ADDR:PORT, got {:?}", self.0)
+    }
+}
+
+impl std::error::Error for ConnectToError {}
+
+fn host_port(s: &str) -> Option<(String, u16)> {
+    let (host, port) = s.rsplit_once(':')?;
+    let port = port.parse().ok()?;
+    let bare = host
+        .strip_prefix('[')
+        .and_then(|h| h.strip_suffix(']'))
+        .unwrap_or(host);
+    let valid = !bare.is_empty()
+        && (bare.parse::<std::net::IpAddr>().is_ok()
+            || (!host.starts_with('[')
+                && bare
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.')));
+    valid.then(|| (host.to_ascii_lowercase(), port))
+}
+
+impl FromStr for ConnectTo {
+    type Err = ConnectToError;
+
+    fn from_str(s: &str) -> Result<Self, ConnectToError> {
+        let bad = || ConnectToError(s.to_owned());
+        let (from, to) = s.split_once('=').ok_or_else(bad)?;
+        let (host, port) = host_port(from).ok_or_else(bad)?;
+        let (to_host, to_port) = host_port(to).ok_or_else(bad)?;
+        Ok(Self {
+            host,
+            port,
+            to_host,
+            to_port,
+        })
+    }
+}
+
+/// How the client connects, besides where (the [`Resolver`]).
+#[derive(Debug, Clone, Default)]
+pub struct ClientOptions {
+    /// Trusted roots besides the webpki ones (a private federation's CA).
+    pub extra_roots: Vec<CertificateDer<'static>>,
+    /// TCP redirections (`--connect-to`).
+    pub connect_to: Vec<ConnectTo>,
+    /// The nameserver for SRV queries; `None`: the system's.
+    pub dns_server: Option<SocketAddr>,
+}
+
+/// Reads every certificate of a PEM file (for [`ClientOptions::extra_roots`]).
+pub fn read_pem_certificates(
+    path: &std::path::Path,
+) -> Result<Vec<CertificateDer<'static>>, String> {
+    use rustls::pki_types::pem::PemObject;
+    let text = std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    let certs = CertificateDer::pem_slice_iter(&text)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| format!("{}: {e}", path.display()))?;
+    if certs.is_empty() {
+        return Err(format!("{}: no PEM certificate", path.display()));
+    }
+    Ok(certs)
+}
+
 /// Sends [`OutgoingRequest`]s on runtime `R`. Cheap to clone; clones share
-/// connections.
+/// connections and the discovery caches.
 pub struct HttpClient<R> {
     runtime: R,
-    resolver: Arc<Resolver>,
+    resolver: Arc<Mutex<Resolver>>,
     timeout: Duration,
     tls: Arc<rustls::ClientConfig>,
     idle: Arc<Pool>,
+    connect_to: Arc<HashMap<(String, u16), (String, u16)>>,
+    dns_server: Option<SocketAddr>,
 }
 
 impl<R: Clone> Clone for HttpClient<R> {
@@ -55,6 +161,8 @@ impl<R: Clone> Clone for HttpClient<R> {
             timeout: self.timeout,
             tls: self.tls.clone(),
             idle: self.idle.clone(),
+            connect_to: self.connect_to.clone(),
+            dns_server: self.dns_server,
         }
     }
 }
@@ -67,17 +175,43 @@ impl<R: Runtime + Default> HttpClient<R> {
     }
 }
 
+/// An answer as [`HttpClient::exchange`] reads it.
+struct Answer {
+    status: StatusCode,
+    headers: HeaderMap,
+    body: Bytes,
+}
+
 impl<R: Runtime> HttpClient<R> {
     /// A client on `runtime` that reaches servers through `resolver`,
     /// giving up on a request after `timeout`.
     pub fn with_runtime(runtime: R, resolver: Resolver, timeout: Duration) -> Self {
-        Self {
+        Self::with_options(runtime, resolver, timeout, ClientOptions::default())
+            .expect("no extra roots to reject")
+    }
+
+    /// Like [`with_runtime`](Self::with_runtime), with `options`; `Err` if
+    /// an extra root is not a usable CA certificate.
+    pub fn with_options(
+        runtime: R,
+        resolver: Resolver,
+        timeout: Duration,
+        options: ClientOptions,
+    ) -> Result<Self, rustls::Error> {
+        let connect_to = options
+            .connect_to
+            .into_iter()
+            .map(|c| ((c.host, c.port), (c.to_host, c.to_port)))
+            .collect();
+        Ok(Self {
             runtime,
-            resolver: Arc::new(resolver),
+            resolver: Arc::new(Mutex::new(resolver)),
             timeout,
-            tls: Arc::new(tls_config()),
+            tls: Arc::new(tls_config(options.extra_roots)?),
             idle: Arc::default(),
-        }
+            connect_to: Arc::new(connect_to),
+            dns_server: options.dns_server,
+        })
     }
 
     /// The runtime its requests (and the tasks driving it) run on.
@@ -93,22 +227,189 @@ impl<R: Runtime> HttpClient<R> {
     }
 
     async fn send_inner(&self, request: OutgoingRequest) -> HttpOutcome {
-        let endpoint = self.resolver.endpoint(&request.server);
-        let key = endpoint.base_url();
-        let url = format!("{key}{}", request.target);
+        let endpoint = match self.known_endpoint(&request.server) {
+            Some(endpoint) => endpoint,
+            None => {
+                // Discovery runs as its own task: if this request times out
+                // first, the lookups still finish and are cached, so one
+                // slow lookup (a black-holed port 443) cannot make every
+                // attempt time out.
+                let client = self.clone();
+                let server = request.server.clone();
+                match spawn_task(&self.runtime, async move { client.endpoint(&server).await }).await
+                {
+                    Ok(endpoint) => endpoint,
+                    Err(_) => {
+                        return HttpOutcome::ConnectionFailed(format!(
+                            "discovery of {} was cancelled",
+                            request.server
+                        ));
+                    }
+                }
+            }
+        };
+        let mut headers = HeaderMap::new();
+        if !request.body.is_empty() {
+            headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        }
+        if !request.authorization.is_empty() {
+            match HeaderValue::from_str(&request.authorization) {
+                Ok(v) => {
+                    headers.insert(AUTHORIZATION, v);
+                }
+                Err(e) => return HttpOutcome::ConnectionFailed(format!("bad Authorization: {e}")),
+            }
+        }
         let body = Bytes::from(request.body);
+        match self
+            .exchange(
+                &endpoint,
+                request.method,
+                &request.target,
+                headers,
+                body,
+                MAX_RESPONSE_BYTES,
+            )
+            .await
+        {
+            Ok(answer) => HttpOutcome::Response {
+                status: answer.status.as_u16(),
+                retry_after: header(&answer.headers, RETRY_AFTER),
+                body: answer.body.to_vec(),
+            },
+            Err(e) => HttpOutcome::ConnectionFailed(e),
+        }
+    }
+
+    /// Where `server` is reached, if that needs no lookup (an override, an
+    /// IP literal or port, or cached outcomes).
+    fn known_endpoint(&self, server: &ServerName) -> Option<Endpoint> {
+        let resolver = self.resolver.lock().unwrap_or_else(|e| e.into_inner());
+        let mut discovery = resolver.discover(server);
+        match resolver.poll_discovery(Instant::now(), &mut discovery) {
+            Step::Done(endpoint) => Some(endpoint),
+            Step::Lookup(_) => None,
+        }
+    }
+
+    /// Where `server` is reached: `--resolve`, else discovery, performing
+    /// the lookups the resolver asks for.
+    ///
+    /// Implementation note: the resolver's lock is never held across an
+    /// await. Requests to a server whose discovery is not cached yet may
+    /// each run their own lookups; the last answer is cached.
+    pub async fn endpoint(&self, server: &ServerName) -> Endpoint {
+        let lock = || self.resolver.lock().unwrap_or_else(|e| e.into_inner());
+        let mut discovery = lock().discover(server);
+        loop {
+            let step = lock().poll_discovery(Instant::now(), &mut discovery);
+            match step {
+                Step::Done(endpoint) => {
+                    tracing::debug!(%server, url = %endpoint.base_url(), tls_name = %endpoint.tls_name, "resolved");
+                    return endpoint;
+                }
+                Step::Lookup(Lookup::WellKnown { host }) => {
+                    let answer = Box::pin(self.fetch_well_known(&host)).await;
+                    tracing::debug!(%server, %host, ?answer, "well-known");
+                    lock().handle_well_known(
+                        Instant::now(),
+                        crate::unix_now(),
+                        &mut discovery,
+                        answer,
+                    );
+                }
+                Step::Lookup(Lookup::Srv { name }) => {
+                    let nameserver = self
+                        .dns_server
+                        .unwrap_or_else(crate::dns::system_nameserver);
+                    let query = name.clone();
+                    let answer = unblock(&self.runtime, move || {
+                        crate::dns::query_srv(nameserver, &query)
+                    })
+                    .await
+                    .unwrap_or_else(relay_core::resolve::SrvAnswer::Failed);
+                    tracing::debug!(%server, %name, ?answer, "SRV");
+                    lock().handle_srv(Instant::now(), &mut discovery, answer);
+                }
+            }
+        }
+    }
+
+    /// `GET https://{host}/.well-known/matrix/server`, following up to
+    /// [`MAX_WELL_KNOWN_REDIRECTS`] redirects to `https://` URLs, all
+    /// within [`WELL_KNOWN_TIMEOUT`].
+    async fn fetch_well_known(&self, host: &str) -> WellKnownAnswer {
+        timeout(
+            &self.runtime,
+            WELL_KNOWN_TIMEOUT,
+            self.fetch_well_known_inner(host),
+        )
+        .await
+        .unwrap_or_else(|| WellKnownAnswer::Failed("timed out".to_owned()))
+    }
+
+    async fn fetch_well_known_inner(&self, host: &str) -> WellKnownAnswer {
+        let mut endpoint = Endpoint {
+            scheme: Scheme::Https,
+            host: host.to_owned(),
+            port: 443,
+            tls_name: host.to_owned(),
+            host_header: host.to_owned(),
+        };
+        let mut target = "/.well-known/matrix/server".to_owned();
+        for _ in 0..=MAX_WELL_KNOWN_REDIRECTS {
+            let answer = match self
+                .exchange(
+                    &endpoint,
+                    "GET",
+                    &target,
+                    HeaderMap::new(),
+                    Bytes::new(),
+                    WELL_KNOWN_MAX_BYTES,
+                )
+                .await
+            {
+                Ok(answer) => answer,
+                Err(e) => return WellKnownAnswer::Failed(e),
+            };
+            let location = header(&answer.headers, LOCATION);
+            if answer.status.is_redirection()
+                && let Some(next) = location.and_then(|l| redirect(&endpoint, &l))
+            {
+                (endpoint, target) = next;
+                continue;
+            }
+            return WellKnownAnswer::Response {
+                status: answer.status.as_u16(),
+                cache_control: header(&answer.headers, CACHE_CONTROL),
+                expires: header(&answer.headers, EXPIRES),
+                body: answer.body.to_vec(),
+            };
+        }
+        WellKnownAnswer::Failed("too many redirects".to_owned())
+    }
+
+    /// One request to `endpoint`, on a kept connection if there is one;
+    /// `Err` describes a failure to get a whole answer.
+    async fn exchange(
+        &self,
+        endpoint: &Endpoint,
+        method: &str,
+        target: &str,
+        headers: HeaderMap,
+        body: Bytes,
+        max_body: usize,
+    ) -> Result<Answer, String> {
+        let base = endpoint.base_url();
+        let key = format!("{base} {}", endpoint.tls_name);
+        let url = format!("{base}{target}");
         let build = || {
-            let mut builder = hyper::Request::builder()
-                .method(request.method)
-                .uri(&request.target);
-            if let Ok(host) = HeaderValue::from_str(request.server.as_str()) {
+            let mut builder = hyper::Request::builder().method(method).uri(target);
+            if let Ok(host) = HeaderValue::from_str(&endpoint.host_header) {
                 builder = builder.header(HOST, host);
             }
-            if !body.is_empty() {
-                builder = builder.header(CONTENT_TYPE, "application/json");
-            }
-            if !request.authorization.is_empty() {
-                builder = builder.header(AUTHORIZATION, request.authorization.as_str());
+            for (name, value) in &headers {
+                builder = builder.header(name, value);
             }
             builder.body(Full::new(body.clone()))
         };
@@ -116,17 +417,12 @@ impl<R: Runtime> HttpClient<R> {
         let (response, sender) = loop {
             let (mut sender, reused) = match self.take_idle(&key) {
                 Some(sender) => (sender, true),
-                None => match self.connect(&endpoint).await {
+                None => match self.connect(endpoint).await {
                     Ok(sender) => (sender, false),
-                    Err(e) => return HttpOutcome::ConnectionFailed(format!("{url}: {e}")),
+                    Err(e) => return Err(format!("{url}: {e}")),
                 },
             };
-            let http = match build() {
-                Ok(r) => r,
-                Err(e) => {
-                    return HttpOutcome::ConnectionFailed(format!("bad request for {url}: {e}"));
-                }
-            };
+            let http = build().map_err(|e| format!("bad request for {url}: {e}"))?;
             let sent = match sender.ready().await {
                 Ok(()) => sender.send_request(http).await,
                 Err(e) => Err(e),
@@ -139,30 +435,20 @@ impl<R: Runtime> HttpClient<R> {
                 {
                     tracing::debug!(%url, error = %e, "reused connection broke; reconnecting");
                 }
-                Err(e) => {
-                    return HttpOutcome::ConnectionFailed(format!("{url}: {}", error_chain(&e)));
-                }
+                Err(e) => return Err(format!("{url}: {}", error_chain(&e))),
             }
         };
-        let status = response.status().as_u16();
-        let retry_after = response
-            .headers()
-            .get(RETRY_AFTER)
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_owned);
-        match Limited::new(response.into_body(), MAX_RESPONSE_BYTES)
-            .collect()
-            .await
-        {
+        let (parts, body) = response.into_parts();
+        match Limited::new(body, max_body).collect().await {
             Ok(body) => {
                 self.put_idle(key, sender);
-                HttpOutcome::Response {
-                    status,
-                    body: body.to_bytes().to_vec(),
-                    retry_after,
-                }
+                Ok(Answer {
+                    status: parts.status,
+                    headers: parts.headers,
+                    body: body.to_bytes(),
+                })
             }
-            Err(e) => HttpOutcome::ConnectionFailed(format!("{url}: reading the answer: {e}")),
+            Err(e) => Err(format!("{url}: reading the answer: {e}")),
         }
     }
 
@@ -191,18 +477,24 @@ impl<R: Runtime> HttpClient<R> {
         }
     }
 
-    /// Opens a connection to `endpoint` and starts its task.
+    /// Opens a connection to `endpoint` (or where `--connect-to` sends
+    /// it) and starts its task.
     async fn connect(&self, endpoint: &Endpoint) -> Result<Sender, String> {
-        let host = endpoint
-            .host
+        let (host, port) = self
+            .connect_to
+            .get(&(endpoint.host.to_ascii_lowercase(), endpoint.port))
+            .map_or((endpoint.host.as_str(), endpoint.port), |(h, p)| {
+                (h.as_str(), *p)
+            });
+        let host = host
             .strip_prefix('[')
             .and_then(|h| h.strip_suffix(']'))
-            .unwrap_or(&endpoint.host);
+            .unwrap_or(host);
         match endpoint.scheme {
             Scheme::Http => {
                 let io = self
                     .runtime
-                    .connect(host, endpoint.port)
+                    .connect(host, port)
                     .await
                     .map_err(|e| e.to_string())?;
                 self.handshake(io).await
@@ -210,7 +502,8 @@ impl<R: Runtime> HttpClient<R> {
             Scheme::Https => {
                 let target = TlsTarget {
                     host: host.to_owned(),
-                    port: endpoint.port,
+                    port,
+                    name: endpoint.tls_name.clone(),
                     config: self.tls.clone(),
                 };
                 let io = self
@@ -237,16 +530,31 @@ impl<R: Runtime> HttpClient<R> {
     }
 }
 
-/// rustls with the ring provider and the webpki roots.
-fn tls_config() -> rustls::ClientConfig {
-    let roots = rustls::RootCertStore {
+/// rustls with the ring provider, the webpki roots and `extra_roots`.
+fn tls_config(
+    extra_roots: Vec<CertificateDer<'static>>,
+) -> Result<rustls::ClientConfig, rustls::Error> {
+    let mut roots = rustls::RootCertStore {
         roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
     };
-    rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-        .with_safe_default_protocol_versions()
-        .expect("the ring provider supports the default TLS versions")
-        .with_root_certificates(roots)
-        .with_no_client_auth()
+    for root in extra_roots {
+        roots.add(root)?;
+    }
+    Ok(rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .expect("the ring provider supports the default TLS versions")
+    .with_root_certificates(roots)
+    .with_no_client_auth())
+}
+
+/// A header's value as text, if present and visible ASCII.
+fn header(headers: &HeaderMap, name: hyper::header::HeaderName) -> Option<String> {
+    headers
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned)
 }
 
 fn error_chain(e: &dyn std::error::Error) -> String {

@@ -5,7 +5,8 @@
 //! - [`serve`] / [`run`]: HTTP to [`relay_core::relay::Request`] and back,
 //!   the accept loop and graceful shutdown, and the task driving the
 //!   [`Relay`](relay_core::relay::Relay) machine.
-//! - [`HttpClient`]: resolving, sending, timeouts, TLS and connection reuse.
+//! - [`HttpClient`]: server discovery, sending, timeouts, TLS and
+//!   connection reuse; [`dns`]: its SRV queries.
 //! - [`outbound`] and [`retriever`]: the tasks driving the sender and the
 //!   recipient machines.
 //!
@@ -19,6 +20,7 @@
 #![warn(missing_docs)]
 
 pub mod client;
+pub mod dns;
 mod driver;
 pub mod outbound;
 mod persist;
@@ -27,7 +29,7 @@ mod runtime;
 mod server;
 mod task;
 
-pub use client::HttpClient;
+pub use client::{ClientOptions, ConnectTo, HttpClient};
 pub use runtime::{Runtime, TlsTarget};
 pub use server::{ServeOptions, run, serve};
 pub use task::{Task, spawn_task, timeout};

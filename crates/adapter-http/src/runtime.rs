@@ -11,10 +11,14 @@ use relay_core::Instant;
 /// certificate must match.
 #[derive(Clone)]
 pub struct TlsTarget {
-    /// Host name (or IP literal, without brackets) to connect to and verify.
+    /// Host name (or IP literal, without brackets) to connect to.
     pub host: String,
     /// TCP port.
     pub port: u16,
+    /// The name sent as SNI and verified against the certificate (an IP
+    /// literal without brackets); with SRV or `--connect-to` it differs
+    /// from `host`.
+    pub name: String,
     /// The client configuration (ring provider, webpki roots).
     pub config: Arc<rustls::ClientConfig>,
 }

@@ -19,7 +19,7 @@ use relay_core::{ErrCode, Instant, MatrixError};
 use relay_store::QueueStore;
 
 use crate::Runtime;
-use crate::client::HttpClient;
+use crate::client::{ClientOptions, HttpClient};
 use crate::driver::{self, DriverHandle};
 use crate::task::timeout;
 
@@ -42,6 +42,9 @@ pub struct ServeOptions {
     pub store: Arc<dyn QueueStore>,
     /// Where other servers are reached (to fetch their keys).
     pub resolver: Resolver,
+    /// How the key-fetching client connects (extra roots, `--connect-to`,
+    /// nameserver).
+    pub client: ClientOptions,
 }
 
 /// Runs the relay on `runtime` until SIGINT or SIGTERM, then stops
@@ -58,7 +61,9 @@ pub async fn run<R: Runtime>(
     let shutdown = runtime.shutdown_signal()?;
     let listener = runtime.bind(options.listen).await?;
     on_listening(R::local_addr(&listener)?);
-    let client = HttpClient::with_runtime(runtime, options.resolver, KEY_FETCH_TIMEOUT);
+    let client =
+        HttpClient::with_options(runtime, options.resolver, KEY_FETCH_TIMEOUT, options.client)
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
     serve(listener, options.config, options.store, client, shutdown).await
 }
 

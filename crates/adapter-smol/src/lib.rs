@@ -90,7 +90,7 @@ impl Runtime for Smol {
     }
 
     async fn connect_tls(&self, target: TlsTarget) -> io::Result<Self::TlsIo> {
-        let name = rustls::pki_types::ServerName::try_from(target.host.clone())
+        let name = rustls::pki_types::ServerName::try_from(target.name.clone())
             .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
         let stream = TcpStream::connect((target.host.as_str(), target.port)).await?;
         let _ = stream.set_nodelay(true);

@@ -2,6 +2,7 @@
 #![forbid(unsafe_code)]
 
 mod keys;
+mod net;
 mod pull;
 mod send;
 mod serve;

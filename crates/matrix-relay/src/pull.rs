@@ -29,9 +29,12 @@ pub struct PullArgs {
     #[arg(long = "relay", value_name = "NAME", required = true)]
     relays: Vec<String>,
     /// Where server NAME is reached, e.g. `NAME=http://127.0.0.1:9000`
-    /// (repeatable); others by Matrix discovery (HTTPS, port 8448).
+    /// (repeatable); others by Matrix server discovery (`.well-known`,
+    /// SRV, port 8448, over HTTPS).
     #[arg(long = "resolve", value_name = "NAME=URL")]
     resolve: Vec<String>,
+    #[command(flatten)]
+    net: crate::net::NetArgs,
     /// Time limit of each request, in milliseconds.
     #[arg(long, default_value_t = 10_000)]
     timeout_ms: u64,
@@ -51,16 +54,17 @@ pub fn pull(args: PullArgs) -> Result<bool, String> {
         .collect::<Result<Vec<_>, _>>()?;
     let resolver = Resolver::from_flags(args.resolve.iter().map(String::as_str))
         .map_err(|e| format!("--resolve: {e}"))?;
+    let client_options = args.net.client_options()?;
     let signing_key = keys::read(&args.signing_key)?;
     let mut seed = [0u8; 32];
     getrandom::fill(&mut seed).map_err(|e| format!("no randomness from the OS: {e}"))?;
     let machine = Retriever::new(RetrieverConfig::new(name, signing_key), seed);
     let timeout = Duration::from_millis(args.timeout_ms);
-    let all_drained = on_runtime!(args.runtime, |rt| drain(
-        HttpClient::with_runtime(rt, resolver, timeout),
-        machine,
-        relays
-    ))?;
+    let all_drained = on_runtime!(args.runtime, |rt| async move {
+        let client = HttpClient::with_options(rt, resolver, timeout, client_options)
+            .map_err(|e| format!("--tls-ca: {e}"))?;
+        Ok::<_, String>(drain(client, machine, relays).await)
+    })??;
     Ok(all_drained)
 }
 

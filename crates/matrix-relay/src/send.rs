@@ -37,9 +37,12 @@ pub struct SendArgs {
     #[arg(long = "relay", value_name = "NAME")]
     relays: Vec<String>,
     /// Where server NAME is reached, e.g. `NAME=http://127.0.0.1:9000`
-    /// (repeatable); others by Matrix discovery (HTTPS, port 8448).
+    /// (repeatable); others by Matrix server discovery (`.well-known`,
+    /// SRV, port 8448, over HTTPS).
     #[arg(long = "resolve", value_name = "NAME=URL")]
     resolve: Vec<String>,
+    #[command(flatten)]
+    net: crate::net::NetArgs,
     /// Direct attempts before the relays are used.
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
     attempts: u32,
@@ -88,6 +91,7 @@ pub fn send(args: SendArgs) -> Result<bool, String> {
         TxnId::parse(&args.txn_id).map_err(|_| "--txn-id must be 1 to 255 bytes".to_owned())?;
     let resolver = Resolver::from_flags(args.resolve.iter().map(String::as_str))
         .map_err(|e| format!("--resolve: {e}"))?;
+    let client_options = args.net.client_options()?;
     let signing_key = keys::read(&args.signing_key)?;
     let body = std::fs::read(&args.file)
         .map_err(|e| format!("cannot read {}: {e}", args.file.display()))?;
@@ -117,6 +121,7 @@ pub fn send(args: SendArgs) -> Result<bool, String> {
     let run = Run {
         machine,
         resolver,
+        client_options,
         timeout: Duration::from_millis(args.timeout_ms),
         destination,
         item,
@@ -133,6 +138,7 @@ pub fn send(args: SendArgs) -> Result<bool, String> {
 struct Run {
     machine: Outbound,
     resolver: Resolver,
+    client_options: adapter_http::ClientOptions,
     timeout: Duration,
     destination: ServerName,
     item: Vec<u8>,
@@ -144,7 +150,8 @@ struct Run {
 impl Run {
     /// Sends the transaction and reports how it went.
     async fn deliver<R: Runtime>(self, rt: R) -> Result<serde_json::Value, String> {
-        let client = HttpClient::with_runtime(rt, self.resolver, self.timeout);
+        let client = HttpClient::with_options(rt, self.resolver, self.timeout, self.client_options)
+            .map_err(|e| format!("--tls-ca: {e}"))?;
         let (handle, events, _task) = adapter_http::outbound::spawn(self.machine, client, None);
         handle
             .enqueue(self.destination, ItemKind::Transaction, self.item)

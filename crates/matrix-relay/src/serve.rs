@@ -59,6 +59,21 @@ pub struct ServeArgs {
     #[arg(long = "resolve", value_name = "NAME=URL")]
     #[serde(default)]
     resolve: Vec<String>,
+    /// A PEM file of CA certificates trusted besides the public roots
+    /// (repeatable), e.g. a private federation's CA.
+    #[arg(long = "tls-ca", value_name = "FILE")]
+    #[serde(default)]
+    tls_ca: Vec<PathBuf>,
+    /// Send TCP connections meant for HOST:PORT to ADDR:PORT instead, as
+    /// curl's `--connect-to`; Host, SNI and the certificate check keep HOST
+    /// (repeatable).
+    #[arg(long = "connect-to", value_name = "HOST:PORT=ADDR:PORT")]
+    #[serde(default)]
+    connect_to: Vec<String>,
+    /// The nameserver for SRV lookups, `IP` or `IP:PORT` [default: the
+    /// first of /etc/resolv.conf].
+    #[arg(long = "dns-server", value_name = "ADDR")]
+    dns_server: Option<String>,
     /// Request body limit in bytes [default: 4325376, 50 PDUs of 64 KiB plus 1 MiB].
     #[arg(long)]
     max_body_bytes: Option<usize>,
@@ -120,12 +135,20 @@ impl ServeArgs {
             max_total_bytes,
             acked_retention_secs,
             acked_max,
+            dns_server,
             runtime
         );
         macro_rules! list_or_file {
             ($($field:ident),*) => { $( if self.$field.is_empty() { self.$field = file.$field; } )* };
         }
-        list_or_file!(serve_for, trusted_key, resolve, deny_origin);
+        list_or_file!(
+            serve_for,
+            trusted_key,
+            resolve,
+            tls_ca,
+            connect_to,
+            deny_origin
+        );
         self.open |= file.open;
         self.p2p_keys |= file.p2p_keys;
         self.fetch_keys |= file.fetch_keys;
@@ -163,6 +186,8 @@ pub fn serve(args: ServeArgs) -> Result<(), String> {
         .ok_or("--signing-key is required")?;
     let resolver = Resolver::from_flags(args.resolve.iter().map(String::as_str))
         .map_err(|e| format!("--resolve: {e}"))?;
+    let client =
+        crate::net::client_options(&args.tls_ca, &args.connect_to, args.dns_server.as_deref())?;
     let signing_key = keys::load_or_create(key_path)?;
 
     let mut config = RelayConfig::new(server_name, signing_key);
@@ -213,6 +238,7 @@ pub fn serve(args: ServeArgs) -> Result<(), String> {
         config,
         store,
         resolver,
+        client,
     };
     let on_listening = |addr| {
         let mut out = std::io::stdout().lock();

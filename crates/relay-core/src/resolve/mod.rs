@@ -1,0 +1,271 @@
+//! Where a server name is reached: `--resolve NAME=URL` overrides, else
+//! Matrix server discovery (IP literal or explicit port as given, else
+//! `.well-known` delegation, SRV records, and port 8448).
+//!
+//! Implementation note: this is the pure part. [`Resolver::discover`]
+//! starts a [`Discovery`]; [`Resolver::poll_discovery`] says which lookup
+//! (a `.well-known` fetch or an SRV query) is next, answering from the
+//! resolver's caches where it can, or where to connect once it is over;
+//! the adapter performs each lookup and reports it with
+//! [`Resolver::handle_well_known`] or [`Resolver::handle_srv`]. Time comes
+//! in as arguments, so the cache rules ([`cache`]) are table-tested on
+//! virtual time. The drive loop:
+//!
+//! 1. `let mut d = resolver.discover(&server);`
+//! 2. loop on `resolver.poll_discovery(now, &mut d)`: on
+//!    `Step::Lookup(l)` perform `l` and report it with the matching
+//!    `handle_*`; on `Step::Done(endpoint)` connect there.
+//!
+//! ```no_run
+//! # use relay_core::resolve::*;
+//! # use relay_core::{Instant, ServerName, UnixMillis};
+//! # fn fetch(_: &str) -> WellKnownAnswer { WellKnownAnswer::Failed("no network".into()) }
+//! # fn query(_: &str) -> SrvAnswer { SrvAnswer::NoRecords { ttl: None } }
+//! # fn drive(resolver: &mut Resolver, server: &ServerName) -> Endpoint {
+//! let mut d = resolver.discover(server);
+//! loop {
+//!     let now = Instant::now();
+//!     match resolver.poll_discovery(now, &mut d) {
+//!         Step::Lookup(Lookup::WellKnown { host }) => {
+//!             let answer = fetch(&host);
+//!             resolver.handle_well_known(now, UnixMillis(1_700_000_000_000), &mut d, answer);
+//!         }
+//!         Step::Lookup(Lookup::Srv { name }) => {
+//!             let answer = query(&name);
+//!             resolver.handle_srv(now, &mut d, answer);
+//!         }
+//!         Step::Done(endpoint) => return endpoint,
+//!     }
+//! }
+//! # }
+//! ```
+
+pub mod cache;
+mod discovery;
+#[cfg(test)]
+mod tests;
+
+use std::collections::HashMap;
+
+pub use discovery::{Discovery, Lookup, SrvAnswer, SrvRecord, Step, WellKnownAnswer};
+
+use crate::id::ServerName;
+use crate::{Instant, UnixMillis};
+
+/// How to connect.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scheme {
+    /// Plain HTTP (P2P overlays, tests, a TLS-terminating proxy in front).
+    Http,
+    /// HTTPS, as federation is by default.
+    Https,
+}
+
+/// A concrete address to send a server's requests to, and the names the
+/// requests carry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Endpoint {
+    /// HTTP or HTTPS.
+    pub scheme: Scheme,
+    /// Host name or IP literal (IPv6 in brackets) the TCP connection goes to.
+    pub host: String,
+    /// TCP port.
+    pub port: u16,
+    /// The name sent as SNI and that the certificate must match (IP
+    /// literals without brackets).
+    pub tls_name: String,
+    /// The `Host` header.
+    pub host_header: String,
+}
+
+impl Endpoint {
+    /// `scheme://host:port`.
+    pub fn base_url(&self) -> String {
+        let scheme = match self.scheme {
+            Scheme::Http => "http",
+            Scheme::Https => "https",
+        };
+        format!("{scheme}://{}:{}", self.host, self.port)
+    }
+}
+
+/// A `--resolve` value that is not `NAME=URL`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("expected NAME=http://HOST:PORT (or https://), got {0:?}")]
+pub struct ResolveError(pub String);
+
+/// Overrides from `--resolve`, and discovery with its caches for the rest.
+#[derive(Debug, Clone)]
+pub struct Resolver {
+    overrides: HashMap<ServerName, Endpoint>,
+    caches: discovery::Caches,
+}
+
+impl Default for Resolver {
+    fn default() -> Self {
+        Self {
+            overrides: HashMap::new(),
+            caches: discovery::Caches::new(cache::DEFAULT_CAPACITY),
+        }
+    }
+}
+
+impl Resolver {
+    /// A resolver with `NAME=URL` overrides.
+    pub fn from_flags<'a>(flags: impl IntoIterator<Item = &'a str>) -> Result<Self, ResolveError> {
+        let mut resolver = Self::default();
+        for flag in flags {
+            let (name, endpoint) = parse_flag(flag).ok_or_else(|| ResolveError(flag.to_owned()))?;
+            resolver.overrides.insert(name, endpoint);
+        }
+        Ok(resolver)
+    }
+
+    /// A resolver whose discovery caches keep at most `capacity` names each.
+    pub fn with_cache_capacity(mut self, capacity: usize) -> Self {
+        self.caches = discovery::Caches::new(capacity);
+        self
+    }
+
+    /// Adds or replaces an override.
+    pub fn insert(&mut self, name: ServerName, endpoint: Endpoint) {
+        self.overrides.insert(name, endpoint);
+    }
+
+    /// Starts finding where `server` is reached; an override or an IP
+    /// literal or explicit port is already over.
+    pub fn discover(&self, server: &ServerName) -> Discovery {
+        match self.overrides.get(server) {
+            Some(e) => Discovery::done(server, e.clone()),
+            None => Discovery::new(server),
+        }
+    }
+
+    /// The next step of `discovery`, answered from the caches where they
+    /// hold a live entry.
+    pub fn poll_discovery(&self, now: Instant, discovery: &mut Discovery) -> Step {
+        discovery.poll(now, &self.caches)
+    }
+
+    /// Reports the `.well-known` fetch that `discovery` asked for; `unix`
+    /// is the wall clock (for `Expires`). Anything else is ignored.
+    pub fn handle_well_known(
+        &mut self,
+        now: Instant,
+        unix: UnixMillis,
+        discovery: &mut Discovery,
+        answer: WellKnownAnswer,
+    ) {
+        discovery.handle_well_known(now, unix, &mut self.caches, answer);
+    }
+
+    /// Reports the SRV query that `discovery` asked for. Anything else is
+    /// ignored.
+    pub fn handle_srv(&mut self, now: Instant, discovery: &mut Discovery, answer: SrvAnswer) {
+        discovery.handle_srv(now, &mut self.caches, answer);
+    }
+
+    /// How many `.well-known` and SRV outcomes are cached (expired ones
+    /// included until evicted).
+    pub fn cached(&self) -> (usize, usize) {
+        (self.caches.well_known.len(), self.caches.srv.len())
+    }
+}
+
+/// Most redirects a `.well-known` fetch follows.
+pub const MAX_WELL_KNOWN_REDIRECTS: usize = 3;
+
+/// Where a redirect of a request to `from` leads: the endpoint and the
+/// request target. Only an absolute path (same endpoint) or an `https://`
+/// URL is followed; `http://` (a downgrade) and anything else is not.
+///
+/// Implementation note: the spec asks `.well-known` redirects to be
+/// followed without loops; the caller bounds them with
+/// [`MAX_WELL_KNOWN_REDIRECTS`], which ends loops too.
+pub fn redirect(from: &Endpoint, location: &str) -> Option<(Endpoint, String)> {
+    let location = location.trim();
+    let location = location.split('#').next().unwrap_or_default();
+    if location.starts_with('/') && !location.starts_with("//") {
+        return Some((from.clone(), location.to_owned()));
+    }
+    let rest = location
+        .get(..8)
+        .filter(|scheme| scheme.eq_ignore_ascii_case("https://"))
+        .map(|_| &location[8..])?;
+    let end = rest.find(['/', '?']).unwrap_or(rest.len());
+    let (authority, target) = rest.split_at(end);
+    let target = match target {
+        "" => "/".to_owned(),
+        t if t.starts_with('?') => format!("/{t}"),
+        t => t.to_owned(),
+    };
+    ServerName::parse(authority).ok()?;
+    let (host, port) = split_host_port(authority);
+    let tls_name = host
+        .strip_prefix('[')
+        .and_then(|h| h.strip_suffix(']'))
+        .unwrap_or(host)
+        .to_owned();
+    let endpoint = Endpoint {
+        scheme: Scheme::Https,
+        host: host.to_owned(),
+        port: port.unwrap_or(443),
+        tls_name,
+        host_header: authority.to_owned(),
+    };
+    Some((endpoint, target))
+}
+
+pub(crate) fn split_host_port(s: &str) -> (&str, Option<u16>) {
+    if let Some(end) = s.find(']') {
+        let (host, rest) = s.split_at(end + 1);
+        return (host, rest.strip_prefix(':').and_then(|p| p.parse().ok()));
+    }
+    match s.rsplit_once(':') {
+        Some((h, p)) => match p.parse() {
+            Ok(port) => (h, Some(port)),
+            Err(_) => (s, None),
+        },
+        None => (s, None),
+    }
+}
+
+fn parse_flag(flag: &str) -> Option<(ServerName, Endpoint)> {
+    let (name, url) = flag.split_once('=')?;
+    let name = ServerName::parse(name).ok()?;
+    let (scheme, rest) = if let Some(r) = url.strip_prefix("http://") {
+        (Scheme::Http, r)
+    } else if let Some(r) = url.strip_prefix("https://") {
+        (Scheme::Https, r)
+    } else {
+        return None;
+    };
+    let authority = rest.strip_suffix('/').unwrap_or(rest);
+    if authority.is_empty() || authority.contains('/') {
+        return None;
+    }
+    let (host, port) = split_host_port(authority);
+    let stray_colon = host.contains(':') && !host.starts_with('[');
+    if host.is_empty() || stray_colon || (port.is_none() && authority.len() != host.len()) {
+        return None;
+    }
+    let default_port = match scheme {
+        Scheme::Http => 80,
+        Scheme::Https => 443,
+    };
+    let tls_name = host
+        .strip_prefix('[')
+        .and_then(|h| h.strip_suffix(']'))
+        .unwrap_or(host)
+        .to_owned();
+    Some((
+        name.clone(),
+        Endpoint {
+            scheme,
+            host: host.to_owned(),
+            port: port.unwrap_or(default_port),
+            tls_name,
+            host_header: name.as_str().to_owned(),
+        },
+    ))
+}

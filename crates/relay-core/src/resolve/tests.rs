@@ -1,0 +1,554 @@
+use std::collections::HashMap;
+use std::time::Duration;
+
+use super::cache::*;
+use super::*;
+
+fn name(s: &str) -> ServerName {
+    ServerName::parse(s).unwrap()
+}
+
+/// Canned lookup answers; what was asked is recorded.
+#[derive(Default)]
+struct World {
+    well_known: HashMap<String, WellKnownAnswer>,
+    srv: HashMap<String, SrvAnswer>,
+    asked: Vec<Lookup>,
+}
+
+impl World {
+    fn well_known(mut self, host: &str, body: &str) -> Self {
+        self.well_known.insert(host.into(), ok(body, None));
+        self
+    }
+
+    fn srv(mut self, name: &str, records: &[(u16, u16, u16, &str)]) -> Self {
+        let records = records
+            .iter()
+            .map(|&(priority, weight, port, target)| SrvRecord {
+                priority,
+                weight,
+                port,
+                target: target.into(),
+                ttl: Duration::from_secs(300),
+            })
+            .collect();
+        self.srv.insert(name.into(), SrvAnswer::Records(records));
+        self
+    }
+
+    /// Runs discovery of `server` to its end.
+    fn run(&mut self, resolver: &mut Resolver, now: Instant, server: &str) -> Endpoint {
+        let mut d = resolver.discover(&name(server));
+        for _ in 0..10 {
+            match resolver.poll_discovery(now, &mut d) {
+                Step::Done(e) => return e,
+                Step::Lookup(lookup) => {
+                    self.asked.push(lookup.clone());
+                    match lookup {
+                        Lookup::WellKnown { host } => {
+                            let answer = self
+                                .well_known
+                                .get(&host)
+                                .cloned()
+                                .unwrap_or(WellKnownAnswer::Failed("refused".into()));
+                            resolver.handle_well_known(now, UnixMillis(0), &mut d, answer);
+                        }
+                        Lookup::Srv { name } => {
+                            let answer = self
+                                .srv
+                                .get(&name)
+                                .cloned()
+                                .unwrap_or(SrvAnswer::NoRecords { ttl: None });
+                            resolver.handle_srv(now, &mut d, answer);
+                        }
+                    }
+                }
+            }
+        }
+        panic!("discovery of {server} does not end");
+    }
+
+    fn asked(&mut self) -> Vec<String> {
+        std::mem::take(&mut self.asked)
+            .into_iter()
+            .map(|l| match l {
+                Lookup::WellKnown { host } => format!("wk {host}"),
+                Lookup::Srv { name } => format!("srv {name}"),
+            })
+            .collect()
+    }
+}
+
+fn ok(body: &str, cache_control: Option<&str>) -> WellKnownAnswer {
+    WellKnownAnswer::Response {
+        status: 200,
+        body: body.as_bytes().to_vec(),
+        cache_control: cache_control.map(str::to_owned),
+        expires: None,
+    }
+}
+
+/// `https://host:port tls=NAME host=HEADER`.
+fn show(e: &Endpoint) -> String {
+    format!("{} tls={} host={}", e.base_url(), e.tls_name, e.host_header)
+}
+
+#[test]
+fn no_lookup_for_ip_literals_and_explicit_ports() {
+    for (server, want) in [
+        ("1.2.3.4", "https://1.2.3.4:8448 tls=1.2.3.4 host=1.2.3.4"),
+        (
+            "1.2.3.4:1234",
+            "https://1.2.3.4:1234 tls=1.2.3.4 host=1.2.3.4:1234",
+        ),
+        (
+            "[1234:5678::abcd]",
+            "https://[1234:5678::abcd]:8448 tls=1234:5678::abcd host=[1234:5678::abcd]",
+        ),
+        (
+            "[1234:5678::abcd]:5678",
+            "https://[1234:5678::abcd]:5678 tls=1234:5678::abcd host=[1234:5678::abcd]:5678",
+        ),
+        (
+            "matrix.org:443",
+            "https://matrix.org:443 tls=matrix.org host=matrix.org:443",
+        ),
+    ] {
+        let mut world = World::default().well_known(server, r#"{"m.server":"x.example"}"#);
+        let e = world.run(&mut Resolver::default(), Instant::now(), server);
+        assert_eq!(show(&e), want, "{server}");
+        assert!(world.asked().is_empty(), "{server}");
+    }
+}
+
+#[test]
+fn overrides_win_over_everything() {
+    let mut r = Resolver::from_flags([
+        "b.example=http://127.0.0.1:9000",
+        "c.example=https://[::1]/",
+        "1.2.3.4=http://127.0.0.1:9",
+    ])
+    .unwrap();
+    let mut world = World::default().well_known("b.example", r#"{"m.server":"x.example"}"#);
+    let now = Instant::now();
+    assert_eq!(
+        show(&world.run(&mut r, now, "b.example")),
+        "http://127.0.0.1:9000 tls=127.0.0.1 host=b.example"
+    );
+    assert_eq!(
+        show(&world.run(&mut r, now, "c.example")),
+        "https://[::1]:443 tls=::1 host=c.example"
+    );
+    assert_eq!(
+        world.run(&mut r, now, "1.2.3.4").base_url(),
+        "http://127.0.0.1:9"
+    );
+    assert!(world.asked().is_empty());
+}
+
+#[test]
+fn well_known_delegation_used_as_is() {
+    for (m_server, want) in [
+        ("5.6.7.8", "https://5.6.7.8:8448 tls=5.6.7.8 host=5.6.7.8"),
+        ("5.6.7.8:9", "https://5.6.7.8:9 tls=5.6.7.8 host=5.6.7.8:9"),
+        ("[::2]:9", "https://[::2]:9 tls=::2 host=[::2]:9"),
+        (
+            "deleg.example:8443",
+            "https://deleg.example:8443 tls=deleg.example host=deleg.example:8443",
+        ),
+    ] {
+        let body = format!(r#"{{"m.server":"{m_server}"}}"#);
+        let mut world = World::default().well_known("a.example", &body);
+        let e = world.run(&mut Resolver::default(), Instant::now(), "a.example");
+        assert_eq!(show(&e), want, "{m_server}");
+        assert_eq!(world.asked(), ["wk a.example"], "{m_server}");
+    }
+}
+
+#[test]
+fn delegated_name_goes_through_srv_then_legacy_srv_then_8448() {
+    let now = Instant::now();
+    let body = r#"{"m.server":"deleg.example"}"#;
+
+    let mut world = World::default()
+        .well_known("a.example", body)
+        .srv(
+            "_matrix-fed._tcp.deleg.example",
+            &[(10, 0, 4443, "t1.example.")],
+        )
+        .srv(
+            "_matrix._tcp.deleg.example",
+            &[(10, 0, 5553, "t2.example.")],
+        );
+    let e = world.run(&mut Resolver::default(), now, "a.example");
+    assert_eq!(
+        show(&e),
+        "https://t1.example:4443 tls=deleg.example host=deleg.example"
+    );
+    assert_eq!(
+        world.asked(),
+        ["wk a.example", "srv _matrix-fed._tcp.deleg.example"]
+    );
+
+    let mut world = World::default().well_known("a.example", body).srv(
+        "_matrix._tcp.deleg.example",
+        &[(10, 0, 5553, "t2.example.")],
+    );
+    let e = world.run(&mut Resolver::default(), now, "a.example");
+    assert_eq!(
+        show(&e),
+        "https://t2.example:5553 tls=deleg.example host=deleg.example"
+    );
+    assert_eq!(
+        world.asked(),
+        [
+            "wk a.example",
+            "srv _matrix-fed._tcp.deleg.example",
+            "srv _matrix._tcp.deleg.example"
+        ]
+    );
+
+    let mut world = World::default().well_known("a.example", body);
+    let e = world.run(&mut Resolver::default(), now, "a.example");
+    assert_eq!(
+        show(&e),
+        "https://deleg.example:8448 tls=deleg.example host=deleg.example"
+    );
+    assert_eq!(world.asked().len(), 3);
+}
+
+#[test]
+fn without_valid_well_known_the_hostname_goes_through_srv() {
+    let bad = [
+        WellKnownAnswer::Failed("connection refused".into()),
+        WellKnownAnswer::Response {
+            status: 404,
+            body: br#"{"m.server":"x.example"}"#.to_vec(),
+            cache_control: None,
+            expires: None,
+        },
+        ok("not json", None),
+        ok(r#"["m.server"]"#, None),
+        ok(r#"{}"#, None),
+        ok(r#"{"m.server": 7}"#, None),
+        ok(r#"{"m.server": ""}"#, None),
+        ok(r#"{"m.server": "bad_name!"}"#, None),
+        ok(r#"{"m.server": "x.example:port"}"#, None),
+    ];
+    for answer in bad {
+        let mut world = World::default()
+            .srv("_matrix-fed._tcp.a.example", &[(0, 0, 1, "fed.example")])
+            .srv("x.example", &[]);
+        world.well_known.insert("a.example".into(), answer.clone());
+        let e = world.run(&mut Resolver::default(), Instant::now(), "a.example");
+        assert_eq!(
+            show(&e),
+            "https://fed.example:1 tls=a.example host=a.example",
+            "{answer:?}"
+        );
+        assert_eq!(
+            world.asked(),
+            ["wk a.example", "srv _matrix-fed._tcp.a.example"],
+            "{answer:?}"
+        );
+    }
+
+    let mut world = World::default().srv("_matrix._tcp.a.example", &[(0, 0, 2, "old.example")]);
+    let e = world.run(&mut Resolver::default(), Instant::now(), "a.example");
+    assert_eq!(
+        show(&e),
+        "https://old.example:2 tls=a.example host=a.example"
+    );
+
+    let mut world = World::default();
+    world.srv.insert(
+        "_matrix-fed._tcp.a.example".into(),
+        SrvAnswer::Failed("timeout".into()),
+    );
+    let e = world.run(&mut Resolver::default(), Instant::now(), "a.example");
+    assert_eq!(
+        show(&e),
+        "https://a.example:8448 tls=a.example host=a.example"
+    );
+    assert_eq!(
+        world.asked(),
+        [
+            "wk a.example",
+            "srv _matrix-fed._tcp.a.example",
+            "srv _matrix._tcp.a.example"
+        ]
+    );
+}
+
+#[test]
+fn srv_record_choice() {
+    for (records, want) in [
+        (
+            vec![(20, 0, 1, "late.example"), (10, 0, 2, "early.example")],
+            Some("early.example:2"),
+        ),
+        (
+            vec![(10, 1, 1, "light.example"), (10, 9, 2, "heavy.example.")],
+            Some("heavy.example:2"),
+        ),
+        (vec![(10, 0, 0, ".")], None),
+        (
+            vec![(1, 0, 5, "bad name"), (2, 0, 6, "ok.example")],
+            Some("ok.example:6"),
+        ),
+        (vec![], None),
+    ] {
+        let mut world = World::default().srv("_matrix-fed._tcp.a.example", &records);
+        let e = world.run(&mut Resolver::default(), Instant::now(), "a.example");
+        let got = format!("{}:{}", e.host, e.port);
+        assert_eq!(got, want.unwrap_or("a.example:8448"), "{records:?}");
+    }
+}
+
+#[test]
+fn cached_outcomes_skip_lookups_until_they_expire() {
+    let mut r = Resolver::default();
+    let t0 = Instant::now();
+    let mut world = World::default()
+        .well_known("a.example", r#"{"m.server":"deleg.example"}"#)
+        .srv("_matrix-fed._tcp.deleg.example", &[(0, 0, 7, "t.example")]);
+    let first = world.run(&mut r, t0, "a.example");
+    assert_eq!(world.asked().len(), 2);
+    // The SRV TTL (300 s) runs out before the well-known's 24 h.
+    let soon = t0 + Duration::from_secs(299);
+    assert_eq!(world.run(&mut r, soon, "a.example"), first);
+    assert!(world.asked().is_empty());
+    let later = t0 + Duration::from_secs(301);
+    assert_eq!(world.run(&mut r, later, "a.example"), first);
+    assert_eq!(world.asked(), ["srv _matrix-fed._tcp.deleg.example"]);
+    let next_day = t0 + WELL_KNOWN_DEFAULT + Duration::from_secs(1);
+    world.run(&mut r, next_day, "a.example");
+    assert_eq!(
+        world.asked(),
+        ["wk a.example", "srv _matrix-fed._tcp.deleg.example"]
+    );
+
+    // A failed well-known is remembered for an hour.
+    let mut r = Resolver::default();
+    let mut world = World::default();
+    world.run(&mut r, t0, "b.example");
+    assert_eq!(world.asked().len(), 3);
+    world.run(&mut r, t0 + Duration::from_secs(3599), "b.example");
+    assert!(world.asked().is_empty());
+    world.run(&mut r, t0 + Duration::from_secs(3601), "b.example");
+    assert_eq!(
+        world.asked(),
+        [
+            "wk b.example",
+            "srv _matrix-fed._tcp.b.example",
+            "srv _matrix._tcp.b.example"
+        ]
+    );
+}
+
+#[test]
+fn a_failed_dns_exchange_is_remembered_briefly() {
+    let mut r = Resolver::default();
+    let t0 = Instant::now();
+    let mut world = World::default().well_known("a.example", r#"{"m.server":"d.example"}"#);
+    world.srv.insert(
+        "_matrix-fed._tcp.d.example".into(),
+        SrvAnswer::Failed("timeout".into()),
+    );
+    world.run(&mut r, t0, "a.example");
+    world.asked();
+    world.run(
+        &mut r,
+        t0 + SRV_FAILURE - Duration::from_secs(1),
+        "a.example",
+    );
+    assert!(world.asked().is_empty());
+    world.run(&mut r, t0 + SRV_FAILURE, "a.example");
+    assert_eq!(world.asked(), ["srv _matrix-fed._tcp.d.example"]);
+}
+
+#[test]
+fn answers_nobody_asked_for_are_ignored() {
+    let mut r = Resolver::default();
+    let now = Instant::now();
+    let mut d = r.discover(&name("a.example"));
+    r.handle_srv(now, &mut d, SrvAnswer::Records(vec![]));
+    assert_eq!(
+        r.poll_discovery(now, &mut d),
+        Step::Lookup(Lookup::WellKnown {
+            host: "a.example".into()
+        })
+    );
+    let mut done = r.discover(&name("1.2.3.4"));
+    r.handle_well_known(
+        now,
+        UnixMillis(0),
+        &mut done,
+        ok(r#"{"m.server":"x.y"}"#, None),
+    );
+    assert_eq!(
+        r.poll_discovery(now, &mut done),
+        Step::Done(Endpoint {
+            scheme: Scheme::Https,
+            host: "1.2.3.4".into(),
+            port: 8448,
+            tls_name: "1.2.3.4".into(),
+            host_header: "1.2.3.4".into(),
+        })
+    );
+    assert_eq!(r.cached(), (0, 0));
+}
+
+#[test]
+fn the_cache_is_bounded() {
+    let mut r = Resolver::default().with_cache_capacity(3);
+    let mut world = World::default();
+    let t0 = Instant::now();
+    for i in 0..10 {
+        let at = t0 + Duration::from_secs(i);
+        world.run(&mut r, at, &format!("s{i}.example"));
+        let (wk, srv) = r.cached();
+        assert!(wk <= 3 && srv <= 3, "{wk} {srv}");
+    }
+    world.asked();
+    // The newest stay, the oldest went.
+    world.run(&mut r, t0 + Duration::from_secs(10), "s9.example");
+    assert!(world.asked().iter().all(|l| !l.starts_with("wk")));
+    world.run(&mut r, t0 + Duration::from_secs(10), "s0.example");
+    assert_eq!(world.asked()[0], "wk s0.example");
+}
+
+#[test]
+fn well_known_lifetimes() {
+    let now = UnixMillis(784_111_777_000); // Sun, 06 Nov 1994 08:49:37 GMT
+    let h = |n: u64| Duration::from_secs(n * 3600);
+    for (cache_control, expires, want) in [
+        (None, None, h(24)),
+        (Some("max-age=7200"), None, h(2)),
+        (Some("public, max-age=\"7200\""), None, h(2)),
+        (Some("MAX-AGE=7200, must-revalidate"), None, h(2)),
+        (Some("max-age=999999999"), None, h(48)),
+        (Some("max-age=0"), None, WELL_KNOWN_MIN),
+        (Some("no-store"), None, WELL_KNOWN_MIN),
+        (Some("private"), None, h(24)),
+        (None, Some("Sun, 06 Nov 1994 11:49:37 GMT"), h(3)),
+        (None, Some("Sun, 06 Nov 1994 08:00:00 GMT"), WELL_KNOWN_MIN),
+        (None, Some("0"), WELL_KNOWN_MIN),
+        (None, Some("Tue, 08 Nov 1994 08:49:37 GMT"), h(48)),
+        // max-age wins over Expires.
+        (
+            Some("max-age=3600"),
+            Some("Sun, 06 Nov 1994 11:49:37 GMT"),
+            h(1),
+        ),
+    ] {
+        assert_eq!(
+            well_known_lifetime(cache_control, expires, now),
+            want,
+            "{cache_control:?} {expires:?}"
+        );
+    }
+}
+
+#[test]
+fn valid_well_known_uses_its_lifetime() {
+    let mut r = Resolver::default();
+    let t0 = Instant::now();
+    let mut world = World::default();
+    world.well_known.insert(
+        "a.example".into(),
+        ok(r#"{"m.server":"d.example:1"}"#, Some("max-age=600")),
+    );
+    world.run(&mut r, t0, "a.example");
+    world.run(&mut r, t0 + Duration::from_secs(599), "a.example");
+    assert_eq!(world.asked(), ["wk a.example"]);
+    world.run(&mut r, t0 + Duration::from_secs(600), "a.example");
+    assert_eq!(world.asked(), ["wk a.example"]);
+}
+
+#[test]
+fn srv_lifetimes() {
+    let s = Duration::from_secs;
+    assert_eq!(srv_lifetime(Some(s(300))), s(300));
+    assert_eq!(srv_lifetime(Some(s(0))), SRV_MIN);
+    assert_eq!(srv_lifetime(Some(s(10 * 86_400))), SRV_MAX);
+    assert_eq!(srv_lifetime(None), SRV_NEGATIVE_DEFAULT);
+}
+
+#[test]
+fn http_dates() {
+    for (s, want) in [
+        ("Sun, 06 Nov 1994 08:49:37 GMT", Some(784_111_777_000)),
+        ("Thu, 01 Jan 1970 00:00:00 GMT", Some(0)),
+        ("Tue, 29 Feb 2028 23:59:59 GMT", Some(1_835_481_599_000)),
+        ("Sun, 06 Nov 1994 08:49:37 UTC", None),
+        ("Sunday, 06-Nov-94 08:49:37 GMT", None),
+        ("Sun Nov  6 08:49:37 1994", None),
+        ("Sun, 06 Foo 1994 08:49:37 GMT", None),
+        ("Sun, 06 Nov 1994 24:49:37 GMT", None),
+        ("", None),
+    ] {
+        assert_eq!(parse_http_date(s).map(|u| u.0), want, "{s}");
+    }
+}
+
+#[test]
+fn bad_flags() {
+    for bad in [
+        "nope",
+        "b.example",
+        "b.example=127.0.0.1:9",
+        "b.example=ftp://x",
+        "bad_name=http://x",
+        "b.example=http://x/path",
+        "b.example=http://:9",
+        "b.example=http://x:port",
+    ] {
+        assert!(Resolver::from_flags([bad]).is_err(), "{bad}");
+    }
+}
+
+#[test]
+fn well_known_redirects() {
+    let from = Endpoint {
+        scheme: Scheme::Https,
+        host: "a.example".into(),
+        port: 443,
+        tls_name: "a.example".into(),
+        host_header: "a.example".into(),
+    };
+    for (location, want) in [
+        (
+            "/other",
+            Some("https://a.example:443 tls=a.example host=a.example /other"),
+        ),
+        (
+            "https://www.a.example/.well-known/matrix/server",
+            Some(
+                "https://www.a.example:443 tls=www.a.example host=www.a.example /.well-known/matrix/server",
+            ),
+        ),
+        (
+            "HTTPS://b.example:8443/x?y#frag",
+            Some("https://b.example:8443 tls=b.example host=b.example:8443 /x?y"),
+        ),
+        (
+            "https://b.example",
+            Some("https://b.example:443 tls=b.example host=b.example /"),
+        ),
+        (
+            "https://[::1]:9/p",
+            Some("https://[::1]:9 tls=::1 host=[::1]:9 /p"),
+        ),
+        ("http://b.example/.well-known/matrix/server", None),
+        ("//b.example/x", None),
+        ("relative/path", None),
+        ("https://bad_name/x", None),
+        ("https:///x", None),
+        ("", None),
+    ] {
+        let got = redirect(&from, location).map(|(e, t)| format!("{} {t}", show(&e)));
+        assert_eq!(got.as_deref(), want, "{location}");
+    }
+}
