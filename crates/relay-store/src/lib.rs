@@ -89,6 +89,19 @@ pub trait QueueStore: Send + Sync + 'static {
 
     /// Number of entries queued for `destination`.
     fn queued(&self, destination: &ServerName) -> Result<u64, StoreError>;
+
+    /// Entries and bytes queued over all destinations, from the counters
+    /// the quota checks use (never a scan of the queue).
+    fn totals(&self) -> Result<QueueTotals, StoreError>;
+}
+
+/// What is queued in all, as [`QueueStore::totals`] reads it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct QueueTotals {
+    /// Entries queued.
+    pub entries: u64,
+    /// Their bytes (`transaction.len()` summed).
+    pub bytes: u64,
 }
 
 /// The persisted state of a node's sender machine

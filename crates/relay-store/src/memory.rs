@@ -6,8 +6,8 @@ use std::sync::{Mutex, MutexGuard};
 use relay_core::store::{Ack, InsertOutcome, NewEntry, QueuedEntry, Quota, StoreError};
 use relay_core::{EntryId, ServerName, TxnId, UnixMillis};
 
-use crate::QueueStore;
 use crate::quota::{Usage, refused_by};
+use crate::{QueueStore, QueueTotals};
 
 mod dedupe;
 mod outbound;
@@ -227,5 +227,13 @@ impl QueueStore for MemoryStore {
             .destination_usage
             .get(destination)
             .map_or(0, |u| u.entries))
+    }
+
+    fn totals(&self) -> Result<QueueTotals, StoreError> {
+        let total = self.lock()?.total;
+        Ok(QueueTotals {
+            entries: total.entries,
+            bytes: total.bytes,
+        })
     }
 }

@@ -10,7 +10,7 @@ use postgres::Config;
 use relay_core::ServerName;
 use relay_core::store::{Ack, InsertOutcome, NewEntry, QueuedEntry, Quota, StoreError};
 
-use crate::QueueStore;
+use crate::{QueueStore, QueueTotals};
 
 mod pool;
 mod schema;
@@ -147,5 +147,15 @@ impl QueueStore for PostgresStore {
                 "usage counters in the database are negative ({n} entries)"
             ))
         })
+    }
+
+    fn totals(&self) -> Result<QueueTotals, StoreError> {
+        let (entries, bytes) = self.pool.run("read total usage", sql::totals)?;
+        match (u64::try_from(entries), u64::try_from(bytes)) {
+            (Ok(entries), Ok(bytes)) => Ok(QueueTotals { entries, bytes }),
+            _ => Err(StoreError(format!(
+                "usage counters in the database are negative ({entries} entries, {bytes} bytes)"
+            ))),
+        }
     }
 }

@@ -13,7 +13,7 @@ use relay_core::outbound::{Change, DestinationRecord};
 use relay_core::retriever::{self, DedupeKey};
 use relay_core::store::{Ack, InsertOutcome, NewEntry, QueuedEntry, Quota, StoreError};
 
-use crate::{DedupeStore, OutboundStore, QueueStore};
+use crate::{DedupeStore, OutboundStore, QueueStore, QueueTotals};
 
 mod dedupe;
 mod outbound;
@@ -212,6 +212,10 @@ impl QueueStore for SqliteStore {
 
     fn queued(&self, destination: &ServerName) -> Result<u64, StoreError> {
         sql::queued(&self.reader(), destination)
+    }
+
+    fn totals(&self) -> Result<QueueTotals, StoreError> {
+        sql::totals(&self.reader())
     }
 }
 

@@ -5,7 +5,8 @@ use relay_store::{
     MemoryOutboundStore, MemoryStore, SqliteStore,
 };
 use relay_store::{
-    InsertOutcome, NewEntry, OutboundStore, QueueStore, QueuedEntry, Quota, ServerName, StoreError,
+    InsertOutcome, NewEntry, OutboundStore, QueueStore, QueueTotals, QueuedEntry, Quota,
+    ServerName, StoreError,
 };
 
 mod memory {
@@ -48,6 +49,9 @@ impl QueueStore for TempSqlite {
     }
     fn queued(&self, destination: &ServerName) -> Result<u64, StoreError> {
         self.store.queued(destination)
+    }
+    fn totals(&self) -> Result<QueueTotals, StoreError> {
+        self.store.totals()
     }
 }
 

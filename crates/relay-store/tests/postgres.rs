@@ -10,8 +10,8 @@ use std::sync::{Arc, Barrier};
 
 use relay_store::testing::{TempDatabase, temp_postgres_database};
 use relay_store::{
-    Ack, AckedKeys, EntryId, InsertOutcome, NewEntry, PostgresStore, QueueStore, QueuedEntry,
-    Quota, ServerName, StoreError, TxnId, UnixMillis,
+    Ack, AckedKeys, EntryId, InsertOutcome, NewEntry, PostgresStore, QueueStore, QueueTotals,
+    QueuedEntry, Quota, ServerName, StoreError, TxnId, UnixMillis,
 };
 
 const NOW: UnixMillis = UnixMillis(1_700_000_000_000);
@@ -66,6 +66,9 @@ impl QueueStore for TempPostgres {
     }
     fn queued(&self, destination: &ServerName) -> Result<u64, StoreError> {
         self.store().queued(destination)
+    }
+    fn totals(&self) -> Result<QueueTotals, StoreError> {
+        self.store().totals()
     }
 }
 

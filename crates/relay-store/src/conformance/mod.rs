@@ -28,6 +28,7 @@
 //! - Quotas for each [`QuotaKind`]: refused whole, checked after the
 //!   duplicate check, freed by acknowledgement, in the order destination,
 //!   origin, total.
+//! - Totals over all destinations, kept by inserts and acknowledgements.
 //! - Concurrent inserts, acknowledgements and duplicate races.
 
 use crate::QueueStore;
@@ -41,6 +42,7 @@ mod helpers;
 pub mod outbound;
 mod queue;
 mod quota;
+mod totals;
 
 pub use acked::{
     ack_of_gone_entry_remembers_nothing, acked_cap_forgets_oldest_first,
@@ -61,6 +63,7 @@ pub use quota::{
     quota_ignores_duplicates, quota_origin_bytes, quota_origin_entries,
     quota_refusal_stores_nothing, quota_total_bytes,
 };
+pub use totals::totals_count_every_destination;
 
 /// A conformance check: takes a fresh, empty store, panics on failure.
 pub type Check = fn(&dyn QueueStore);
@@ -101,6 +104,10 @@ pub const CHECKS: &[(&str, Check)] = &[
     ("quota_ignores_duplicates", quota_ignores_duplicates),
     ("quota_freed_by_ack", quota_freed_by_ack),
     ("quota_check_order", quota_check_order),
+    (
+        "totals_count_every_destination",
+        totals_count_every_destination,
+    ),
     ("concurrent_inserts", concurrent_inserts),
     ("concurrent_duplicate_inserts", concurrent_duplicate_inserts),
     ("concurrent_inserts_and_acks", concurrent_inserts_and_acks),
@@ -169,6 +176,7 @@ macro_rules! conformance_tests {
             quota_ignores_duplicates,
             quota_freed_by_ack,
             quota_check_order,
+            totals_count_every_destination,
             concurrent_inserts,
             concurrent_duplicate_inserts,
             concurrent_inserts_and_acks,

@@ -28,6 +28,7 @@ pub(super) struct Statements {
     pub forget_oldest: Statement,
     pub next: Statement,
     pub queued: Statement,
+    pub totals: Statement,
 }
 
 /// One connection with its prepared statements.
@@ -224,6 +225,7 @@ impl Conn {
                  ORDER BY entry_id LIMIT 1",
             )?,
             queued: prepare("SELECT entries FROM destination_usage WHERE destination = $1")?,
+            totals: prepare("SELECT entries, bytes FROM total_usage WHERE id = 0")?,
         };
         Ok(Self { client, stmts })
     }

@@ -221,6 +221,13 @@ pub(super) fn queued(conn: &mut Conn, destination: &ServerName) -> Result<i64, p
     row.map_or(Ok(0), |r| r.try_get(0))
 }
 
+/// Entries and bytes queued in all, from the `total_usage` row (0 if the
+/// row is missing).
+pub(super) fn totals(conn: &mut Conn) -> Result<(i64, i64), postgres::Error> {
+    let row = conn.client.query_opt(&conn.stmts.totals, &[])?;
+    row.map_or(Ok((0, 0)), |r| Ok((r.try_get(0)?, r.try_get(1)?)))
+}
+
 fn entry_id(id: i64) -> Result<EntryId, StoreError> {
     match u64::try_from(id) {
         Ok(id) if id > 0 => Ok(EntryId(id)),

@@ -7,6 +7,7 @@ use relay_core::store::{Ack, InsertOutcome, NewEntry, QueuedEntry, Quota, StoreE
 use relay_core::{EntryId, ServerName, TxnId};
 
 use super::db_err;
+use crate::QueueTotals;
 use crate::quota::{PRUNE_BATCH, Usage, acked_cutoff, millis, refused_by};
 
 /// Inserts `entry` unless it is a duplicate or over quota. Runs inside the
@@ -202,6 +203,16 @@ pub(super) fn queued(conn: &Connection, destination: &ServerName) -> Result<u64,
         destination.as_str(),
     )?
     .entries)
+}
+
+/// Entries and bytes queued in all, from the `total_usage` row.
+pub(super) fn totals(conn: &Connection) -> Result<QueueTotals, StoreError> {
+    let Usage { entries, bytes } = usage(
+        conn,
+        "SELECT entries, bytes FROM total_usage WHERE id = ?1",
+        0,
+    )?;
+    Ok(QueueTotals { entries, bytes })
 }
 
 fn usage(conn: &Connection, sql: &str, key: impl rusqlite::ToSql) -> Result<Usage, StoreError> {
