@@ -11,6 +11,7 @@ use relay_core::store::{InsertOutcome, QueuedEntry, StoreError};
 use relay_store::QueueStore;
 
 use crate::client::HttpClient;
+use crate::metrics::Metrics;
 use crate::task::{Task, spawn_task, unblock};
 use crate::{Runtime, unix_now};
 
@@ -45,13 +46,17 @@ pub(crate) fn spawn<R: Runtime>(
     relay: Relay,
     store: Arc<dyn QueueStore>,
     client: HttpClient<R>,
+    metrics: Arc<Metrics>,
 ) -> (DriverHandle, Task<()>) {
     let (tx, rx) = async_channel::unbounded();
     let handle = DriverHandle { events: tx.clone() };
     // The driver keeps only a weak sender for completions, so that dropping
     // every connection's handle lets it finish.
     let runtime = client.runtime().clone();
-    let task = spawn_task(&runtime, drive(relay, store, client, rx, tx.downgrade()));
+    let task = spawn_task(
+        &runtime,
+        drive(relay, store, client, metrics, rx, tx.downgrade()),
+    );
     drop(tx);
     (handle, task)
 }
@@ -67,6 +72,7 @@ async fn drive<R: Runtime>(
     mut relay: Relay,
     store: Arc<dyn QueueStore>,
     client: HttpClient<R>,
+    metrics: Arc<Metrics>,
     events: async_channel::Receiver<Event>,
     completions: async_channel::WeakSender<Event>,
 ) {
@@ -101,12 +107,16 @@ async fn drive<R: Runtime>(
             match output {
                 Output::Store { op, entry, quota } => {
                     let (store, done, rt2) = (store.clone(), completions.clone(), rt.clone());
+                    let metrics = metrics.clone();
                     rt.spawn(async move {
                         let result = unblock(&rt2, move || store.insert(entry, &quota))
                             .await
                             .unwrap_or_else(|e| {
                                 Err(StoreError(format!("storage task failed: {e}")))
                             });
+                        if let Ok(outcome) = &result {
+                            metrics.observe_insert(outcome);
+                        }
                         complete(&done, Event::Stored(op, result));
                     });
                 }
@@ -116,12 +126,17 @@ async fn drive<R: Runtime>(
                     ack,
                 } => {
                     let (store, done, rt2) = (store.clone(), completions.clone(), rt.clone());
+                    let metrics = metrics.clone();
+                    let acknowledges = ack.is_some();
                     rt.spawn(async move {
                         let result = unblock(&rt2, move || store.ack_and_next(&destination, ack))
                             .await
                             .unwrap_or_else(|e| {
                                 Err(StoreError(format!("storage task failed: {e}")))
                             });
+                        if acknowledges && result.is_ok() {
+                            metrics.observe_acknowledgement();
+                        }
                         complete(&done, Event::Fetched(op, result));
                     });
                 }

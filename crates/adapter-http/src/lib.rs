@@ -4,7 +4,8 @@
 //!
 //! - [`serve`] / [`run`]: HTTP to [`relay_core::relay::Request`] and back,
 //!   the accept loop and graceful shutdown, and the task driving the
-//!   [`Relay`](relay_core::relay::Relay) machine.
+//!   [`Relay`](relay_core::relay::Relay) machine; [`metrics`]: what it
+//!   counts, served by [`serve_metrics`] on a listener of its own.
 //! - [`HttpClient`]: server discovery, sending, timeouts, TLS and
 //!   connection reuse; [`dns`]: its SRV queries.
 //! - [`outbound`] and [`retriever`]: the tasks driving the sender and the
@@ -22,6 +23,7 @@
 pub mod client;
 pub mod dns;
 mod driver;
+pub mod metrics;
 pub mod outbound;
 mod persist;
 pub mod retriever;
@@ -30,8 +32,9 @@ mod server;
 mod task;
 
 pub use client::{ClientOptions, ConnectTo, HttpClient};
+pub use metrics::Metrics;
 pub use runtime::{Runtime, TlsTarget};
-pub use server::{ServeOptions, run, serve};
+pub use server::{ServeOptions, run, serve, serve_metrics, serve_with_metrics};
 pub use task::{Task, spawn_task, timeout};
 
 use std::time::SystemTime;

@@ -21,7 +21,8 @@ use relay_store::QueueStore;
 use crate::Runtime;
 use crate::client::{ClientOptions, HttpClient};
 use crate::driver::{self, DriverHandle};
-use crate::task::timeout;
+use crate::metrics::{Endpoint, Metrics};
+use crate::task::{spawn_task, timeout};
 
 /// How long a client may take to send its request headers.
 const HEADER_TIMEOUT: Duration = Duration::from_secs(30);
@@ -36,6 +37,9 @@ const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
 pub struct ServeOptions {
     /// Address to bind; port 0 picks a free port.
     pub listen: SocketAddr,
+    /// Where to serve `GET /metrics` (Prometheus), on a listener of its
+    /// own; `None` opens none.
+    pub metrics_listen: Option<SocketAddr>,
     /// The relay's configuration.
     pub config: RelayConfig,
     /// The queue storage.
@@ -50,7 +54,8 @@ pub struct ServeOptions {
 /// Runs the relay on `runtime` until SIGINT or SIGTERM, then stops
 /// accepting, lets requests in flight finish, and returns.
 /// `on_listening` is called once with the bound address, after the signal
-/// handlers are installed.
+/// handlers are installed and the metrics listener (if any) is bound and
+/// logged.
 pub async fn run<R: Runtime>(
     runtime: R,
     options: ServeOptions,
@@ -60,16 +65,55 @@ pub async fn run<R: Runtime>(
     // announced must already mean "shut down gracefully".
     let shutdown = runtime.shutdown_signal()?;
     let listener = runtime.bind(options.listen).await?;
+    let metrics = Arc::new(Metrics::new());
+    let metrics_listener = match options.metrics_listen {
+        Some(addr) => {
+            let listener = runtime.bind(addr).await.map_err(|e| {
+                io::Error::new(e.kind(), format!("metrics listener on {addr}: {e}"))
+            })?;
+            tracing::info!(addr = %R::local_addr(&listener)?, "serving metrics");
+            Some(listener)
+        }
+        None => None,
+    };
     on_listening(R::local_addr(&listener)?);
     let client =
         HttpClient::with_options(runtime, options.resolver, KEY_FETCH_TIMEOUT, options.client)
             .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
-    serve(listener, options.config, options.store, client, shutdown).await
+    // The metrics listener stops when the relay's does: `stopped` closes
+    // when the signal came or `serve` ended otherwise.
+    let (stop, stopped) = async_channel::bounded::<()>(1);
+    let metrics_task = metrics_listener.map(|listener| {
+        let (store, metrics, rt) = (options.store.clone(), metrics.clone(), client.runtime());
+        spawn_task(
+            rt,
+            serve_metrics(rt.clone(), listener, metrics, store, async move {
+                let _ = stopped.recv().await;
+            }),
+        )
+    });
+    let served = serve_with_metrics(
+        listener,
+        options.config,
+        options.store,
+        client,
+        metrics,
+        async move {
+            shutdown.await;
+            drop(stop);
+        },
+    )
+    .await;
+    if let Some(task) = metrics_task {
+        let _ = task.await;
+    }
+    served
 }
 
 /// Serves the relay on `listener` (on `client`'s runtime) until `shutdown`
 /// completes, then drains requests in flight (for at most 30 s) and stops
-/// the driver.
+/// the driver. Its metrics are counted but not served; see
+/// [`serve_with_metrics`].
 pub async fn serve<R: Runtime>(
     listener: R::Listener,
     config: RelayConfig,
@@ -77,10 +121,73 @@ pub async fn serve<R: Runtime>(
     client: HttpClient<R>,
     shutdown: impl Future<Output = ()>,
 ) -> io::Result<()> {
+    let metrics = Arc::new(Metrics::new());
+    serve_with_metrics(listener, config, store, client, metrics, shutdown).await
+}
+
+/// [`serve`], counting into `metrics` (which [`serve_metrics`] may serve).
+pub async fn serve_with_metrics<R: Runtime>(
+    listener: R::Listener,
+    config: RelayConfig,
+    store: Arc<dyn QueueStore>,
+    client: HttpClient<R>,
+    metrics: Arc<Metrics>,
+    shutdown: impl Future<Output = ()>,
+) -> io::Result<()> {
     let rt = client.runtime().clone();
     let relay = Relay::new(config);
     let max_body = relay.max_body_bytes();
-    let (handle, driver_task) = driver::spawn(relay, store, client);
+    let (handle, driver_task) = driver::spawn(relay, store, client, metrics.clone());
+    let rt2 = rt.clone();
+    let service = move |req: hyper::Request<Incoming>| {
+        let (handle, rt, metrics) = (handle.clone(), rt2.clone(), metrics.clone());
+        async move { Ok(handle_http(&rt, &handle, &metrics, req, max_body).await) }
+    };
+    if !accept_until(&rt, listener, shutdown, service).await {
+        tracing::warn!("requests still in flight after {DRAIN_TIMEOUT:?}; stopping anyway");
+        return Ok(());
+    }
+    // Every connection is gone; the driver finishes its outstanding work.
+    let _ = driver_task.await;
+    Ok(())
+}
+
+/// Serves `GET /metrics` (the Prometheus text format, with the queue
+/// totals read from `store` at each scrape) on `listener` until `shutdown`
+/// completes; other paths are 404.
+pub async fn serve_metrics<R: Runtime>(
+    rt: R,
+    listener: R::Listener,
+    metrics: Arc<Metrics>,
+    store: Arc<dyn QueueStore>,
+    shutdown: impl Future<Output = ()>,
+) {
+    let rt2 = rt.clone();
+    let service = move |req: hyper::Request<Incoming>| {
+        let (rt, metrics, store) = (rt2.clone(), metrics.clone(), store.clone());
+        async move { crate::metrics::handle_scrape(&rt, &metrics, &store, req).await }
+    };
+    if !accept_until(&rt, listener, shutdown, service).await {
+        tracing::warn!("metrics scrapes still in flight after {DRAIN_TIMEOUT:?}");
+    }
+}
+
+/// Accepts connections on `listener`, serving each with `service`, until
+/// `shutdown` completes; then asks every connection to finish and waits
+/// for them for at most [`DRAIN_TIMEOUT`]. `false` if some were still
+/// open then. `service` (and what it holds) is dropped once every
+/// connection has ended.
+async fn accept_until<R, S, F>(
+    rt: &R,
+    listener: R::Listener,
+    shutdown: impl Future<Output = ()>,
+    service: S,
+) -> bool
+where
+    R: Runtime,
+    S: Fn(hyper::Request<Incoming>) -> F + Clone + Send + Sync + 'static,
+    F: Future<Output = Result<hyper::Response<Full<Bytes>>, Infallible>> + Send + 'static,
+{
     let mut builder = hyper::server::conn::http1::Builder::new();
     builder
         .timer(rt.timer())
@@ -108,12 +215,7 @@ pub async fn serve<R: Runtime>(
                 continue;
             }
         };
-        let (handle, rt2) = (handle.clone(), rt.clone());
-        let service = service_fn(move |req| {
-            let (handle, rt) = (handle.clone(), rt2.clone());
-            async move { Ok::<_, Infallible>(handle_http(&rt, &handle, req, max_body).await) }
-        });
-        let conn = builder.serve_connection(io, service);
+        let conn = builder.serve_connection(io, service_fn(service.clone()));
         let (stop, open) = (stop.clone(), open.clone());
         rt.spawn(async move {
             let mut conn = pin!(conn);
@@ -136,22 +238,30 @@ pub async fn serve<R: Runtime>(
         });
     }
     drop(listener);
-    drop(handle);
+    drop(service);
     stop_tx.close();
     drop((stop, open));
-    if timeout(&rt, DRAIN_TIMEOUT, all_closed.recv())
+    timeout(rt, DRAIN_TIMEOUT, all_closed.recv())
         .await
-        .is_none()
-    {
-        tracing::warn!("requests still in flight after {DRAIN_TIMEOUT:?}; stopping anyway");
-        return Ok(());
-    }
-    // Every connection is gone; the driver finishes its outstanding work.
-    let _ = driver_task.await;
-    Ok(())
+        .is_some()
 }
 
+/// Answers one federation request, and counts it.
 async fn handle_http<R: Runtime>(
+    rt: &R,
+    driver: &DriverHandle,
+    metrics: &Metrics,
+    req: hyper::Request<Incoming>,
+    max_body: usize,
+) -> hyper::Response<Full<Bytes>> {
+    let started = Instant::now();
+    let endpoint = Endpoint::of(req.method().as_str(), req.uri().path());
+    let response = answer(rt, driver, req, max_body).await;
+    metrics.observe_request(endpoint, response.status().as_u16(), started.elapsed());
+    response
+}
+
+async fn answer<R: Runtime>(
     rt: &R,
     driver: &DriverHandle,
     req: hyper::Request<Incoming>,

@@ -24,6 +24,11 @@ pub struct ServeArgs {
     /// Address to bind; port 0 picks a free port [default: 127.0.0.1:8448].
     #[arg(long)]
     listen: Option<SocketAddr>,
+    /// Serve Prometheus metrics (`GET /metrics`) on this address, a
+    /// listener of its own apart from the federation port; port 0 picks a
+    /// free port (logged) [default: off].
+    #[arg(long, value_name = "ADDR")]
+    metrics_listen: Option<SocketAddr>,
     /// This relay's server name (required).
     #[arg(long)]
     server_name: Option<String>,
@@ -124,6 +129,7 @@ impl ServeArgs {
         }
         or_file!(
             listen,
+            metrics_listen,
             server_name,
             signing_key,
             database,
@@ -235,6 +241,7 @@ pub fn serve(args: ServeArgs) -> Result<(), String> {
     tracing::info!(server_name = %config.server_name, database = %shown, ?runtime, "starting relay");
     let options = adapter_http::ServeOptions {
         listen,
+        metrics_listen: args.metrics_listen,
         config,
         store,
         resolver,
