@@ -134,6 +134,12 @@ impl RelayBuilder {
         self.arg("--max-body-bytes").arg(n.to_string())
     }
 
+    /// `--metrics-listen 127.0.0.1:0`: Prometheus metrics on a port of
+    /// their own; [`RelayProcess::metrics_addr`] finds it.
+    pub fn metrics(self) -> Self {
+        self.arg("--metrics-listen").arg("127.0.0.1:0")
+    }
+
     /// `--database URL` instead of the default (see [`DATABASE_ENV`]).
     pub fn database(mut self, url: &str) -> Self {
         self.database = Some(url.to_owned());
@@ -300,6 +306,20 @@ impl RelayProcess {
         std::fs::read(&self.stderr_path)
             .map(|b| String::from_utf8_lossy(&b).into_owned())
             .unwrap_or_else(|e| format!("<cannot read {}: {e}>", self.stderr_path.display()))
+    }
+
+    /// Where the current run serves metrics: the address of its `serving
+    /// metrics addr=…` log line (logged before `listening on`); panics if
+    /// there is none.
+    #[track_caller]
+    pub fn metrics_addr(&self) -> SocketAddr {
+        let log = self.stderr_log();
+        let addr = log
+            .lines()
+            .filter(|l| l.contains("serving metrics"))
+            .find_map(|l| l.split("addr=").nth(1)?.split_whitespace().next())
+            .unwrap_or_else(|| panic!("no `serving metrics addr=…` line in stderr:\n{log}"));
+        parse_addr(addr).unwrap_or_else(|e| panic!("{e}:\n{log}"))
     }
 
     /// Whether the process is still running (reaping it if it exited).

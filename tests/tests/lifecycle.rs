@@ -191,6 +191,7 @@ fn serve_help_documents_every_required_flag() {
         "--runtime",
         "--acked-retention-secs",
         "--acked-max",
+        "--metrics-listen",
     ] {
         assert!(
             help.contains(flag),

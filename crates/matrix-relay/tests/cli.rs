@@ -131,3 +131,30 @@ fn serve_refuses_bad_settings() {
         assert!(stderr.contains(expect), "{args:?}: {stderr}");
     }
 }
+
+#[test]
+fn serve_help_documents_metrics_listen() {
+    let out = bin().args(["serve", "--help"]).output().unwrap();
+    assert!(out.status.success());
+    let help = String::from_utf8(out.stdout).unwrap();
+    assert!(help.contains("--metrics-listen <ADDR>"), "{help}");
+    assert!(help.contains("/metrics"), "{help}");
+}
+
+#[test]
+fn serve_fails_before_listening_when_the_metrics_port_is_taken() {
+    let dir = tempfile::tempdir().unwrap();
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let out = bin()
+        .current_dir(dir.path())
+        .args(["serve", "--server-name", "r.example", "--signing-key", "k"])
+        .args(["--listen", "127.0.0.1:0", "--metrics-listen"])
+        .arg(taken.local_addr().unwrap().to_string())
+        .env("RUST_LOG", "off")
+        .output()
+        .unwrap();
+    assert!(!out.status.success(), "{out:?}");
+    assert!(out.stdout.is_empty(), "nothing announced: {out:?}");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("metrics listener"), "{stderr}");
+}
