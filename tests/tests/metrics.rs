@@ -167,12 +167,19 @@ fn metrics_count_requests_transactions_and_the_queue() {
 
 #[test]
 fn without_the_flag_no_metrics_port_is_opened() {
-    let with = RelayProcess::builder().metrics().start();
+    let mut with = RelayProcess::builder().metrics().start();
     let ports = listening_ports(with.pid().expect("running"));
     assert_eq!(
         ports,
         BTreeSet::from([with.addr().port(), with.metrics_addr().port()]),
         "with --metrics-listen: the federation and the metrics port"
+    );
+    // Both listeners stop on SIGTERM, and the relay exits cleanly.
+    let metrics = with.metrics_addr();
+    assert_eq!(with.terminate().code(), Some(0), "{}", with.stderr_log());
+    assert!(
+        Request::new("GET", "/metrics").try_send(metrics).is_err(),
+        "metrics still served after exit"
     );
 
     let without = RelayProcess::builder().start();
