@@ -17,8 +17,8 @@
 //!   PostgreSQL, shared by any number of relay processes.
 //!
 //! [`open`] ([`open_with`]), [`open_outbound`] and [`open_dedupe`] pick a
-//! backend from a database URL. The semantics every backend implements are written down
-//! once, as the [`conformance`] suite.
+//! backend from a database URL. The semantics every backend implements are
+//! written down once, as the [`conformance`] suite.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 

@@ -110,9 +110,9 @@ pub(super) fn insert_in(
     if let Some(kind) = refused_by(quota, usage(1)?, usage(3)?, usage(5)?, len) {
         return Ok(Inserted::Refused(kind));
     }
-    // Fits, yet not inserted: the key was inserted after the snapshot, by
-    // someone who took no lock (or is being inserted, and the insert
-    // waited for that transaction).
+    // Fits (the statement's quota test agrees with `refused_by`), yet not
+    // inserted: the key was inserted after the snapshot by someone who
+    // took no lock, and the insert met it.
     match tx.query_opt(&stmts.existing, &[&origin, &destination, &txn_id])? {
         Some(row) => Ok(Inserted::Duplicate(row.try_get(0)?)),
         None => Ok(Inserted::Vanished),
