@@ -23,6 +23,7 @@ pub(super) struct Statements {
     pub existing: Statement,
     pub ack: Statement,
     pub forget_expired: Statement,
+    pub forget_oldest: Statement,
     pub next: Statement,
     pub queued: Statement,
 }
@@ -70,14 +71,16 @@ SELECT c.queued, c.d_entries, c.d_bytes, c.o_entries, c.o_bytes, c.t_entries, c.
 FROM c";
 
 /// An acknowledgement in one round trip: deletes entry `$2` if it belongs
-/// to destination `$1`; if it did and `$4`, remembers its key as
-/// acknowledged at `$3` (a new `seq`, also for a key remembered already)
-/// and forgets the keys more than `$5` (the cap) before it. Returns
-/// whether an entry was deleted.
+/// to destination `$1` and, if it did and `$4`, remembers its key as
+/// acknowledged at `$3` (a new `seq`, also for a key remembered already).
+/// Returns whether an entry was deleted, and the key's `seq` if it was
+/// remembered.
 ///
-/// Implementation note: the forgetting sees the snapshot from before the
-/// statement, where a key remembered again still has its old `seq`; it is
-/// left out by name, so it is never both updated and deleted.
+/// Implementation note: forgetting the keys past the cap stays a statement
+/// of its own (`forget_oldest`), run only once the cap is reached. Inside
+/// this one, its bound would be unknown when the plan is made, and
+/// PostgreSQL may then scan all of `acked` instead of a range of its
+/// primary key; as a parameter of its own statement, the plan sees it.
 const ACK: &str = "\
 WITH gone AS (
     DELETE FROM queue WHERE destination = $1::text AND entry_id = $2::bigint
@@ -88,14 +91,8 @@ WITH gone AS (
     ON CONFLICT (origin, destination, txn_id)
     DO UPDATE SET acked_at = EXCLUDED.acked_at, seq = EXCLUDED.seq
     RETURNING seq
-), forgotten AS (
-    DELETE FROM acked a
-    WHERE a.seq <= (SELECT seq FROM remembered) - $5::bigint
-      AND NOT EXISTS (SELECT 1 FROM gone g
-                      WHERE a.destination = $1 AND a.origin = g.origin
-                      AND a.txn_id = g.txn_id)
 )
-SELECT EXISTS (SELECT 1 FROM gone)";
+SELECT EXISTS (SELECT 1 FROM gone), (SELECT seq FROM remembered)";
 
 /// One connection with its prepared statements.
 pub(super) struct Conn {
@@ -259,6 +256,7 @@ impl Conn {
                 "DELETE FROM acked WHERE seq IN \
                  (SELECT seq FROM acked WHERE acked_at <= $1 ORDER BY acked_at LIMIT $2)",
             )?,
+            forget_oldest: prepare("DELETE FROM acked WHERE seq <= $1")?,
             next: prepare(
                 "SELECT entry_id, origin, txn_id, body FROM queue WHERE destination = $1 \
                  ORDER BY entry_id LIMIT 1",

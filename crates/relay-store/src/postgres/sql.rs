@@ -153,10 +153,10 @@ pub(super) fn ack(
 /// or below which remembered keys have expired; the caller forgets those
 /// ([`forget_expired`]), once per batch.
 ///
-/// Implementation note: one statement, one round trip (delete, remember,
-/// forget past the cap). The keys past the cap are forgotten here, by a
-/// range of the primary key (`seq`): O(log n) plus one row per
-/// acknowledgement once the cap is reached.
+/// Implementation note: one statement, one round trip (delete and
+/// remember), and a second once the cap is reached: the keys past it are
+/// forgotten here, by a range of the primary key (`seq`): O(log n) plus
+/// one row per acknowledgement.
 pub(super) fn ack_in(
     tx: &mut Transaction<'_>,
     stmts: &Statements,
@@ -167,20 +167,25 @@ pub(super) fn ack_in(
     let Ok(id) = i64::try_from(ack.entry_id.0) else {
         return Ok(None);
     };
-    let max = i64::try_from(ack.keys.max).unwrap_or(i64::MAX);
-    let deleted: bool = tx
-        .query_one(
-            &stmts.ack,
-            &[
-                &destination.as_str(),
-                &id,
-                &millis(ack.at),
-                &ack.keys.enabled(),
-                &max,
-            ],
-        )?
-        .try_get(0)?;
-    Ok(deleted.then(|| acked_cutoff(ack.at, ack.keys.retention_ms)))
+    let row = tx.query_one(
+        &stmts.ack,
+        &[
+            &destination.as_str(),
+            &id,
+            &millis(ack.at),
+            &ack.keys.enabled(),
+        ],
+    )?;
+    if !row.try_get::<_, bool>(0)? {
+        return Ok(None);
+    }
+    if let Some(seq) = row.try_get::<_, Option<i64>>(1)? {
+        let max = i64::try_from(ack.keys.max).unwrap_or(i64::MAX);
+        if seq > max {
+            tx.execute(&stmts.forget_oldest, &[&(seq - max)])?;
+        }
+    }
+    Ok(Some(acked_cutoff(ack.at, ack.keys.retention_ms)))
 }
 
 /// Forgets remembered keys acknowledged at or before `cutoff`, at most
