@@ -180,6 +180,7 @@ fn serve_help_documents_every_required_flag() {
         "--server-name",
         "--signing-key",
         "--database",
+        "--database-max-connections",
         "--serve-for",
         "--open",
         "--trusted-key",

@@ -7,6 +7,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
@@ -258,4 +259,109 @@ fn sigkill_of_one_relay_loses_nothing_and_the_other_keeps_serving() {
     // The survivor still takes new transactions.
     store(&survivor, &origin, "after", ALICE, "after");
     assert_eq!(markers(&drain(&survivor, &dest, ALICE)), ["after"]);
+}
+
+/// A relay started with `--database-max-connections 2` works under
+/// concurrent senders, concurrent reads and a draining destination (every
+/// transaction delivered once, in each sender's order) and never holds
+/// more than two connections to the database.
+#[test]
+fn a_relay_with_two_database_connections_serves_concurrent_load() {
+    let Some(db) =
+        temp_postgres_database("a_relay_with_two_database_connections_serves_concurrent_load")
+    else {
+        return;
+    };
+    const WRITERS: usize = 8;
+    const EACH: usize = 25;
+    let origin = Server::origin_example();
+    let dest = Server::named(DEST_NAME);
+    let relay = RelayBuilder::new()
+        .serve_for(DEST_NAME)
+        .trust(&origin)
+        .trust(&dest)
+        .database(db.url())
+        .args(["--database-max-connections", "2"])
+        .start();
+    let addr = relay.addr();
+    let most = AtomicI64::new(0);
+    let stop = AtomicBool::new(false);
+    let done = Mutex::new(0usize);
+    let pulled = thread::scope(|s| {
+        let (most, stop) = (&most, &stop);
+        let (url, name) = (db.url().to_owned(), db.name().to_owned());
+        let watcher = s.spawn(move || {
+            let mut client = postgres::Client::connect(&url, postgres::NoTls).expect("connect");
+            while !stop.load(Ordering::Relaxed) {
+                let n: i64 = client
+                    .query_one(
+                        "SELECT count(*) FROM pg_stat_activity \
+                         WHERE datname = $1 AND application_name = 'matrix-relay'",
+                        &[&name],
+                    )
+                    .expect("count connections")
+                    .get(0);
+                most.fetch_max(n, Ordering::Relaxed);
+                thread::sleep(Duration::from_millis(5));
+            }
+        });
+        for w in 0..WRITERS {
+            let (origin, done) = (&origin, &done);
+            s.spawn(move || {
+                for i in 0..EACH {
+                    let marker = format!("w{w}-{i:04}");
+                    let resp = put(origin, addr, &marker).expect("relay reachable");
+                    assert_eq!(resp.status, 200, "{marker}:\n{resp:?}");
+                }
+                *done.lock().expect("lock") += 1;
+            });
+        }
+        let (relay, dest, done) = (&relay, &dest, &done);
+        // Reads beside the drainer's (no acknowledgement): they want
+        // connections of their own.
+        for _ in 0..4 {
+            s.spawn(move || {
+                while *done.lock().expect("lock") < WRITERS {
+                    let _ = pull_one(relay, dest, ALICE, 0);
+                }
+            });
+        }
+        let drainer = s.spawn(move || {
+            let mut got: Vec<Pulled> = Vec::new();
+            let mut ack = 0;
+            let deadline = Instant::now() + Duration::from_secs(120);
+            loop {
+                assert!(Instant::now() < deadline, "draining did not finish");
+                let writers_done = *done.lock().expect("lock") == WRITERS;
+                match pull_one(relay, dest, ALICE, ack) {
+                    Some(p) => {
+                        ack = p.entry_id;
+                        got.push(p);
+                    }
+                    None if writers_done => break,
+                    None => {
+                        ack = 0;
+                        thread::sleep(Duration::from_millis(2));
+                    }
+                }
+            }
+            got
+        });
+        let got = drainer.join().expect("drainer");
+        stop.store(true, Ordering::Relaxed);
+        watcher.join().expect("watcher");
+        got
+    });
+    let seen = counts(&pulled);
+    assert!(
+        seen.values().all(|n| *n == 1),
+        "delivered more than once: {seen:?}"
+    );
+    assert_eq!(seen.len(), WRITERS * EACH, "every transaction delivered");
+    assert_writer_order(&pulled, WRITERS);
+    let most = most.load(Ordering::Relaxed);
+    assert!(
+        (1..=2).contains(&most),
+        "the relay held {most} connections at once (at most 2 allowed)"
+    );
 }

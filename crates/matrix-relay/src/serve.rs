@@ -38,6 +38,11 @@ pub struct ServeArgs {
     /// `sqlite:PATH` (embedded) or `postgres://…` [default: sqlite:relay.db].
     #[arg(long)]
     database: Option<String>,
+    /// Most connections to a PostgreSQL database (one goes to the writer
+    /// that group-commits inserts and acknowledgements, the rest to reads);
+    /// ignored for SQLite [default: 10].
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    database_max_connections: Option<u32>,
     /// A destination server this relay stores transactions for (repeatable).
     #[arg(long = "serve-for", value_name = "NAME")]
     #[serde(default)]
@@ -133,6 +138,7 @@ impl ServeArgs {
             server_name,
             signing_key,
             database,
+            database_max_connections,
             max_body_bytes,
             max_queue_entries,
             max_queue_bytes,
@@ -233,7 +239,15 @@ pub fn serve(args: ServeArgs) -> Result<(), String> {
     let database = args.database.as_deref().unwrap_or("sqlite:relay.db");
     // The URL may carry a password: only its redacted form is shown.
     let shown = relay_store::redact_url(database);
-    let store = relay_store::open(database).map_err(|e| format!("--database {shown}: {e}"))?;
+    let mut open = relay_store::OpenOptions::default();
+    match args.database_max_connections {
+        // The flag's parser refuses 0 too; this is for the TOML file.
+        Some(0) => return Err("--database-max-connections must be at least 1".into()),
+        Some(n) => open.max_connections = usize::try_from(n).unwrap_or(usize::MAX),
+        None => {}
+    }
+    let store =
+        relay_store::open_with(database, &open).map_err(|e| format!("--database {shown}: {e}"))?;
     let listen = args
         .listen
         .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 8448)));

@@ -91,6 +91,15 @@ fn keygen_default_key_id_comes_from_the_public_key() {
 fn serve_refuses_bad_settings() {
     let dir = tempfile::tempdir().unwrap();
     let key = dir.path().join("k");
+    let zero_connections = dir.path().join("zero.toml");
+    std::fs::write(
+        &zero_connections,
+        format!(
+            "server-name = \"r.example\"\nsigning-key = {:?}\ndatabase-max-connections = 0\n",
+            key.to_str().unwrap()
+        ),
+    )
+    .unwrap();
     for (args, expect) in [
         (vec!["serve"], "--server-name"),
         (vec!["serve", "--server-name", "bad_name"], "server name"),
@@ -118,6 +127,22 @@ fn serve_refuses_bad_settings() {
                 "mysql://x",
             ],
             "--database",
+        ),
+        (
+            vec![
+                "serve",
+                "--server-name",
+                "r.example",
+                "--signing-key",
+                key.to_str().unwrap(),
+                "--database-max-connections",
+                "0",
+            ],
+            "--database-max-connections",
+        ),
+        (
+            vec!["serve", "--config", zero_connections.to_str().unwrap()],
+            "--database-max-connections must be at least 1",
         ),
     ] {
         let out = bin()

@@ -16,9 +16,9 @@
 //! - [`PostgresStore`] ([`QueueStore`] only): the relay's queue in
 //!   PostgreSQL, shared by any number of relay processes.
 //!
-//! [`open`], [`open_outbound`] and [`open_dedupe`] pick a backend from a
-//! database URL. The semantics every backend implements are written down
-//! once, as the [`conformance`] suite.
+//! [`open`] ([`open_with`]), [`open_outbound`] and [`open_dedupe`] pick a
+//! backend from a database URL. The semantics every backend implements are
+//! written down once, as the [`conformance`] suite.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
@@ -196,8 +196,33 @@ pub trait DedupeStore: Send + Sync + 'static {
 /// Implementation note: errors never repeat a PostgreSQL URL, which may
 /// carry a password.
 pub fn open(url: &str) -> Result<Arc<dyn QueueStore>, StoreError> {
+    open_with(url, &OpenOptions::default())
+}
+
+/// Settings of [`open_with`] beyond the URL; the default is what [`open`]
+/// uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OpenOptions {
+    /// Most connections a PostgreSQL store opens (at least one is); a
+    /// SQLite store ignores it. Default [`DEFAULT_MAX_CONNECTIONS`].
+    pub max_connections: usize,
+}
+
+impl Default for OpenOptions {
+    fn default() -> Self {
+        Self {
+            max_connections: DEFAULT_MAX_CONNECTIONS,
+        }
+    }
+}
+
+/// [`open`], with `options`.
+pub fn open_with(url: &str, options: &OpenOptions) -> Result<Arc<dyn QueueStore>, StoreError> {
     if is_postgres(url) {
-        return Ok(Arc::new(PostgresStore::open(url)?));
+        return Ok(Arc::new(PostgresStore::open_with(
+            url,
+            options.max_connections,
+        )?));
     }
     Ok(Arc::new(SqliteStore::open(sqlite_path(url)?)?))
 }

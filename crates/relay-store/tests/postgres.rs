@@ -218,6 +218,70 @@ fn a_version_1_database_is_migrated_keeping_its_queue() {
     });
 }
 
+/// A key acknowledged again while remembered, whose old place is just past
+/// the cap the new acknowledgement moves, stays remembered (the one
+/// statement that remembers it and forgets past the cap must not forget
+/// it), and the key after it is kept too.
+#[test]
+fn key_remembered_again_at_the_cap_stays() {
+    let Some(db) = temp_postgres_database("key_remembered_again_at_the_cap_stays") else {
+        return;
+    };
+    let store = PostgresStore::open(db.url()).expect("open");
+    let d = server("d.example");
+    let keys = AckedKeys {
+        retention_ms: 60_000,
+        max: 2,
+    };
+    let with_keys = Quota {
+        acked: keys,
+        ..unlimited()
+    };
+    let forgetful = Quota {
+        acked: AckedKeys {
+            retention_ms: 0,
+            max: 0,
+        },
+        ..unlimited()
+    };
+    let deliver = |e: &NewEntry, quota: &Quota| {
+        let Ok(InsertOutcome::Stored(id)) = store.insert(e.clone(), quota) else {
+            panic!("insert {}", e.txn_id);
+        };
+        let ack = Ack {
+            entry_id: id,
+            at: NOW,
+            keys,
+        };
+        assert_eq!(store.ack_and_next(&d, Some(ack)), Ok(None));
+    };
+    let (a, b) = (
+        entry("o.example", "d.example", "a"),
+        entry("o.example", "d.example", "b"),
+    );
+    deliver(&a, &with_keys);
+    deliver(&b, &with_keys);
+    // Stored again by an insert that ignores remembered keys, and
+    // acknowledged: a's old seq is at the new cap boundary.
+    deliver(&a, &forgetful);
+    for e in [&a, &b] {
+        assert_eq!(
+            store.insert(e.clone(), &with_keys),
+            Ok(InsertOutcome::AlreadyDelivered),
+            "{} is among the newest two",
+            e.txn_id
+        );
+    }
+    drop(store);
+    sql(db.url(), |c| {
+        let n: i64 = c
+            .query_one("SELECT count(*) FROM acked", &[])
+            .expect("count")
+            .get(0);
+        assert_eq!(n, 2);
+    });
+}
+
 /// Two stores (two relay processes) on one database: one acknowledges
 /// entries while the other takes retransmissions of them. Each
 /// retransmission is a duplicate of the queued entry or already delivered,

@@ -21,15 +21,79 @@ pub(super) struct Statements {
     pub lock_total: Statement,
     pub insert: Statement,
     pub existing: Statement,
-    pub check: Statement,
-    pub delete: Statement,
-    pub remember: Statement,
+    pub ack: Statement,
     pub forget_expired: Statement,
     pub forget_oldest: Statement,
     pub next: Statement,
     pub queued: Statement,
     pub totals: Statement,
 }
+
+/// An insert in one round trip: the duplicate checks and the counters
+/// (returned, so the caller can say why nothing was stored) and, if the key
+/// is neither queued nor remembered and the entry fits every quota, the
+/// insert. `$1` destination, `$2` origin, `$3` txn ID, `$4` the cutoff of
+/// remembered keys, `$5` the body, `$6`..`$10` the limits in the order of
+/// [`Quota`](relay_core::store::Quota)'s fields, as decimal text.
+///
+/// Implementation note: the limits are `u64` and compared as `numeric`, so
+/// the test is [`refused_by`](crate::quota::refused_by)'s exactly (counters
+/// below zero or missing count as zero; no sum can reach `u64::MAX`, so
+/// its saturation never matters). All parts of a statement see one
+/// snapshot: the counters are those from before the insert.
+const INSERT: &str = "\
+WITH c AS (
+    SELECT (SELECT entry_id FROM queue
+            WHERE origin = $2 AND destination = $1 AND txn_id = $3) AS queued,
+           d.entries AS d_entries, d.bytes AS d_bytes,
+           o.entries AS o_entries, o.bytes AS o_bytes,
+           t.entries AS t_entries, t.bytes AS t_bytes,
+           EXISTS (SELECT 1 FROM acked
+                   WHERE origin = $2 AND destination = $1 AND txn_id = $3
+                   AND acked_at > $4::bigint) AS acked
+    FROM total_usage t
+    LEFT JOIN destination_usage d ON d.destination = $1
+    LEFT JOIN origin_usage o ON o.origin = $2
+    WHERE t.id = 0
+), stored AS (
+    INSERT INTO queue (destination, origin, txn_id, body)
+    SELECT $1, $2, $3, $5::bytea FROM c
+    WHERE c.queued IS NULL AND NOT c.acked
+      AND greatest(c.d_entries, 0)::numeric + 1 <= $6::text::numeric
+      AND greatest(c.d_bytes, 0)::numeric + octet_length($5) <= $7::text::numeric
+      AND greatest(c.o_entries, 0)::numeric + 1 <= $8::text::numeric
+      AND greatest(c.o_bytes, 0)::numeric + octet_length($5) <= $9::text::numeric
+      AND greatest(c.t_bytes, 0)::numeric + octet_length($5) <= $10::text::numeric
+    ON CONFLICT (origin, destination, txn_id) DO NOTHING
+    RETURNING entry_id
+)
+SELECT c.queued, c.d_entries, c.d_bytes, c.o_entries, c.o_bytes, c.t_entries, c.t_bytes,
+       c.acked, (SELECT entry_id FROM stored)
+FROM c";
+
+/// An acknowledgement in one round trip: deletes entry `$2` if it belongs
+/// to destination `$1` and, if it did and `$4`, remembers its key as
+/// acknowledged at `$3` (a new `seq`, also for a key remembered already).
+/// Returns whether an entry was deleted, and the key's `seq` if it was
+/// remembered.
+///
+/// Implementation note: forgetting the keys past the cap stays a statement
+/// of its own (`forget_oldest`), run only once the cap is reached. Inside
+/// this one, its bound would be unknown when the plan is made, and
+/// PostgreSQL may then scan all of `acked` instead of a range of its
+/// primary key; as a parameter of its own statement, the plan sees it.
+const ACK: &str = "\
+WITH gone AS (
+    DELETE FROM queue WHERE destination = $1::text AND entry_id = $2::bigint
+    RETURNING origin, txn_id
+), remembered AS (
+    INSERT INTO acked (destination, origin, txn_id, acked_at)
+    SELECT $1, origin, txn_id, $3::bigint FROM gone WHERE $4::boolean
+    ON CONFLICT (origin, destination, txn_id)
+    DO UPDATE SET acked_at = EXCLUDED.acked_at, seq = EXCLUDED.seq
+    RETURNING seq
+)
+SELECT EXISTS (SELECT 1 FROM gone), (SELECT seq FROM remembered)";
 
 /// One connection with its prepared statements.
 pub(super) struct Conn {
@@ -184,37 +248,11 @@ impl Conn {
         let mut prepare = |sql: &str| client.prepare(sql).map_err(pg_err("prepare statement"));
         let stmts = Statements {
             lock_total: prepare("SELECT 1 FROM total_usage WHERE id = 0 FOR UPDATE")?,
-            insert: prepare(
-                "INSERT INTO queue (destination, origin, txn_id, body) VALUES ($1, $2, $3, $4) \
-                 ON CONFLICT (origin, destination, txn_id) DO NOTHING RETURNING entry_id",
-            )?,
+            insert: prepare(INSERT)?,
             existing: prepare(
                 "SELECT entry_id FROM queue WHERE origin = $1 AND destination = $2 AND txn_id = $3",
             )?,
-            // One round trip: the duplicate checks and the counters.
-            check: prepare(
-                "SELECT (SELECT entry_id FROM queue \
-                         WHERE origin = $2 AND destination = $1 AND txn_id = $3), \
-                 d.entries, d.bytes, o.entries, o.bytes, t.entries, t.bytes, \
-                 EXISTS (SELECT 1 FROM acked \
-                         WHERE origin = $2 AND destination = $1 AND txn_id = $3 \
-                         AND acked_at > $4) \
-                 FROM total_usage t \
-                 LEFT JOIN destination_usage d ON d.destination = $1 \
-                 LEFT JOIN origin_usage o ON o.origin = $2 \
-                 WHERE t.id = 0",
-            )?,
-            delete: prepare(
-                "DELETE FROM queue WHERE destination = $1 AND entry_id = $2 \
-                 RETURNING origin, txn_id",
-            )?,
-            remember: prepare(
-                "INSERT INTO acked (destination, origin, txn_id, acked_at) \
-                 VALUES ($1, $2, $3, $4) \
-                 ON CONFLICT (origin, destination, txn_id) \
-                 DO UPDATE SET acked_at = EXCLUDED.acked_at, seq = EXCLUDED.seq \
-                 RETURNING seq",
-            )?,
+            ack: prepare(ACK)?,
             forget_expired: prepare(
                 "DELETE FROM acked WHERE seq IN \
                  (SELECT seq FROM acked WHERE acked_at <= $1 ORDER BY acked_at LIMIT $2)",

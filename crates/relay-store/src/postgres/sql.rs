@@ -47,13 +47,17 @@ pub(super) fn insert(
 /// the counters read here are all that was committed: the quota check and
 /// the insert are atomic, across processes too, and row locks are always
 /// taken in one order (total, then what the triggers touch), so writers do
-/// not deadlock. The duplicate check comes first, as the semantics say;
-/// the unique key stays the arbiter (`INSERT … ON CONFLICT DO NOTHING`,
-/// then the existing row's ID), so an insert that raced past the check (an
-/// operator's, which takes no lock) is still a duplicate, never a second
-/// row. The lock also orders an insert and an acknowledgement of the same
-/// key: the insert either finds the queued entry or, after it, the
-/// remembered key. A refusal writes nothing.
+/// not deadlock. One statement, one round trip: it reads the queued and
+/// remembered key and the counters, and inserts only if the key is neither
+/// and the entry fits (the quota test in SQL is
+/// [`refused_by`]'s; the counters it returns say which quota refused). The
+/// duplicate check comes first, as the semantics say; the unique key stays
+/// the arbiter (`INSERT … ON CONFLICT DO NOTHING`, then the existing row's
+/// ID), so an insert that raced past the check (an operator's, which takes
+/// no lock) is still a duplicate, never a second row. The lock also orders
+/// an insert and an acknowledgement of the same key: the insert either
+/// finds the queued entry or, after it, the remembered key. A refusal
+/// writes nothing.
 pub(super) fn insert_in(
     tx: &mut Transaction<'_>,
     stmts: &Statements,
@@ -69,16 +73,34 @@ pub(super) fn insert_in(
     } else {
         i64::MAX
     };
-    let counters = tx.query_one(&stmts.check, &[&destination, &origin, &txn_id, &cutoff])?;
-    if let Some(id) = counters.try_get::<_, Option<i64>>(0)? {
+    let limit = |n: u64| n.to_string();
+    let row = tx.query_one(
+        &stmts.insert,
+        &[
+            &destination,
+            &origin,
+            &txn_id,
+            &cutoff,
+            &entry.transaction,
+            &limit(quota.destination_entries),
+            &limit(quota.destination_bytes),
+            &limit(quota.origin_entries),
+            &limit(quota.origin_bytes),
+            &limit(quota.total_bytes),
+        ],
+    )?;
+    if let Some(id) = row.try_get::<_, Option<i64>>(8)? {
+        return Ok(Inserted::Stored(id));
+    }
+    if let Some(id) = row.try_get::<_, Option<i64>>(0)? {
         return Ok(Inserted::Duplicate(id));
     }
-    if counters.try_get::<_, bool>(7)? {
+    if row.try_get::<_, bool>(7)? {
         return Ok(Inserted::AlreadyDelivered);
     }
     let usage = |i: usize| -> Result<Usage, postgres::Error> {
-        let entries: Option<i64> = counters.try_get(i)?;
-        let bytes: Option<i64> = counters.try_get(i + 1)?;
+        let entries: Option<i64> = row.try_get(i)?;
+        let bytes: Option<i64> = row.try_get(i + 1)?;
         Ok(Usage {
             entries: entries.and_then(|n| u64::try_from(n).ok()).unwrap_or(0),
             bytes: bytes.and_then(|n| u64::try_from(n).ok()).unwrap_or(0),
@@ -88,13 +110,9 @@ pub(super) fn insert_in(
     if let Some(kind) = refused_by(quota, usage(1)?, usage(3)?, usage(5)?, len) {
         return Ok(Inserted::Refused(kind));
     }
-    let row = tx.query_opt(
-        &stmts.insert,
-        &[&destination, &origin, &txn_id, &entry.transaction],
-    )?;
-    if let Some(row) = row {
-        return Ok(Inserted::Stored(row.try_get(0)?));
-    }
+    // Fits (the statement's quota test agrees with `refused_by`), yet not
+    // inserted: the key was inserted after the snapshot by someone who
+    // took no lock, and the insert met it.
     match tx.query_opt(&stmts.existing, &[&origin, &destination, &txn_id])? {
         Some(row) => Ok(Inserted::Duplicate(row.try_get(0)?)),
         None => Ok(Inserted::Vanished),
@@ -135,9 +153,10 @@ pub(super) fn ack(
 /// or below which remembered keys have expired; the caller forgets those
 /// ([`forget_expired`]), once per batch.
 ///
-/// Implementation note: the keys past the cap are forgotten here, by a
-/// range of the primary key (`seq`): O(log n) plus one row per
-/// acknowledgement once the cap is reached.
+/// Implementation note: one statement, one round trip (delete and
+/// remember), and a second once the cap is reached: the keys past it are
+/// forgotten here, by a range of the primary key (`seq`): O(log n) plus
+/// one row per acknowledgement.
 pub(super) fn ack_in(
     tx: &mut Transaction<'_>,
     stmts: &Statements,
@@ -148,18 +167,19 @@ pub(super) fn ack_in(
     let Ok(id) = i64::try_from(ack.entry_id.0) else {
         return Ok(None);
     };
-    let Some(gone) = tx.query_opt(&stmts.delete, &[&destination.as_str(), &id])? else {
+    let row = tx.query_one(
+        &stmts.ack,
+        &[
+            &destination.as_str(),
+            &id,
+            &millis(ack.at),
+            &ack.keys.enabled(),
+        ],
+    )?;
+    if !row.try_get::<_, bool>(0)? {
         return Ok(None);
-    };
-    if ack.keys.enabled() {
-        let origin: &str = gone.try_get(0)?;
-        let txn_id: &str = gone.try_get(1)?;
-        let seq: i64 = tx
-            .query_one(
-                &stmts.remember,
-                &[&destination.as_str(), &origin, &txn_id, &millis(ack.at)],
-            )?
-            .try_get(0)?;
+    }
+    if let Some(seq) = row.try_get::<_, Option<i64>>(1)? {
         let max = i64::try_from(ack.keys.max).unwrap_or(i64::MAX);
         if seq > max {
             tx.execute(&stmts.forget_oldest, &[&(seq - max)])?;
