@@ -10,6 +10,8 @@
 //! names) and `memory` (storage out of the measurement). Each store is
 //! measured in turn with the same load, and with more than one a table puts
 //! the figures side by side, e.g. `BENCH_STORE=sqlite,postgres`.
+//! `BENCH_ACKED_RETENTION_SECS`: how long acknowledged keys are remembered
+//! (`--acked-retention-secs`; default as the relay's, 0 to measure without).
 //!
 //! Implementation note: the relay runs in this process on its own tokio
 //! runtime; the load runs on a second runtime. PUTs are signed before the
@@ -262,6 +264,10 @@ fn run(kind: &str, runtime: &str, store: Arc<dyn relay_store::QueueStore>, load:
     );
     config.serve = ServePolicy::Open;
     config.keys = ring;
+    if let Ok(secs) = std::env::var("BENCH_ACKED_RETENTION_SECS") {
+        let secs: u64 = secs.parse().expect("BENCH_ACKED_RETENTION_SECS: seconds");
+        config.quota.acked.retention_ms = secs.saturating_mul(1000);
+    }
 
     let server = Server::start(runtime, config, store);
     let addr = server.addr;
