@@ -62,6 +62,37 @@ fn assert_writer_order(pulled: &[Pulled], writers: usize) {
     }
 }
 
+/// Drains `dest`'s queue while the writers run, taking turns over `relays`
+/// (acknowledging each entry on the relay that comes next), until every one
+/// of the `writers` has finished (counted in `done`) and the queue is empty.
+fn drain_while_writing(
+    relays: &[&RelayProcess],
+    dest: &Server,
+    done: &Mutex<usize>,
+    writers: usize,
+) -> Vec<Pulled> {
+    let mut got: Vec<Pulled> = Vec::new();
+    let mut ack = 0;
+    let deadline = Instant::now() + Duration::from_secs(120);
+    for turn in 0.. {
+        assert!(Instant::now() < deadline, "draining did not finish");
+        let writers_done = *done.lock().expect("lock") == writers;
+        match pull_one(relays[turn % relays.len()], dest, ALICE, ack) {
+            Some(p) => {
+                ack = p.entry_id;
+                got.push(p);
+            }
+            // Empty after everything was sent: all there is.
+            None if writers_done => break,
+            None => {
+                ack = 0;
+                thread::sleep(Duration::from_millis(2));
+            }
+        }
+    }
+    got
+}
+
 /// Retransmissions first: 20 transactions each sent through both relays at
 /// the same moment are stored once. Then four senders spread over both
 /// relays while the destination drains, alternating between the relays
@@ -114,28 +145,8 @@ fn two_relays_on_one_database_deliver_each_transaction_once() {
             });
         }
         let (relays, dest, done) = (&relays, &dest, &done);
-        let drainer = s.spawn(move || {
-            let mut got: Vec<Pulled> = Vec::new();
-            let mut ack = 0;
-            let deadline = Instant::now() + Duration::from_secs(120);
-            for turn in 0.. {
-                assert!(Instant::now() < deadline, "draining did not finish");
-                let writers_done = *done.lock().expect("lock") == WRITERS;
-                match pull_one(&relays[turn % 2], dest, ALICE, ack) {
-                    Some(p) => {
-                        ack = p.entry_id;
-                        got.push(p);
-                    }
-                    // Empty after everything was sent: all there is.
-                    None if writers_done => break,
-                    None => {
-                        ack = 0;
-                        thread::sleep(Duration::from_millis(2));
-                    }
-                }
-            }
-            got
-        });
+        let drainer =
+            s.spawn(move || drain_while_writing(&[&relays[0], &relays[1]], dest, done, WRITERS));
         drainer.join().expect("drainer")
     });
 
@@ -326,27 +337,7 @@ fn a_relay_with_two_database_connections_serves_concurrent_load() {
                 }
             });
         }
-        let drainer = s.spawn(move || {
-            let mut got: Vec<Pulled> = Vec::new();
-            let mut ack = 0;
-            let deadline = Instant::now() + Duration::from_secs(120);
-            loop {
-                assert!(Instant::now() < deadline, "draining did not finish");
-                let writers_done = *done.lock().expect("lock") == WRITERS;
-                match pull_one(relay, dest, ALICE, ack) {
-                    Some(p) => {
-                        ack = p.entry_id;
-                        got.push(p);
-                    }
-                    None if writers_done => break,
-                    None => {
-                        ack = 0;
-                        thread::sleep(Duration::from_millis(2));
-                    }
-                }
-            }
-            got
-        });
+        let drainer = s.spawn(move || drain_while_writing(&[relay], dest, done, WRITERS));
         let got = drainer.join().expect("drainer");
         stop.store(true, Ordering::Relaxed);
         watcher.join().expect("watcher");
