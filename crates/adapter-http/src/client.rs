@@ -319,11 +319,11 @@ impl<R: Runtime> HttpClient<R> {
                     );
                 }
                 Step::Lookup(Lookup::Srv { name }) => {
-                    let nameserver = self
-                        .dns_server
-                        .unwrap_or_else(crate::dns::system_nameserver);
-                    let query = name.clone();
+                    let (dns_server, query) = (self.dns_server, name.clone());
+                    // Reading resolv.conf is file I/O too: both go to the
+                    // blocking pool.
                     let answer = unblock(&self.runtime, move || {
+                        let nameserver = dns_server.unwrap_or_else(crate::dns::system_nameserver);
                         crate::dns::query_srv(nameserver, &query)
                     })
                     .await

@@ -36,6 +36,7 @@ mod memory;
 mod outbound;
 mod postgres;
 mod quota;
+mod shared;
 mod sqlite;
 pub mod testing;
 

@@ -1,7 +1,7 @@
 //! The SQLite backend: WAL, `synchronous=FULL`, group commit.
 
 use std::path::{Path, PathBuf};
-use std::sync::mpsc::{self, Receiver, Sender, SyncSender};
+use std::sync::mpsc::{self, Receiver, Sender};
 use std::sync::{Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::Duration;
@@ -13,6 +13,7 @@ use relay_core::outbound::{Change, DestinationRecord};
 use relay_core::retriever::{self, DedupeKey};
 use relay_core::store::{Ack, InsertOutcome, NewEntry, QueuedEntry, Quota, StoreError};
 
+use crate::shared::{self, Reply};
 use crate::{DedupeStore, OutboundStore, QueueStore, QueueTotals};
 
 mod dedupe;
@@ -53,8 +54,6 @@ pub struct SqliteStore {
     writer: Option<JoinHandle<()>>,
     reader: Mutex<Connection>,
 }
-
-type Reply<T> = SyncSender<Result<T, StoreError>>;
 
 /// One operation for the writer, with where its answer goes.
 #[derive(Debug)]
@@ -140,14 +139,7 @@ impl SqliteStore {
 
     /// Hands an operation to the writer and waits for its answer.
     fn call<T>(&self, op: impl FnOnce(Reply<T>) -> Op) -> Result<T, StoreError> {
-        let stopped = || StoreError("the SQLite writer thread has stopped".into());
-        let (reply, answer) = mpsc::sync_channel(1);
-        self.ops
-            .as_ref()
-            .ok_or_else(stopped)?
-            .send(op(reply))
-            .map_err(|_| stopped())?;
-        answer.recv().map_err(|_| stopped())?
+        shared::call(self.ops.as_ref(), "SQLite", op)
     }
 
     fn reader(&self) -> MutexGuard<'_, Connection> {

@@ -1,13 +1,14 @@
 //! The queue operations in SQL, each one transaction on a pooled
 //! connection.
 
+use relay_core::ServerName;
 use relay_core::store::{Ack, InsertOutcome, NewEntry, QueuedEntry, Quota, StoreError};
-use relay_core::{EntryId, ServerName, TxnId};
 
 use postgres::Transaction;
 
 use super::pool::{Conn, Statements};
 use crate::quota::{PRUNE_BATCH, Usage, acked_cutoff, millis, refused_by};
+use crate::shared::{entry_id, queued_entry};
 
 /// What an insert found, before the rows are checked.
 pub(super) enum Inserted {
@@ -221,16 +222,8 @@ pub(super) fn next(
 /// Decodes a row of [`next`]; the database is outside input, so a bad row
 /// is an error, never a panic.
 pub(super) fn decode(row: Option<Row>) -> Result<Option<QueuedEntry>, StoreError> {
-    let Some((id, origin, txn_id, transaction)) = row else {
-        return Ok(None);
-    };
-    let bad = |what: &str| StoreError(format!("entry {id} in the database has an invalid {what}"));
-    Ok(Some(QueuedEntry {
-        entry_id: entry_id(id)?,
-        origin: ServerName::parse(&origin).map_err(|_| bad("origin"))?,
-        txn_id: TxnId::parse(&txn_id).map_err(|_| bad("txn_id"))?,
-        transaction,
-    }))
+    row.map(|(id, origin, txn_id, transaction)| queued_entry(id, &origin, &txn_id, transaction))
+        .transpose()
 }
 
 /// Number of entries queued for `destination`, from the usage counters.
@@ -246,13 +239,4 @@ pub(super) fn queued(conn: &mut Conn, destination: &ServerName) -> Result<i64, p
 pub(super) fn totals(conn: &mut Conn) -> Result<(i64, i64), postgres::Error> {
     let row = conn.client.query_opt(&conn.stmts.totals, &[])?;
     row.map_or(Ok((0, 0)), |r| Ok((r.try_get(0)?, r.try_get(1)?)))
-}
-
-fn entry_id(id: i64) -> Result<EntryId, StoreError> {
-    match u64::try_from(id) {
-        Ok(id) if id > 0 => Ok(EntryId(id)),
-        _ => Err(StoreError(format!(
-            "entry ID {id} in the database is not positive"
-        ))),
-    }
 }

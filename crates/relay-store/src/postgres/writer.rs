@@ -2,7 +2,7 @@
 //! transaction.
 
 use std::sync::Arc;
-use std::sync::mpsc::{self, Receiver, Sender, SyncSender};
+use std::sync::mpsc::{self, Receiver, Sender};
 use std::thread::JoinHandle;
 
 use relay_core::ServerName;
@@ -10,11 +10,10 @@ use relay_core::store::{Ack, NewEntry, Quota, StoreError};
 
 use super::pool::{Conn, Pool};
 use super::sql::{self, Inserted};
+use crate::shared::{self, Reply};
 
 /// Most operations committed in one transaction.
 const MAX_BATCH: usize = 256;
-
-type Reply<T> = SyncSender<Result<T, StoreError>>;
 
 /// One write, with where its answer goes.
 enum Op {
@@ -76,14 +75,7 @@ impl Writer {
     }
 
     fn call<T>(&self, op: impl FnOnce(Reply<T>) -> Op) -> Result<T, StoreError> {
-        let stopped = || StoreError("the PostgreSQL writer thread has stopped".into());
-        let (reply, answer) = mpsc::sync_channel(1);
-        self.ops
-            .as_ref()
-            .ok_or_else(stopped)?
-            .send(op(reply))
-            .map_err(|_| stopped())?;
-        answer.recv().map_err(|_| stopped())?
+        shared::call(self.ops.as_ref(), "PostgreSQL", op)
     }
 }
 

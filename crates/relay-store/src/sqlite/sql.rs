@@ -3,12 +3,13 @@
 
 use rusqlite::{Connection, OptionalExtension, params};
 
+use relay_core::ServerName;
 use relay_core::store::{Ack, InsertOutcome, NewEntry, QueuedEntry, Quota, StoreError};
-use relay_core::{EntryId, ServerName, TxnId};
 
 use super::db_err;
 use crate::QueueTotals;
 use crate::quota::{PRUNE_BATCH, Usage, acked_cutoff, millis, refused_by};
+use crate::shared::{entry_id, queued_entry};
 
 /// Inserts `entry` unless it is a duplicate or over quota. Runs inside the
 /// writer's transaction, so the checks and the insert are atomic.
@@ -182,17 +183,8 @@ pub(super) fn next(
             .optional()
         })
         .map_err(db_err("read next entry"))?;
-    let Some((id, origin, txn_id, transaction)) = row else {
-        return Ok(None);
-    };
-    // The database is outside input: a bad row is an error, never a panic.
-    let bad = |what: &str| StoreError(format!("entry {id} in the database has an invalid {what}"));
-    Ok(Some(QueuedEntry {
-        entry_id: entry_id(id)?,
-        origin: ServerName::parse(&origin).map_err(|_| bad("origin"))?,
-        txn_id: TxnId::parse(&txn_id).map_err(|_| bad("txn_id"))?,
-        transaction,
-    }))
+    row.map(|(id, origin, txn_id, transaction)| queued_entry(id, &origin, &txn_id, transaction))
+        .transpose()
 }
 
 /// Number of entries queued for `destination`, from the usage counters.
@@ -230,15 +222,6 @@ fn usage(conn: &Connection, sql: &str, key: impl rusqlite::ToSql) -> Result<Usag
         (Ok(entries), Ok(bytes)) => Ok(Usage { entries, bytes }),
         _ => Err(StoreError(format!(
             "usage counters in the database are negative ({entries} entries, {bytes} bytes)"
-        ))),
-    }
-}
-
-fn entry_id(id: i64) -> Result<EntryId, StoreError> {
-    match u64::try_from(id) {
-        Ok(id) if id > 0 => Ok(EntryId(id)),
-        _ => Err(StoreError(format!(
-            "entry ID {id} in the database is not positive"
         ))),
     }
 }

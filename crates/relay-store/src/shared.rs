@@ -1,0 +1,52 @@
+//! What both SQL backends share: reading queue rows, which come from
+//! outside and may be bad, and handing an operation to a writer thread.
+
+use std::sync::mpsc::{self, Sender, SyncSender};
+
+use relay_core::store::{QueuedEntry, StoreError};
+use relay_core::{EntryId, ServerName, TxnId};
+
+/// Where a writer thread sends an operation's result.
+pub(crate) type Reply<T> = SyncSender<Result<T, StoreError>>;
+
+/// An entry ID read from the database: positive, or an error.
+pub(crate) fn entry_id(id: i64) -> Result<EntryId, StoreError> {
+    match u64::try_from(id) {
+        Ok(id) if id > 0 => Ok(EntryId(id)),
+        _ => Err(StoreError(format!(
+            "entry ID {id} in the database is not positive"
+        ))),
+    }
+}
+
+/// A queue row as a [`QueuedEntry`]; a bad row is an error, never a panic.
+pub(crate) fn queued_entry(
+    id: i64,
+    origin: &str,
+    txn_id: &str,
+    transaction: Vec<u8>,
+) -> Result<QueuedEntry, StoreError> {
+    let bad = |what: &str| StoreError(format!("entry {id} in the database has an invalid {what}"));
+    Ok(QueuedEntry {
+        entry_id: entry_id(id)?,
+        origin: ServerName::parse(origin).map_err(|_| bad("origin"))?,
+        txn_id: TxnId::parse(txn_id).map_err(|_| bad("txn_id"))?,
+        transaction,
+    })
+}
+
+/// Hands the operation `op` builds to the writer behind `ops` and waits
+/// for its answer; `engine` names the backend in the error when the
+/// writer has stopped.
+pub(crate) fn call<Op, T>(
+    ops: Option<&Sender<Op>>,
+    engine: &str,
+    op: impl FnOnce(Reply<T>) -> Op,
+) -> Result<T, StoreError> {
+    let stopped = || StoreError(format!("the {engine} writer thread has stopped"));
+    let (reply, answer) = mpsc::sync_channel(1);
+    ops.ok_or_else(stopped)?
+        .send(op(reply))
+        .map_err(|_| stopped())?;
+    answer.recv().map_err(|_| stopped())?
+}
