@@ -76,6 +76,13 @@ impl KeyRing {
         self.pinned.entry(server).or_default().insert(key_id, key);
     }
 
+    /// Whether `server` has pinned keys. Its keys are then the pinned ones
+    /// only: they are never fetched, so a pin cannot be widened by whoever
+    /// answers for the name.
+    pub fn is_pinned(&self, server: &ServerName) -> bool {
+        self.pinned.contains_key(server)
+    }
+
     /// Parses `NAME=ed25519:ID:BASE64` (the `--trusted-key` form).
     ///
     /// `NAME` ends at the first `=`; the rest splits at its first two `:`,

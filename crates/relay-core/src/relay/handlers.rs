@@ -151,7 +151,9 @@ fn authenticate(
     );
     match verified {
         Ok(()) => Ok((claimed.origin, content)),
-        Err(AuthError::UnknownKey { origin, .. }) if may_fetch(&origin) => {
+        Err(AuthError::UnknownKey { origin, .. })
+            if !config.keys.is_pinned(&origin) && may_fetch(&origin) =>
+        {
             Err(Fail::NeedKeys(origin))
         }
         Err(e) => Err(unauthorized(e).into()),

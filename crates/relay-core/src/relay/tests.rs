@@ -741,6 +741,18 @@ mod fetch_keys {
     }
 
     #[test]
+    fn a_pinned_origin_with_an_unknown_key_id_is_401_without_a_fetch() {
+        // stranger.example is pinned under `ed25519:k`; `ed25519:f` is not.
+        let target = "/_matrix/federation/v1/send_relay/t/@a:dest.example";
+        let request = signed("PUT", target, "stranger.example", &keyed(), TXN);
+        let response = only_response(at(&mut relay(), NOW_MS, request));
+        assert_eq!(
+            (response.status, errcode(&response).as_str()),
+            (401, "M_UNAUTHORIZED")
+        );
+    }
+
+    #[test]
     fn off_by_default() {
         let response = only_response(run(&mut Relay::new(config()), from_far("t")).1);
         assert_eq!(response.status, 401);
