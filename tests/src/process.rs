@@ -437,8 +437,8 @@ impl RelayProcess {
             for line in BufReader::new(stdout).lines() {
                 let Ok(line) = line else { break };
                 let listening = line
-                    .split("listening on http://")
-                    .nth(1)
+                    .strip_prefix("listening on http://")
+                    .or_else(|| line.strip_prefix("listening on https://"))
                     .map(|rest| parse_addr(rest.trim()));
                 if let Ok(mut l) = lines.lock() {
                     l.push(line);

@@ -74,9 +74,9 @@ impl TestCa {
         self.der.clone()
     }
 
-    /// A rustls server configuration presenting a certificate, signed by
-    /// this CA, for every name in `names` (DNS names or IP addresses).
-    pub fn server_config(&self, names: &[&str]) -> Arc<rustls::ServerConfig> {
+    /// A server certificate signed by this CA for every name in `names`
+    /// (DNS names or IP addresses), and its new key.
+    fn leaf(&self, names: &[&str]) -> (rcgen::Certificate, KeyPair) {
         let names: Vec<String> = names.iter().map(|n| (*n).to_owned()).collect();
         let mut params = CertificateParams::new(names.clone()).expect("valid names");
         if let Some(first) = names.first() {
@@ -89,6 +89,21 @@ impl TestCa {
         let cert = params
             .signed_by(&key, &self.issuer)
             .expect("sign the server certificate");
+        (cert, key)
+    }
+
+    /// PEM texts of a server certificate chain (leaf, then this CA) for
+    /// `names` and of its PKCS#8 key, as `serve --tls-cert/--tls-key` read.
+    pub fn server_pem(&self, names: &[&str]) -> (String, String) {
+        let (cert, key) = self.leaf(names);
+        let ca_pem = std::fs::read_to_string(&self.pem_file).expect("read the CA file");
+        (format!("{}{ca_pem}", cert.pem()), key.serialize_pem())
+    }
+
+    /// A rustls server configuration presenting a certificate, signed by
+    /// this CA, for every name in `names` (DNS names or IP addresses).
+    pub fn server_config(&self, names: &[&str]) -> Arc<rustls::ServerConfig> {
+        let (cert, key) = self.leaf(names);
         let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der()));
         let config = rustls::ServerConfig::builder_with_provider(provider())
             .with_safe_default_protocol_versions()

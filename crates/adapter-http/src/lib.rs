@@ -30,12 +30,14 @@ pub mod retriever;
 mod runtime;
 mod server;
 mod task;
+pub mod tls;
 
 pub use client::{ClientOptions, ConnectTo, HttpClient};
 pub use metrics::Metrics;
 pub use runtime::{Runtime, TlsTarget};
 pub use server::{ServeOptions, run, serve, serve_metrics, serve_with_metrics};
 pub use task::{Task, spawn_task, timeout};
+pub use tls::{ServerTls, TlsFiles};
 
 use std::time::SystemTime;
 

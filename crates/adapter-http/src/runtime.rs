@@ -35,6 +35,9 @@ pub trait Runtime: Clone + Send + Sync + 'static {
     type Io: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static;
     /// A TLS client stream, as hyper I/O.
     type TlsIo: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static;
+    /// A TLS server stream (an accepted connection after the handshake),
+    /// as hyper I/O.
+    type TlsServerIo: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static;
     /// hyper's timer (header read timeouts).
     type Timer: hyper::rt::Timer + Send + Sync + 'static;
 
@@ -63,6 +66,12 @@ pub trait Runtime: Clone + Send + Sync + 'static {
     fn accept(
         listener: &Self::Listener,
     ) -> impl Future<Output = io::Result<(Self::Io, SocketAddr)>> + Send + '_;
+
+    /// Runs the server side of the TLS handshake on accepted `io`.
+    fn accept_tls(
+        io: Self::Io,
+        config: Arc<rustls::ServerConfig>,
+    ) -> impl Future<Output = io::Result<Self::TlsServerIo>> + Send;
 
     /// Connects to `host:port` (resolving the name), with `TCP_NODELAY`.
     fn connect(&self, host: &str, port: u16) -> impl Future<Output = io::Result<Self::Io>> + Send;

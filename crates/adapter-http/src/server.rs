@@ -23,6 +23,7 @@ use crate::client::{ClientOptions, HttpClient};
 use crate::driver::{self, DriverHandle};
 use crate::metrics::{Endpoint, Metrics};
 use crate::task::{spawn_task, timeout};
+use crate::tls::ServerTls;
 
 /// How long a client may take to send its request headers.
 const HEADER_TIMEOUT: Duration = Duration::from_secs(30);
@@ -32,6 +33,8 @@ const BODY_TIMEOUT: Duration = Duration::from_secs(60);
 const KEY_FETCH_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long shutdown waits for requests in flight.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
+/// How often the TLS certificate files are checked for a renewal.
+const TLS_RELOAD_INTERVAL: Duration = Duration::from_secs(60);
 
 /// What [`run`] needs.
 pub struct ServeOptions {
@@ -49,6 +52,9 @@ pub struct ServeOptions {
     /// How the key-fetching client connects (extra roots, `--connect-to`,
     /// nameserver).
     pub client: ClientOptions,
+    /// Serve HTTPS with this certificate (checked for renewal every
+    /// minute); `None` serves plain HTTP. The metrics listener stays plain.
+    pub tls: Option<Arc<ServerTls>>,
 }
 
 /// Runs the relay on `runtime` until SIGINT or SIGTERM, then stops
@@ -83,6 +89,9 @@ pub async fn run<R: Runtime>(
     // The metrics listener stops when the relay's does: `stopped` closes
     // when the signal came or `serve` ended otherwise.
     let (stop, stopped) = async_channel::bounded::<()>(1);
+    if let Some(tls) = &options.tls {
+        spawn_reloader(client.runtime().clone(), tls.clone(), stopped.clone());
+    }
     let metrics_task = metrics_listener.map(|listener| {
         let (store, metrics, rt) = (options.store.clone(), metrics.clone(), client.runtime());
         spawn_task(
@@ -98,6 +107,7 @@ pub async fn run<R: Runtime>(
         options.store,
         client,
         metrics,
+        options.tls.map(|tls| tls.config()),
         async move {
             shutdown.await;
             drop(stop);
@@ -122,16 +132,18 @@ pub async fn serve<R: Runtime>(
     shutdown: impl Future<Output = ()>,
 ) -> io::Result<()> {
     let metrics = Arc::new(Metrics::new());
-    serve_with_metrics(listener, config, store, client, metrics, shutdown).await
+    serve_with_metrics(listener, config, store, client, metrics, None, shutdown).await
 }
 
-/// [`serve`], counting into `metrics` (which [`serve_metrics`] may serve).
+/// [`serve`], counting into `metrics` (which [`serve_metrics`] may serve),
+/// over TLS with `tls`.
 pub async fn serve_with_metrics<R: Runtime>(
     listener: R::Listener,
     config: RelayConfig,
     store: Arc<dyn QueueStore>,
     client: HttpClient<R>,
     metrics: Arc<Metrics>,
+    tls: Option<Arc<rustls::ServerConfig>>,
     shutdown: impl Future<Output = ()>,
 ) -> io::Result<()> {
     let rt = client.runtime().clone();
@@ -143,7 +155,7 @@ pub async fn serve_with_metrics<R: Runtime>(
         let (handle, rt, metrics) = (handle.clone(), rt2.clone(), metrics.clone());
         async move { Ok(handle_http(&rt, &handle, &metrics, req, max_body).await) }
     };
-    if !accept_until(&rt, listener, shutdown, service).await {
+    if !accept_until(&rt, listener, tls, shutdown, service).await {
         tracing::warn!("requests still in flight after {DRAIN_TIMEOUT:?}; stopping anyway");
         return Ok(());
     }
@@ -167,9 +179,31 @@ pub async fn serve_metrics<R: Runtime>(
         let (rt, metrics, store) = (rt2.clone(), metrics.clone(), store.clone());
         async move { crate::metrics::handle_scrape(&rt, &metrics, &store, req).await }
     };
-    if !accept_until(&rt, listener, shutdown, service).await {
+    if !accept_until(&rt, listener, None, shutdown, service).await {
         tracing::warn!("metrics scrapes still in flight after {DRAIN_TIMEOUT:?}");
     }
+}
+
+/// Checks `tls`'s files for a renewal every [`TLS_RELOAD_INTERVAL`] (on
+/// the blocking pool) until `stopped` closes.
+fn spawn_reloader<R: Runtime>(rt: R, tls: Arc<ServerTls>, stopped: async_channel::Receiver<()>) {
+    let rt2 = rt.clone();
+    rt.spawn(async move {
+        // Nothing is ever sent on `stopped`; it only closes, at shutdown.
+        while timeout(&rt2, TLS_RELOAD_INTERVAL, stopped.recv())
+            .await
+            .is_none()
+        {
+            let tls = tls.clone();
+            match rt2.spawn_blocking(move || tls.reload_if_changed()).await {
+                Ok(true) => tracing::info!("TLS certificate reloaded"),
+                Ok(false) => {}
+                Err(e) => {
+                    tracing::warn!(error = %e, "TLS certificate not reloaded; the one in use stays");
+                }
+            }
+        }
+    });
 }
 
 /// Accepts connections on `listener`, serving each with `service`, until
@@ -180,6 +214,7 @@ pub async fn serve_metrics<R: Runtime>(
 async fn accept_until<R, S, F>(
     rt: &R,
     listener: R::Listener,
+    tls: Option<Arc<rustls::ServerConfig>>,
     shutdown: impl Future<Output = ()>,
     service: S,
 ) -> bool
@@ -215,23 +250,23 @@ where
                 continue;
             }
         };
-        let conn = builder.serve_connection(io, service_fn(service.clone()));
-        let (stop, open) = (stop.clone(), open.clone());
+        let (builder, service, stop, open) =
+            (builder.clone(), service.clone(), stop.clone(), open.clone());
+        let (rt2, tls) = (rt.clone(), tls.clone());
         rt.spawn(async move {
-            let mut conn = pin!(conn);
-            let first = futures_lite::future::or(async { Some(conn.as_mut().await) }, async {
-                let _ = stop.recv().await;
-                None
-            })
-            .await;
-            let result = match first {
-                Some(result) => result,
-                None => {
-                    conn.as_mut().graceful_shutdown();
-                    conn.await
+            let served = match tls {
+                None => serve_connection(&builder, io, service, &stop).await,
+                // The handshake runs here, not in the accept loop, so a slow
+                // client holds up only itself; it gets as long as headers do.
+                Some(config) => {
+                    match timeout(&rt2, HEADER_TIMEOUT, R::accept_tls(io, config)).await {
+                        Some(Ok(io)) => serve_connection(&builder, io, service, &stop).await,
+                        Some(Err(e)) => Err(format!("TLS handshake failed: {e}")),
+                        None => Err("TLS handshake timed out".to_owned()),
+                    }
                 }
             };
-            if let Err(e) = result {
+            if let Err(e) = served {
                 tracing::debug!(%peer, error = %e, "connection ended with an error");
             }
             drop(open);
@@ -244,6 +279,36 @@ where
     timeout(rt, DRAIN_TIMEOUT, all_closed.recv())
         .await
         .is_some()
+}
+
+/// Serves HTTP/1.1 on one connection until it ends, or finishes it
+/// gracefully once `stop` closes.
+async fn serve_connection<I, S, F>(
+    builder: &hyper::server::conn::http1::Builder,
+    io: I,
+    service: S,
+    stop: &async_channel::Receiver<()>,
+) -> Result<(), String>
+where
+    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+    S: Fn(hyper::Request<Incoming>) -> F + Send + Sync + 'static,
+    F: Future<Output = Result<hyper::Response<Full<Bytes>>, Infallible>> + Send + 'static,
+{
+    let conn = builder.serve_connection(io, service_fn(service));
+    let mut conn = pin!(conn);
+    let first = futures_lite::future::or(async { Some(conn.as_mut().await) }, async {
+        let _ = stop.recv().await;
+        None
+    })
+    .await;
+    let result = match first {
+        Some(result) => result,
+        None => {
+            conn.as_mut().graceful_shutdown();
+            conn.await
+        }
+    };
+    result.map_err(|e| e.to_string())
 }
 
 /// Answers one federation request, and counts it.

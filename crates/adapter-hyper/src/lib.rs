@@ -28,6 +28,7 @@ impl Runtime for Tokio {
     type Listener = TcpListener;
     type Io = TokioIo<TcpStream>;
     type TlsIo = TokioIo<tokio_rustls::client::TlsStream<TcpStream>>;
+    type TlsServerIo = TokioIo<tokio_rustls::server::TlsStream<TcpStream>>;
     type Timer = TokioTimer;
 
     fn spawn(&self, task: impl Future<Output = ()> + Send + 'static) {
@@ -69,6 +70,16 @@ impl Runtime for Tokio {
         let (stream, peer) = listener.accept().await?;
         let _ = stream.set_nodelay(true);
         Ok((TokioIo::new(stream), peer))
+    }
+
+    async fn accept_tls(
+        io: Self::Io,
+        config: Arc<rustls::ServerConfig>,
+    ) -> io::Result<Self::TlsServerIo> {
+        let tls = tokio_rustls::TlsAcceptor::from(config)
+            .accept(io.into_inner())
+            .await?;
+        Ok(TokioIo::new(tls))
     }
 
     async fn connect(&self, host: &str, port: u16) -> io::Result<Self::Io> {

@@ -42,6 +42,7 @@ impl Runtime for Smol {
     type Listener = TcpListener;
     type Io = FuturesIo<TcpStream>;
     type TlsIo = FuturesIo<futures_rustls::client::TlsStream<TcpStream>>;
+    type TlsServerIo = FuturesIo<futures_rustls::server::TlsStream<TcpStream>>;
     type Timer = SmolTimer;
 
     fn spawn(&self, task: impl Future<Output = ()> + Send + 'static) {
@@ -81,6 +82,16 @@ impl Runtime for Smol {
         let (stream, peer) = listener.accept().await?;
         let _ = stream.set_nodelay(true);
         Ok((FuturesIo::new(stream), peer))
+    }
+
+    async fn accept_tls(
+        io: Self::Io,
+        config: Arc<rustls::ServerConfig>,
+    ) -> io::Result<Self::TlsServerIo> {
+        let tls = futures_rustls::TlsAcceptor::from(config)
+            .accept(io.into_inner())
+            .await?;
+        Ok(FuturesIo::new(tls))
     }
 
     async fn connect(&self, host: &str, port: u16) -> io::Result<Self::Io> {

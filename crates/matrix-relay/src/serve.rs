@@ -29,6 +29,14 @@ pub struct ServeArgs {
     /// free port (logged) [default: off].
     #[arg(long, value_name = "ADDR")]
     metrics_listen: Option<SocketAddr>,
+    /// Serve HTTPS with this PEM certificate chain, leaf first (with
+    /// `--tls-key`); a renewed file is picked up within a minute [default:
+    /// plain HTTP].
+    #[arg(long, value_name = "FILE", requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// The PEM private key of `--tls-cert`.
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
     /// This relay's server name (required).
     #[arg(long)]
     server_name: Option<String>,
@@ -135,6 +143,8 @@ impl ServeArgs {
         or_file!(
             listen,
             metrics_listen,
+            tls_cert,
+            tls_key,
             server_name,
             signing_key,
             database,
@@ -200,6 +210,15 @@ pub fn serve(args: ServeArgs) -> Result<(), String> {
         .map_err(|e| format!("--resolve: {e}"))?;
     let client =
         crate::net::client_options(&args.tls_ca, &args.connect_to, args.dns_server.as_deref())?;
+    let tls = match (args.tls_cert.clone(), args.tls_key.clone()) {
+        (None, None) => None,
+        (Some(cert), Some(key)) => Some(std::sync::Arc::new(
+            adapter_http::ServerTls::load(adapter_http::TlsFiles { cert, key })
+                .map_err(|e| format!("--tls-cert/--tls-key: {e}"))?,
+        )),
+        // The flags require each other; this is for the TOML file.
+        _ => return Err("--tls-cert and --tls-key go together".into()),
+    };
     let signing_key = keys::load_or_create(key_path)?;
 
     let mut config = RelayConfig::new(server_name, signing_key);
@@ -260,10 +279,16 @@ pub fn serve(args: ServeArgs) -> Result<(), String> {
         store,
         resolver,
         client,
+        tls,
+    };
+    let scheme = if options.tls.is_some() {
+        "https"
+    } else {
+        "http"
     };
     let on_listening = |addr| {
         let mut out = std::io::stdout().lock();
-        let _ = writeln!(out, "listening on http://{addr}");
+        let _ = writeln!(out, "listening on {scheme}://{addr}");
         let _ = out.flush();
         tracing::info!(%addr, "listening");
     };

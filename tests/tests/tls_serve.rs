@@ -1,0 +1,154 @@
+//! `serve --tls-cert/--tls-key`: the relay itself speaks HTTPS, as other
+//! federation servers reach it (certificates from a test CA, trusted by
+//! `send` and `pull` through `--tls-ca`).
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use relay_tests::*;
+use serde_json::json;
+
+const RELAY: &str = "relay.test";
+
+/// Writes a chain and key for `names` signed by `ca` into `dir`.
+fn write_pem(ca: &TestCa, dir: &std::path::Path, names: &[&str]) -> (PathBuf, PathBuf) {
+    let (chain, key) = ca.server_pem(names);
+    let (cert_path, key_path) = (dir.join("fullchain.pem"), dir.join("privkey.pem"));
+    std::fs::write(&cert_path, chain).expect("write the certificate");
+    std::fs::write(&key_path, key).expect("write the key");
+    (cert_path, key_path)
+}
+
+#[test]
+fn send_and_pull_through_a_relay_that_serves_https() {
+    let (a, b) = (
+        Node::new(Server::named("a.example")),
+        Node::new(Server::named(DEST_NAME)),
+    );
+    send_and_pull(&a, &b);
+}
+
+fn send_and_pull<'a>(a: &'a Node, b: &'a Node) {
+    let ca = TestCa::new();
+    let files = tempfile::tempdir().expect("a directory for the PEM files");
+    let (cert, key) = write_pem(&ca, files.path(), &[RELAY]);
+    let relay = RelayProcess::builder()
+        .server_name(RELAY)
+        .serve_for(DEST_NAME)
+        .trust(a.server())
+        .trust(b.server())
+        .arg("--tls-cert")
+        .arg(cert.to_string_lossy())
+        .arg("--tls-key")
+        .arg(key.to_string_lossy())
+        .start();
+    let port = relay.addr().port();
+    assert_eq!(
+        relay.stdout_lines(),
+        [format!("listening on https://127.0.0.1:{port}")]
+    );
+
+    // Reached by name: SNI and the certificate check say `relay.test`.
+    let via_https = |command: CliCommand<'a>| -> CliCommand<'a> {
+        command
+            .arg("--relay")
+            .arg(RELAY)
+            .arg("--resolve")
+            .arg(format!("{RELAY}=https://{RELAY}:{port}"))
+            .arg("--connect-to")
+            .arg(format!("{RELAY}:{port}=127.0.0.1:{port}"))
+            .arg("--tls-ca")
+            .arg(ca.pem_file())
+    };
+    let transaction = json!({"pdus": [{"type": "m.room.message"}], "edus": []});
+    let out = via_https(a.send(DEST_NAME, "over-tls", &transaction))
+        .resolve(DEST_NAME, closed_addr())
+        .timeout_ms(5_000)
+        .run();
+    out.assert_code(0);
+    assert_eq!(out.json()["delivered"], "relay", "{out:?}");
+    assert_eq!(out.json()["relays_accepted"], json!([RELAY]), "{out:?}");
+
+    let out = via_https(b.pull()).run();
+    out.assert_code(0);
+    let lines = out.json_lines();
+    assert_eq!(lines.len(), 1, "{out:?}");
+    assert_eq!(lines[0]["txn_id"], "over-tls", "{out:?}");
+    assert_eq!(lines[0]["transaction"]["pdus"], transaction["pdus"]);
+
+    // Without the CA the certificate is refused, and nothing is pulled.
+    let out = b
+        .pull()
+        .arg("--relay")
+        .arg(RELAY)
+        .arg("--resolve")
+        .arg(format!("{RELAY}=https://127.0.0.1:{port}"))
+        .run();
+    out.assert_code(1);
+    assert!(out.lines().is_empty(), "{out:?}");
+
+    // Plain HTTP on the TLS port gets no HTTP answer.
+    let mut plain = TcpStream::connect(relay.addr()).expect("connect");
+    plain
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("set a read timeout");
+    plain
+        .write_all(b"GET /_matrix/federation/v1/version HTTP/1.1\r\nHost: x\r\n\r\n")
+        .expect("write");
+    let mut answer = Vec::new();
+    let _ = plain.read_to_end(&mut answer);
+    assert!(
+        !answer.starts_with(b"HTTP/"),
+        "{:?}",
+        String::from_utf8_lossy(&answer)
+    );
+}
+
+#[test]
+fn unusable_certificate_files_are_refused_at_start() {
+    let node = Node::new(Server::named(RELAY));
+    let ca = TestCa::new();
+    let (cert, key) = write_pem(&ca, node.dir(), &[RELAY]);
+    let (_, other_key) = ca.server_pem(&[RELAY]);
+    let other_key_path = node.write_file(other_key);
+    let empty = node.write_file("");
+    let missing = node.dir().join("missing.pem");
+    // Each message names the file at fault.
+    let empty_key = format!("{}: ", empty.display());
+    let cases = [
+        (&missing, &key, "missing.pem: "),
+        (&empty, &key, "no PEM certificate"),
+        (&cert, &empty, empty_key.as_str()),
+        (&cert, &other_key_path, "does not go with the certificate"),
+    ];
+    for (cert, key, expected) in cases {
+        let out = CliCommand::bare(&node, "serve")
+            .arg("--listen")
+            .arg("127.0.0.1:0")
+            .arg("--server-name")
+            .arg(RELAY)
+            .arg("--signing-key")
+            .arg(node.key_path())
+            .arg("--database")
+            .arg(format!("sqlite:{}", node.dir().join("relay.db").display()))
+            .arg("--tls-cert")
+            .arg(cert)
+            .arg("--tls-key")
+            .arg(key)
+            .time_limit(Duration::from_secs(20))
+            .run();
+        out.assert_code(1);
+        assert!(out.stderr.contains(expected), "{expected}: {out:?}");
+    }
+    // One without the other is a usage error.
+    let out = CliCommand::bare(&node, "serve")
+        .arg("--server-name")
+        .arg(RELAY)
+        .arg("--tls-cert")
+        .arg(&cert)
+        .run();
+    out.assert_code(2);
+    assert!(out.stderr.contains("--tls-key"), "{out:?}");
+}
