@@ -8,7 +8,7 @@ use relay_core::Instant;
 use relay_core::http::HttpOutcome;
 use relay_core::relay::{OpId, Output, Relay, Request, RequestId, Response};
 use relay_core::store::{InsertOutcome, QueuedEntry, StoreError};
-use relay_store::QueueStore;
+use relay_store::{AckNext, QueueStore};
 
 use crate::client::HttpClient;
 use crate::metrics::Metrics;
@@ -127,16 +127,16 @@ async fn drive<R: Runtime>(
                 } => {
                     let (store, done, rt2) = (store.clone(), completions.clone(), rt.clone());
                     let metrics = metrics.clone();
-                    let acknowledges = ack.is_some();
                     rt.spawn(async move {
                         let result = unblock(&rt2, move || store.ack_and_next(&destination, ack))
                             .await
                             .unwrap_or_else(|e| {
                                 Err(StoreError(format!("storage task failed: {e}")))
                             });
-                        if acknowledges && result.is_ok() {
+                        if matches!(result, Ok(AckNext { acked: true, .. })) {
                             metrics.observe_acknowledgement();
                         }
+                        let result = result.map(|found| found.next);
                         complete(&done, Event::Fetched(op, result));
                     });
                 }

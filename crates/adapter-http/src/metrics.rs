@@ -183,7 +183,7 @@ impl Metrics {
         }
     }
 
-    /// Counts one acknowledgement the store carried out.
+    /// Counts one entry an acknowledgement deleted.
     pub fn observe_acknowledgement(&self) {
         self.acknowledgements.inc();
     }

@@ -80,13 +80,13 @@ pub trait QueueStore: Send + Sync + 'static {
     /// If `ack` is given, deletes entry `ack.entry_id` if it is queued for
     /// `destination`, and remembers its key as `ack.keys` says (an ID that
     /// is gone or belongs to another destination changes nothing and is not
-    /// an error). Then returns the oldest remaining entry for
-    /// `destination`, or `None`.
+    /// an error). Then returns whether that deleted an entry, and the
+    /// oldest remaining entry for `destination`.
     fn ack_and_next(
         &self,
         destination: &ServerName,
         ack: Option<Ack>,
-    ) -> Result<Option<QueuedEntry>, StoreError>;
+    ) -> Result<AckNext, StoreError>;
 
     /// Number of entries queued for `destination`.
     fn queued(&self, destination: &ServerName) -> Result<u64, StoreError>;
@@ -94,6 +94,17 @@ pub trait QueueStore: Send + Sync + 'static {
     /// Entries and bytes queued over all destinations, from the counters
     /// the quota checks use (never a scan of the queue).
     fn totals(&self) -> Result<QueueTotals, StoreError>;
+}
+
+/// What [`QueueStore::ack_and_next`] did and found.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AckNext {
+    /// Whether the acknowledgement deleted an entry: `false` without one,
+    /// and for an ID that is gone (acknowledged before) or another
+    /// destination's.
+    pub acked: bool,
+    /// The oldest entry queued for the destination now, if any.
+    pub next: Option<QueuedEntry>,
 }
 
 /// What is queued in all, as [`QueueStore::totals`] reads it.

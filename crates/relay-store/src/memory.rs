@@ -7,7 +7,7 @@ use relay_core::store::{Ack, InsertOutcome, NewEntry, QueuedEntry, Quota, StoreE
 use relay_core::{EntryId, ServerName, TxnId, UnixMillis};
 
 use crate::quota::{Usage, refused_by};
-use crate::{QueueStore, QueueTotals};
+use crate::{AckNext, QueueStore, QueueTotals};
 
 mod dedupe;
 mod outbound;
@@ -178,9 +178,10 @@ impl QueueStore for MemoryStore {
         &self,
         destination: &ServerName,
         ack: Option<Ack>,
-    ) -> Result<Option<QueuedEntry>, StoreError> {
+    ) -> Result<AckNext, StoreError> {
         let mut inner = self.lock()?;
         let inner = &mut *inner;
+        let mut acked = false;
         if let Some(ack) = ack
             && inner
                 .entries
@@ -188,6 +189,7 @@ impl QueueStore for MemoryStore {
                 .is_some_and(|e| &e.destination == destination)
             && let Some(entry) = inner.entries.remove(&ack.entry_id)
         {
+            acked = true;
             let id = ack.entry_id;
             let len = len_of(&entry);
             let key = (
@@ -213,12 +215,13 @@ impl QueueStore for MemoryStore {
             .get(destination)
             .and_then(|q| q.first())
             .and_then(|id| inner.entries.get(id).map(|e| (*id, e)));
-        Ok(head.map(|(entry_id, e)| QueuedEntry {
+        let next = head.map(|(entry_id, e)| QueuedEntry {
             entry_id,
             origin: e.origin.clone(),
             txn_id: e.txn_id.clone(),
             transaction: e.transaction.clone(),
-        }))
+        });
+        Ok(AckNext { acked, next })
     }
 
     fn queued(&self, destination: &ServerName) -> Result<u64, StoreError> {

@@ -8,9 +8,9 @@ use std::time::Duration;
 use postgres::Config;
 
 use relay_core::ServerName;
-use relay_core::store::{Ack, InsertOutcome, NewEntry, QueuedEntry, Quota, StoreError};
+use relay_core::store::{Ack, InsertOutcome, NewEntry, Quota, StoreError};
 
-use crate::{QueueStore, QueueTotals};
+use crate::{AckNext, QueueStore, QueueTotals};
 
 mod pool;
 mod schema;
@@ -128,14 +128,18 @@ impl QueueStore for PostgresStore {
         &self,
         destination: &ServerName,
         ack: Option<Ack>,
-    ) -> Result<Option<QueuedEntry>, StoreError> {
-        if let Some(ack) = ack {
-            self.writer.ack(destination, ack)?;
-        }
+    ) -> Result<AckNext, StoreError> {
+        let acked = match ack {
+            Some(ack) => self.writer.ack(destination, ack)?,
+            None => false,
+        };
         let row = self
             .pool
             .run("read next entry", |conn| sql::next(conn, destination))?;
-        sql::decode(row)
+        Ok(AckNext {
+            acked,
+            next: sql::decode(row)?,
+        })
     }
 
     fn queued(&self, destination: &ServerName) -> Result<u64, StoreError> {

@@ -11,10 +11,10 @@ use rusqlite::{Connection, TransactionBehavior};
 use relay_core::ServerName;
 use relay_core::outbound::{Change, DestinationRecord};
 use relay_core::retriever::{self, DedupeKey};
-use relay_core::store::{Ack, InsertOutcome, NewEntry, QueuedEntry, Quota, StoreError};
+use relay_core::store::{Ack, InsertOutcome, NewEntry, Quota, StoreError};
 
 use crate::shared::{self, Reply};
-use crate::{DedupeStore, OutboundStore, QueueStore, QueueTotals};
+use crate::{AckNext, DedupeStore, OutboundStore, QueueStore, QueueTotals};
 
 mod dedupe;
 mod outbound;
@@ -66,7 +66,7 @@ enum Op {
     AckAndNext {
         destination: ServerName,
         ack: Ack,
-        reply: Reply<Option<QueuedEntry>>,
+        reply: Reply<AckNext>,
     },
     Apply {
         changes: Vec<Change>,
@@ -81,10 +81,7 @@ enum Op {
 /// An operation's result, held until its batch has committed.
 enum Answer {
     Insert(Reply<InsertOutcome>, Result<InsertOutcome, StoreError>),
-    Next(
-        Reply<Option<QueuedEntry>>,
-        Result<Option<QueuedEntry>, StoreError>,
-    ),
+    Next(Reply<AckNext>, Result<AckNext, StoreError>),
     Applied(Reply<()>, Result<(), StoreError>),
 }
 
@@ -191,14 +188,17 @@ impl QueueStore for SqliteStore {
         &self,
         destination: &ServerName,
         ack: Option<Ack>,
-    ) -> Result<Option<QueuedEntry>, StoreError> {
+    ) -> Result<AckNext, StoreError> {
         match ack {
             Some(ack) => self.call(|reply| Op::AckAndNext {
                 destination: destination.clone(),
                 ack,
                 reply,
             }),
-            None => sql::next(&self.reader(), destination),
+            None => Ok(AckNext {
+                acked: false,
+                next: sql::next(&self.reader(), destination)?,
+            }),
         }
     }
 
@@ -344,8 +344,10 @@ impl Op {
                 ack,
                 reply,
             } => {
-                let result =
-                    sql::ack(conn, &destination, &ack).and_then(|()| sql::next(conn, &destination));
+                let result = sql::ack(conn, &destination, &ack).and_then(|acked| {
+                    let next = sql::next(conn, &destination)?;
+                    Ok(AckNext { acked, next })
+                });
                 Answer::Next(reply, result)
             }
             Op::Apply { changes, reply } => Answer::Applied(reply, outbound::apply(conn, &changes)),

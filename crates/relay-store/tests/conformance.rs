@@ -5,8 +5,8 @@ use relay_store::{
     MemoryOutboundStore, MemoryStore, SqliteStore,
 };
 use relay_store::{
-    InsertOutcome, NewEntry, OutboundStore, QueueStore, QueueTotals, QueuedEntry, Quota,
-    ServerName, StoreError,
+    AckNext, InsertOutcome, NewEntry, OutboundStore, QueueStore, QueueTotals, Quota, ServerName,
+    StoreError,
 };
 
 mod memory {
@@ -44,7 +44,7 @@ impl QueueStore for TempSqlite {
         &self,
         destination: &ServerName,
         ack: Option<Ack>,
-    ) -> Result<Option<QueuedEntry>, StoreError> {
+    ) -> Result<AckNext, StoreError> {
         self.store.ack_and_next(destination, ack)
     }
     fn queued(&self, destination: &ServerName) -> Result<u64, StoreError> {

@@ -126,7 +126,7 @@ fn check(quota: Quota, transitions: Vec<Transition>) -> Result<(), TestCaseError
             }
             Transition::AckHead { destination } => {
                 let d = server(DESTINATIONS[*destination]);
-                let head = s.ack_and_next(&d, None).map(|e| e.map(|e| e.entry_id));
+                let head = s.ack_and_next(&d, None).map(|e| e.next.map(|e| e.entry_id));
                 match head {
                     Ok(head) => format!(
                         "{head:?} {:?}",

@@ -136,7 +136,8 @@ fn relay_queue_and_sender_state_share_a_file() {
     assert_eq!(other.load(), Ok(vec![]));
     let head = other
         .ack_and_next(&server("d.example"), None)
-        .expect("next");
+        .expect("next")
+        .next;
     assert_eq!(head.map(|e| e.entry_id), Some(id));
 }
 

@@ -10,8 +10,8 @@ use std::sync::{Arc, Barrier};
 
 use relay_store::testing::{TempDatabase, temp_postgres_database};
 use relay_store::{
-    Ack, AckedKeys, EntryId, InsertOutcome, NewEntry, PostgresStore, QueueStore, QueueTotals,
-    QueuedEntry, Quota, ServerName, StoreError, TxnId, UnixMillis,
+    Ack, AckNext, AckedKeys, EntryId, InsertOutcome, NewEntry, PostgresStore, QueueStore,
+    QueueTotals, Quota, ServerName, StoreError, TxnId, UnixMillis,
 };
 
 const NOW: UnixMillis = UnixMillis(1_700_000_000_000);
@@ -61,7 +61,7 @@ impl QueueStore for TempPostgres {
         &self,
         destination: &ServerName,
         ack: Option<Ack>,
-    ) -> Result<Option<QueuedEntry>, StoreError> {
+    ) -> Result<AckNext, StoreError> {
         self.store().ack_and_next(destination, ack)
     }
     fn queued(&self, destination: &ServerName) -> Result<u64, StoreError> {
@@ -140,6 +140,7 @@ fn reopen_keeps_entries_and_schema_version() {
     let next = store
         .ack_and_next(&server("d.example"), None)
         .expect("next")
+        .next
         .expect("the entry survived");
     assert_eq!(next.entry_id, id);
     drop(store);
@@ -195,11 +196,13 @@ fn a_version_1_database_is_migrated_keeping_its_queue() {
     let head = store
         .ack_and_next(&d, None)
         .expect("next")
+        .next
         .expect("entry a");
     assert_eq!(head.txn_id.as_str(), "a");
     let next = store
         .ack_and_next(&d, Some(ack(head.entry_id)))
         .expect("ack")
+        .next
         .expect("entry b");
     assert_eq!(next.txn_id.as_str(), "b");
     assert_eq!(
@@ -253,7 +256,10 @@ fn key_remembered_again_at_the_cap_stays() {
             at: NOW,
             keys,
         };
-        assert_eq!(store.ack_and_next(&d, Some(ack)), Ok(None));
+        assert_eq!(
+            store.ack_and_next(&d, Some(ack)).map(|found| found.next),
+            Ok(None)
+        );
     };
     let (a, b) = (
         entry("o.example", "d.example", "a"),
@@ -331,7 +337,11 @@ fn two_stores_ack_and_reinsert_concurrently() {
         }
     }
     assert_eq!(a.queued(&d), Ok(0));
-    assert_eq!(b.ack_and_next(&d, None), Ok(None), "nothing stored twice");
+    assert_eq!(
+        b.ack_and_next(&d, None),
+        Ok(AckNext::default()),
+        "nothing stored twice"
+    );
 }
 
 /// Stores opened at once on a fresh database migrate it once, and all work.
@@ -397,7 +407,7 @@ fn two_stores_share_one_queue() {
     let mut got = Vec::new();
     let mut ack = None;
     for turn in 0.. {
-        match stores[turn % 2].ack_and_next(&d, ack).expect("next") {
+        match stores[turn % 2].ack_and_next(&d, ack).expect("next").next {
             Some(e) => {
                 ack = Some(self::ack(e.entry_id));
                 got.push(e.txn_id.to_string());

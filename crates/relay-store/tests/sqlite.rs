@@ -4,8 +4,8 @@
 use std::path::Path;
 
 use relay_store::{
-    Ack, AckedKeys, EntryId, InsertOutcome, NewEntry, QueueStore, Quota, QuotaKind, SCHEMA_VERSION,
-    ServerName, SqliteStore, TxnId, UnixMillis,
+    Ack, AckNext, AckedKeys, EntryId, InsertOutcome, NewEntry, QueueStore, Quota, QuotaKind,
+    SCHEMA_VERSION, ServerName, SqliteStore, TxnId, UnixMillis,
 };
 use rusqlite::Connection;
 
@@ -105,7 +105,7 @@ fn reopen_keeps_entries_in_order_and_ids_keep_increasing() {
         for d in ["d0.example", "d1.example"] {
             let mut acked = None;
             let mut got = Vec::new();
-            while let Some(e) = store.ack_and_next(&server(d), acked).expect("next") {
+            while let Some(e) = store.ack_and_next(&server(d), acked).expect("next").next {
                 acked = Some(ack(e.entry_id));
                 got.push(e);
             }
@@ -255,11 +255,15 @@ fn undecodable_rows_are_errors_not_panics() {
     // Everything else still works.
     let next = store
         .ack_and_next(&server("good.example"), None)
-        .expect("good read");
+        .expect("good read")
+        .next;
     assert_eq!(next.map(|e| e.entry_id), Some(good));
     assert_eq!(
         store.ack_and_next(&server("good.example"), Some(ack(good))),
-        Ok(None)
+        Ok(AckNext {
+            acked: true,
+            next: None
+        })
     );
     stored(&store, entry("o.example", "good.example", "t2", b"{}"));
     assert_counters_match(&path);
@@ -299,7 +303,11 @@ fn two_stores_on_one_file_share_the_queue() {
     );
     let mut acked = None;
     let mut n = 0;
-    while let Some(e) = b.ack_and_next(&server("d.example"), acked).expect("next") {
+    while let Some(e) = b
+        .ack_and_next(&server("d.example"), acked)
+        .expect("next")
+        .next
+    {
         acked = Some(ack(e.entry_id));
         n += 1;
     }

@@ -115,7 +115,10 @@ impl RelayHost {
                     destination,
                     ack,
                 } => {
-                    let result = self.store.ack_and_next(&destination, ack);
+                    let result = self
+                        .store
+                        .ack_and_next(&destination, ack)
+                        .map(|found| found.next);
                     if let Ok(next) = &result {
                         effect = Effect::Fetched {
                             destination,

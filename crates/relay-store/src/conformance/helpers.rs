@@ -91,6 +91,7 @@ pub(super) fn next_after(
     store
         .ack_and_next(&server(destination), ack)
         .unwrap_or_else(|err| panic!("ack_and_next({destination}, {ack:?}) failed: {err}"))
+        .next
 }
 
 pub(super) fn queued(store: &dyn QueueStore, destination: &str) -> u64 {

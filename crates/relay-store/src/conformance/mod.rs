@@ -54,9 +54,10 @@ pub use concurrency::{
     concurrent_duplicate_inserts, concurrent_inserts, concurrent_inserts_and_acks,
 };
 pub use queue::{
-    ack_is_exact, ack_of_gone_entry_returns_oldest, ack_then_next_returns_following,
-    destinations_isolated, duplicate_insert_is_idempotent, duplicate_key_is_origin_destination_txn,
-    empty_store, fifo_per_destination, ids_increase_and_are_never_reused, payload_round_trips,
+    ack_is_exact, ack_of_gone_entry_returns_oldest, ack_reports_whether_it_deleted,
+    ack_then_next_returns_following, destinations_isolated, duplicate_insert_is_idempotent,
+    duplicate_key_is_origin_destination_txn, empty_store, fifo_per_destination,
+    ids_increase_and_are_never_reused, payload_round_trips,
 };
 pub use quota::{
     quota_check_order, quota_destination_bytes, quota_destination_entries, quota_freed_by_ack,
@@ -94,6 +95,10 @@ pub const CHECKS: &[(&str, Check)] = &[
     (
         "ack_of_gone_entry_returns_oldest",
         ack_of_gone_entry_returns_oldest,
+    ),
+    (
+        "ack_reports_whether_it_deleted",
+        ack_reports_whether_it_deleted,
     ),
     ("quota_destination_entries", quota_destination_entries),
     ("quota_destination_bytes", quota_destination_bytes),
@@ -167,6 +172,7 @@ macro_rules! conformance_tests {
             ack_then_next_returns_following,
             ack_is_exact,
             ack_of_gone_entry_returns_oldest,
+            ack_reports_whether_it_deleted,
             quota_destination_entries,
             quota_destination_bytes,
             quota_origin_entries,

@@ -3,10 +3,10 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use relay_core::EntryId;
-use relay_core::store::{InsertOutcome, NewEntry};
+use relay_core::store::{Ack, AckedKeys, InsertOutcome, NewEntry};
 
 use super::helpers::*;
-use crate::QueueStore;
+use crate::{AckNext, QueueStore};
 
 /// An empty store has nothing for anyone, and acknowledging on it is harmless.
 pub fn empty_store(store: &dyn QueueStore) {
@@ -322,6 +322,50 @@ pub fn ack_is_exact(store: &dyn QueueStore) {
         1,
         "b.example after draining a.example"
     );
+}
+
+/// `acked` says whether the acknowledgement deleted an entry: once for
+/// each entry, never for a repeat, another destination's entry, an ID that
+/// names nothing, or no acknowledgement at all.
+pub fn ack_reports_whether_it_deleted(store: &dyn QueueStore) {
+    let a = entry("o.example", "a.example", "t0", b"{}");
+    let b = entry("o.example", "b.example", "t0", b"{}");
+    let (a_id, b_id) = (store_new(store, &a), store_new(store, &b));
+    let ack = |destination: &str, id: Option<EntryId>| {
+        let ack = id.map(|entry_id| Ack {
+            entry_id,
+            at: NOW,
+            keys: AckedKeys::default(),
+        });
+        store
+            .ack_and_next(&server(destination), ack)
+            .unwrap_or_else(|err| panic!("ack_and_next({destination}, {ack:?}) failed: {err}"))
+    };
+    let found = ack("a.example", None);
+    assert!(!found.acked, "no acknowledgement, nothing deleted");
+    assert_entry(
+        &found.next.unwrap_or_else(|| panic!("a.example empty")),
+        a_id,
+        &a,
+    );
+    assert!(
+        !ack("a.example", Some(b_id)).acked,
+        "another destination's entry"
+    );
+    assert!(
+        !ack("a.example", Some(EntryId(b_id.0 + 1000))).acked,
+        "an ID that names nothing"
+    );
+    assert_eq!(
+        ack("a.example", Some(a_id)),
+        AckNext {
+            acked: true,
+            next: None
+        },
+        "its own entry"
+    );
+    assert!(!ack("a.example", Some(a_id)).acked, "a repeated ack");
+    assert!(ack("b.example", Some(b_id)).acked, "b.example's own entry");
 }
 
 /// Acknowledging an entry that is already gone (the answer to the first ack

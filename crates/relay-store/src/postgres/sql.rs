@@ -133,19 +133,21 @@ pub(super) fn outcome(inserted: Inserted) -> Result<Option<InsertOutcome>, Store
 
 /// Deletes entry `ack` if it belongs to `destination`, remembering its
 /// key, in a transaction of its own that takes the `total_usage` lock
-/// first (see [`insert_in`]).
+/// first (see [`insert_in`]); `true` if it deleted an entry.
 pub(super) fn ack(
     conn: &mut Conn,
     destination: &ServerName,
     ack: &Ack,
-) -> Result<(), postgres::Error> {
+) -> Result<bool, postgres::Error> {
     let Conn { client, stmts } = conn;
     let mut tx = client.transaction()?;
     tx.execute(&stmts.lock_total, &[])?;
-    if let Some(cutoff) = ack_in(&mut tx, stmts, destination, ack)? {
+    let cutoff = ack_in(&mut tx, stmts, destination, ack)?;
+    if let Some(cutoff) = cutoff {
         forget_expired(&mut tx, stmts, cutoff, 1)?;
     }
-    tx.commit()
+    tx.commit()?;
+    Ok(cutoff.is_some())
 }
 
 /// Deletes entry `ack` if it belongs to `destination`, and remembers its

@@ -25,14 +25,15 @@ enum Op {
     Ack {
         destination: ServerName,
         ack: Ack,
-        reply: Reply<()>,
+        reply: Reply<bool>,
     },
 }
 
 /// What one operation of a batch found.
 enum Done {
     Inserted(Inserted),
-    Acked,
+    /// Whether the acknowledgement deleted an entry.
+    Acked(bool),
 }
 
 /// The writer thread and the channel to it; dropping it stops and joins
@@ -65,8 +66,9 @@ impl Writer {
         })
     }
 
-    /// Deletes `ack` of `destination` in the next batch.
-    pub(super) fn ack(&self, destination: &ServerName, ack: Ack) -> Result<(), StoreError> {
+    /// Deletes `ack` of `destination` in the next batch; `true` if it
+    /// deleted an entry.
+    pub(super) fn ack(&self, destination: &ServerName, ack: Ack) -> Result<bool, StoreError> {
         self.call(|reply| Op::Ack {
             destination: destination.clone(),
             ack,
@@ -140,13 +142,14 @@ fn run_batch(conn: &mut Conn, batch: &[Op]) -> Result<Vec<Done>, postgres::Error
             Op::Ack {
                 destination, ack, ..
             } => {
-                if let Some(cutoff) = sql::ack_in(&mut tx, stmts, destination, ack)? {
+                let cutoff = sql::ack_in(&mut tx, stmts, destination, ack)?;
+                if let Some(cutoff) = cutoff {
                     expired = Some(match expired {
                         Some((earliest, n)) => (earliest.min(cutoff), n + 1),
                         None => (cutoff, 1),
                     });
                 }
-                Done::Acked
+                Done::Acked(cutoff.is_some())
             }
         });
     }
@@ -170,7 +173,7 @@ impl Op {
                 .run("delete acknowledged entry", |conn| {
                     sql::ack(conn, destination, ack)
                 })
-                .map(|()| Done::Acked),
+                .map(Done::Acked),
         }
     }
 
@@ -178,10 +181,10 @@ impl Op {
         // A caller that stopped waiting needs no answer.
         match (self, done) {
             (Op::Insert { reply, .. }, Ok(Done::Inserted(i))) => drop(reply.send(Ok(i))),
-            (Op::Ack { reply, .. }, Ok(Done::Acked)) => drop(reply.send(Ok(()))),
+            (Op::Ack { reply, .. }, Ok(Done::Acked(acked))) => drop(reply.send(Ok(acked))),
             (Op::Insert { reply, .. }, Err(e)) => drop(reply.send(Err(e))),
             (Op::Ack { reply, .. }, Err(e)) => drop(reply.send(Err(e))),
-            (Op::Insert { reply, .. }, Ok(Done::Acked)) => drop(reply.send(Err(mismatch()))),
+            (Op::Insert { reply, .. }, Ok(Done::Acked(_))) => drop(reply.send(Err(mismatch()))),
             (Op::Ack { reply, .. }, Ok(Done::Inserted(_))) => drop(reply.send(Err(mismatch()))),
         }
     }

@@ -95,7 +95,7 @@ pub(super) fn insert(
 }
 
 /// Deletes entry `ack` if it belongs to `destination`, and remembers its
-/// key as `ack.keys` says.
+/// key as `ack.keys` says; `true` if it deleted an entry.
 ///
 /// Implementation note: pruning costs O(log n) per acknowledgement plus
 /// the rows it deletes. The keys past retention go by the `acked_at` index,
@@ -107,10 +107,10 @@ pub(super) fn ack(
     conn: &Connection,
     destination: &ServerName,
     ack: &Ack,
-) -> Result<(), StoreError> {
+) -> Result<bool, StoreError> {
     // An ID beyond i64 cannot be in the table: nothing to delete.
     let Ok(id) = i64::try_from(ack.entry_id.0) else {
-        return Ok(());
+        return Ok(false);
     };
     let gone: Option<(String, String)> = conn
         .prepare_cached(
@@ -124,7 +124,7 @@ pub(super) fn ack(
         })
         .map_err(db_err("delete acknowledged entry"))?;
     let Some((origin, txn_id)) = gone else {
-        return Ok(());
+        return Ok(false);
     };
     conn.prepare_cached(
         "DELETE FROM acked WHERE seq IN \
@@ -138,7 +138,7 @@ pub(super) fn ack(
     })
     .map_err(db_err("forget expired acknowledged keys"))?;
     if !ack.keys.enabled() {
-        return Ok(());
+        return Ok(true);
     }
     let seq: i64 = conn
         .prepare_cached(
@@ -158,7 +158,7 @@ pub(super) fn ack(
             .and_then(|mut s| s.execute([seq - max]))
             .map_err(db_err("forget the oldest acknowledged keys"))?;
     }
-    Ok(())
+    Ok(true)
 }
 
 /// The oldest entry queued for `destination`.

@@ -42,7 +42,7 @@ fn insert_op(txn: &str) -> (Op, Receiver<Result<InsertOutcome, StoreError>>) {
     (op, rx)
 }
 
-fn ack_op(ack: u64) -> (Op, Receiver<Result<Option<QueuedEntry>, StoreError>>) {
+fn ack_op(ack: u64) -> (Op, Receiver<Result<AckNext, StoreError>>) {
     let (reply, rx) = mpsc::sync_channel(1);
     let op = Op::AckAndNext {
         destination: server("d.example"),
@@ -165,7 +165,12 @@ fn ops_in_a_batch_see_earlier_ones() {
         rb.recv().expect("answer"),
         Ok(InsertOutcome::Stored(EntryId(2)))
     );
-    let next = rk.recv().expect("answer").expect("ack").expect("entry b");
+    let next = rk
+        .recv()
+        .expect("answer")
+        .expect("ack")
+        .next
+        .expect("entry b");
     assert_eq!(next.entry_id, EntryId(2));
     assert_eq!(count(&conn), 1);
 }
@@ -287,6 +292,7 @@ fn a_version_1_database_is_migrated_keeping_its_queue() {
     let first = store
         .ack_and_next(&d, None)
         .expect("next")
+        .next
         .expect("entry a");
     assert_eq!((first.entry_id, first.txn_id.as_str()), (EntryId(1), "a"));
     let second = store
@@ -299,6 +305,7 @@ fn a_version_1_database_is_migrated_keeping_its_queue() {
             }),
         )
         .expect("ack")
+        .next
         .expect("entry c");
     assert_eq!((second.entry_id, second.txn_id.as_str()), (EntryId(3), "c"));
     assert_eq!(
@@ -455,6 +462,7 @@ fn a_version_2_database_is_migrated_keeping_its_data() {
     let head = store
         .ack_and_next(&d, None)
         .expect("next")
+        .next
         .expect("entry a");
     assert_eq!((head.entry_id, head.txn_id.as_str()), (EntryId(1), "a"));
     assert_eq!(store.load_window(), Ok(vec![]));
@@ -504,8 +512,9 @@ fn a_version_3_database_is_migrated_and_remembers_acks() {
         at: NOW,
         keys: AckedKeys::default(),
     };
-    let next = store.ack_and_next(&d, Some(ack)).expect("ack");
-    assert_eq!(next.map(|e| e.entry_id), Some(EntryId(2)));
+    let found = store.ack_and_next(&d, Some(ack)).expect("ack");
+    assert!(found.acked);
+    assert_eq!(found.next.map(|e| e.entry_id), Some(EntryId(2)));
     assert_eq!(
         store.insert(new_entry("a"), &Quota::default()),
         Ok(InsertOutcome::AlreadyDelivered),
