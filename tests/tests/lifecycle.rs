@@ -244,6 +244,42 @@ fn keygen_writes_a_key_that_serve_publishes() {
     );
     assert_eq!(std::fs::read_to_string(&path).expect("key file"), text);
 
+    // The bare version, as the key file spells it, names the same key ID;
+    // what is no key ID is refused.
+    for (key_id, expected) in [
+        ("t2", Some("ed25519:t2")),
+        ("ed25519:", None),
+        ("a b", None),
+    ] {
+        let path = dir.path().join(format!("k-{}.key", expected.is_some()));
+        let _ = std::fs::remove_file(&path);
+        let out = Command::new(relay_binary())
+            .arg("keygen")
+            .arg("--out")
+            .arg(&path)
+            .args(["--key-id", key_id])
+            .output()
+            .expect("run keygen");
+        match expected {
+            Some(expected) => {
+                assert!(out.status.success(), "keygen --key-id {key_id}: {out:?}");
+                let text = std::fs::read_to_string(&path).expect("keygen wrote the file");
+                let key = SigningKey::parse_synapse(&text).expect("Synapse format");
+                assert_eq!(key.key_id().as_str(), expected);
+                let version = expected.trim_start_matches("ed25519:");
+                assert!(text.starts_with(&format!("ed25519 {version} ")), "{text}");
+            }
+            None => {
+                assert_eq!(
+                    out.status.code(),
+                    Some(1),
+                    "keygen --key-id {key_id:?}: {out:?}"
+                );
+                assert!(!path.exists(), "a key file for {key_id:?}");
+            }
+        }
+    }
+
     let relay = RelayProcess::builder().signing_key(&path).start();
     let body = Request::new("GET", "/_matrix/key/v2/server")
         .send(relay.addr())

@@ -180,6 +180,16 @@ fn a_relay_down_is_exit_1_after_printing_the_others() {
         .run();
     out.assert_code(1);
     let txn_ids: Vec<String> = out.json_lines().iter().map(|l| fields(l).2).collect();
+    // Keys in the protocol's order, as text too.
+    for line in out.lines() {
+        let at = |key: &str| line.find(&format!("\"{key}\":"));
+        assert!(
+            line.starts_with("{\"relay\":")
+                && at("origin") < at("txn_id")
+                && at("txn_id") < at("transaction"),
+            "{line}"
+        );
+    }
     assert_eq!(txn_ids, ["t1", "t2"], "{out:?}");
     assert!(out.stderr.contains("down.example"), "{out:?}");
     assert!(

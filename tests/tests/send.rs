@@ -66,6 +66,13 @@ fn assert_report(out: &CliOutput, delivered: &str, relays_accepted: &[&str]) -> 
         3,
         "exactly delivered, relays_accepted, errors: {out:?}"
     );
+    // In the protocol's order, as text too.
+    let text = out.stdout.trim_end();
+    let at = |key: &str| text.find(&format!("\"{key}\":"));
+    assert!(
+        text.starts_with("{\"delivered\":") && at("relays_accepted") < at("errors"),
+        "{text}"
+    );
     errors(&report)
 }
 

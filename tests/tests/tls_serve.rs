@@ -152,3 +152,67 @@ fn unusable_certificate_files_are_refused_at_start() {
     out.assert_code(2);
     assert!(out.stderr.contains("--tls-key"), "{out:?}");
 }
+
+/// The configuration file of `docs/deploy.md`, with its paths pointed at a
+/// temporary directory, starts a relay that serves HTTPS.
+#[test]
+fn the_deployment_guide_configuration_starts_a_relay() {
+    use std::io::BufRead;
+
+    let guide = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/deploy.md"))
+        .expect("read docs/deploy.md");
+    let toml = guide
+        .split("```toml\n")
+        .nth(1)
+        .and_then(|rest| rest.split("```").next())
+        .expect("a toml block in docs/deploy.md");
+    let dir = tempfile::tempdir().expect("a directory");
+    let ca = TestCa::new();
+    let (cert, key) = write_pem(&ca, dir.path(), &["relay.example.org"]);
+    let state = dir.path().display().to_string();
+    let config = toml
+        .replace("/var/lib/matrix-relay", &state)
+        .replace(
+            "/etc/letsencrypt/live/relay.example.org/fullchain.pem",
+            &cert.display().to_string(),
+        )
+        .replace(
+            "/etc/letsencrypt/live/relay.example.org/privkey.pem",
+            &key.display().to_string(),
+        )
+        .replace("0.0.0.0:8448", "127.0.0.1:0")
+        .replace("127.0.0.1:9108", "127.0.0.1:0");
+    assert!(
+        config
+            .lines()
+            .filter(|l| !l.starts_with('#'))
+            .all(|l| !l.contains("/etc/") && !l.contains("/var/")),
+        "{config}"
+    );
+    let config_path = dir.path().join("relay.toml");
+    std::fs::write(&config_path, &config).expect("write the configuration");
+
+    let mut command = std::process::Command::new(relay_tests::process::relay_binary());
+    command.arg("serve").arg("--config").arg(&config_path);
+    if let Some(runtime) = std::env::var_os(relay_tests::process::RUNTIME_ENV) {
+        command.arg("--runtime").arg(runtime);
+    }
+    let mut child = command
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("start the relay");
+    let mut first = String::new();
+    let read = std::io::BufReader::new(child.stdout.take().expect("stdout")).read_line(&mut first);
+    let _ = child.kill();
+    let out = child.wait_with_output().expect("wait for the relay");
+    assert!(
+        read.is_ok() && first.starts_with("listening on https://127.0.0.1:"),
+        "{first:?}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        dir.path().join("signing.key").exists() && dir.path().join("relay.db").exists(),
+        "the key and the database are where the file says"
+    );
+}

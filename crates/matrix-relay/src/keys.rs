@@ -7,16 +7,20 @@ use std::path::Path;
 use relay_core::KeyId;
 use relay_core::signing::SigningKey;
 
-/// A new key with a seed from the OS. The default key ID's version is the
+/// A new key with a seed from the OS. `key_id` is `ed25519:VERSION` or the
+/// bare `VERSION` (as the key file spells it); the default version is the
 /// first 8 hex characters of the public key, so it is stable and readable.
 pub fn generate(key_id: Option<&str>) -> Result<SigningKey, String> {
     let mut seed = [0u8; 32];
     getrandom::fill(&mut seed).map_err(|e| format!("no randomness from the OS: {e}"))?;
     let provisional = SigningKey::from_seed(KeyId::ed25519("0").map_err(|e| e.to_string())?, seed);
     let key_id = match key_id {
-        Some(id) => {
-            KeyId::parse(id).map_err(|_| format!("{id:?} is not a key ID like ed25519:abc"))?
+        Some(id) => if id.contains(':') {
+            KeyId::parse(id)
+        } else {
+            KeyId::ed25519(id)
         }
+        .map_err(|_| format!("{id:?} is not a key ID like ed25519:abc or abc"))?,
         None => {
             KeyId::ed25519(&provisional.verify_key().to_hex()[..8]).map_err(|e| e.to_string())?
         }

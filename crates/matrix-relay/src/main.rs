@@ -29,7 +29,8 @@ enum Command {
         /// Where to write the key; an existing file is never overwritten.
         #[arg(long)]
         out: PathBuf,
-        /// The key ID, `ed25519:<version>` (default: from the public key).
+        /// The key ID, `ed25519:<version>` or just `<version>` (default:
+        /// from the public key).
         #[arg(long)]
         key_id: Option<String>,
     },

@@ -12,7 +12,8 @@ use clap::Args;
 use relay_core::ServerName;
 use relay_core::resolve::Resolver;
 use relay_core::retriever::{Event, Retriever, RetrieverConfig};
-use serde_json::{Value, json};
+use serde::Serialize;
+use serde_json::Value;
 
 use crate::{keys, on_runtime};
 
@@ -86,12 +87,15 @@ async fn drain<R: Runtime>(
             Received::Delivery(d) => {
                 let transaction: Value =
                     serde_json::from_slice(&d.transaction).unwrap_or(Value::Null);
-                let line = json!({
-                    "relay": d.relay.as_str(),
-                    "origin": d.origin.as_str(),
-                    "txn_id": d.txn_id.as_ref().map(|t| t.as_str()),
-                    "transaction": transaction,
-                });
+                let line = Line {
+                    relay: d.relay.as_str(),
+                    origin: d.origin.as_str(),
+                    txn_id: d.txn_id.as_ref().map(|t| t.as_str()),
+                    transaction,
+                };
+                let Ok(line) = serde_json::to_string(&line) else {
+                    return false;
+                };
                 // The line is out before the entry is acknowledged.
                 let mut out = std::io::stdout().lock();
                 if writeln!(out, "{line}").and_then(|()| out.flush()).is_err() {
@@ -116,4 +120,14 @@ async fn drain<R: Runtime>(
         }
     }
     !failed && pending.is_empty()
+}
+
+/// One line `pull` prints, its keys in the order the protocol lists them.
+#[derive(Serialize)]
+struct Line<'a> {
+    relay: &'a str,
+    origin: &'a str,
+    /// `null` from a relay that does not say (Dendrite).
+    txn_id: Option<&'a str>,
+    transaction: Value,
 }

@@ -10,7 +10,7 @@ use relay_core::outbound::{
 };
 use relay_core::resolve::Resolver;
 use relay_core::{ServerName, TxnId};
-use serde_json::json;
+use serde::Serialize;
 
 use crate::{keys, on_runtime};
 
@@ -130,8 +130,18 @@ pub fn send(args: SendArgs) -> Result<bool, String> {
         max_wait: Duration::from_millis(args.max_wait_ms),
     };
     let report = on_runtime!(args.runtime, |rt| run.deliver(rt))??;
-    println!("{report}");
-    Ok(report["delivered"] != "none")
+    let line = serde_json::to_string(&report).map_err(|e| e.to_string())?;
+    println!("{line}");
+    Ok(report.delivered != "none")
+}
+
+/// The line `send` prints, its keys in the order the protocol lists them.
+#[derive(Debug, Serialize)]
+struct Report {
+    /// `direct`, `relay` or `none`.
+    delivered: &'static str,
+    relays_accepted: Vec<String>,
+    errors: Vec<String>,
 }
 
 /// One `send` run, ready to go on either runtime.
@@ -149,7 +159,7 @@ struct Run {
 
 impl Run {
     /// Sends the transaction and reports how it went.
-    async fn deliver<R: Runtime>(self, rt: R) -> Result<serde_json::Value, String> {
+    async fn deliver<R: Runtime>(self, rt: R) -> Result<Report, String> {
         let client = HttpClient::with_options(rt, self.resolver, self.timeout, self.client_options)
             .map_err(|e| format!("--tls-ca: {e}"))?;
         let (handle, events, _task) = adapter_http::outbound::spawn(self.machine, client, None);
@@ -167,9 +177,11 @@ impl Run {
                         Via::Direct => ("direct", vec![]),
                         Via::Relays(r) => ("relay", r.iter().map(ToString::to_string).collect()),
                     };
-                    return Ok(
-                        json!({"delivered": delivered, "relays_accepted": accepted, "errors": errors}),
-                    );
+                    return Ok(Report {
+                        delivered,
+                        relays_accepted: accepted,
+                        errors,
+                    });
                 }
                 Event::FailedPermanently { error, .. } => {
                     errors.push(format!("direct: {error}"));
@@ -204,6 +216,10 @@ impl Run {
                 | Event::Blacklisted { .. } => {}
             }
         }
-        Ok(json!({"delivered": "none", "relays_accepted": [], "errors": errors}))
+        Ok(Report {
+            delivered: "none",
+            relays_accepted: Vec::new(),
+            errors,
+        })
     }
 }

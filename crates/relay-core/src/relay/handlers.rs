@@ -70,15 +70,16 @@ fn handle_inner(
         }
         Endpoint::SendRelay { txn_id, user_id } => {
             let (origin, content) = authenticate(config, unix, request, may_fetch)?;
-            let user_id = request::user_id(user_id)?;
-            let txn_id = request::txn_id(txn_id)?;
-            let destination = user_id.server_name();
+            // A bad user ID names no destination to check policy for; a
+            // bad txn ID is content, checked after policy.
+            let destination = request::user_id(user_id)?.server_name();
             if config.denied_origins.contains(&origin) {
                 return Err(forbidden(format!("{origin} may not use this relay")).into());
             }
             if !config.serve.serves(&destination) {
                 return Err(forbidden(format!("this relay does not serve {destination}")).into());
             }
+            let txn_id = request::txn_id(txn_id)?;
             let transaction = transaction(content, &origin)?;
             Ok(Action::Store(NewEntry {
                 origin,
@@ -178,6 +179,15 @@ fn transaction(content: Option<Value>, origin: &ServerName) -> Result<Vec<u8>, M
     if pdus.len() > MAX_PDUS {
         return Err(bad_json(format!("max {MAX_PDUS} pdus / {MAX_EDUS} edus")));
     }
+    // The shape first (400), then the sizes within it (413).
+    match txn.get("edus") {
+        None | Some(Value::Null) => {}
+        Some(Value::Array(edus)) if edus.len() <= MAX_EDUS => {}
+        Some(Value::Array(_)) => {
+            return Err(bad_json(format!("max {MAX_PDUS} pdus / {MAX_EDUS} edus")));
+        }
+        Some(_) => return Err(bad_json("`edus` must be an array")),
+    }
     for pdu in pdus {
         let size = serde_json::to_vec(pdu).map_or(usize::MAX, |v| v.len());
         if size > MAX_PDU_BYTES {
@@ -186,14 +196,6 @@ fn transaction(content: Option<Value>, origin: &ServerName) -> Result<Vec<u8>, M
                 format!("a PDU is over {MAX_PDU_BYTES} bytes"),
             ));
         }
-    }
-    match txn.get("edus") {
-        None | Some(Value::Null) => {}
-        Some(Value::Array(edus)) if edus.len() <= MAX_EDUS => {}
-        Some(Value::Array(_)) => {
-            return Err(bad_json(format!("max {MAX_PDUS} pdus / {MAX_EDUS} edus")));
-        }
-        Some(_) => return Err(bad_json("`edus` must be an array")),
     }
     txn.insert(
         "origin".to_owned(),

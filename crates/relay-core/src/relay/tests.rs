@@ -136,6 +136,8 @@ fn errors_table() {
     let pdus = |n: usize| json!({"pdus": vec![json!({}); n]}).to_string();
     let edus = |n: usize| json!({"pdus": [], "edus": vec![json!({}); n]}).to_string();
     let big_pdu = json!({"pdus": [{"x": "y".repeat(70_000)}]}).to_string();
+    let big_pdu_many_edus =
+        json!({"pdus": [{"x": "y".repeat(70_000)}], "edus": vec![json!({}); 101]}).to_string();
     let cases: Vec<(&str, Request, u16, &str)> = vec![
         (
             "unknown path",
@@ -191,6 +193,18 @@ fn errors_table() {
             "M_FORBIDDEN",
         ),
         (
+            "not served, and a txn ID too long: policy first",
+            put(&"t".repeat(256), "@a:elsewhere.example", TXN),
+            403,
+            "M_FORBIDDEN",
+        ),
+        (
+            "txn ID too long",
+            put(&"t".repeat(256), "@a:dest.example", TXN),
+            400,
+            "M_INVALID_PARAM",
+        ),
+        (
             "pdus missing",
             put("t", "@a:dest.example", r#"{"edus":[]}"#),
             400,
@@ -232,6 +246,12 @@ fn errors_table() {
             put("t", "@a:dest.example", &big_pdu),
             413,
             "M_TOO_LARGE",
+        ),
+        (
+            "pdu over 64 KiB and 101 edus: the shape first",
+            put("t", "@a:dest.example", &big_pdu_many_edus),
+            400,
+            "M_BAD_JSON",
         ),
         (
             "another server's queue",
