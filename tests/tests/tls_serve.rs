@@ -216,3 +216,69 @@ fn the_deployment_guide_configuration_starts_a_relay() {
         "the key and the database are where the file says"
     );
 }
+
+/// Whether a TLS handshake with `addr`, trusting only `ca` and asking for
+/// `name`, succeeds.
+fn handshake(addr: std::net::SocketAddr, ca: &TestCa, name: &str) -> Result<(), String> {
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(ca.cert()).map_err(|e| e.to_string())?;
+    let config = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .map_err(|e| e.to_string())?
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    let server_name =
+        rustls::pki_types::ServerName::try_from(name.to_owned()).map_err(|e| e.to_string())?;
+    let mut conn = rustls::ClientConnection::new(std::sync::Arc::new(config), server_name)
+        .map_err(|e| e.to_string())?;
+    let mut tcp = TcpStream::connect(addr).map_err(|e| e.to_string())?;
+    tcp.set_read_timeout(Some(Duration::from_secs(10)))
+        .map_err(|e| e.to_string())?;
+    while conn.is_handshaking() {
+        conn.complete_io(&mut tcp).map_err(|e| e.to_string())?;
+    }
+    Ok(())
+}
+
+#[test]
+fn sighup_reloads_the_certificate_at_once_and_never_stops_the_relay() {
+    let dir = tempfile::tempdir().expect("a directory for the PEM files");
+    let (old_ca, new_ca) = (TestCa::new(), TestCa::new());
+    let (cert, key) = write_pem(&old_ca, dir.path(), &[RELAY]);
+    let mut relay = RelayProcess::builder()
+        .server_name(RELAY)
+        .arg("--tls-cert")
+        .arg(cert.to_string_lossy())
+        .arg("--tls-key")
+        .arg(key.to_string_lossy())
+        .start();
+    handshake(relay.addr(), &old_ca, RELAY).expect("the first certificate");
+
+    // Renewed on disk: SIGHUP makes the next handshakes use it, without
+    // waiting for the minute's check.
+    write_pem(&new_ca, dir.path(), &[RELAY]);
+    relay.signal(libc::SIGHUP);
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while handshake(relay.addr(), &new_ca, RELAY).is_err() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "still the old certificate 10 s after SIGHUP:\n{}",
+            relay.stderr_log()
+        );
+        assert!(relay.is_running(), "SIGHUP ended the relay");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(handshake(relay.addr(), &old_ca, RELAY).is_err());
+    assert!(relay.stderr_log().contains("TLS certificate reloaded"));
+
+    // A relay without TLS lives through SIGHUP too.
+    let mut plain = RelayProcess::builder().start();
+    plain.signal(libc::SIGHUP);
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(plain.is_running(), "SIGHUP ended the relay");
+    Request::new("GET", "/_matrix/federation/v1/version")
+        .send(plain.addr())
+        .ok_json();
+}

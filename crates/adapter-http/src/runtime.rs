@@ -85,4 +85,8 @@ pub trait Runtime: Clone + Send + Sync + 'static {
     /// Installs SIGINT and SIGTERM handlers now; the future completes on
     /// the first of them.
     fn shutdown_signal(&self) -> io::Result<impl Future<Output = ()> + Send + 'static>;
+
+    /// Installs a SIGHUP handler now (so SIGHUP no longer ends the
+    /// process) and calls `f` on each SIGHUP, from a task of its own.
+    fn on_hangup(&self, f: impl Fn() + Send + Sync + 'static) -> io::Result<()>;
 }

@@ -70,6 +70,11 @@ pub async fn run<R: Runtime>(
     // Handlers first: a signal that arrives as soon as the address is
     // announced must already mean "shut down gracefully".
     let shutdown = runtime.shutdown_signal()?;
+    // SIGHUP re-reads the certificate files now, and never ends the process.
+    let (hangup, hangups) = async_channel::bounded::<()>(1);
+    runtime.on_hangup(move || {
+        let _ = hangup.try_send(());
+    })?;
     let listener = runtime.bind(options.listen).await?;
     let metrics = Arc::new(Metrics::new());
     let metrics_listener = match options.metrics_listen {
@@ -89,9 +94,12 @@ pub async fn run<R: Runtime>(
     // The metrics listener stops when the relay's does: `stopped` closes
     // when the signal came or `serve` ended otherwise.
     let (stop, stopped) = async_channel::bounded::<()>(1);
-    if let Some(tls) = &options.tls {
-        spawn_reloader(client.runtime().clone(), tls.clone(), stopped.clone());
-    }
+    spawn_reloader(
+        client.runtime().clone(),
+        options.tls.clone(),
+        hangups,
+        stopped.clone(),
+    );
     let metrics_task = metrics_listener.map(|listener| {
         let (store, metrics, rt) = (options.store.clone(), metrics.clone(), client.runtime());
         spawn_task(
@@ -184,19 +192,44 @@ pub async fn serve_metrics<R: Runtime>(
     }
 }
 
-/// Checks `tls`'s files for a renewal every [`TLS_RELOAD_INTERVAL`] (on
-/// the blocking pool) until `stopped` closes.
-fn spawn_reloader<R: Runtime>(rt: R, tls: Arc<ServerTls>, stopped: async_channel::Receiver<()>) {
+/// Checks `tls`'s files for a renewal every [`TLS_RELOAD_INTERVAL`], and
+/// at once on each message of `hangups` (SIGHUP), on the blocking pool,
+/// until `stopped` closes.
+fn spawn_reloader<R: Runtime>(
+    rt: R,
+    tls: Option<Arc<ServerTls>>,
+    hangups: async_channel::Receiver<()>,
+    stopped: async_channel::Receiver<()>,
+) {
     let rt2 = rt.clone();
     rt.spawn(async move {
-        // Nothing is ever sent on `stopped`; it only closes, at shutdown.
-        while timeout(&rt2, TLS_RELOAD_INTERVAL, stopped.recv())
-            .await
-            .is_none()
-        {
-            let tls = tls.clone();
+        loop {
+            // Nothing is ever sent on `stopped`; it only closes, at shutdown.
+            let stop = async {
+                let _ = stopped.recv().await;
+                None
+            };
+            let hangup = async {
+                match hangups.recv().await {
+                    Ok(()) => Some(true),
+                    Err(_) => std::future::pending().await,
+                }
+            };
+            let tick = async {
+                rt2.sleep_until(Instant::now() + TLS_RELOAD_INTERVAL).await;
+                Some(false)
+            };
+            let woke = futures_lite::future::or(stop, futures_lite::future::or(hangup, tick));
+            let Some(hangup) = woke.await else { return };
+            let Some(tls) = tls.clone() else {
+                if hangup {
+                    tracing::info!("SIGHUP: no TLS certificate to reload");
+                }
+                continue;
+            };
             match rt2.spawn_blocking(move || tls.reload_if_changed()).await {
                 Ok(true) => tracing::info!("TLS certificate reloaded"),
+                Ok(false) if hangup => tracing::info!("SIGHUP: the TLS certificate files are unchanged"),
                 Ok(false) => {}
                 Err(e) => {
                     tracing::warn!(error = %e, "TLS certificate not reloaded; the one in use stays");

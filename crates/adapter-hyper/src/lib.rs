@@ -110,6 +110,17 @@ impl Runtime for Tokio {
             }
         })
     }
+
+    fn on_hangup(&self, f: impl Fn() + Send + Sync + 'static) -> io::Result<()> {
+        use tokio::signal::unix::{SignalKind, signal};
+        let mut hup = signal(SignalKind::hangup())?;
+        tokio::spawn(async move {
+            while hup.recv().await.is_some() {
+                f();
+            }
+        });
+        Ok(())
+    }
 }
 
 /// Runs `main` to completion on a new multi-threaded tokio runtime.

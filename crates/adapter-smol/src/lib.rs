@@ -123,6 +123,17 @@ impl Runtime for Smol {
             }
         })
     }
+
+    fn on_hangup(&self, f: impl Fn() + Send + Sync + 'static) -> io::Result<()> {
+        use async_signal::{Signal, Signals};
+        let mut hup = Signals::new([Signal::Hup])?;
+        self.spawn(async move {
+            while let Some(Ok(_)) = hup.next().await {
+                f();
+            }
+        });
+        Ok(())
+    }
 }
 
 /// Runs `main` to completion on a new executor: the calling thread and two

@@ -30,8 +30,8 @@ pub struct ServeArgs {
     #[arg(long, value_name = "ADDR")]
     metrics_listen: Option<SocketAddr>,
     /// Serve HTTPS with this PEM certificate chain, leaf first (with
-    /// `--tls-key`); a renewed file is picked up within a minute [default:
-    /// plain HTTP].
+    /// `--tls-key`); a renewed file is picked up within a minute, or at
+    /// once on SIGHUP [default: plain HTTP].
     #[arg(long, value_name = "FILE", requires = "tls_key")]
     tls_cert: Option<PathBuf>,
     /// The PEM private key of `--tls-cert`.
