@@ -6,10 +6,10 @@
 //! `max-age=0` cannot turn every request into two) nor more than 48 h. A
 //! server that is down (no response, or a 5xx) is asked again after 2 min,
 //! as Synapse does, while a valid delegation that just ran out is kept
-//! through that for up to 1 h more; a missing or invalid one (a 4xx, a body
-//! that is not a valid delegation) is remembered for 1 h. SRV answers live for their
-//! TTL within [1 min, 24 h]; a failed DNS exchange (no answer at all) for
-//! 1 min. Each table keeps at most [`DEFAULT_CAPACITY`] names: when full,
+//! through that for up to 1 h more; a missing or invalid one (a 4xx, a
+//! body that is not a valid delegation) is remembered for 1 h. SRV answers
+//! live for their TTL within [1 min, 24 h]; a failed DNS exchange (no
+//! answer at all) for 1 min. Each table keeps at most [`DEFAULT_CAPACITY`] names: when full,
 //! expired entries go first, then the one closest to expiry.
 
 use std::collections::HashMap;
