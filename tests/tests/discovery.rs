@@ -79,6 +79,77 @@ fn send_through_discovery(runtime: Option<&str>) {
     );
 }
 
+/// Two SRV records for the destination: the preferred one's port is
+/// closed, so `send` connects to the other and delivers there directly.
+#[test]
+fn send_fails_over_to_the_next_srv_target() {
+    if std::env::var_os(relay_tests::process::RUNTIME_ENV).is_some() {
+        send_through_failover(None);
+    } else {
+        send_through_failover(Some("tokio"));
+        send_through_failover(Some("smol"));
+    }
+}
+
+fn send_through_failover(runtime: Option<&str>) {
+    let a = Node::new(Server::named("a.example"));
+    let destination = "dest.test";
+    let ca = TestCa::new();
+    let https = StubServer::start_tls(ca.server_config(&[destination]), |_, r| {
+        if r.target == "/.well-known/matrix/server" {
+            Reply::error(404, "M_NOT_FOUND")
+        } else {
+            Reply::ok()
+        }
+    });
+    let port = https.addr().port();
+    let closed = closed_addr().port();
+    let dns = FakeDns::start();
+    dns.srv(
+        &format!("_matrix-fed._tcp.{destination}"),
+        &[(20, 0, port, "up.test."), (10, 0, closed, "down.test.")],
+    );
+
+    let transaction = json!({"pdus": [{"type": "m.room.message"}], "edus": []});
+    let mut command = a.send(destination, "txn-failover", &transaction);
+    if let Some(runtime) = runtime {
+        command = command.arg("--runtime").arg(runtime);
+    }
+    let out = command
+        .arg("--tls-ca")
+        .arg(ca.pem_file())
+        .arg("--connect-to")
+        .arg(format!("{destination}:443=127.0.0.1:{port}"))
+        .arg("--connect-to")
+        .arg(format!("down.test:{closed}=127.0.0.1:{closed}"))
+        .arg("--connect-to")
+        .arg(format!("up.test:{port}=127.0.0.1:{port}"))
+        .arg("--dns-server")
+        .arg(dns.addr().to_string())
+        .timeout_ms(10_000)
+        .run();
+    out.assert_code(0);
+    assert_eq!(out.json()["delivered"], "direct", "{out:?}");
+
+    let got = https.requests();
+    let targets: Vec<&str> = got.iter().map(|r| r.target.as_str()).collect();
+    assert_eq!(
+        targets,
+        [
+            "/.well-known/matrix/server",
+            "/_matrix/federation/v1/send/txn-failover"
+        ],
+        "{got:?}"
+    );
+    // The second target carries the same names as the first would have.
+    assert_eq!(got[1].sni.as_deref(), Some(destination));
+    assert_eq!(got[1].header_values("host"), [destination]);
+    assert_eq!(
+        dns.asked(),
+        [(format!("_matrix-fed._tcp.{destination}"), "udp")]
+    );
+}
+
 #[test]
 fn bad_discovery_flags_are_refused() {
     let a = Node::new(Server::named("a.example"));

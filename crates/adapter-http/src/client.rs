@@ -8,6 +8,12 @@
 //! a fresh one (federation requests are idempotent), and everything is
 //! bounded by one timeout.
 //!
+//! Discovery may end in several SRV targets: when the connection to one
+//! cannot be made (TCP connect, TLS handshake, each bounded by
+//! [`CONNECT_TIMEOUT`] while another target is left), the next is tried,
+//! all within the request's timeout. An answer, whatever its status, ends
+//! the request: failing over is for unreachable targets only.
+//!
 //! Where a server is reached is the [`Resolver`]'s decision; this client
 //! performs the lookups it asks for (the `.well-known` fetch over itself,
 //! SRV queries via [`crate::dns`] on the blocking pool) and applies
@@ -45,6 +51,9 @@ pub const MAX_RESPONSE_BYTES: usize = 16 << 20;
 pub const WELL_KNOWN_TIMEOUT: Duration = Duration::from_secs(10);
 /// Largest `.well-known/matrix/server` body read; a bigger one is invalid.
 pub const WELL_KNOWN_MAX_BYTES: usize = 50 << 10;
+/// How long a connection to one of several SRV targets may take before the
+/// next is tried (the last one has the rest of the request's time).
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long an idle connection is kept for reuse.
 const IDLE_TIMEOUT: Duration = Duration::from_secs(90);
 /// Most idle connections kept per endpoint.
@@ -182,6 +191,32 @@ struct Answer {
     body: Bytes,
 }
 
+/// A request as [`HttpClient::exchange`] sends it.
+struct Exchange<'a> {
+    method: &'a str,
+    target: &'a str,
+    headers: HeaderMap,
+    body: Bytes,
+    /// Largest answer body read.
+    max_body: usize,
+}
+
+/// Why [`HttpClient::exchange`] got no answer.
+enum ExchangeError {
+    /// No connection could be made: another target may do better.
+    Connect(String),
+    /// Anything after a connection was made, or a bad request.
+    Other(String),
+}
+
+impl ExchangeError {
+    fn into_message(self) -> String {
+        match self {
+            Self::Connect(e) | Self::Other(e) => e,
+        }
+    }
+}
+
 impl<R: Runtime> HttpClient<R> {
     /// A client on `runtime` that reaches servers through `resolver`,
     /// giving up on a request after `timeout`.
@@ -227,8 +262,8 @@ impl<R: Runtime> HttpClient<R> {
     }
 
     async fn send_inner(&self, request: OutgoingRequest) -> HttpOutcome {
-        let endpoint = match self.known_endpoint(&request.server) {
-            Some(endpoint) => endpoint,
+        let endpoints = match self.known_endpoints(&request.server) {
+            Some(endpoints) => endpoints,
             None => {
                 // Discovery runs as its own task: if this request times out
                 // first, the lookups still finish and are cached, so one
@@ -236,9 +271,13 @@ impl<R: Runtime> HttpClient<R> {
                 // attempt time out.
                 let client = self.clone();
                 let server = request.server.clone();
-                match spawn_task(&self.runtime, async move { client.endpoint(&server).await }).await
+                match spawn_task(
+                    &self.runtime,
+                    async move { client.endpoints(&server).await },
+                )
+                .await
                 {
-                    Ok(endpoint) => endpoint,
+                    Ok(endpoints) => endpoints,
                     Err(_) => {
                         return HttpOutcome::ConnectionFailed(format!(
                             "discovery of {} was cancelled",
@@ -261,52 +300,70 @@ impl<R: Runtime> HttpClient<R> {
             }
         }
         let body = Bytes::from(request.body);
-        match self
-            .exchange(
-                &endpoint,
-                request.method,
-                &request.target,
-                headers,
-                body,
-                MAX_RESPONSE_BYTES,
-            )
-            .await
-        {
-            Ok(answer) => HttpOutcome::Response {
-                status: answer.status.as_u16(),
-                retry_after: header(&answer.headers, RETRY_AFTER),
-                body: answer.body.to_vec(),
-            },
-            Err(e) => HttpOutcome::ConnectionFailed(e),
+        let mut failures = Vec::new();
+        for (i, endpoint) in endpoints.iter().enumerate() {
+            let another_left = i + 1 < endpoints.len();
+            let exchange = Exchange {
+                method: request.method,
+                target: &request.target,
+                headers: headers.clone(),
+                body: body.clone(),
+                max_body: MAX_RESPONSE_BYTES,
+            };
+            let connect_limit = another_left.then_some(CONNECT_TIMEOUT);
+            match self.exchange(endpoint, exchange, connect_limit).await {
+                Ok(answer) => {
+                    return HttpOutcome::Response {
+                        status: answer.status.as_u16(),
+                        retry_after: header(&answer.headers, RETRY_AFTER),
+                        body: answer.body.to_vec(),
+                    };
+                }
+                Err(ExchangeError::Connect(e)) if another_left => {
+                    tracing::debug!(server = %request.server, error = %e, "unreachable; trying the next SRV target");
+                    failures.push(e);
+                }
+                Err(e) => {
+                    failures.push(e.into_message());
+                    break;
+                }
+            }
         }
+        HttpOutcome::ConnectionFailed(if failures.is_empty() {
+            format!("no endpoint for {}", request.server)
+        } else {
+            failures.join("; ")
+        })
     }
 
     /// Where `server` is reached, if that needs no lookup (an override, an
     /// IP literal or port, or cached outcomes).
-    fn known_endpoint(&self, server: &ServerName) -> Option<Endpoint> {
+    fn known_endpoints(&self, server: &ServerName) -> Option<Vec<Endpoint>> {
         let resolver = self.resolver.lock().unwrap_or_else(|e| e.into_inner());
-        let mut discovery = resolver.discover(server);
+        let mut discovery = resolver.discover(server, discovery_seed());
         match resolver.poll_discovery(Instant::now(), &mut discovery) {
-            Step::Done(endpoint) => Some(endpoint),
+            Step::Done(endpoints) => Some(endpoints),
             Step::Lookup(_) => None,
         }
     }
 
-    /// Where `server` is reached: `--resolve`, else discovery, performing
-    /// the lookups the resolver asks for.
+    /// Where `server` is reached, in the order to try: `--resolve`, else
+    /// discovery, performing the lookups the resolver asks for.
     ///
     /// Implementation note: the resolver's lock is never held across an
     /// await. Requests to a server whose discovery is not cached yet may
     /// each run their own lookups; the last answer is cached.
-    pub async fn endpoint(&self, server: &ServerName) -> Endpoint {
+    pub async fn endpoints(&self, server: &ServerName) -> Vec<Endpoint> {
         let lock = || self.resolver.lock().unwrap_or_else(|e| e.into_inner());
-        let mut discovery = lock().discover(server);
+        let mut discovery = lock().discover(server, discovery_seed());
         loop {
             let step = lock().poll_discovery(Instant::now(), &mut discovery);
             match step {
-                Step::Done(endpoint) => {
-                    tracing::debug!(%server, url = %endpoint.base_url(), tls_name = %endpoint.tls_name, "resolved");
-                    return endpoint;
+                Step::Done(endpoints) => {
+                    let urls: Vec<String> = endpoints.iter().map(Endpoint::base_url).collect();
+                    let tls_name = endpoints.first().map(|e| e.tls_name.as_str());
+                    tracing::debug!(%server, ?urls, ?tls_name, "resolved");
+                    return endpoints;
                 }
                 Step::Lookup(Lookup::WellKnown { host }) => {
                     let answer = Box::pin(self.fetch_well_known(&host)).await;
@@ -358,19 +415,16 @@ impl<R: Runtime> HttpClient<R> {
         };
         let mut target = "/.well-known/matrix/server".to_owned();
         for _ in 0..=MAX_WELL_KNOWN_REDIRECTS {
-            let answer = match self
-                .exchange(
-                    &endpoint,
-                    "GET",
-                    &target,
-                    HeaderMap::new(),
-                    Bytes::new(),
-                    WELL_KNOWN_MAX_BYTES,
-                )
-                .await
-            {
+            let exchange = Exchange {
+                method: "GET",
+                target: &target,
+                headers: HeaderMap::new(),
+                body: Bytes::new(),
+                max_body: WELL_KNOWN_MAX_BYTES,
+            };
+            let answer = match self.exchange(&endpoint, exchange, None).await {
                 Ok(answer) => answer,
-                Err(e) => return WellKnownAnswer::Failed(e),
+                Err(e) => return WellKnownAnswer::Failed(e.into_message()),
             };
             let location = header(&answer.headers, LOCATION);
             if answer.status.is_redirection()
@@ -389,17 +443,22 @@ impl<R: Runtime> HttpClient<R> {
         WellKnownAnswer::Failed("too many redirects".to_owned())
     }
 
-    /// One request to `endpoint`, on a kept connection if there is one;
-    /// `Err` describes a failure to get a whole answer.
+    /// One request to `endpoint`, on a kept connection if there is one,
+    /// else on a new one made within `connect_limit` (if any); `Err`
+    /// describes a failure to get a whole answer.
     async fn exchange(
         &self,
         endpoint: &Endpoint,
-        method: &str,
-        target: &str,
-        headers: HeaderMap,
-        body: Bytes,
-        max_body: usize,
-    ) -> Result<Answer, String> {
+        request: Exchange<'_>,
+        connect_limit: Option<Duration>,
+    ) -> Result<Answer, ExchangeError> {
+        let Exchange {
+            method,
+            target,
+            headers,
+            body,
+            max_body,
+        } = request;
         let base = endpoint.base_url();
         let key = format!("{base} {}", endpoint.tls_name);
         let url = format!("{base}{target}");
@@ -417,12 +476,13 @@ impl<R: Runtime> HttpClient<R> {
         let (response, sender) = loop {
             let (mut sender, reused) = match self.take_idle(&key) {
                 Some(sender) => (sender, true),
-                None => match self.connect(endpoint).await {
+                None => match self.connect_within(endpoint, connect_limit).await {
                     Ok(sender) => (sender, false),
-                    Err(e) => return Err(format!("{url}: {e}")),
+                    Err(e) => return Err(ExchangeError::Connect(format!("{url}: {e}"))),
                 },
             };
-            let http = build().map_err(|e| format!("bad request for {url}: {e}"))?;
+            let http =
+                build().map_err(|e| ExchangeError::Other(format!("bad request for {url}: {e}")))?;
             let sent = match sender.ready().await {
                 Ok(()) => sender.send_request(http).await,
                 Err(e) => Err(e),
@@ -435,7 +495,7 @@ impl<R: Runtime> HttpClient<R> {
                 {
                     tracing::debug!(%url, error = %e, "reused connection broke; reconnecting");
                 }
-                Err(e) => return Err(format!("{url}: {}", error_chain(&e))),
+                Err(e) => return Err(ExchangeError::Other(format!("{url}: {}", error_chain(&e)))),
             }
         };
         let (parts, body) = response.into_parts();
@@ -448,7 +508,9 @@ impl<R: Runtime> HttpClient<R> {
                     body: body.to_bytes(),
                 })
             }
-            Err(e) => Err(format!("{url}: reading the answer: {e}")),
+            Err(e) => Err(ExchangeError::Other(format!(
+                "{url}: reading the answer: {e}"
+            ))),
         }
     }
 
@@ -474,6 +536,20 @@ impl<R: Runtime> HttpClient<R> {
         list.retain(|(s, since)| !s.is_closed() && since.elapsed() < IDLE_TIMEOUT);
         if list.len() < MAX_IDLE_PER_ENDPOINT {
             list.push((sender, Instant::now()));
+        }
+    }
+
+    /// [`connect`](Self::connect), given up after `limit` (if any).
+    async fn connect_within(
+        &self,
+        endpoint: &Endpoint,
+        limit: Option<Duration>,
+    ) -> Result<Sender, String> {
+        match limit {
+            Some(limit) => timeout(&self.runtime, limit, self.connect(endpoint))
+                .await
+                .unwrap_or_else(|| Err(format!("no connection within {limit:?}"))),
+            None => self.connect(endpoint).await,
         }
     }
 
@@ -566,4 +642,14 @@ fn error_chain(e: &dyn std::error::Error) -> String {
         source = s.source();
     }
     text
+}
+
+/// A random seed for one discovery run (it orders SRV records of equal
+/// priority); without OS randomness, a fixed one still gives a valid order.
+fn discovery_seed() -> u64 {
+    let mut bytes = [0u8; 8];
+    match getrandom::fill(&mut bytes) {
+        Ok(()) => u64::from_le_bytes(bytes),
+        Err(_) => 0,
+    }
 }

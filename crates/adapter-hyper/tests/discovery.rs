@@ -12,7 +12,7 @@ use adapter_http::{ClientOptions, ConnectTo, HttpClient, Runtime};
 use relay_core::ServerName;
 use relay_core::http::{HttpOutcome, OutgoingRequest};
 use relay_core::resolve::Resolver;
-use relay_tests::{FakeDns, Reply, StubServer, TestCa};
+use relay_tests::{FakeDns, Reply, StubServer, TestCa, closed_addr};
 
 const VERSION: &str = "/_matrix/federation/v1/version";
 const WELL_KNOWN: &str = "/.well-known/matrix/server";
@@ -265,6 +265,95 @@ fn discovery_on_tokio() {
 #[test]
 fn discovery_on_smol() {
     adapter_smol::block_on(scenarios).expect("smol executor");
+}
+
+/// Of several SRV targets, the next is tried only when one cannot be
+/// reached; an answer, even a 500, is the request's outcome.
+async fn failover<R: Runtime>(rt: R) {
+    let ca = TestCa::new();
+    let names = ["i.test", "j.test", "k.test"];
+    let answering = StubServer::start_tls(ca.server_config(&names), |_, r| {
+        if r.target == WELL_KNOWN {
+            Reply::error(404, "M_NOT_FOUND")
+        } else {
+            Reply::error(500, "M_UNKNOWN")
+        }
+    });
+    let working = StubServer::start_tls(ca.server_config(&names), |_, _| {
+        Reply::Json(200, "{}".into())
+    });
+    let (p1, p2) = (answering.addr().port(), working.addr().port());
+    let (closed, closed2) = (closed_addr().port(), closed_addr().port());
+    let dns = FakeDns::start();
+    dns.srv(
+        "_matrix-fed._tcp.i.test",
+        &[(10, 0, closed, "down.test."), (20, 0, p2, "up.test.")],
+    )
+    .srv(
+        "_matrix-fed._tcp.j.test",
+        &[(10, 0, p1, "answering.test."), (20, 0, p2, "up.test.")],
+    )
+    .srv(
+        "_matrix-fed._tcp.k.test",
+        &[
+            (10, 0, closed, "down.test."),
+            (20, 0, closed2, "down2.test."),
+        ],
+    );
+    let mut connect_to: Vec<String> = names
+        .iter()
+        .map(|n| format!("{n}:443=127.0.0.1:{p1}"))
+        .collect();
+    connect_to.extend([
+        format!("down.test:{closed}=127.0.0.1:{closed}"),
+        format!("down2.test:{closed2}=127.0.0.1:{closed2}"),
+        format!("up.test:{p2}=127.0.0.1:{p2}"),
+        format!("answering.test:{p1}=127.0.0.1:{p1}"),
+    ]);
+    let options = ClientOptions {
+        extra_roots: vec![ca.cert()],
+        connect_to: connect_to
+            .iter()
+            .map(|c| c.parse().expect("connect-to"))
+            .collect(),
+        dns_server: Some(dns.addr()),
+    };
+    let client =
+        HttpClient::with_options(rt, Resolver::default(), Duration::from_secs(20), options)
+            .expect("client");
+
+    let outcome = client.send(get("i.test")).await;
+    assert!(
+        matches!(outcome, HttpOutcome::Response { status: 200, .. }),
+        "{outcome:?}"
+    );
+    let reached = working.requests();
+    assert_eq!(reached.len(), 1);
+    assert_eq!(reached[0].sni.as_deref(), Some("i.test"));
+    assert_eq!(reached[0].header_values("host"), ["i.test"]);
+
+    let outcome = client.send(get("j.test")).await;
+    assert!(
+        matches!(outcome, HttpOutcome::Response { status: 500, .. }),
+        "{outcome:?}"
+    );
+    assert_eq!(working.count(), 1);
+
+    let outcome = client.send(get("k.test")).await;
+    let HttpOutcome::ConnectionFailed(e) = &outcome else {
+        panic!("{outcome:?}");
+    };
+    assert!(e.contains("down.test") && e.contains("down2.test"), "{e}");
+}
+
+#[test]
+fn failover_on_tokio() {
+    adapter_hyper::block_on(failover).expect("tokio runtime");
+}
+
+#[test]
+fn failover_on_smol() {
+    adapter_smol::block_on(failover).expect("smol executor");
 }
 
 #[test]

@@ -3,10 +3,13 @@
 //! Implementation note: the lifetimes follow the spec's advice and Synapse's
 //! choices: a valid `.well-known` lives as its `Cache-Control: max-age` (or
 //! `Expires`) says, 24 h without either, never less than 5 min (so a
-//! `max-age=0` cannot turn every request into two) nor more than 48 h; a
-//! missing or invalid one is remembered for 1 h. SRV answers live for their
-//! TTL within [1 min, 24 h]; a failed DNS exchange (no answer at all) for
-//! 1 min. Each table keeps at most [`DEFAULT_CAPACITY`] names: when full,
+//! `max-age=0` cannot turn every request into two) nor more than 48 h. A
+//! server that is down (no response, or a 5xx) is asked again after 2 min,
+//! as Synapse does, while a valid delegation that just ran out is kept
+//! through that for up to 1 h more; a missing or invalid one (a 4xx, a
+//! body that is not a valid delegation) is remembered for 1 h. SRV answers
+//! live for their TTL within [1 min, 24 h]; a failed DNS exchange (no
+//! answer at all) for 1 min. Each table keeps at most [`DEFAULT_CAPACITY`] names: when full,
 //! expired entries go first, then the one closest to expiry.
 
 use std::collections::HashMap;
@@ -22,8 +25,13 @@ pub const WELL_KNOWN_DEFAULT: Duration = Duration::from_secs(24 * 3600);
 pub const WELL_KNOWN_MAX: Duration = Duration::from_secs(48 * 3600);
 /// Shortest a valid `.well-known` is kept, whatever its response says.
 pub const WELL_KNOWN_MIN: Duration = Duration::from_secs(5 * 60);
-/// Lifetime of a missing or invalid `.well-known`.
-pub const WELL_KNOWN_FAILURE: Duration = Duration::from_secs(3600);
+/// Lifetime of a missing or invalid `.well-known` (no delegation).
+pub const WELL_KNOWN_INVALID: Duration = Duration::from_secs(3600);
+/// Lifetime of a `.well-known` fetch that found the server down.
+pub const WELL_KNOWN_DOWN: Duration = Duration::from_secs(2 * 60);
+/// How long past its lifetime a valid delegation is still used while the
+/// server is down.
+pub const WELL_KNOWN_GRACE: Duration = Duration::from_secs(3600);
 /// Bounds of an SRV answer's lifetime (its TTL, clamped).
 pub const SRV_MIN: Duration = Duration::from_secs(60);
 /// See [`SRV_MIN`].
@@ -141,6 +149,11 @@ impl<V: Clone> ExpiringMap<V> {
     pub(crate) fn get(&self, now: Instant, key: &str) -> Option<V> {
         let (value, until) = self.entries.get(key)?;
         (now < *until).then(|| value.clone())
+    }
+
+    /// The value for `key`, live or expired (until evicted).
+    pub(crate) fn get_expired(&self, key: &str) -> Option<V> {
+        self.entries.get(key).map(|(value, _)| value.clone())
     }
 
     /// Keeps `value` until `now + lifetime`, evicting if full.

@@ -3,26 +3,28 @@
 //! `.well-known` delegation, SRV records, and port 8448).
 //!
 //! Implementation note: this is the pure part. [`Resolver::discover`]
-//! starts a [`Discovery`]; [`Resolver::poll_discovery`] says which lookup
-//! (a `.well-known` fetch or an SRV query) is next, answering from the
-//! resolver's caches where it can, or where to connect once it is over;
+//! starts a [`Discovery`] with a random seed the adapter draws (it orders
+//! SRV records of equal priority); [`Resolver::poll_discovery`] says which
+//! lookup (a `.well-known` fetch or an SRV query) is next, answering from
+//! the resolver's caches where it can, or where to connect once it is over;
 //! the adapter performs each lookup and reports it with
 //! [`Resolver::handle_well_known`] or [`Resolver::handle_srv`]. Time comes
 //! in as arguments, so the cache rules ([`cache`]) are table-tested on
 //! virtual time. The drive loop:
 //!
-//! 1. `let mut d = resolver.discover(&server);`
+//! 1. `let mut d = resolver.discover(&server, seed);`
 //! 2. loop on `resolver.poll_discovery(now, &mut d)`: on
 //!    `Step::Lookup(l)` perform `l` and report it with the matching
-//!    `handle_*`; on `Step::Done(endpoint)` connect there.
+//!    `handle_*`; on `Step::Done(endpoints)` connect to the first, and to
+//!    the next when a connection cannot be made.
 //!
 //! ```no_run
 //! # use relay_core::resolve::*;
 //! # use relay_core::{Instant, ServerName, UnixMillis};
 //! # fn fetch(_: &str) -> WellKnownAnswer { WellKnownAnswer::Failed("no network".into()) }
 //! # fn query(_: &str) -> SrvAnswer { SrvAnswer::NoRecords { ttl: None } }
-//! # fn drive(resolver: &mut Resolver, server: &ServerName) -> Endpoint {
-//! let mut d = resolver.discover(server);
+//! # fn drive(resolver: &mut Resolver, server: &ServerName, seed: u64) -> Vec<Endpoint> {
+//! let mut d = resolver.discover(server, seed);
 //! loop {
 //!     let now = Instant::now();
 //!     match resolver.poll_discovery(now, &mut d) {
@@ -34,7 +36,7 @@
 //!             let answer = query(&name);
 //!             resolver.handle_srv(now, &mut d, answer);
 //!         }
-//!         Step::Done(endpoint) => return endpoint,
+//!         Step::Done(endpoints) => return endpoints,
 //!     }
 //! }
 //! # }
@@ -47,7 +49,9 @@ mod tests;
 
 use std::collections::HashMap;
 
-pub use discovery::{Discovery, Lookup, SrvAnswer, SrvRecord, Step, WellKnownAnswer};
+pub use discovery::{
+    Discovery, Lookup, MAX_SRV_TARGETS, SrvAnswer, SrvRecord, Step, WellKnownAnswer,
+};
 
 use crate::id::ServerName;
 use crate::{Instant, UnixMillis};
@@ -133,11 +137,12 @@ impl Resolver {
     }
 
     /// Starts finding where `server` is reached; an override or an IP
-    /// literal or explicit port is already over.
-    pub fn discover(&self, server: &ServerName) -> Discovery {
+    /// literal or explicit port is already over. `seed` (random, drawn by
+    /// the caller for each run) orders SRV records of equal priority.
+    pub fn discover(&self, server: &ServerName, seed: u64) -> Discovery {
         match self.overrides.get(server) {
             Some(e) => Discovery::done(server, e.clone()),
-            None => Discovery::new(server),
+            None => Discovery::new(server, seed),
         }
     }
 

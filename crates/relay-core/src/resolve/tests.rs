@@ -1,4 +1,4 @@
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
 use super::cache::*;
@@ -37,12 +37,28 @@ impl World {
         self
     }
 
-    /// Runs discovery of `server` to its end.
+    /// Runs discovery of `server` to its end: where to connect first.
     fn run(&mut self, resolver: &mut Resolver, now: Instant, server: &str) -> Endpoint {
-        let mut d = resolver.discover(&name(server));
+        let all = self.run_seeded(resolver, now, server, 0);
+        assert_eq!(all.len(), 1, "{all:?}");
+        all[0].clone()
+    }
+
+    /// Runs discovery of `server` with `seed` to its end: every endpoint.
+    fn run_seeded(
+        &mut self,
+        resolver: &mut Resolver,
+        now: Instant,
+        server: &str,
+        seed: u64,
+    ) -> Vec<Endpoint> {
+        let mut d = resolver.discover(&name(server), seed);
         for _ in 0..10 {
             match resolver.poll_discovery(now, &mut d) {
-                Step::Done(e) => return e,
+                Step::Done(e) => {
+                    assert!(!e.is_empty());
+                    return e;
+                }
                 Step::Lookup(lookup) => {
                     self.asked.push(lookup.clone());
                     match lookup {
@@ -77,6 +93,15 @@ impl World {
                 Lookup::Srv { name } => format!("srv {name}"),
             })
             .collect()
+    }
+}
+
+fn status(status: u16, body: &str) -> WellKnownAnswer {
+    WellKnownAnswer::Response {
+        status,
+        body: body.as_bytes().to_vec(),
+        cache_control: None,
+        expires: None,
     }
 }
 
@@ -281,29 +306,242 @@ fn without_valid_well_known_the_hostname_goes_through_srv() {
     );
 }
 
+/// `host:port` of each endpoint the discovery of `a.example` ends in, with
+/// `records` as its SRV answer and `seed`.
+fn srv_order(records: &[(u16, u16, u16, &str)], seed: u64) -> Vec<String> {
+    let mut world = World::default().srv("_matrix-fed._tcp.a.example", records);
+    world
+        .run_seeded(&mut Resolver::default(), Instant::now(), "a.example", seed)
+        .iter()
+        .map(|e| format!("{}:{}", e.host, e.port))
+        .collect()
+}
+
 #[test]
-fn srv_record_choice() {
+fn srv_targets_by_priority_without_unusable_ones() {
     for (records, want) in [
         (
             vec![(20, 0, 1, "late.example"), (10, 0, 2, "early.example")],
-            Some("early.example:2"),
+            vec!["early.example:2", "late.example:1"],
         ),
+        // Priority wins over weight.
         (
-            vec![(10, 1, 1, "light.example"), (10, 9, 2, "heavy.example.")],
-            Some("heavy.example:2"),
+            vec![
+                (30, 100, 1, "c.example"),
+                (10, 1, 2, "a.example"),
+                (20, 100, 3, "b.example"),
+            ],
+            vec!["a.example:2", "b.example:3", "c.example:1"],
         ),
-        (vec![(10, 0, 0, ".")], None),
+        // `.` (RFC 2782: no service there) and non-hostnames are skipped.
         (
-            vec![(1, 0, 5, "bad name"), (2, 0, 6, "ok.example")],
-            Some("ok.example:6"),
+            vec![
+                (1, 0, 5, "bad name"),
+                (2, 0, 6, "OK.example."),
+                (3, 0, 7, "."),
+                (4, 0, 8, "x.example:9"),
+                (5, 0, 9, ""),
+            ],
+            vec!["ok.example:6"],
         ),
-        (vec![], None),
+        // The same target twice is tried once.
+        (
+            vec![(1, 0, 5, "t.example"), (2, 0, 5, "T.example.")],
+            vec!["t.example:5"],
+        ),
+        // Nothing usable counts as no record: then 8448.
+        (vec![(10, 0, 0, ".")], vec!["a.example:8448"]),
+        (vec![], vec!["a.example:8448"]),
+        // At most MAX_SRV_TARGETS, the preferred ones.
+        (
+            vec![
+                (6, 0, 6, "t6.example"),
+                (5, 0, 5, "t5.example"),
+                (4, 0, 4, "t4.example"),
+                (3, 0, 3, "t3.example"),
+                (2, 0, 2, "t2.example"),
+                (1, 0, 1, "t1.example"),
+            ],
+            vec![
+                "t1.example:1",
+                "t2.example:2",
+                "t3.example:3",
+                "t4.example:4",
+            ],
+        ),
     ] {
-        let mut world = World::default().srv("_matrix-fed._tcp.a.example", &records);
-        let e = world.run(&mut Resolver::default(), Instant::now(), "a.example");
-        let got = format!("{}:{}", e.host, e.port);
-        assert_eq!(got, want.unwrap_or("a.example:8448"), "{records:?}");
+        for seed in 0..50 {
+            assert_eq!(srv_order(&records, seed), want, "{records:?} seed {seed}");
+        }
     }
+    assert_eq!(MAX_SRV_TARGETS, 4);
+}
+
+#[test]
+fn equal_priorities_in_weighted_random_order() {
+    let records = [
+        (10, 60, 1, "a.example"),
+        (10, 30, 2, "b.example"),
+        (10, 10, 3, "c.example"),
+        (20, 0, 4, "d.example"),
+    ];
+    let mut first: HashMap<String, usize> = HashMap::new();
+    let mut orders = HashSet::new();
+    for seed in 0..1000 {
+        let order = srv_order(&records, seed);
+        assert_eq!(order, srv_order(&records, seed), "seed {seed}");
+        assert_eq!(order.len(), 4, "{order:?}");
+        assert_eq!(order[3], "d.example:4", "{order:?}");
+        *first.entry(order[0].clone()).or_default() += 1;
+        orders.insert(order);
+    }
+    // Every order of the three is reached, and each comes first about as
+    // often as its weight says (600, 300, 100 of 1000).
+    assert_eq!(orders.len(), 6, "{orders:?}");
+    let share = |t: &str| first.get(t).copied().unwrap_or_default();
+    assert!((520..680).contains(&share("a.example:1")), "{first:?}");
+    assert!((230..370).contains(&share("b.example:2")), "{first:?}");
+    assert!((60..140).contains(&share("c.example:3")), "{first:?}");
+}
+
+#[test]
+fn weight_zero_records_get_a_small_chance() {
+    // RFC 2782: weight 0 has "a very small chance of being selected";
+    // here one share in 11.
+    let records = [(10, 0, 1, "zero.example"), (10, 10, 2, "ten.example")];
+    let zero_first = (0..1100)
+        .filter(|&seed| srv_order(&records, seed)[0] == "zero.example:1")
+        .count();
+    assert!((50..150).contains(&zero_first), "{zero_first}");
+
+    // Only weight 0: any order, each first about as often.
+    let records = [
+        (10, 0, 1, "x.example"),
+        (10, 0, 2, "y.example"),
+        (10, 0, 3, "z.example"),
+    ];
+    let mut first: HashMap<String, usize> = HashMap::new();
+    for seed in 0..900 {
+        let order = srv_order(&records, seed);
+        assert_eq!(order.len(), 3, "{order:?}");
+        *first.entry(order[0].clone()).or_default() += 1;
+    }
+    assert_eq!(first.len(), 3, "{first:?}");
+    assert!(first.values().all(|n| (200..400).contains(n)), "{first:?}");
+}
+
+#[test]
+fn failover_targets_carry_the_srv_base_name() {
+    let t0 = Instant::now();
+    let mut r = Resolver::default();
+    let mut world = World::default()
+        .well_known("a.example", r#"{"m.server":"deleg.example"}"#)
+        .srv(
+            "_matrix-fed._tcp.deleg.example",
+            &[
+                (20, 0, 3, "third.example."),
+                (10, 0, 1, "first.example."),
+                (15, 0, 2, "second.example."),
+                (10, 0, 0, "."),
+            ],
+        );
+    let want = [
+        "https://first.example:1 tls=deleg.example host=deleg.example",
+        "https://second.example:2 tls=deleg.example host=deleg.example",
+        "https://third.example:3 tls=deleg.example host=deleg.example",
+    ];
+    let all = world.run_seeded(&mut r, t0, "a.example", 7);
+    assert_eq!(all.iter().map(show).collect::<Vec<_>>(), want);
+    assert_eq!(world.asked().len(), 2);
+    // From the cache, with another seed: the same list, no lookup.
+    let again = world.run_seeded(&mut r, t0 + Duration::from_secs(1), "a.example", 8);
+    assert_eq!(again, all);
+    assert!(world.asked().is_empty());
+}
+
+#[test]
+fn well_known_down_is_asked_again_soon_and_no_delegation_after_an_hour() {
+    assert_eq!(WELL_KNOWN_DOWN, Duration::from_secs(120));
+    assert_eq!(WELL_KNOWN_INVALID, Duration::from_secs(3600));
+    let second = Duration::from_secs(1);
+    for (answer, lifetime) in [
+        (WellKnownAnswer::Failed("refused".into()), WELL_KNOWN_DOWN),
+        (WellKnownAnswer::Failed("timed out".into()), WELL_KNOWN_DOWN),
+        (status(500, ""), WELL_KNOWN_DOWN),
+        (status(503, r#"{"m.server":"x.example"}"#), WELL_KNOWN_DOWN),
+        (status(404, ""), WELL_KNOWN_INVALID),
+        (
+            status(403, r#"{"m.server":"x.example"}"#),
+            WELL_KNOWN_INVALID,
+        ),
+        (status(302, ""), WELL_KNOWN_INVALID),
+        (ok("not json", None), WELL_KNOWN_INVALID),
+        (ok(r#"{"m.server":"bad_name!"}"#, None), WELL_KNOWN_INVALID),
+    ] {
+        let t0 = Instant::now();
+        let mut r = Resolver::default();
+        let mut world = World::default();
+        world.well_known.insert("a.example".into(), answer.clone());
+        let e = world.run(&mut r, t0, "a.example");
+        assert_eq!(e.host, "a.example", "{answer:?}");
+        assert_eq!(world.asked()[0], "wk a.example", "{answer:?}");
+        world.run(&mut r, t0 + lifetime - second, "a.example");
+        assert!(
+            !world.asked().contains(&"wk a.example".to_owned()),
+            "{answer:?}"
+        );
+        world.run(&mut r, t0 + lifetime, "a.example");
+        assert_eq!(world.asked()[0], "wk a.example", "{answer:?}");
+    }
+}
+
+#[test]
+fn a_delegation_outlives_its_lifetime_while_the_server_is_down() {
+    let t0 = Instant::now();
+    let second = Duration::from_secs(1);
+    let lifetime = Duration::from_secs(600);
+    let delegated = "https://d.example:1 tls=d.example host=d.example:1";
+    let bare = "https://a.example:8448 tls=a.example host=a.example";
+    let valid = ok(r#"{"m.server":"d.example:1"}"#, Some("max-age=600"));
+    let mut r = Resolver::default();
+    let mut world = World::default();
+    world.well_known.insert("a.example".into(), valid.clone());
+    assert_eq!(show(&world.run(&mut r, t0, "a.example")), delegated);
+    world.asked();
+
+    // Expired, and the server is down: still delegated, asked again soon.
+    world.well_known.insert(
+        "a.example".into(),
+        WellKnownAnswer::Failed("refused".into()),
+    );
+    let expired = t0 + lifetime;
+    assert_eq!(show(&world.run(&mut r, expired, "a.example")), delegated);
+    assert_eq!(world.asked(), ["wk a.example"]);
+    let soon = expired + WELL_KNOWN_DOWN - second;
+    assert_eq!(show(&world.run(&mut r, soon, "a.example")), delegated);
+    assert!(world.asked().is_empty());
+    world
+        .well_known
+        .insert("a.example".into(), status(502, "Bad Gateway"));
+    let later = expired + WELL_KNOWN_DOWN;
+    assert_eq!(show(&world.run(&mut r, later, "a.example")), delegated);
+    assert_eq!(world.asked(), ["wk a.example"]);
+    // Up to the end of the grace period, and not past it.
+    let grace_end = expired + WELL_KNOWN_GRACE;
+    let last = grace_end - second;
+    assert_eq!(show(&world.run(&mut r, last, "a.example")), delegated);
+    assert_eq!(world.asked(), ["wk a.example"]);
+    assert_eq!(show(&world.run(&mut r, grace_end, "a.example")), bare);
+    assert_eq!(world.asked()[0], "wk a.example");
+
+    // A "no delegation" answer ends it at once.
+    let mut r = Resolver::default();
+    world.well_known.insert("a.example".into(), valid);
+    assert_eq!(show(&world.run(&mut r, t0, "a.example")), delegated);
+    world
+        .well_known
+        .insert("a.example".into(), status(404, "{}"));
+    assert_eq!(show(&world.run(&mut r, expired, "a.example")), bare);
 }
 
 #[test]
@@ -329,9 +567,12 @@ fn cached_outcomes_skip_lookups_until_they_expire() {
         ["wk a.example", "srv _matrix-fed._tcp.deleg.example"]
     );
 
-    // A failed well-known is remembered for an hour.
+    // A missing well-known is remembered for an hour.
     let mut r = Resolver::default();
     let mut world = World::default();
+    world
+        .well_known
+        .insert("b.example".into(), status(404, "{}"));
     world.run(&mut r, t0, "b.example");
     assert_eq!(world.asked().len(), 3);
     world.run(&mut r, t0 + Duration::from_secs(3599), "b.example");
@@ -372,7 +613,7 @@ fn a_failed_dns_exchange_is_remembered_briefly() {
 fn answers_nobody_asked_for_are_ignored() {
     let mut r = Resolver::default();
     let now = Instant::now();
-    let mut d = r.discover(&name("a.example"));
+    let mut d = r.discover(&name("a.example"), 0);
     r.handle_srv(now, &mut d, SrvAnswer::Records(vec![]));
     assert_eq!(
         r.poll_discovery(now, &mut d),
@@ -380,7 +621,7 @@ fn answers_nobody_asked_for_are_ignored() {
             host: "a.example".into()
         })
     );
-    let mut done = r.discover(&name("1.2.3.4"));
+    let mut done = r.discover(&name("1.2.3.4"), 0);
     r.handle_well_known(
         now,
         UnixMillis(0),
@@ -389,13 +630,13 @@ fn answers_nobody_asked_for_are_ignored() {
     );
     assert_eq!(
         r.poll_discovery(now, &mut done),
-        Step::Done(Endpoint {
+        Step::Done(vec![Endpoint {
             scheme: Scheme::Https,
             host: "1.2.3.4".into(),
             port: 8448,
             tls_name: "1.2.3.4".into(),
             host_header: "1.2.3.4".into(),
-        })
+        }])
     );
     assert_eq!(r.cached(), (0, 0));
 }
