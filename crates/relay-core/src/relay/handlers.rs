@@ -136,9 +136,6 @@ fn authenticate(
     } else {
         let value: Value = serde_json::from_slice(body)
             .map_err(|e| MatrixError::new(ErrCode::NotJson, format!("body is not JSON: {e}")))?;
-        // Signatures cover canonical JSON; a body without one (floats,
-        // out-of-range integers) can never verify, and is bad JSON.
-        canonical::to_canonical_string(&value).map_err(|e| bad_json(e.to_string()))?;
         Some(value)
     };
     let verified = auth::verify_claimed(
@@ -156,6 +153,14 @@ fn authenticate(
             if !config.keys.is_pinned(&origin) && may_fetch(&origin) =>
         {
             Err(Fail::NeedKeys(origin))
+        }
+        // Signatures cover canonical JSON; a body without one (floats,
+        // out-of-range integers) can never verify. Once the key is known,
+        // that is bad JSON rather than a bad signature.
+        Err(AuthError::BadSignature { .. })
+            if let Some(Err(e)) = content.as_ref().map(canonical::to_canonical_string) =>
+        {
+            Err(bad_json(e.to_string()).into())
         }
         Err(e) => Err(unauthorized(e).into()),
     }

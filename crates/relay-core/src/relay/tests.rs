@@ -129,10 +129,12 @@ fn errors_table() {
         )
         .unwrap(),
     ];
-    // A body with no canonical form cannot be signed; the header only needs
-    // to parse, since the body is refused before the key is looked up.
+    // A body with no canonical form cannot be signed: from a known origin it
+    // is bad JSON; from an unknown one, the key is what fails first.
     let mut float_body = put("t", "@a:dest.example", "{}");
     float_body.body = RequestBody::Complete(br#"{"pdus":[1.5]}"#.to_vec());
+    let mut float_body_unknown_key = unknown_key.clone();
+    float_body_unknown_key.body = RequestBody::Complete(br#"{"pdus":[1.5]}"#.to_vec());
     let pdus = |n: usize| json!({"pdus": vec![json!({}); n]}).to_string();
     let edus = |n: usize| json!({"pdus": [], "edus": vec![json!({}); n]}).to_string();
     let big_pdu = json!({"pdus": [{"x": "y".repeat(70_000)}]}).to_string();
@@ -241,6 +243,12 @@ fn errors_table() {
             "M_BAD_JSON",
         ),
         ("float in body", float_body, 400, "M_BAD_JSON"),
+        (
+            "float in body, unknown key",
+            float_body_unknown_key,
+            401,
+            "M_UNAUTHORIZED",
+        ),
         (
             "pdu over 64 KiB",
             put("t", "@a:dest.example", &big_pdu),
