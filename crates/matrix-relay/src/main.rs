@@ -1,6 +1,7 @@
 //! `matrix-relay`: a Matrix federation relay server and its tools.
 #![forbid(unsafe_code)]
 
+mod admin;
 mod keys;
 mod net;
 mod pull;
@@ -42,6 +43,12 @@ enum Command {
     /// Drain every relay once as a node, printing each transaction once as
     /// a JSON line; exits 0 when every relay was drained.
     Pull(Box<pull::PullArgs>),
+    /// List what each destination has queued in a relay's database, most
+    /// bytes first, one JSON line each.
+    Queues(admin::QueuesArgs),
+    /// Delete everything queued for one destination in a relay's database,
+    /// for good (the relay may keep running); prints what was deleted.
+    Purge(admin::PurgeArgs),
 }
 
 /// The async runtime that drives the core.
@@ -76,6 +83,8 @@ fn main() -> ExitCode {
         Command::Serve(args) => serve::serve(*args).map(|()| true),
         Command::Send(args) => send::send(*args),
         Command::Pull(args) => pull::pull(*args),
+        Command::Queues(args) => admin::queues(args).map(|()| true),
+        Command::Purge(args) => admin::purge(args).map(|()| true),
     };
     match result {
         Ok(true) => ExitCode::SUCCESS,

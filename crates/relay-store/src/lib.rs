@@ -94,6 +94,28 @@ pub trait QueueStore: Send + Sync + 'static {
     /// Entries and bytes queued over all destinations, from the counters
     /// the quota checks use (never a scan of the queue).
     fn totals(&self) -> Result<QueueTotals, StoreError>;
+
+    /// The destinations that have something queued, with their entries and
+    /// bytes, most bytes first (ties by name), at most `limit`; read from
+    /// the counters the quota checks use.
+    fn destinations(&self, limit: usize) -> Result<Vec<DestinationUsage>, StoreError>;
+
+    /// Deletes everything queued for `destination`, at once and for good
+    /// (an operator's decision: that server is gone), and returns what was
+    /// deleted. Nothing is remembered as delivered: a sender that sends one
+    /// of these again has it stored again.
+    fn purge(&self, destination: &ServerName) -> Result<QueueTotals, StoreError>;
+}
+
+/// One destination's queue, as [`QueueStore::destinations`] lists it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DestinationUsage {
+    /// The destination.
+    pub destination: ServerName,
+    /// Entries queued for it.
+    pub entries: u64,
+    /// Their bytes.
+    pub bytes: u64,
 }
 
 /// What [`QueueStore::ack_and_next`] did and found.

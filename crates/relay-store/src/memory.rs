@@ -7,7 +7,7 @@ use relay_core::store::{Ack, InsertOutcome, NewEntry, QueuedEntry, Quota, StoreE
 use relay_core::{EntryId, ServerName, TxnId, UnixMillis};
 
 use crate::quota::{Usage, refused_by};
-use crate::{AckNext, QueueStore, QueueTotals};
+use crate::{AckNext, DestinationUsage, QueueStore, QueueTotals};
 
 mod dedupe;
 mod outbound;
@@ -238,5 +238,50 @@ impl QueueStore for MemoryStore {
             entries: total.entries,
             bytes: total.bytes,
         })
+    }
+
+    fn destinations(&self, limit: usize) -> Result<Vec<DestinationUsage>, StoreError> {
+        let inner = self.lock()?;
+        let mut all: Vec<DestinationUsage> = inner
+            .destination_usage
+            .iter()
+            .filter(|(_, u)| u.entries > 0)
+            .map(|(destination, u)| DestinationUsage {
+                destination: destination.clone(),
+                entries: u.entries,
+                bytes: u.bytes,
+            })
+            .collect();
+        all.sort_by(|a, b| {
+            b.bytes
+                .cmp(&a.bytes)
+                .then_with(|| a.destination.cmp(&b.destination))
+        });
+        all.truncate(limit);
+        Ok(all)
+    }
+
+    fn purge(&self, destination: &ServerName) -> Result<QueueTotals, StoreError> {
+        let mut inner = self.lock()?;
+        let inner = &mut *inner;
+        let mut purged = QueueTotals::default();
+        for id in inner.queues.remove(destination).unwrap_or_default() {
+            let Some(entry) = inner.entries.remove(&id) else {
+                continue;
+            };
+            let len = len_of(&entry);
+            inner.keys.remove(&(
+                entry.origin.clone(),
+                entry.destination.clone(),
+                entry.txn_id.clone(),
+            ));
+            sub(&mut inner.destination_usage, &entry.destination, len);
+            sub(&mut inner.origin_usage, &entry.origin, len);
+            inner.total.entries = inner.total.entries.saturating_sub(1);
+            inner.total.bytes = inner.total.bytes.saturating_sub(len);
+            purged.entries += 1;
+            purged.bytes += len;
+        }
+        Ok(purged)
     }
 }

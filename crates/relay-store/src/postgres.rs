@@ -10,7 +10,7 @@ use postgres::Config;
 use relay_core::ServerName;
 use relay_core::store::{Ack, InsertOutcome, NewEntry, Quota, StoreError};
 
-use crate::{AckNext, QueueStore, QueueTotals};
+use crate::{AckNext, DestinationUsage, QueueStore, QueueTotals};
 
 mod pool;
 mod schema;
@@ -155,11 +155,45 @@ impl QueueStore for PostgresStore {
 
     fn totals(&self) -> Result<QueueTotals, StoreError> {
         let (entries, bytes) = self.pool.run("read total usage", sql::totals)?;
-        match (u64::try_from(entries), u64::try_from(bytes)) {
-            (Ok(entries), Ok(bytes)) => Ok(QueueTotals { entries, bytes }),
-            _ => Err(StoreError(format!(
-                "usage counters in the database are negative ({entries} entries, {bytes} bytes)"
-            ))),
-        }
+        counters(entries, bytes)
+    }
+
+    fn destinations(&self, limit: usize) -> Result<Vec<DestinationUsage>, StoreError> {
+        let rows = self.pool.run("read destination usage", |conn| {
+            sql::destinations(conn, limit)
+        })?;
+        rows.into_iter()
+            .map(|(name, entries, bytes)| {
+                let destination = ServerName::parse(&name).map_err(|_| {
+                    StoreError(format!(
+                        "destination_usage holds a bad server name {name:?}"
+                    ))
+                })?;
+                let QueueTotals { entries, bytes } = counters(entries, bytes)?;
+                Ok(DestinationUsage {
+                    destination,
+                    entries,
+                    bytes,
+                })
+            })
+            .collect()
+    }
+
+    fn purge(&self, destination: &ServerName) -> Result<QueueTotals, StoreError> {
+        let (entries, bytes) = self
+            .pool
+            .run("purge a destination", |conn| sql::purge(conn, destination))?;
+        counters(entries, bytes)
+    }
+}
+
+/// Usage counters as read from the database, which never makes them
+/// negative unless something else wrote there.
+fn counters(entries: i64, bytes: i64) -> Result<QueueTotals, StoreError> {
+    match (u64::try_from(entries), u64::try_from(bytes)) {
+        (Ok(entries), Ok(bytes)) => Ok(QueueTotals { entries, bytes }),
+        _ => Err(StoreError(format!(
+            "usage counters in the database are negative ({entries} entries, {bytes} bytes)"
+        ))),
     }
 }

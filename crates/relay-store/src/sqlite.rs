@@ -14,7 +14,7 @@ use relay_core::retriever::{self, DedupeKey};
 use relay_core::store::{Ack, InsertOutcome, NewEntry, Quota, StoreError};
 
 use crate::shared::{self, Reply};
-use crate::{AckNext, DedupeStore, OutboundStore, QueueStore, QueueTotals};
+use crate::{AckNext, DedupeStore, DestinationUsage, OutboundStore, QueueStore, QueueTotals};
 
 mod dedupe;
 mod outbound;
@@ -76,6 +76,10 @@ enum Op {
         changes: Vec<retriever::Change>,
         reply: Reply<()>,
     },
+    Purge {
+        destination: ServerName,
+        reply: Reply<QueueTotals>,
+    },
 }
 
 /// An operation's result, held until its batch has committed.
@@ -83,6 +87,7 @@ enum Answer {
     Insert(Reply<InsertOutcome>, Result<InsertOutcome, StoreError>),
     Next(Reply<AckNext>, Result<AckNext, StoreError>),
     Applied(Reply<()>, Result<(), StoreError>),
+    Purged(Reply<QueueTotals>, Result<QueueTotals, StoreError>),
 }
 
 /// Maps a rusqlite error to a [`StoreError`] saying what was being done.
@@ -208,6 +213,17 @@ impl QueueStore for SqliteStore {
 
     fn totals(&self) -> Result<QueueTotals, StoreError> {
         sql::totals(&self.reader())
+    }
+
+    fn destinations(&self, limit: usize) -> Result<Vec<DestinationUsage>, StoreError> {
+        sql::destinations(&self.reader(), limit)
+    }
+
+    fn purge(&self, destination: &ServerName) -> Result<QueueTotals, StoreError> {
+        self.call(|reply| Op::Purge {
+            destination: destination.clone(),
+            reply,
+        })
     }
 }
 
@@ -354,6 +370,9 @@ impl Op {
             Op::ApplyWindow { changes, reply } => {
                 Answer::Applied(reply, dedupe::apply(conn, &changes))
             }
+            Op::Purge { destination, reply } => {
+                Answer::Purged(reply, sql::purge(conn, &destination))
+            }
         }
     }
 
@@ -364,6 +383,7 @@ impl Op {
             Op::Apply { reply, .. } | Op::ApplyWindow { reply, .. } => {
                 Answer::Applied(reply, Err(err))
             }
+            Op::Purge { reply, .. } => Answer::Purged(reply, Err(err)),
         }
     }
 }
@@ -374,6 +394,7 @@ impl Answer {
             Answer::Insert(_, r) => r.as_ref().err(),
             Answer::Next(_, r) => r.as_ref().err(),
             Answer::Applied(_, r) => r.as_ref().err(),
+            Answer::Purged(_, r) => r.as_ref().err(),
         }
     }
 
@@ -382,6 +403,7 @@ impl Answer {
             Answer::Insert(reply, _) => Answer::Insert(reply, Err(err)),
             Answer::Next(reply, _) => Answer::Next(reply, Err(err)),
             Answer::Applied(reply, _) => Answer::Applied(reply, Err(err)),
+            Answer::Purged(reply, _) => Answer::Purged(reply, Err(err)),
         }
     }
 
@@ -391,6 +413,7 @@ impl Answer {
             Answer::Insert(reply, r) => drop(reply.send(r)),
             Answer::Next(reply, r) => drop(reply.send(r)),
             Answer::Applied(reply, r) => drop(reply.send(r)),
+            Answer::Purged(reply, r) => drop(reply.send(r)),
         }
     }
 }

@@ -5,8 +5,8 @@ use relay_store::{
     MemoryOutboundStore, MemoryStore, SqliteStore,
 };
 use relay_store::{
-    AckNext, InsertOutcome, NewEntry, OutboundStore, QueueStore, QueueTotals, Quota, ServerName,
-    StoreError,
+    AckNext, DestinationUsage, InsertOutcome, NewEntry, OutboundStore, QueueStore, QueueTotals,
+    Quota, ServerName, StoreError,
 };
 
 mod memory {
@@ -52,6 +52,12 @@ impl QueueStore for TempSqlite {
     }
     fn totals(&self) -> Result<QueueTotals, StoreError> {
         self.store.totals()
+    }
+    fn destinations(&self, limit: usize) -> Result<Vec<DestinationUsage>, StoreError> {
+        self.store.destinations(limit)
+    }
+    fn purge(&self, destination: &ServerName) -> Result<QueueTotals, StoreError> {
+        self.store.purge(destination)
     }
 }
 

@@ -10,8 +10,8 @@ use std::sync::{Arc, Barrier};
 
 use relay_store::testing::{TempDatabase, temp_postgres_database};
 use relay_store::{
-    Ack, AckNext, AckedKeys, EntryId, InsertOutcome, NewEntry, PostgresStore, QueueStore,
-    QueueTotals, Quota, ServerName, StoreError, TxnId, UnixMillis,
+    Ack, AckNext, AckedKeys, DestinationUsage, EntryId, InsertOutcome, NewEntry, PostgresStore,
+    QueueStore, QueueTotals, Quota, ServerName, StoreError, TxnId, UnixMillis,
 };
 
 const NOW: UnixMillis = UnixMillis(1_700_000_000_000);
@@ -69,6 +69,12 @@ impl QueueStore for TempPostgres {
     }
     fn totals(&self) -> Result<QueueTotals, StoreError> {
         self.store().totals()
+    }
+    fn destinations(&self, limit: usize) -> Result<Vec<DestinationUsage>, StoreError> {
+        self.store().destinations(limit)
+    }
+    fn purge(&self, destination: &ServerName) -> Result<QueueTotals, StoreError> {
+        self.store().purge(destination)
     }
 }
 

@@ -64,7 +64,9 @@ pub use quota::{
     quota_ignores_duplicates, quota_origin_bytes, quota_origin_entries,
     quota_refusal_stores_nothing, quota_total_bytes,
 };
-pub use totals::totals_count_every_destination;
+pub use totals::{
+    destinations_by_bytes, purge_deletes_one_destination_whole, totals_count_every_destination,
+};
 
 /// A conformance check: takes a fresh, empty store, panics on failure.
 pub type Check = fn(&dyn QueueStore);
@@ -112,6 +114,11 @@ pub const CHECKS: &[(&str, Check)] = &[
     (
         "totals_count_every_destination",
         totals_count_every_destination,
+    ),
+    ("destinations_by_bytes", destinations_by_bytes),
+    (
+        "purge_deletes_one_destination_whole",
+        purge_deletes_one_destination_whole,
     ),
     ("concurrent_inserts", concurrent_inserts),
     ("concurrent_duplicate_inserts", concurrent_duplicate_inserts),
@@ -183,6 +190,8 @@ macro_rules! conformance_tests {
             quota_freed_by_ack,
             quota_check_order,
             totals_count_every_destination,
+            destinations_by_bytes,
+            purge_deletes_one_destination_whole,
             concurrent_inserts,
             concurrent_duplicate_inserts,
             concurrent_inserts_and_acks,

@@ -3,7 +3,7 @@
 use relay_core::store::{AckedKeys, InsertOutcome, Quota, QuotaKind};
 
 use super::helpers::*;
-use crate::{QueueStore, QueueTotals};
+use crate::{DestinationUsage, QueueStore, QueueTotals};
 
 fn totals(store: &dyn QueueStore) -> QueueTotals {
     store
@@ -79,4 +79,88 @@ pub fn totals_count_every_destination(store: &dyn QueueStore) {
     drain(store, "a.example");
     drain(store, "b.example");
     assert_eq!(totals(store), want(0, 0), "after draining everything");
+}
+
+fn usage(destination: &str, entries: u64, bytes: u64) -> DestinationUsage {
+    DestinationUsage {
+        destination: server(destination),
+        entries,
+        bytes,
+    }
+}
+
+/// `destinations` lists what each destination has queued, most bytes first
+/// and ties by name, at most `limit`; a destination emptied by
+/// acknowledgements is gone from the list.
+pub fn destinations_by_bytes(store: &dyn QueueStore) {
+    let list = |limit| {
+        store
+            .destinations(limit)
+            .unwrap_or_else(|err| panic!("destinations({limit}) failed: {err}"))
+    };
+    assert_eq!(list(10), vec![], "an empty store");
+    store_new(store, &entry("o.example", "a.example", "t1", &[b'x'; 10]));
+    store_new(store, &entry("p.example", "a.example", "t2", &[b'x'; 10]));
+    let b = store_new(store, &entry("o.example", "b.example", "t1", &[b'x'; 30]));
+    store_new(store, &entry("o.example", "c.example", "t1", &[b'x'; 20]));
+    store_new(store, &entry("o.example", "d.example", "t1", &[b'x'; 20]));
+    assert_eq!(
+        list(10),
+        vec![
+            usage("b.example", 1, 30),
+            usage("a.example", 2, 20),
+            usage("c.example", 1, 20),
+            usage("d.example", 1, 20),
+        ]
+    );
+    assert_eq!(
+        list(2),
+        vec![usage("b.example", 1, 30), usage("a.example", 2, 20)]
+    );
+    assert_eq!(list(0), vec![]);
+    next(store, "b.example", Some(b));
+    assert_eq!(
+        list(1),
+        vec![usage("a.example", 2, 20)],
+        "b.example emptied"
+    );
+}
+
+/// `purge` deletes every entry of one destination and nothing else, frees
+/// its quota, and remembers nothing: the same transaction may be stored
+/// again.
+pub fn purge_deletes_one_destination_whole(store: &dyn QueueStore) {
+    let purge = |destination: &str| {
+        store
+            .purge(&server(destination))
+            .unwrap_or_else(|err| panic!("purge({destination}) failed: {err}"))
+    };
+    assert_eq!(purge("a.example"), want(0, 0), "nothing queued");
+    let a1 = entry("o.example", "a.example", "t1", &[b'x'; 10]);
+    let a2 = entry("p.example", "a.example", "t2", &[b'y'; 20]);
+    let b1 = entry("o.example", "b.example", "t1", &[b'z'; 5]);
+    store_new(store, &a1);
+    store_new(store, &a2);
+    let id_b1 = store_new(store, &b1);
+
+    assert_eq!(purge("a.example"), want(2, 30));
+    assert_eq!(queued(store, "a.example"), 0);
+    assert!(
+        next(store, "a.example", None).is_none(),
+        "a.example emptied"
+    );
+    assert_eq!(totals(store), want(1, 5), "only b.example's entry is left");
+    let head = next(store, "b.example", None).expect("b.example's entry stays");
+    assert_entry(&head, id_b1, &b1);
+    assert_eq!(purge("a.example"), want(0, 0), "purged again");
+
+    // The origin's quota is free again, and the key is not remembered.
+    let tight = Quota {
+        origin_entries: 2,
+        ..unlimited()
+    };
+    assert!(
+        matches!(insert(store, &a1, &tight), InsertOutcome::Stored(_)),
+        "a purged transaction is stored again"
+    );
 }

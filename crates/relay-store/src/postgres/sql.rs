@@ -242,3 +242,45 @@ pub(super) fn totals(conn: &mut Conn) -> Result<(i64, i64), postgres::Error> {
     let row = conn.client.query_opt(&conn.stmts.totals, &[])?;
     row.map_or(Ok((0, 0)), |r| Ok((r.try_get(0)?, r.try_get(1)?)))
 }
+
+/// The destinations with something queued, most bytes first: (name,
+/// entries, bytes) from the `destination_usage` rows.
+pub(super) fn destinations(
+    conn: &mut Conn,
+    limit: usize,
+) -> Result<Vec<(String, i64, i64)>, postgres::Error> {
+    let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+    let rows = conn.client.query(
+        "SELECT destination, entries, bytes FROM destination_usage WHERE entries > 0 \
+         ORDER BY bytes DESC, destination LIMIT $1",
+        &[&limit],
+    )?;
+    rows.iter()
+        .map(|r| Ok((r.try_get(0)?, r.try_get(1)?, r.try_get(2)?)))
+        .collect()
+}
+
+/// Deletes everything queued for `destination`, in a transaction of its
+/// own that takes the `total_usage` lock first (see [`insert_in`]);
+/// returns the (entries, bytes) deleted.
+pub(super) fn purge(
+    conn: &mut Conn,
+    destination: &ServerName,
+) -> Result<(i64, i64), postgres::Error> {
+    let Conn { client, stmts } = conn;
+    let mut tx = client.transaction()?;
+    tx.execute(&stmts.lock_total, &[])?;
+    let row = tx.query_opt(
+        "SELECT entries, bytes FROM destination_usage WHERE destination = $1",
+        &[&destination.as_str()],
+    )?;
+    let purged = row.map_or(Ok((0, 0)), |r| {
+        Ok::<_, postgres::Error>((r.try_get(0)?, r.try_get(1)?))
+    })?;
+    tx.execute(
+        "DELETE FROM queue WHERE destination = $1",
+        &[&destination.as_str()],
+    )?;
+    tx.commit()?;
+    Ok(purged)
+}

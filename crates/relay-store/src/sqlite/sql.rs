@@ -7,9 +7,9 @@ use relay_core::ServerName;
 use relay_core::store::{Ack, InsertOutcome, NewEntry, QueuedEntry, Quota, StoreError};
 
 use super::db_err;
-use crate::QueueTotals;
 use crate::quota::{PRUNE_BATCH, Usage, acked_cutoff, millis, refused_by};
 use crate::shared::{entry_id, queued_entry};
+use crate::{DestinationUsage, QueueTotals};
 
 /// Inserts `entry` unless it is a duplicate or over quota. Runs inside the
 /// writer's transaction, so the checks and the insert are atomic.
@@ -204,6 +204,61 @@ pub(super) fn totals(conn: &Connection) -> Result<QueueTotals, StoreError> {
         "SELECT entries, bytes FROM total_usage WHERE id = ?1",
         0,
     )?;
+    Ok(QueueTotals { entries, bytes })
+}
+
+/// The destinations with something queued, most bytes first, from the
+/// `destination_usage` rows.
+pub(super) fn destinations(
+    conn: &Connection,
+    limit: usize,
+) -> Result<Vec<DestinationUsage>, StoreError> {
+    let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+    let rows: Vec<(String, i64, i64)> = conn
+        .prepare_cached(
+            "SELECT destination, entries, bytes FROM destination_usage WHERE entries > 0 \
+             ORDER BY bytes DESC, destination LIMIT ?1",
+        )
+        .and_then(|mut s| {
+            s.query_map([limit], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
+                .collect()
+        })
+        .map_err(db_err("read destination usage"))?;
+    rows.into_iter()
+        .map(|(name, entries, bytes)| {
+            let destination = ServerName::parse(&name).map_err(|_| {
+                StoreError(format!(
+                    "destination_usage holds a bad server name {name:?}"
+                ))
+            })?;
+            match (u64::try_from(entries), u64::try_from(bytes)) {
+                (Ok(entries), Ok(bytes)) => Ok(DestinationUsage {
+                    destination,
+                    entries,
+                    bytes,
+                }),
+                _ => Err(StoreError(format!(
+                    "usage counters of {name} are negative ({entries} entries, {bytes} bytes)"
+                ))),
+            }
+        })
+        .collect()
+}
+
+/// Deletes everything queued for `destination` (the triggers keep the
+/// usage counters); returns what it deleted.
+pub(super) fn purge(
+    conn: &Connection,
+    destination: &ServerName,
+) -> Result<QueueTotals, StoreError> {
+    let Usage { entries, bytes } = usage(
+        conn,
+        "SELECT entries, bytes FROM destination_usage WHERE destination = ?1",
+        destination.as_str(),
+    )?;
+    conn.prepare_cached("DELETE FROM queue WHERE destination = ?1")
+        .and_then(|mut s| s.execute([destination.as_str()]))
+        .map_err(db_err("purge a destination"))?;
     Ok(QueueTotals { entries, bytes })
 }
 

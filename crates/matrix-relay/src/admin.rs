@@ -1,0 +1,79 @@
+//! `matrix-relay queues` and `purge`: an operator's view of a relay's
+//! database, and the one way to drop a destination's queue.
+
+use std::io::Write;
+
+use clap::Args;
+use relay_core::ServerName;
+use serde::Serialize;
+
+/// Flags of `queues`.
+#[derive(Args, Debug)]
+pub struct QueuesArgs {
+    /// The relay's database, as `serve --database` takes it.
+    #[arg(long, default_value = "sqlite:relay.db")]
+    database: String,
+    /// Most destinations listed.
+    #[arg(long, default_value_t = 100)]
+    limit: usize,
+}
+
+/// Flags of `purge`.
+#[derive(Args, Debug)]
+pub struct PurgeArgs {
+    /// The relay's database, as `serve --database` takes it.
+    #[arg(long, default_value = "sqlite:relay.db")]
+    database: String,
+    /// The destination whose queue is deleted.
+    #[arg(long)]
+    destination: String,
+}
+
+/// A destination's queue, as `queues` and `purge` print it.
+#[derive(Serialize)]
+struct Line<'a> {
+    destination: &'a str,
+    entries: u64,
+    bytes: u64,
+}
+
+fn open(database: &str) -> Result<std::sync::Arc<dyn relay_store::QueueStore>, String> {
+    // The URL may carry a password: only its redacted form is shown.
+    relay_store::open(database)
+        .map_err(|e| format!("--database {}: {e}", relay_store::redact_url(database)))
+}
+
+fn print(line: &Line<'_>) -> Result<(), String> {
+    let text = serde_json::to_string(line).map_err(|e| e.to_string())?;
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "{text}").map_err(|e| format!("stdout: {e}"))
+}
+
+/// Runs `queues`: one JSON line per destination with something queued,
+/// most bytes first.
+pub fn queues(args: QueuesArgs) -> Result<(), String> {
+    let store = open(&args.database)?;
+    let list = store.destinations(args.limit).map_err(|e| e.to_string())?;
+    for usage in &list {
+        print(&Line {
+            destination: usage.destination.as_str(),
+            entries: usage.entries,
+            bytes: usage.bytes,
+        })?;
+    }
+    Ok(())
+}
+
+/// Runs `purge`: deletes the destination's queue and prints what went.
+pub fn purge(args: PurgeArgs) -> Result<(), String> {
+    let destination = ServerName::parse(&args.destination)
+        .map_err(|_| format!("--destination {:?} is not a server name", args.destination))?;
+    let store = open(&args.database)?;
+    let purged = store.purge(&destination).map_err(|e| e.to_string())?;
+    tracing::info!(%destination, entries = purged.entries, bytes = purged.bytes, "purged");
+    print(&Line {
+        destination: destination.as_str(),
+        entries: purged.entries,
+        bytes: purged.bytes,
+    })
+}

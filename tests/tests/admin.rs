@@ -1,0 +1,71 @@
+//! `matrix-relay queues` and `purge` against a running relay's database
+//! (SQLite, or PostgreSQL in the suite's PostgreSQL pass).
+
+use relay_tests::api::{drain, store};
+use relay_tests::*;
+use serde_json::{Value, json};
+
+const OTHER: &str = "other.example";
+
+/// `subcommand --database <relay's>`: these take no identity, only the
+/// database (`node` is only where it runs).
+fn admin<'a>(node: &'a Node, subcommand: &str, relay: &RelayProcess) -> CliCommand<'a> {
+    CliCommand::bare(node, subcommand)
+        .arg("--database")
+        .arg(relay.database_url())
+}
+
+#[test]
+fn queues_lists_by_bytes_and_purge_drops_one_destination() {
+    let origin = Server::named("origin.example");
+    let dest = Server::named(DEST_NAME);
+    let other = Server::named(OTHER);
+    let relay = RelayProcess::builder()
+        .serve_for(DEST_NAME)
+        .serve_for(OTHER)
+        .trust(&origin)
+        .trust(&dest)
+        .trust(&other)
+        .start();
+    let node = Node::new(origin.clone());
+    for i in 0..3 {
+        store(&relay, &origin, &format!("d{i}"), &dest.user("alice"), "m");
+    }
+    store(&relay, &origin, "o1", &other.user("bob"), "a longer marker");
+
+    let out = admin(&node, "queues", &relay).run();
+    out.assert_code(0);
+    let lines = out.json_lines();
+    let names: Vec<&Value> = lines.iter().map(|l| &l["destination"]).collect();
+    assert_eq!(names, [&json!(DEST_NAME), &json!(OTHER)], "{out:?}");
+    assert_eq!(lines[0]["entries"], 3, "{out:?}");
+    assert_eq!(lines[1]["entries"], 1, "{out:?}");
+    let dest_bytes = lines[0]["bytes"].as_u64().expect("bytes");
+    assert!(dest_bytes > lines[1]["bytes"].as_u64().expect("bytes"));
+    let out = admin(&node, "queues", &relay).arg("--limit").arg("1").run();
+    assert_eq!(out.json_lines().len(), 1, "{out:?}");
+
+    // Purged while the relay runs: its queue is gone, the other stays.
+    let out = admin(&node, "purge", &relay)
+        .arg("--destination")
+        .arg(DEST_NAME)
+        .run();
+    out.assert_code(0);
+    assert_eq!(
+        out.json(),
+        json!({"destination": DEST_NAME, "entries": 3, "bytes": dest_bytes})
+    );
+    assert!(drain(&relay, &dest, &dest.user("alice")).is_empty());
+    assert_eq!(drain(&relay, &other, &other.user("bob")).len(), 1);
+    let out = admin(&node, "queues", &relay).run();
+    out.assert_code(0);
+    assert!(out.lines().is_empty(), "{out:?}");
+
+    // Not a server name: refused, nothing touched.
+    let out = admin(&node, "purge", &relay)
+        .arg("--destination")
+        .arg("not a name")
+        .run();
+    out.assert_code(1);
+    assert!(out.stderr.contains("--destination"), "{out:?}");
+}
