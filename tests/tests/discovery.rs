@@ -21,6 +21,36 @@ fn send_reaches_the_destination_through_well_known_and_srv() {
     }
 }
 
+/// `a` sends `txn_id` to `destination` through discovery alone (trusting
+/// `ca`, asking `dns`, with these `--connect-to` values) and must deliver
+/// it directly.
+#[track_caller]
+fn send_directly(
+    a: &Node,
+    (destination, txn_id): (&str, &str),
+    runtime: Option<&str>,
+    (ca, dns): (&TestCa, &FakeDns),
+    connect_to: &[String],
+) {
+    let transaction = json!({"pdus": [{"type": "m.room.message"}], "edus": []});
+    let mut command = a
+        .send(destination, txn_id, &transaction)
+        .arg("--tls-ca")
+        .arg(ca.pem_file())
+        .arg("--dns-server")
+        .arg(dns.addr().to_string())
+        .timeout_ms(10_000);
+    if let Some(runtime) = runtime {
+        command = command.arg("--runtime").arg(runtime);
+    }
+    for value in connect_to {
+        command = command.arg("--connect-to").arg(value);
+    }
+    let out = command.run();
+    out.assert_code(0);
+    assert_eq!(out.json()["delivered"], "direct", "{out:?}");
+}
+
 fn send_through_discovery(runtime: Option<&str>) {
     let a = Node::new(Server::named("a.example"));
     let destination = "dest.test";
@@ -40,24 +70,16 @@ fn send_through_discovery(runtime: Option<&str>) {
         &[(10, 5, port, "srv-target.test.")],
     );
 
-    let transaction = json!({"pdus": [{"type": "m.room.message"}], "edus": []});
-    let mut command = a.send(destination, "txn-discovered", &transaction);
-    if let Some(runtime) = runtime {
-        command = command.arg("--runtime").arg(runtime);
-    }
-    let out = command
-        .arg("--tls-ca")
-        .arg(ca.pem_file())
-        .arg("--connect-to")
-        .arg(format!("{destination}:443=127.0.0.1:{port}"))
-        .arg("--connect-to")
-        .arg(format!("srv-target.test:{port}=127.0.0.1:{port}"))
-        .arg("--dns-server")
-        .arg(dns.addr().to_string())
-        .timeout_ms(10_000)
-        .run();
-    out.assert_code(0);
-    assert_eq!(out.json()["delivered"], "direct", "{out:?}");
+    send_directly(
+        &a,
+        (destination, "txn-discovered"),
+        runtime,
+        (&ca, &dns),
+        &[
+            format!("{destination}:443=127.0.0.1:{port}"),
+            format!("srv-target.test:{port}=127.0.0.1:{port}"),
+        ],
+    );
 
     let got = https.requests();
     assert_eq!(got.len(), 2, "{got:?}");
@@ -110,26 +132,17 @@ fn send_through_failover(runtime: Option<&str>) {
         &[(20, 0, port, "up.test."), (10, 0, closed, "down.test.")],
     );
 
-    let transaction = json!({"pdus": [{"type": "m.room.message"}], "edus": []});
-    let mut command = a.send(destination, "txn-failover", &transaction);
-    if let Some(runtime) = runtime {
-        command = command.arg("--runtime").arg(runtime);
-    }
-    let out = command
-        .arg("--tls-ca")
-        .arg(ca.pem_file())
-        .arg("--connect-to")
-        .arg(format!("{destination}:443=127.0.0.1:{port}"))
-        .arg("--connect-to")
-        .arg(format!("down.test:{closed}=127.0.0.1:{closed}"))
-        .arg("--connect-to")
-        .arg(format!("up.test:{port}=127.0.0.1:{port}"))
-        .arg("--dns-server")
-        .arg(dns.addr().to_string())
-        .timeout_ms(10_000)
-        .run();
-    out.assert_code(0);
-    assert_eq!(out.json()["delivered"], "direct", "{out:?}");
+    send_directly(
+        &a,
+        (destination, "txn-failover"),
+        runtime,
+        (&ca, &dns),
+        &[
+            format!("{destination}:443=127.0.0.1:{port}"),
+            format!("down.test:{closed}=127.0.0.1:{closed}"),
+            format!("up.test:{port}=127.0.0.1:{port}"),
+        ],
+    );
 
     let got = https.requests();
     let targets: Vec<&str> = got.iter().map(|r| r.target.as_str()).collect();

@@ -163,19 +163,7 @@ impl QueueStore for PostgresStore {
             sql::destinations(conn, limit)
         })?;
         rows.into_iter()
-            .map(|(name, entries, bytes)| {
-                let destination = ServerName::parse(&name).map_err(|_| {
-                    StoreError(format!(
-                        "destination_usage holds a bad server name {name:?}"
-                    ))
-                })?;
-                let QueueTotals { entries, bytes } = counters(entries, bytes)?;
-                Ok(DestinationUsage {
-                    destination,
-                    entries,
-                    bytes,
-                })
-            })
+            .map(|(name, entries, bytes)| crate::shared::destination_usage(&name, entries, bytes))
             .collect()
     }
 

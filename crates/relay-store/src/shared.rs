@@ -6,6 +6,8 @@ use std::sync::mpsc::{self, Sender, SyncSender};
 use relay_core::store::{QueuedEntry, StoreError};
 use relay_core::{EntryId, ServerName, TxnId};
 
+use crate::DestinationUsage;
+
 /// Where a writer thread sends an operation's result.
 pub(crate) type Reply<T> = SyncSender<Result<T, StoreError>>;
 
@@ -33,6 +35,30 @@ pub(crate) fn queued_entry(
         txn_id: TxnId::parse(txn_id).map_err(|_| bad("txn_id"))?,
         transaction,
     })
+}
+
+/// A `destination_usage` row as a [`DestinationUsage`]; a bad row is an
+/// error, never a panic.
+pub(crate) fn destination_usage(
+    name: &str,
+    entries: i64,
+    bytes: i64,
+) -> Result<DestinationUsage, StoreError> {
+    let destination = ServerName::parse(name).map_err(|_| {
+        StoreError(format!(
+            "destination_usage holds a bad server name {name:?}"
+        ))
+    })?;
+    match (u64::try_from(entries), u64::try_from(bytes)) {
+        (Ok(entries), Ok(bytes)) => Ok(DestinationUsage {
+            destination,
+            entries,
+            bytes,
+        }),
+        _ => Err(StoreError(format!(
+            "usage counters of {name} are negative ({entries} entries, {bytes} bytes)"
+        ))),
+    }
 }
 
 /// Hands the operation `op` builds to the writer behind `ops` and waits

@@ -8,7 +8,7 @@ use relay_core::store::{Ack, InsertOutcome, NewEntry, QueuedEntry, Quota, StoreE
 
 use super::db_err;
 use crate::quota::{PRUNE_BATCH, Usage, acked_cutoff, millis, refused_by};
-use crate::shared::{entry_id, queued_entry};
+use crate::shared::{destination_usage, entry_id, queued_entry};
 use crate::{DestinationUsage, QueueTotals};
 
 /// Inserts `entry` unless it is a duplicate or over quota. Runs inside the
@@ -225,23 +225,7 @@ pub(super) fn destinations(
         })
         .map_err(db_err("read destination usage"))?;
     rows.into_iter()
-        .map(|(name, entries, bytes)| {
-            let destination = ServerName::parse(&name).map_err(|_| {
-                StoreError(format!(
-                    "destination_usage holds a bad server name {name:?}"
-                ))
-            })?;
-            match (u64::try_from(entries), u64::try_from(bytes)) {
-                (Ok(entries), Ok(bytes)) => Ok(DestinationUsage {
-                    destination,
-                    entries,
-                    bytes,
-                }),
-                _ => Err(StoreError(format!(
-                    "usage counters of {name} are negative ({entries} entries, {bytes} bytes)"
-                ))),
-            }
-        })
+        .map(|(name, entries, bytes)| destination_usage(&name, entries, bytes))
         .collect()
 }
 
