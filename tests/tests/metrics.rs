@@ -211,3 +211,33 @@ fn metrics_listen_can_come_from_the_config_file() {
     let samples = scrape(relay.metrics_addr());
     assert_eq!(sample(&samples, "matrix_relay_queued_entries"), 0.0);
 }
+
+/// `GET /health` on the metrics listener: 200 while the store answers, 503
+/// while it does not, 200 again once it does.
+#[test]
+fn health_follows_the_store() {
+    let dir = tempfile::tempdir().expect("a directory");
+    let db = dir.path().join("relay.db");
+    let relay = RelayProcess::builder()
+        .database(&format!("sqlite:{}", db.display()))
+        .metrics()
+        .start();
+    let metrics = relay.metrics_addr();
+    let health = get(metrics, "/health");
+    health.assert_status(200);
+    assert_eq!(health.text(), "ok\n");
+    Request::new("POST", "/health")
+        .send(metrics)
+        .assert_status(405);
+
+    // The usage counters the check reads go away, then come back.
+    let rename = |from: &str, to: &str| {
+        rusqlite::Connection::open(&db)
+            .and_then(|c| c.execute_batch(&format!("ALTER TABLE {from} RENAME TO {to}")))
+            .expect("rename a table under the relay");
+    };
+    rename("total_usage", "total_usage_gone");
+    get(metrics, "/health").assert_status(503);
+    rename("total_usage_gone", "total_usage");
+    get(metrics, "/health").assert_status(200);
+}

@@ -218,16 +218,22 @@ impl Metrics {
     }
 }
 
+/// The health check's path on the metrics listener: 200 while the store
+/// answers, 503 when it does not.
+pub const HEALTH_PATH: &str = "/health";
+
 /// Answers one request on the metrics listener: `GET /metrics` is the
-/// exposition, with the queue totals read from `store` now; other paths
-/// are 404, other methods 405.
+/// exposition, with the queue totals read from `store` now; `GET /health`
+/// is 200 `ok` when that read works, else 503; other paths are 404, other
+/// methods 405.
 pub(crate) async fn handle_scrape<R: Runtime>(
     rt: &R,
     metrics: &Metrics,
     store: &Arc<dyn QueueStore>,
     req: hyper::Request<Incoming>,
 ) -> Result<hyper::Response<Full<Bytes>>, Infallible> {
-    if req.uri().path() != METRICS_PATH {
+    let path = req.uri().path();
+    if path != METRICS_PATH && path != HEALTH_PATH {
         return Ok(plain(StatusCode::NOT_FOUND, "not found\n"));
     }
     if req.method() != Method::GET {
@@ -237,6 +243,7 @@ pub(crate) async fn handle_scrape<R: Runtime>(
             .insert(ALLOW, HeaderValue::from_static("GET"));
         return Ok(response);
     }
+    let health = req.uri().path() == HEALTH_PATH;
     let store = Arc::clone(store);
     let totals = match unblock(rt, move || store.totals()).await {
         Ok(Ok(totals)) => Some(totals),
@@ -249,6 +256,16 @@ pub(crate) async fn handle_scrape<R: Runtime>(
             None
         }
     };
+    if health {
+        // Healthy: the store answers (the same read a scrape makes).
+        return Ok(match totals {
+            Some(_) => plain(StatusCode::OK, "ok\n"),
+            None => plain(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "the store does not answer\n",
+            ),
+        });
+    }
     let mut response = hyper::Response::new(Full::new(Bytes::from(metrics.encode(totals))));
     response.headers_mut().insert(
         CONTENT_TYPE,
