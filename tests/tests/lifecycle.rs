@@ -337,3 +337,48 @@ fn runtime_tokio_is_accepted_explicitly() {
     store(&relay, &origin, "t1", ALICE, "tokio");
     assert_eq!(markers(&drain(&relay, &dest, ALICE)), ["tokio"]);
 }
+
+/// Started with a low soft limit on open files, the relay raises it to the
+/// hard limit: every connection is a file.
+#[test]
+fn serve_raises_the_open_files_limit() {
+    use std::io::BufRead;
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let hard = std::fs::read_to_string("/proc/self/limits")
+        .expect("/proc/self/limits")
+        .lines()
+        .find(|l| l.starts_with("Max open files"))
+        .and_then(|l| l.split_whitespace().nth(4).map(str::to_owned))
+        .expect("the open files line");
+    let low = hard.parse::<u64>().map_or(256, |h| (h / 2).min(256));
+    let mut child = Command::new("sh")
+        .arg("-c")
+        .arg(format!(r#"ulimit -S -n {low} && exec "$0" "$@""#))
+        .arg(relay_binary())
+        .args(["serve", "--listen", "127.0.0.1:0", "--server-name"])
+        .arg("limits.example")
+        .arg("--signing-key")
+        .arg(dir.path().join("k"))
+        .arg("--database")
+        .arg(format!("sqlite:{}", dir.path().join("r.db").display()))
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("start the relay under sh");
+    let mut line = String::new();
+    std::io::BufReader::new(child.stdout.take().expect("stdout"))
+        .read_line(&mut line)
+        .expect("read the listening line");
+    let limits = std::fs::read_to_string(format!("/proc/{}/limits", child.id()));
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(line.starts_with("listening on http://"), "{line:?}");
+    let soft = limits
+        .expect("the relay's limits")
+        .lines()
+        .find(|l| l.starts_with("Max open files"))
+        .and_then(|l| l.split_whitespace().nth(3).map(str::to_owned))
+        .expect("the open files line");
+    assert_eq!(soft, hard, "soft limit raised from {low} to the hard one");
+}

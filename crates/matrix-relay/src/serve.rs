@@ -271,6 +271,7 @@ pub fn serve(args: ServeArgs) -> Result<(), String> {
         .listen
         .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 8448)));
     let runtime = args.runtime.unwrap_or_default();
+    raise_open_files_limit();
     tracing::info!(server_name = %config.server_name, database = %shown, ?runtime, "starting relay");
     let options = adapter_http::ServeOptions {
         listen,
@@ -297,4 +298,28 @@ pub fn serve(args: ServeArgs) -> Result<(), String> {
         Runtime::Smol => adapter_smol::run(options, on_listening),
     }
     .map_err(|e| format!("cannot serve on {listen}: {e}"))
+}
+
+/// Raises the soft limit on open files to the hard one, as servers do: every
+/// connection is a file, and a default soft limit of 1,024 would let a few
+/// hundred idle clients starve the database and the key-fetching client of
+/// descriptors. A failure is logged, not fatal.
+fn raise_open_files_limit() {
+    use rustix::process::{Resource, getrlimit, setrlimit};
+    let limit = getrlimit(Resource::Nofile);
+    if limit.current == limit.maximum {
+        return;
+    }
+    let raised = rustix::process::Rlimit {
+        current: limit.maximum,
+        maximum: limit.maximum,
+    };
+    match setrlimit(Resource::Nofile, raised) {
+        Ok(()) => {
+            tracing::debug!(from = ?limit.current, to = ?limit.maximum, "raised the open files limit")
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, soft = ?limit.current, "cannot raise the open files limit")
+        }
+    }
 }
