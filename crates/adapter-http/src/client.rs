@@ -11,8 +11,10 @@
 //! Discovery may end in several SRV targets: when the connection to one
 //! cannot be made (TCP connect, TLS handshake, each bounded by
 //! [`CONNECT_TIMEOUT`] while another target is left), the next is tried,
-//! all within the request's timeout. An answer, whatever its status, ends
-//! the request: failing over is for unreachable targets only.
+//! all within the request's timeout, and the one that failed is tried
+//! after the others for a minute ([`Resolver::mark_unreachable`]). An
+//! answer, whatever its status, ends the request: failing over is for
+//! unreachable targets only.
 //!
 //! Where a server is reached is the [`Resolver`]'s decision; this client
 //! performs the lookups it asks for (the `.well-known` fetch over itself,
@@ -319,9 +321,17 @@ impl<R: Runtime> HttpClient<R> {
                         body: answer.body.to_vec(),
                     };
                 }
-                Err(ExchangeError::Connect(e)) if another_left => {
-                    tracing::debug!(server = %request.server, error = %e, "unreachable; trying the next SRV target");
+                Err(ExchangeError::Connect(e)) if endpoints.len() > 1 => {
+                    // Tried after the server's other targets for a while.
+                    self.resolver
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .mark_unreachable(Instant::now(), endpoint);
+                    tracing::debug!(server = %request.server, error = %e, "SRV target unreachable");
                     failures.push(e);
+                    if !another_left {
+                        break;
+                    }
                 }
                 Err(e) => {
                     failures.push(e.into_message());

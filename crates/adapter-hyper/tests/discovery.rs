@@ -271,7 +271,7 @@ fn discovery_on_smol() {
 /// reached; an answer, even a 500, is the request's outcome.
 async fn failover<R: Runtime>(rt: R) {
     let ca = TestCa::new();
-    let names = ["i.test", "j.test", "k.test"];
+    let names = ["i.test", "j.test", "k.test", "m.test"];
     let answering = StubServer::start_tls(ca.server_config(&names), |_, r| {
         if r.target == WELL_KNOWN {
             Reply::error(404, "M_NOT_FOUND")
@@ -284,10 +284,25 @@ async fn failover<R: Runtime>(rt: R) {
     });
     let (p1, p2) = (answering.addr().port(), working.addr().port());
     let (closed, closed2) = (closed_addr().port(), closed_addr().port());
+    // Accepts TCP and hangs up at once (the TLS handshake fails), counting.
+    let dropper = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let p3 = dropper.local_addr().expect("address").port();
+    let dropped = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let count = dropped.clone();
+    std::thread::spawn(move || {
+        for stream in dropper.incoming() {
+            count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            drop(stream);
+        }
+    });
     let dns = FakeDns::start();
     dns.srv(
         "_matrix-fed._tcp.i.test",
         &[(10, 0, closed, "down.test."), (20, 0, p2, "up.test.")],
+    )
+    .srv(
+        "_matrix-fed._tcp.m.test",
+        &[(10, 0, p3, "hangs-up.test."), (20, 0, p2, "up.test.")],
     )
     .srv(
         "_matrix-fed._tcp.j.test",
@@ -309,6 +324,7 @@ async fn failover<R: Runtime>(rt: R) {
         format!("down2.test:{closed2}=127.0.0.1:{closed2}"),
         format!("up.test:{p2}=127.0.0.1:{p2}"),
         format!("answering.test:{p1}=127.0.0.1:{p1}"),
+        format!("hangs-up.test:{p3}=127.0.0.1:{p3}"),
     ]);
     let options = ClientOptions {
         extra_roots: vec![ca.cert()],
@@ -344,6 +360,17 @@ async fn failover<R: Runtime>(rt: R) {
         panic!("{outcome:?}");
     };
     assert!(e.contains("down.test") && e.contains("down2.test"), "{e}");
+
+    // A target that failed is tried after the others for a while: the
+    // second request goes to the working one first.
+    for _ in 0..2 {
+        let outcome = client.send(get("m.test")).await;
+        assert!(
+            matches!(outcome, HttpOutcome::Response { status: 200, .. }),
+            "{outcome:?}"
+        );
+    }
+    assert_eq!(dropped.load(std::sync::atomic::Ordering::SeqCst), 1);
 }
 
 #[test]

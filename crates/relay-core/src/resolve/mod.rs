@@ -48,6 +48,7 @@ mod discovery;
 mod tests;
 
 use std::collections::HashMap;
+use std::time::Duration;
 
 pub use discovery::{
     Discovery, Lookup, MAX_SRV_TARGETS, SrvAnswer, SrvRecord, Step, WellKnownAnswer,
@@ -103,13 +104,20 @@ pub struct ResolveError(pub String);
 pub struct Resolver {
     overrides: HashMap<ServerName, Endpoint>,
     caches: discovery::Caches,
+    /// `host:port` of targets no connection could be made to, lately.
+    unreachable: cache::ExpiringMap<()>,
 }
+
+/// How long a target no connection could be made to is tried after the
+/// other targets of its server.
+pub const UNREACHABLE_FOR: Duration = Duration::from_secs(60);
 
 impl Default for Resolver {
     fn default() -> Self {
         Self {
             overrides: HashMap::new(),
             caches: discovery::Caches::new(cache::DEFAULT_CAPACITY),
+            unreachable: cache::ExpiringMap::new(cache::DEFAULT_CAPACITY),
         }
     }
 }
@@ -128,6 +136,7 @@ impl Resolver {
     /// A resolver whose discovery caches keep at most `capacity` names each.
     pub fn with_cache_capacity(mut self, capacity: usize) -> Self {
         self.caches = discovery::Caches::new(capacity);
+        self.unreachable = cache::ExpiringMap::new(capacity);
         self
     }
 
@@ -147,9 +156,29 @@ impl Resolver {
     }
 
     /// The next step of `discovery`, answered from the caches where they
-    /// hold a live entry.
+    /// hold a live entry. Targets marked unreachable within
+    /// [`UNREACHABLE_FOR`] come after the others, in their order.
     pub fn poll_discovery(&self, now: Instant, discovery: &mut Discovery) -> Step {
-        discovery.poll(now, &self.caches)
+        match discovery.poll(now, &self.caches) {
+            Step::Done(mut endpoints) if endpoints.len() > 1 => {
+                // A stable sort: `false` (reachable) first.
+                endpoints.sort_by_key(|e| {
+                    self.unreachable
+                        .get(now, &format!("{}:{}", e.host, e.port))
+                        .is_some()
+                });
+                Step::Done(endpoints)
+            }
+            step => step,
+        }
+    }
+
+    /// Remembers that no connection to `endpoint` could be made (TCP or
+    /// TLS), so that for [`UNREACHABLE_FOR`] its server's other targets are
+    /// tried first. An answer of any status is no reason to call this.
+    pub fn mark_unreachable(&mut self, now: Instant, endpoint: &Endpoint) {
+        let key = format!("{}:{}", endpoint.host, endpoint.port);
+        self.unreachable.insert(now, key, (), UNREACHABLE_FOR);
     }
 
     /// Reports the `.well-known` fetch that `discovery` asked for; `unix`

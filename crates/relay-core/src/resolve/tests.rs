@@ -460,6 +460,47 @@ fn failover_targets_carry_the_srv_base_name() {
 }
 
 #[test]
+fn unreachable_targets_come_last_for_a_minute() {
+    let t0 = Instant::now();
+    let mut r = Resolver::default();
+    let mut world = World::default().well_known("a.example", "{}").srv(
+        "_matrix-fed._tcp.a.example",
+        &[
+            (10, 0, 1, "first.example."),
+            (20, 0, 2, "second.example."),
+            (30, 0, 3, "third.example."),
+        ],
+    );
+    let hosts = |endpoints: &[Endpoint]| -> Vec<String> {
+        endpoints.iter().map(|e| e.host.clone()).collect()
+    };
+    let all = world.run_seeded(&mut r, t0, "a.example", 1);
+    assert_eq!(
+        hosts(&all),
+        ["first.example", "second.example", "third.example"]
+    );
+
+    r.mark_unreachable(t0, &all[0]);
+    r.mark_unreachable(t0, &all[1]);
+    let later = t0 + UNREACHABLE_FOR - Duration::from_secs(1);
+    assert_eq!(
+        hosts(&world.run_seeded(&mut r, later, "a.example", 1)),
+        ["third.example", "first.example", "second.example"],
+        "still tried, after the others, in their order"
+    );
+    assert_eq!(
+        hosts(&world.run_seeded(&mut r, t0 + UNREACHABLE_FOR, "a.example", 1)),
+        ["first.example", "second.example", "third.example"],
+        "forgotten after a minute"
+    );
+
+    // A server with one target still gets it.
+    let one = world.run(&mut r, t0, "1.2.3.4:8448");
+    r.mark_unreachable(t0, &one);
+    assert_eq!(world.run(&mut r, t0, "1.2.3.4:8448"), one);
+}
+
+#[test]
 fn well_known_down_is_asked_again_soon_and_no_delegation_after_an_hour() {
     assert_eq!(WELL_KNOWN_DOWN, Duration::from_secs(120));
     assert_eq!(WELL_KNOWN_INVALID, Duration::from_secs(3600));
