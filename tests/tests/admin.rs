@@ -68,4 +68,14 @@ fn queues_lists_by_bytes_and_purge_drops_one_destination() {
         .run();
     out.assert_code(1);
     assert!(out.stderr.contains("--destination"), "{out:?}");
+
+    // A mistyped SQLite path is refused, not created.
+    let missing = node.dir().join("typo.db");
+    let out = CliCommand::bare(&node, "queues")
+        .arg("--database")
+        .arg(format!("sqlite:{}", missing.display()))
+        .run();
+    out.assert_code(1);
+    assert!(out.stderr.contains("no such file"), "{out:?}");
+    assert!(!missing.exists());
 }

@@ -38,6 +38,12 @@ struct Line<'a> {
 }
 
 fn open(database: &str) -> Result<std::sync::Arc<dyn relay_store::QueueStore>, String> {
+    // Opening creates a missing SQLite file; a mistyped path must not.
+    if let Some(path) = database.strip_prefix("sqlite:")
+        && !std::path::Path::new(path).exists()
+    {
+        return Err(format!("--database {database}: no such file"));
+    }
     // The URL may carry a password: only its redacted form is shown.
     relay_store::open(database)
         .map_err(|e| format!("--database {}: {e}", relay_store::redact_url(database)))
