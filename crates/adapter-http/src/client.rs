@@ -28,6 +28,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
+use futures_channel::oneshot;
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::StatusCode;
 use hyper::client::conn::http1::{self, SendRequest};
@@ -162,6 +163,42 @@ pub struct HttpClient<R> {
     idle: Arc<Pool>,
     connect_to: Arc<HashMap<(String, u16), (String, u16)>>,
     dns_server: Option<SocketAddr>,
+    inflight: Arc<Inflight>,
+}
+
+/// Discoveries under way, by server: who else waits for each one's end.
+type Inflight = Mutex<HashMap<ServerName, Vec<oneshot::Sender<Vec<Endpoint>>>>>;
+
+/// Ends a discovery's entry in [`Inflight`]: [`finish`](Self::finish)
+/// hands the result to the waiters; dropped unfinished (the task was
+/// cancelled), it lets them go empty-handed.
+struct InflightGuard {
+    inflight: Arc<Inflight>,
+    server: ServerName,
+    finished: bool,
+}
+
+impl InflightGuard {
+    fn finish(mut self, endpoints: &[Endpoint]) {
+        for waiter in self.take() {
+            let _ = waiter.send(endpoints.to_vec());
+        }
+        self.finished = true;
+    }
+
+    fn take(&self) -> Vec<oneshot::Sender<Vec<Endpoint>>> {
+        let mut inflight = self.inflight.lock().unwrap_or_else(|e| e.into_inner());
+        inflight.remove(&self.server).unwrap_or_default()
+    }
+}
+
+impl Drop for InflightGuard {
+    fn drop(&mut self) {
+        // Once finished, the entry may already be a newer discovery's.
+        if !self.finished {
+            drop(self.take());
+        }
+    }
 }
 
 impl<R: Clone> Clone for HttpClient<R> {
@@ -174,6 +211,7 @@ impl<R: Clone> Clone for HttpClient<R> {
             idle: self.idle.clone(),
             connect_to: self.connect_to.clone(),
             dns_server: self.dns_server,
+            inflight: self.inflight.clone(),
         }
     }
 }
@@ -248,6 +286,7 @@ impl<R: Runtime> HttpClient<R> {
             idle: Arc::default(),
             connect_to: Arc::new(connect_to),
             dns_server: options.dns_server,
+            inflight: Arc::default(),
         })
     }
 
@@ -266,28 +305,15 @@ impl<R: Runtime> HttpClient<R> {
     async fn send_inner(&self, request: OutgoingRequest) -> HttpOutcome {
         let endpoints = match self.known_endpoints(&request.server) {
             Some(endpoints) => endpoints,
-            None => {
-                // Discovery runs as its own task: if this request times out
-                // first, the lookups still finish and are cached, so one
-                // slow lookup (a black-holed port 443) cannot make every
-                // attempt time out.
-                let client = self.clone();
-                let server = request.server.clone();
-                match spawn_task(
-                    &self.runtime,
-                    async move { client.endpoints(&server).await },
-                )
-                .await
-                {
-                    Ok(endpoints) => endpoints,
-                    Err(_) => {
-                        return HttpOutcome::ConnectionFailed(format!(
-                            "discovery of {} was cancelled",
-                            request.server
-                        ));
-                    }
+            None => match self.discover_shared(&request.server).await {
+                Some(endpoints) => endpoints,
+                None => {
+                    return HttpOutcome::ConnectionFailed(format!(
+                        "discovery of {} was cancelled",
+                        request.server
+                    ));
                 }
-            }
+            },
         };
         let mut headers = HeaderMap::new();
         if !request.body.is_empty() {
@@ -346,6 +372,47 @@ impl<R: Runtime> HttpClient<R> {
         })
     }
 
+    /// [`endpoints`](Self::endpoints), run once for all the requests that
+    /// need `server` at the same time; `None` if it was cancelled.
+    ///
+    /// Implementation note: the discovery runs as its own task: if the
+    /// request that started it times out first, the lookups still finish
+    /// and are cached (and handed to whoever waits), so one slow lookup (a
+    /// black-holed port 443) cannot make every attempt time out.
+    async fn discover_shared(&self, server: &ServerName) -> Option<Vec<Endpoint>> {
+        let waiting = {
+            let mut inflight = self.inflight.lock().unwrap_or_else(|e| e.into_inner());
+            match inflight.get_mut(server) {
+                Some(waiters) => {
+                    let (tx, rx) = oneshot::channel();
+                    waiters.push(tx);
+                    Some(rx)
+                }
+                None => {
+                    inflight.insert(server.clone(), Vec::new());
+                    None
+                }
+            }
+        };
+        if let Some(result) = waiting {
+            return result.await.ok();
+        }
+        let guard = InflightGuard {
+            inflight: self.inflight.clone(),
+            server: server.clone(),
+            finished: false,
+        };
+        let client = self.clone();
+        let server = server.clone();
+        spawn_task(&self.runtime, async move {
+            let endpoints = client.endpoints(&server).await;
+            guard.finish(&endpoints);
+            endpoints
+        })
+        .await
+        .ok()
+    }
+
     /// Where `server` is reached, if that needs no lookup (an override, an
     /// IP literal or port, or cached outcomes).
     fn known_endpoints(&self, server: &ServerName) -> Option<Vec<Endpoint>> {
@@ -361,8 +428,9 @@ impl<R: Runtime> HttpClient<R> {
     /// discovery, performing the lookups the resolver asks for.
     ///
     /// Implementation note: the resolver's lock is never held across an
-    /// await. Requests to a server whose discovery is not cached yet may
-    /// each run their own lookups; the last answer is cached.
+    /// await. Two calls for a server whose discovery is not cached yet each
+    /// run their own lookups (requests share one through
+    /// [`send`](Self::send)); the last answer is cached.
     pub async fn endpoints(&self, server: &ServerName) -> Vec<Endpoint> {
         let lock = || self.resolver.lock().unwrap_or_else(|e| e.into_inner());
         let mut discovery = lock().discover(server, discovery_seed());

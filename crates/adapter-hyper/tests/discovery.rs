@@ -441,3 +441,54 @@ fn a_slow_lookup_is_cached_for_the_next_attempt() {
     })
     .expect("tokio runtime");
 }
+
+/// Requests that need the same server at the same time share one
+/// discovery: one `.well-known` fetch and one SRV query.
+async fn concurrent_requests_share_one_discovery<R: Runtime>(rt: R) {
+    let world = world();
+    let port = world.https.addr().port();
+    world.dns.srv_slow(
+        "_matrix-fed._tcp.slow.test",
+        Duration::from_millis(300),
+        &[(0, 0, port, "srv-target.test")],
+    );
+    let client = HttpClient::with_options(
+        rt,
+        Resolver::default(),
+        Duration::from_secs(20),
+        world.options.clone(),
+    )
+    .expect("client");
+    // Boxed: three request futures side by side are large for a test
+    // thread's stack in a debug build.
+    let (first, second, third) = tokio::join!(
+        Box::pin(client.send(get("slow.test"))),
+        Box::pin(client.send(get("slow.test"))),
+        Box::pin(client.send(get("slow.test"))),
+    );
+    for outcome in [first, second, third] {
+        assert!(
+            matches!(outcome, HttpOutcome::Response { status: 200, .. }),
+            "{outcome:?}"
+        );
+    }
+    let asked = |name: &str| world.dns.asked().iter().filter(|(n, _)| n == name).count();
+    assert_eq!(asked("_matrix-fed._tcp.slow.test"), 1);
+    let well_known = world
+        .https
+        .requests()
+        .iter()
+        .filter(|r| r.target == WELL_KNOWN)
+        .count();
+    assert_eq!(well_known, 1);
+}
+
+#[test]
+fn concurrent_requests_share_one_discovery_on_tokio() {
+    adapter_hyper::block_on(concurrent_requests_share_one_discovery).expect("tokio runtime");
+}
+
+#[test]
+fn concurrent_requests_share_one_discovery_on_smol() {
+    adapter_smol::block_on(concurrent_requests_share_one_discovery).expect("smol executor");
+}
