@@ -401,25 +401,36 @@ fn an_untrusted_certificate_fails_the_request() {
     .expect("tokio runtime");
 }
 
+/// The SRV name of `slow.test`, whose answer [`slow_world`] delays.
+const SLOW_SRV: &str = "_matrix-fed._tcp.slow.test";
+
+/// [`world`] with `slow.test`'s SRV answer `delay`ed, and a client on `rt`
+/// giving up on a request after `limit`.
+fn slow_world<R: Runtime>(rt: R, delay: Duration, limit: Duration) -> (World, HttpClient<R>) {
+    let world = world();
+    let port = world.https.addr().port();
+    world
+        .dns
+        .srv_slow(SLOW_SRV, delay, &[(0, 0, port, "srv-target.test")]);
+    let client = HttpClient::with_options(rt, Resolver::default(), limit, world.options.clone())
+        .expect("client");
+    (world, client)
+}
+
+impl World {
+    /// How many times `name` was asked of the nameserver.
+    fn asked(&self, name: &str) -> usize {
+        self.dns.asked().iter().filter(|(n, _)| n == name).count()
+    }
+}
+
 /// Lookups slower than the request's time limit still finish and are
 /// cached: the request that gave up is followed by one that needs none.
 #[test]
 fn a_slow_lookup_is_cached_for_the_next_attempt() {
     adapter_hyper::block_on(|rt| async move {
-        let world = world();
-        let port = world.https.addr().port();
-        world.dns.srv_slow(
-            "_matrix-fed._tcp.slow.test",
-            Duration::from_millis(800),
-            &[(0, 0, port, "srv-target.test")],
-        );
-        let client = HttpClient::with_options(
-            rt,
-            Resolver::default(),
-            Duration::from_millis(300),
-            world.options.clone(),
-        )
-        .expect("client");
+        let (world, client) =
+            slow_world(rt, Duration::from_millis(800), Duration::from_millis(300));
         let first = client.send(get("slow.test")).await;
         assert_eq!(first, HttpOutcome::Timeout);
         // Longer than the lookup, on a timer the test's runtime drives.
@@ -431,13 +442,7 @@ fn a_slow_lookup_is_cached_for_the_next_attempt() {
             matches!(second, HttpOutcome::Response { status: 200, .. }),
             "{second:?}"
         );
-        let slow_queries = world
-            .dns
-            .asked()
-            .iter()
-            .filter(|(n, _)| n == "_matrix-fed._tcp.slow.test")
-            .count();
-        assert_eq!(slow_queries, 1);
+        assert_eq!(world.asked(SLOW_SRV), 1);
     })
     .expect("tokio runtime");
 }
@@ -445,20 +450,7 @@ fn a_slow_lookup_is_cached_for_the_next_attempt() {
 /// Requests that need the same server at the same time share one
 /// discovery: one `.well-known` fetch and one SRV query.
 async fn concurrent_requests_share_one_discovery<R: Runtime>(rt: R) {
-    let world = world();
-    let port = world.https.addr().port();
-    world.dns.srv_slow(
-        "_matrix-fed._tcp.slow.test",
-        Duration::from_millis(300),
-        &[(0, 0, port, "srv-target.test")],
-    );
-    let client = HttpClient::with_options(
-        rt,
-        Resolver::default(),
-        Duration::from_secs(20),
-        world.options.clone(),
-    )
-    .expect("client");
+    let (world, client) = slow_world(rt, Duration::from_millis(300), Duration::from_secs(20));
     // Boxed: three request futures side by side are large for a test
     // thread's stack in a debug build.
     let (first, second, third) = tokio::join!(
@@ -472,8 +464,7 @@ async fn concurrent_requests_share_one_discovery<R: Runtime>(rt: R) {
             "{outcome:?}"
         );
     }
-    let asked = |name: &str| world.dns.asked().iter().filter(|(n, _)| n == name).count();
-    assert_eq!(asked("_matrix-fed._tcp.slow.test"), 1);
+    assert_eq!(world.asked(SLOW_SRV), 1);
     let well_known = world
         .https
         .requests()
