@@ -24,7 +24,7 @@ pub enum IdError {
     /// Not a user ID (`@localpart:server_name`).
     #[error("invalid user ID")]
     UserId,
-    /// Empty or too long transaction ID.
+    /// Empty or too long transaction ID, or one with a control character.
     #[error("invalid transaction ID")]
     TxnId,
     /// Not `algorithm:version`.
@@ -197,7 +197,8 @@ impl fmt::Display for UserId {
 }
 
 /// A sender's transaction ID: opaque, non-empty, at most
-/// [`MAX_TXN_ID_BYTES`] bytes.
+/// [`MAX_TXN_ID_BYTES`] bytes, without control characters (a NUL cannot be
+/// stored as PostgreSQL text, and none belongs in an ID).
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(try_from = "String", into = "String")]
 pub struct TxnId(String);
@@ -217,7 +218,7 @@ impl TxnId {
 impl TryFrom<String> for TxnId {
     type Error = IdError;
     fn try_from(s: String) -> Result<Self, IdError> {
-        if s.is_empty() || s.len() > MAX_TXN_ID_BYTES {
+        if s.is_empty() || s.len() > MAX_TXN_ID_BYTES || s.chars().any(char::is_control) {
             Err(IdError::TxnId)
         } else {
             Ok(Self(s))
@@ -398,6 +399,10 @@ mod tests {
         assert!(TxnId::parse("").is_err());
         assert!(TxnId::parse(&"t".repeat(256)).is_err());
         assert!(TxnId::parse("m1234.5").is_ok());
+        assert!(TxnId::parse("ünïcode ok").is_ok());
+        for bad in ["a\0b", "a\nb", "\t", "a\u{7f}", "a\u{85}"] {
+            assert!(TxnId::parse(bad).is_err(), "{bad:?} should be invalid");
+        }
         let k = KeyId::parse("ed25519:dendrite-demo-yggdrasil").unwrap();
         assert_eq!(k.algorithm(), "ed25519");
         assert_eq!(k.version(), "dendrite-demo-yggdrasil");

@@ -86,7 +86,7 @@ pub fn txn_id(raw: &str) -> Result<TxnId, MatrixError> {
         .ok_or_else(|| {
             MatrixError::new(
                 ErrCode::InvalidParam,
-                "the txnID path segment must be 1 to 255 bytes of UTF-8",
+                "the txnID path segment must be 1 to 255 bytes of UTF-8 without control characters",
             )
         })
 }

@@ -207,6 +207,12 @@ fn errors_table() {
             "M_INVALID_PARAM",
         ),
         (
+            "txn ID with a NUL",
+            put("a%00b", "@a:dest.example", TXN),
+            400,
+            "M_INVALID_PARAM",
+        ),
+        (
             "pdus missing",
             put("t", "@a:dest.example", r#"{"edus":[]}"#),
             400,
