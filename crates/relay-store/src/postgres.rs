@@ -167,11 +167,22 @@ impl QueueStore for PostgresStore {
             .collect()
     }
 
+    /// Implementation note: in chunks of 1,000 entries, each a transaction
+    /// of its own, so that the `total_usage` lock every writer takes is
+    /// never held long.
     fn purge(&self, destination: &ServerName) -> Result<QueueTotals, StoreError> {
-        let (entries, bytes) = self
-            .pool
-            .run("purge a destination", |conn| sql::purge(conn, destination))?;
-        counters(entries, bytes)
+        let mut purged = QueueTotals::default();
+        loop {
+            let (entries, bytes) = self.pool.run("purge a destination", |conn| {
+                sql::purge_some(conn, destination, crate::shared::PURGE_CHUNK)
+            })?;
+            let chunk = counters(entries, bytes)?;
+            purged.entries += chunk.entries;
+            purged.bytes += chunk.bytes;
+            if chunk.entries < crate::shared::PURGE_CHUNK as u64 {
+                return Ok(purged);
+            }
+        }
     }
 }
 

@@ -8,6 +8,10 @@ use relay_core::{EntryId, ServerName, TxnId};
 
 use crate::DestinationUsage;
 
+/// Most entries one write of a purge deletes: a long queue goes in many
+/// short writes, so no writer waits long behind it.
+pub(crate) const PURGE_CHUNK: usize = 1_000;
+
 /// Where a writer thread sends an operation's result.
 pub(crate) type Reply<T> = SyncSender<Result<T, StoreError>>;
 

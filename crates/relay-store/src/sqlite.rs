@@ -13,7 +13,7 @@ use relay_core::outbound::{Change, DestinationRecord};
 use relay_core::retriever::{self, DedupeKey};
 use relay_core::store::{Ack, InsertOutcome, NewEntry, Quota, StoreError};
 
-use crate::shared::{self, Reply};
+use crate::shared::{self, PURGE_CHUNK, Reply};
 use crate::{AckNext, DedupeStore, DestinationUsage, OutboundStore, QueueStore, QueueTotals};
 
 mod dedupe;
@@ -76,8 +76,9 @@ enum Op {
         changes: Vec<retriever::Change>,
         reply: Reply<()>,
     },
-    Purge {
+    PurgeSome {
         destination: ServerName,
+        limit: usize,
         reply: Reply<QueueTotals>,
     },
 }
@@ -219,11 +220,23 @@ impl QueueStore for SqliteStore {
         sql::destinations(&self.reader(), limit)
     }
 
+    /// Implementation note: in chunks of 1,000 entries, each a write of its
+    /// own, so that a long queue does not hold the database's write lock
+    /// past the relay's busy timeout.
     fn purge(&self, destination: &ServerName) -> Result<QueueTotals, StoreError> {
-        self.call(|reply| Op::Purge {
-            destination: destination.clone(),
-            reply,
-        })
+        let mut purged = QueueTotals::default();
+        loop {
+            let chunk = self.call(|reply| Op::PurgeSome {
+                destination: destination.clone(),
+                limit: PURGE_CHUNK,
+                reply,
+            })?;
+            purged.entries += chunk.entries;
+            purged.bytes += chunk.bytes;
+            if chunk.entries < PURGE_CHUNK as u64 {
+                return Ok(purged);
+            }
+        }
     }
 }
 
@@ -370,9 +383,11 @@ impl Op {
             Op::ApplyWindow { changes, reply } => {
                 Answer::Applied(reply, dedupe::apply(conn, &changes))
             }
-            Op::Purge { destination, reply } => {
-                Answer::Purged(reply, sql::purge(conn, &destination))
-            }
+            Op::PurgeSome {
+                destination,
+                limit,
+                reply,
+            } => Answer::Purged(reply, sql::purge_some(conn, &destination, limit)),
         }
     }
 
@@ -383,7 +398,7 @@ impl Op {
             Op::Apply { reply, .. } | Op::ApplyWindow { reply, .. } => {
                 Answer::Applied(reply, Err(err))
             }
-            Op::Purge { reply, .. } => Answer::Purged(reply, Err(err)),
+            Op::PurgeSome { reply, .. } => Answer::Purged(reply, Err(err)),
         }
     }
 }

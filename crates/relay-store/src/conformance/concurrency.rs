@@ -269,3 +269,46 @@ pub fn concurrent_inserts_and_acks(store: &dyn QueueStore) {
         "queued() after delivering everything"
     );
 }
+
+/// A purge longer than one of its chunks (1,000 entries) deletes every
+/// entry of the destination, while other destinations keep theirs and the
+/// counters stay exact.
+pub fn purge_of_a_long_queue(store: &dyn QueueStore) {
+    const LONG: usize = 2_050;
+    let threads = 8;
+    std::thread::scope(|s| {
+        for t in 0..threads {
+            s.spawn(move || {
+                for i in (t..LONG).step_by(threads) {
+                    store_new(
+                        store,
+                        &entry("o.example", "long.example", &format!("t{i}"), b"{}"),
+                    );
+                }
+            });
+        }
+    });
+    store_new(store, &entry("o.example", "other.example", "t0", b"{}"));
+    let purged = store
+        .purge(&server("long.example"))
+        .unwrap_or_else(|err| panic!("purge failed: {err}"));
+    assert_eq!(
+        purged,
+        crate::QueueTotals {
+            entries: LONG as u64,
+            bytes: 2 * LONG as u64
+        }
+    );
+    assert_eq!(queued(store, "long.example"), 0);
+    assert!(next(store, "long.example", None).is_none());
+    assert_eq!(queued(store, "other.example"), 1);
+    assert_eq!(
+        store
+            .totals()
+            .unwrap_or_else(|err| panic!("totals failed: {err}")),
+        crate::QueueTotals {
+            entries: 1,
+            bytes: 2
+        }
+    );
+}

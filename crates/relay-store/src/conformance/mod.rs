@@ -52,6 +52,7 @@ pub use acked::{
 };
 pub use concurrency::{
     concurrent_duplicate_inserts, concurrent_inserts, concurrent_inserts_and_acks,
+    purge_of_a_long_queue,
 };
 pub use queue::{
     ack_is_exact, ack_of_gone_entry_returns_oldest, ack_reports_whether_it_deleted,
@@ -120,6 +121,7 @@ pub const CHECKS: &[(&str, Check)] = &[
         "purge_deletes_one_destination_whole",
         purge_deletes_one_destination_whole,
     ),
+    ("purge_of_a_long_queue", purge_of_a_long_queue),
     ("concurrent_inserts", concurrent_inserts),
     ("concurrent_duplicate_inserts", concurrent_duplicate_inserts),
     ("concurrent_inserts_and_acks", concurrent_inserts_and_acks),
@@ -192,6 +194,7 @@ macro_rules! conformance_tests {
             totals_count_every_destination,
             destinations_by_bytes,
             purge_deletes_one_destination_whole,
+            purge_of_a_long_queue,
             concurrent_inserts,
             concurrent_duplicate_inserts,
             concurrent_inserts_and_acks,

@@ -260,27 +260,26 @@ pub(super) fn destinations(
         .collect()
 }
 
-/// Deletes everything queued for `destination`, in a transaction of its
-/// own that takes the `total_usage` lock first (see [`insert_in`]);
-/// returns the (entries, bytes) deleted.
-pub(super) fn purge(
+/// Deletes up to `limit` of the oldest entries queued for `destination`,
+/// in a transaction of its own that takes the `total_usage` lock first
+/// (see [`insert_in`]); returns the (entries, bytes) deleted.
+pub(super) fn purge_some(
     conn: &mut Conn,
     destination: &ServerName,
+    limit: usize,
 ) -> Result<(i64, i64), postgres::Error> {
+    let limit = i64::try_from(limit).unwrap_or(i64::MAX);
     let Conn { client, stmts } = conn;
     let mut tx = client.transaction()?;
     tx.execute(&stmts.lock_total, &[])?;
-    let row = tx.query_opt(
-        "SELECT entries, bytes FROM destination_usage WHERE destination = $1",
-        &[&destination.as_str()],
+    let row = tx.query_one(
+        "WITH gone AS (DELETE FROM queue WHERE entry_id IN \
+         (SELECT entry_id FROM queue WHERE destination = $1 ORDER BY entry_id LIMIT $2) \
+         RETURNING octet_length(body) AS len) \
+         SELECT count(*), coalesce(sum(len), 0)::bigint FROM gone",
+        &[&destination.as_str(), &limit],
     )?;
-    let purged = row.map_or(Ok((0, 0)), |r| {
-        Ok::<_, postgres::Error>((r.try_get(0)?, r.try_get(1)?))
-    })?;
-    tx.execute(
-        "DELETE FROM queue WHERE destination = $1",
-        &[&destination.as_str()],
-    )?;
+    let purged = (row.try_get(0)?, row.try_get(1)?);
     tx.commit()?;
     Ok(purged)
 }

@@ -229,21 +229,31 @@ pub(super) fn destinations(
         .collect()
 }
 
-/// Deletes everything queued for `destination` (the triggers keep the
-/// usage counters); returns what it deleted.
-pub(super) fn purge(
+/// Deletes up to `limit` of the oldest entries queued for `destination`
+/// (the triggers keep the usage counters); returns what it deleted.
+pub(super) fn purge_some(
     conn: &Connection,
     destination: &ServerName,
+    limit: usize,
 ) -> Result<QueueTotals, StoreError> {
-    let Usage { entries, bytes } = usage(
-        conn,
-        "SELECT entries, bytes FROM destination_usage WHERE destination = ?1",
-        destination.as_str(),
-    )?;
-    conn.prepare_cached("DELETE FROM queue WHERE destination = ?1")
-        .and_then(|mut s| s.execute([destination.as_str()]))
+    let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+    let mut stmt = conn
+        .prepare_cached(
+            "DELETE FROM queue WHERE entry_id IN \
+             (SELECT entry_id FROM queue WHERE destination = ?1 ORDER BY entry_id LIMIT ?2) \
+             RETURNING length(body)",
+        )
         .map_err(db_err("purge a destination"))?;
-    Ok(QueueTotals { entries, bytes })
+    let lengths = stmt
+        .query_map(params![destination.as_str(), limit], |r| r.get::<_, i64>(0))
+        .map_err(db_err("purge a destination"))?;
+    let mut purged = QueueTotals::default();
+    for len in lengths {
+        let len = len.map_err(db_err("purge a destination"))?;
+        purged.entries += 1;
+        purged.bytes += u64::try_from(len).unwrap_or(0);
+    }
+    Ok(purged)
 }
 
 fn usage(conn: &Connection, sql: &str, key: impl rusqlite::ToSql) -> Result<Usage, StoreError> {
