@@ -142,15 +142,50 @@ fn unusable_certificate_files_are_refused_at_start() {
         out.assert_code(1);
         assert!(out.stderr.contains(expected), "{expected}: {out:?}");
     }
-    // One without the other is a usage error.
+    // One without the other is refused, flags and file merged first.
     let out = CliCommand::bare(&node, "serve")
         .arg("--server-name")
         .arg(RELAY)
+        .arg("--signing-key")
+        .arg(node.key_path())
         .arg("--tls-cert")
         .arg(&cert)
         .run();
-    out.assert_code(2);
-    assert!(out.stderr.contains("--tls-key"), "{out:?}");
+    out.assert_code(1);
+    assert!(out.stderr.contains("go together"), "{out:?}");
+}
+
+/// `--tls-cert` in the `--config` file and `--tls-key` as a flag make one
+/// setting: flags and file are merged before the pair is checked.
+#[test]
+fn the_certificate_and_key_may_come_from_file_and_flag() {
+    use std::io::BufRead;
+
+    let node = Node::new(Server::named(RELAY));
+    let (cert, key) = write_pem(&TestCa::new(), node.dir(), &[RELAY]);
+    let config = node.write_file(format!("tls-cert = {:?}\n", cert.display().to_string()));
+    let mut child = std::process::Command::new(relay_tests::process::relay_binary())
+        .current_dir(node.dir())
+        .args(["serve", "--listen", "127.0.0.1:0", "--server-name", RELAY])
+        .arg("--signing-key")
+        .arg(node.key_path())
+        .arg("--config")
+        .arg(&config)
+        .arg("--tls-key")
+        .arg(&key)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("start the relay");
+    let mut first = String::new();
+    let read = std::io::BufReader::new(child.stdout.take().expect("stdout")).read_line(&mut first);
+    let _ = child.kill();
+    let out = child.wait_with_output().expect("wait for the relay");
+    assert!(
+        read.is_ok() && first.starts_with("listening on https://"),
+        "{first:?}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 /// The configuration file of `docs/deploy.md`, with its paths pointed at a

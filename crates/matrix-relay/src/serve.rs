@@ -32,10 +32,10 @@ pub struct ServeArgs {
     /// Serve HTTPS with this PEM certificate chain, leaf first (with
     /// `--tls-key`); a renewed file is picked up within a minute, or at
     /// once on SIGHUP [default: plain HTTP].
-    #[arg(long, value_name = "FILE", requires = "tls_key")]
+    #[arg(long, value_name = "FILE")]
     tls_cert: Option<PathBuf>,
     /// The PEM private key of `--tls-cert`.
-    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    #[arg(long, value_name = "FILE")]
     tls_key: Option<PathBuf>,
     /// This relay's server name (required).
     #[arg(long)]
