@@ -69,7 +69,8 @@ fn queues_lists_by_bytes_and_purge_drops_one_destination() {
     out.assert_code(1);
     assert!(out.stderr.contains("--destination"), "{out:?}");
 
-    // A mistyped SQLite path is refused, not created.
+    // A mistyped SQLite path is refused, not created; another program's
+    // database is refused and left as it was.
     let missing = node.dir().join("typo.db");
     let out = CliCommand::bare(&node, "queues")
         .arg("--database")
@@ -78,4 +79,56 @@ fn queues_lists_by_bytes_and_purge_drops_one_destination() {
     out.assert_code(1);
     assert!(out.stderr.contains("no such file"), "{out:?}");
     assert!(!missing.exists());
+    let other = node.dir().join("other.db");
+    rusqlite::Connection::open(&other)
+        .and_then(|c| c.execute_batch("CREATE TABLE foo (x)"))
+        .expect("another program's database");
+    let before = std::fs::read(&other).expect("read it");
+    let out = CliCommand::bare(&node, "purge")
+        .arg("--database")
+        .arg(format!("sqlite:{}", other.display()))
+        .arg("--destination")
+        .arg(DEST_NAME)
+        .run();
+    out.assert_code(1);
+    assert!(
+        out.stderr.contains("not a matrix-relay database"),
+        "{out:?}"
+    );
+    assert_eq!(std::fs::read(&other).expect("read it again"), before);
+}
+
+/// `sqlite://relay.db`, relative to where the command runs, names the same
+/// file as `serve` reads it.
+#[test]
+fn a_relative_sqlite_url_names_the_file_serve_uses() {
+    let origin = Server::named("origin.example");
+    let relay = RelayProcess::builder()
+        .serve_for(DEST_NAME)
+        .trust(&origin)
+        .start();
+    store(
+        &relay,
+        &origin,
+        "t1",
+        &Server::named(DEST_NAME).user("a"),
+        "m",
+    );
+    let Some(path) = relay.database_url().strip_prefix("sqlite:") else {
+        return; // The suite's PostgreSQL pass.
+    };
+    let path = std::path::Path::new(path);
+    let out = std::process::Command::new(relay_tests::process::relay_binary())
+        .current_dir(path.parent().expect("a directory"))
+        .args(["queues", "--database"])
+        .arg(format!(
+            "sqlite://{}",
+            path.file_name().expect("a file name").to_string_lossy()
+        ))
+        .output()
+        .expect("run queues");
+    assert!(out.status.success(), "{out:?}");
+    let line: Value = serde_json::from_slice(&out.stdout).expect("one JSON line");
+    assert_eq!(line["destination"], DEST_NAME);
+    assert_eq!(line["entries"], 1);
 }

@@ -37,15 +37,16 @@ struct Line<'a> {
     bytes: u64,
 }
 
+/// Opens a relay's existing database, creating and migrating nothing: a
+/// mistyped path is not made into a new database, and a newer tool does not
+/// migrate the schema under a running older relay.
 fn open(database: &str) -> Result<std::sync::Arc<dyn relay_store::QueueStore>, String> {
-    // Opening creates a missing SQLite file; a mistyped path must not.
-    if let Some(path) = database.strip_prefix("sqlite:")
-        && !std::path::Path::new(path).exists()
-    {
-        return Err(format!("--database {database}: no such file"));
-    }
+    let options = relay_store::OpenOptions {
+        existing: true,
+        ..relay_store::OpenOptions::default()
+    };
     // The URL may carry a password: only its redacted form is shown.
-    relay_store::open(database)
+    relay_store::open_with(database, &options)
         .map_err(|e| format!("--database {}: {e}", relay_store::redact_url(database)))
 }
 

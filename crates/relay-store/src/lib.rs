@@ -240,12 +240,17 @@ pub struct OpenOptions {
     /// Most connections a PostgreSQL store opens (at least one is); a
     /// SQLite store ignores it. Default [`DEFAULT_MAX_CONNECTIONS`].
     pub max_connections: usize,
+    /// Open only an existing relay database of this build's schema version,
+    /// creating and migrating nothing (as operator tools must, beside a
+    /// running relay). Default `false`.
+    pub existing: bool,
 }
 
 impl Default for OpenOptions {
     fn default() -> Self {
         Self {
             max_connections: DEFAULT_MAX_CONNECTIONS,
+            existing: false,
         }
     }
 }
@@ -253,12 +258,18 @@ impl Default for OpenOptions {
 /// [`open`], with `options`.
 pub fn open_with(url: &str, options: &OpenOptions) -> Result<Arc<dyn QueueStore>, StoreError> {
     if is_postgres(url) {
-        return Ok(Arc::new(PostgresStore::open_with(
-            url,
-            options.max_connections,
-        )?));
+        let open = if options.existing {
+            PostgresStore::open_existing
+        } else {
+            PostgresStore::open_with
+        };
+        return Ok(Arc::new(open(url, options.max_connections)?));
     }
-    Ok(Arc::new(SqliteStore::open(sqlite_path(url)?)?))
+    let path = sqlite_path(url)?;
+    if options.existing {
+        return Ok(Arc::new(SqliteStore::open_existing(path)?));
+    }
+    Ok(Arc::new(SqliteStore::open(path)?))
 }
 
 /// `url` as it may be logged: the password of a `scheme://user:password@…`

@@ -95,6 +95,18 @@ impl PostgresStore {
     /// [`open`](Self::open), with at most `max_connections` connections
     /// (at least one).
     pub fn open_with(url: &str, max_connections: usize) -> Result<Self, StoreError> {
+        Self::open_inner(url, max_connections, true)
+    }
+
+    /// Opens the relay's tables without changing their schema: refuses a
+    /// database that does not hold them at exactly
+    /// [`POSTGRES_SCHEMA_VERSION`] (for tools that must not create or
+    /// migrate them under a running relay).
+    pub fn open_existing(url: &str, max_connections: usize) -> Result<Self, StoreError> {
+        Self::open_inner(url, max_connections, false)
+    }
+
+    fn open_inner(url: &str, max_connections: usize, migrate: bool) -> Result<Self, StoreError> {
         let mut config: Config = url
             .parse()
             .map_err(|e| StoreError(format!("invalid PostgreSQL URL: {e}")))?;
@@ -104,7 +116,7 @@ impl PostgresStore {
         if config.get_application_name().is_none() {
             config.application_name("matrix-relay");
         }
-        let pool = Arc::new(pool::Pool::open(config, max_connections)?);
+        let pool = Arc::new(pool::Pool::open(config, max_connections, migrate)?);
         let writer = writer::Writer::start(Arc::clone(&pool))?;
         tracing::debug!("opened PostgreSQL queue store");
         Ok(Self { writer, pool })

@@ -101,11 +101,39 @@ impl SqliteStore {
     /// starts the writer thread. Refuses a database whose schema version is
     /// newer than [`SCHEMA_VERSION`].
     pub fn open(path: impl AsRef<Path>) -> Result<Self, StoreError> {
-        let path = path.as_ref().to_path_buf();
+        Self::open_inner(path.as_ref(), true)
+    }
+
+    /// Opens an existing relay database at `path` without changing its
+    /// schema: refuses a missing file, and one that is not a relay
+    /// database of exactly [`SCHEMA_VERSION`] (for tools that must not
+    /// create or migrate one under a running relay).
+    pub fn open_existing(path: impl AsRef<Path>) -> Result<Self, StoreError> {
+        let path = path.as_ref();
+        if !path.is_file() {
+            return Err(StoreError(format!(
+                "sqlite: {}: no such file",
+                path.display()
+            )));
+        }
+        Self::open_inner(path, false)
+    }
+
+    fn open_inner(path: &Path, migrate: bool) -> Result<Self, StoreError> {
+        let path = path.to_path_buf();
         let mut writer = connect(&path)?;
-        let mode: String = writer
-            .pragma_update_and_check(None, "journal_mode", "WAL", |r| r.get(0))
-            .map_err(db_err("enable WAL"))?;
+        if !migrate {
+            schema::check(&writer)?;
+        }
+        let mode: String = if migrate {
+            writer
+                .pragma_update_and_check(None, "journal_mode", "WAL", |r| r.get(0))
+                .map_err(db_err("enable WAL"))?
+        } else {
+            writer
+                .pragma_query_value(None, "journal_mode", |r| r.get(0))
+                .map_err(db_err("read the journal mode"))?
+        };
         // WAL is what lets the reader work beside the writer, and what makes
         // FULL cheap; a database that cannot use it is refused.
         if !mode.eq_ignore_ascii_case("wal") {
@@ -114,7 +142,9 @@ impl SqliteStore {
                 path.display()
             )));
         }
-        schema::migrate(&mut writer)?;
+        if migrate {
+            schema::migrate(&mut writer)?;
+        }
 
         let reader = connect(&path)?;
         reader

@@ -501,3 +501,34 @@ fn open_through_the_url_dispatch() {
     let alt = db.url().replacen("postgres://", "postgresql://", 1);
     drop(relay_store::open(&alt).expect("postgresql://"));
 }
+
+/// `open_existing` creates and migrates nothing: an empty database is
+/// refused and stays empty, a current one opens, an older one is refused.
+#[test]
+fn open_existing_changes_no_schema() {
+    let Some(db) = temp_postgres_database("open_existing_changes_no_schema") else {
+        return;
+    };
+    let err = PostgresStore::open_existing(db.url(), 2).expect_err("an empty database");
+    assert!(err.0.contains("not a matrix-relay database"), "{err}");
+    sql(db.url(), |c| {
+        let tables: i64 = c
+            .query_one(
+                "SELECT count(*) FROM information_schema.tables WHERE table_schema = 'public'",
+                &[],
+            )
+            .and_then(|r| r.try_get(0))
+            .expect("count tables");
+        assert_eq!(tables, 0, "open_existing created tables");
+    });
+    drop(PostgresStore::open(db.url()).expect("open migrates"));
+    let store = PostgresStore::open_existing(db.url(), 2).expect("a current database");
+    assert_eq!(store.queued(&server("d.example")), Ok(0));
+    drop(store);
+    sql(db.url(), |c| {
+        c.batch_execute("UPDATE matrix_relay_schema SET version = 1")
+            .expect("pretend an older version");
+    });
+    let err = PostgresStore::open_existing(db.url(), 2).expect_err("an older schema");
+    assert!(err.0.contains("found version 1"), "{err}");
+}

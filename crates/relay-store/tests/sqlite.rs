@@ -353,3 +353,38 @@ fn open_by_url() {
         assert!(relay_store::open(bad).is_err(), "{bad:?} should be refused");
     }
 }
+
+/// `open_existing` creates and migrates nothing: a missing file stays
+/// missing, another program's database stays as it was, a relay database
+/// opens.
+#[test]
+fn open_existing_changes_no_schema() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let missing = dir.path().join("missing.db");
+    let err = SqliteStore::open_existing(&missing).expect_err("a missing file");
+    assert!(err.0.contains("no such file"), "{err}");
+    assert!(!missing.exists());
+
+    let other = dir.path().join("other.db");
+    Connection::open(&other)
+        .and_then(|c| c.execute_batch("CREATE TABLE foo (x)"))
+        .expect("another program's database");
+    let err = SqliteStore::open_existing(&other).expect_err("not a relay database");
+    assert!(err.0.contains("not a matrix-relay database"), "{err}");
+    assert_eq!(user_version(&other), 0);
+    let tables: i64 = Connection::open(&other)
+        .and_then(|c| {
+            c.query_row(
+                "SELECT count(*) FROM sqlite_master WHERE type = 'table'",
+                [],
+                |r| r.get(0),
+            )
+        })
+        .expect("count tables");
+    assert_eq!(tables, 1, "open_existing added tables");
+
+    let relay = dir.path().join("relay.db");
+    drop(SqliteStore::open(&relay).expect("open creates"));
+    let store = SqliteStore::open_existing(&relay).expect("a relay database");
+    assert_eq!(store.queued(&server("d.example")), Ok(0));
+}

@@ -117,11 +117,16 @@ struct State {
 
 impl Pool {
     /// A pool of at most `max` connections made with `config`; opens one
-    /// connection now, migrating the schema on it, so a bad URL or a newer
-    /// schema fails here.
-    pub(super) fn open(config: Config, max: usize) -> Result<Self, StoreError> {
+    /// connection now, migrating the schema on it (or, without `migrate`,
+    /// checking that it is current), so a bad URL or a newer schema fails
+    /// here.
+    pub(super) fn open(config: Config, max: usize, migrate: bool) -> Result<Self, StoreError> {
         let mut client = connect(&config)?;
-        schema::migrate(&mut client)?;
+        if migrate {
+            schema::migrate(&mut client)?;
+        } else {
+            schema::check(&mut client)?;
+        }
         let first = Conn::new(client)?;
         Ok(Self {
             config,

@@ -160,6 +160,24 @@ CREATE INDEX acked_by_time ON acked (acked_at);
 /// relays starting together on a fresh database run each step once; the
 /// second waits for the first to commit, then sees the new version. DDL is
 /// transactional in PostgreSQL, so a step is all or nothing.
+/// Checks, changing nothing, that the database holds the relay's tables
+/// at exactly [`SCHEMA_VERSION`].
+pub(super) fn check(client: &mut Client) -> Result<(), StoreError> {
+    let version: Option<i32> = client
+        .query_opt("SELECT version FROM matrix_relay_schema WHERE id = 0", &[])
+        .ok()
+        .flatten()
+        .and_then(|row| row.try_get(0).ok());
+    match version {
+        Some(v) if u32::try_from(v) == Ok(SCHEMA_VERSION) => Ok(()),
+        found => Err(StoreError(format!(
+            "PostgreSQL: not a matrix-relay database of schema version {SCHEMA_VERSION} \
+             (found {}); this build's `serve` creates or migrates one",
+            found.map_or_else(|| "none".to_owned(), |v| format!("version {v}"))
+        ))),
+    }
+}
+
 pub(super) fn migrate(client: &mut Client) -> Result<(), StoreError> {
     loop {
         let mut tx = client.transaction().map_err(pg_err("begin migration"))?;

@@ -173,6 +173,21 @@ CREATE INDEX acked_by_time ON acked (acked_at);
 "#;
 
 /// Brings the schema up to [`SCHEMA_VERSION`], one transaction per step.
+/// Checks, changing nothing, that the database is a relay database of
+/// exactly [`SCHEMA_VERSION`].
+pub(super) fn check(conn: &Connection) -> Result<(), StoreError> {
+    let version: i64 = conn
+        .pragma_query_value(None, "user_version", |row| row.get(0))
+        .map_err(db_err("read schema version"))?;
+    if version != i64::from(SCHEMA_VERSION) {
+        return Err(StoreError(format!(
+            "sqlite: not a matrix-relay database of schema version {SCHEMA_VERSION} \
+             (found version {version}); this build's `serve` creates or migrates one"
+        )));
+    }
+    Ok(())
+}
+
 pub(super) fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
     migrate_to(conn, SCHEMA_VERSION)
 }
