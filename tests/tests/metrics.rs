@@ -226,9 +226,13 @@ fn health_follows_the_store() {
     let health = get(metrics, "/health");
     health.assert_status(200);
     assert_eq!(health.text(), "ok\n");
-    Request::new("POST", "/health")
-        .send(metrics)
-        .assert_status(405);
+    let post = Request::new("POST", "/health").send(metrics);
+    post.assert_status(405);
+    assert_eq!(post.header("allow"), Some("GET, HEAD"));
+    // HEAD, as load balancers send it: the status, no body.
+    let head = Request::new("HEAD", "/health").send(metrics);
+    head.assert_status(200);
+    assert!(head.body.is_empty(), "{head:?}");
 
     // The usage counters the check reads go away, then come back.
     let rename = |from: &str, to: &str| {

@@ -224,8 +224,8 @@ pub const HEALTH_PATH: &str = "/health";
 
 /// Answers one request on the metrics listener: `GET /metrics` is the
 /// exposition, with the queue totals read from `store` now; `GET /health`
-/// is 200 `ok` when that read works, else 503; other paths are 404, other
-/// methods 405.
+/// is 200 `ok` when that read works, else 503; HEAD answers as GET without
+/// the body; other paths are 404, other methods 405.
 pub(crate) async fn handle_scrape<R: Runtime>(
     rt: &R,
     metrics: &Metrics,
@@ -236,11 +236,12 @@ pub(crate) async fn handle_scrape<R: Runtime>(
     if path != METRICS_PATH && path != HEALTH_PATH {
         return Ok(plain(StatusCode::NOT_FOUND, "not found\n"));
     }
-    if req.method() != Method::GET {
+    // HEAD as well, for health checks that use it (hyper sends no body).
+    if req.method() != Method::GET && req.method() != Method::HEAD {
         let mut response = plain(StatusCode::METHOD_NOT_ALLOWED, "use GET\n");
         response
             .headers_mut()
-            .insert(ALLOW, HeaderValue::from_static("GET"));
+            .insert(ALLOW, HeaderValue::from_static("GET, HEAD"));
         return Ok(response);
     }
     let health = req.uri().path() == HEALTH_PATH;

@@ -273,8 +273,20 @@ pub fn open_with(url: &str, options: &OpenOptions) -> Result<Arc<dyn QueueStore>
 }
 
 /// `url` as it may be logged: the password of a `scheme://user:password@…`
-/// URL (and any `password=` parameter) replaced by `***`.
+/// URL, any `password=` query parameter and the `password=` of a libpq
+/// `key=value` string replaced by `***`.
 pub fn redact_url(url: &str) -> String {
+    if !url.contains("://") && url.contains('=') {
+        // A libpq keyword/value string: `host=… password=… dbname=…`.
+        return url
+            .split(' ')
+            .map(|word| match word.split_once('=') {
+                Some((k, _)) if k.eq_ignore_ascii_case("password") => format!("{k}=***"),
+                _ => word.to_owned(),
+            })
+            .collect::<Vec<_>>()
+            .join(" ");
+    }
     let mut out = match url.split_once("://") {
         Some((scheme, rest)) => {
             let authority_end = rest.find(['/', '?']).unwrap_or(rest.len());
@@ -344,8 +356,55 @@ fn sqlite_path(url: &str) -> Result<&str, StoreError> {
                 .into(),
         ));
     }
-    let scheme = url.split_once(':').map_or("", |(scheme, _)| scheme);
-    Err(StoreError(format!(
-        "unsupported database URL scheme {scheme:?}; expected sqlite:PATH"
-    )))
+    // Only a scheme-like prefix is echoed: the rest may hold a password.
+    let scheme = url.split_once(':').map(|(scheme, _)| scheme).filter(|s| {
+        !s.is_empty()
+            && s.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"+-.".contains(&b))
+    });
+    Err(StoreError(match scheme {
+        Some(scheme) => format!("unsupported database URL scheme {scheme:?}; expected sqlite:PATH"),
+        None => "unsupported database URL; expected sqlite:PATH".to_owned(),
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn redact_url_hides_every_password_form() {
+        for (url, shown) in [
+            (
+                "postgres://relay:hunter2@db.example/relay",
+                "postgres://relay:***@db.example/relay",
+            ),
+            (
+                "postgresql://relay@db.example/relay?password=hunter2&sslmode=require",
+                "postgresql://relay@db.example/relay?password=***&sslmode=require",
+            ),
+            (
+                "host=db.example password=hunter2 dbname=relay",
+                "host=db.example password=*** dbname=relay",
+            ),
+            ("sqlite:relay.db", "sqlite:relay.db"),
+        ] {
+            assert_eq!(redact_url(url), shown);
+        }
+    }
+
+    #[test]
+    fn an_unsupported_url_is_not_echoed() {
+        let err = open_with("host=a password=hun:ter2", &OpenOptions::default())
+            .err()
+            .expect("refused");
+        assert!(!err.0.contains("hun"), "{err}");
+        let err = open_with("mysql://u:hunter2@h/d", &OpenOptions::default())
+            .err()
+            .expect("refused");
+        assert_eq!(
+            err.0,
+            "unsupported database URL scheme \"mysql\"; expected sqlite:PATH"
+        );
+    }
 }
