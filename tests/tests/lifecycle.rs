@@ -250,6 +250,8 @@ fn keygen_writes_a_key_that_serve_publishes() {
         ("t2", Some("ed25519:t2")),
         ("ed25519:", None),
         ("a b", None),
+        ("ed25519:a:b", None),
+        ("a-b", None),
     ] {
         let path = dir.path().join(format!("k-{}.key", expected.is_some()));
         let _ = std::fs::remove_file(&path);

@@ -28,6 +28,16 @@ pub fn generate(key_id: Option<&str>) -> Result<SigningKey, String> {
     if key_id.algorithm() != "ed25519" {
         return Err(format!("only ed25519 keys are supported, not {key_id}"));
     }
+    // Other servers' key IDs are read leniently; ours follow the spec.
+    if !key_id
+        .version()
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b == b'_')
+    {
+        return Err(format!(
+            "{key_id}: a key ID's version is letters, digits and `_` only"
+        ));
+    }
     Ok(SigningKey::from_seed(key_id, seed))
 }
 
