@@ -141,6 +141,28 @@ impl Server {
         .unwrap_or_else(|e| panic!("signing {method} {target} failed: {e}"))
     }
 
+    /// Like [`Server::authorization`], but over a body whose numbers
+    /// canonical JSON cannot write (fractions, integers beyond 2^53), as
+    /// most JSON libraries write them.
+    pub fn lenient_authorization(
+        &self,
+        destination: &str,
+        method: &str,
+        target: &str,
+        body: &[u8],
+    ) -> String {
+        let content = parse_content(body);
+        let object = request_json(method, target, &self.name, destination, content.as_ref());
+        let text = relay_core::canonical::to_lenient_string(&object)
+            .unwrap_or_else(|e| panic!("writing {method} {target} failed: {e}"));
+        format!(
+            r#"X-Matrix origin="{}",destination="{destination}",key="{}",sig="{}""#,
+            self.name,
+            self.key_id(),
+            self.key.sign(text.as_bytes())
+        )
+    }
+
     /// Like [`Server::authorization`], for any origin and destination
     /// strings: signs `{method, uri, origin, destination, content?}` with
     /// the Signing JSON algorithm and writes the header itself, with the

@@ -753,3 +753,85 @@ impl WithTarget for Request {
         self
     }
 }
+
+/// A body with numbers canonical JSON has no form for (a fraction, an
+/// integer beyond 2^53), signed as JSON libraries write them: the sender
+/// is authenticated and its permission checked first (401, 403), then the
+/// body is 400 `M_BAD_JSON`; nothing is stored.
+#[test]
+fn numbers_without_canonical_form_are_judged_after_the_sender() {
+    let origin = Server::named(ORIGIN_NAME);
+    let dest = Server::named(DEST_NAME);
+    let stranger = Server::named("stranger.example");
+    let relay = RelayProcess::standard(&[&origin, &dest]);
+    let send = |from: &Server, user: &str, body: &str| {
+        let target = api::send_relay_path("t-float", user);
+        Request::new("PUT", &target)
+            .header(
+                "Authorization",
+                &from.lenient_authorization(relay.server_name(), "PUT", &target, body.as_bytes()),
+            )
+            .body(body.as_bytes())
+            .send(relay.addr())
+    };
+    let fetch = |from: &Server, body: &str| {
+        let target = api::relay_txn_path(&dest.user("alice"));
+        Request::new("GET", &target)
+            .header(
+                "Authorization",
+                &from.lenient_authorization(relay.server_name(), "GET", &target, body.as_bytes()),
+            )
+            .body(body.as_bytes())
+            .send(relay.addr())
+    };
+    let float_txn = r#"{"pdus":[{"n":1.5}],"edus":[]}"#;
+    let big_txn = r#"{"pdus":[{"n":9007199254740993}],"edus":[]}"#;
+    for (what, resp, status, errcode) in [
+        (
+            "fraction",
+            send(&origin, &dest.user("alice"), float_txn),
+            400,
+            "M_BAD_JSON",
+        ),
+        (
+            "beyond 2^53",
+            send(&origin, &dest.user("alice"), big_txn),
+            400,
+            "M_BAD_JSON",
+        ),
+        (
+            "unknown key",
+            send(&stranger, &dest.user("alice"), float_txn),
+            401,
+            "M_UNAUTHORIZED",
+        ),
+        (
+            "not served",
+            send(&origin, "@a:elsewhere.example", float_txn),
+            403,
+            "M_FORBIDDEN",
+        ),
+        (
+            "entry_id 1.5",
+            fetch(&dest, r#"{"entry_id":1.5}"#),
+            400,
+            "M_BAD_JSON",
+        ),
+        (
+            "another's queue",
+            fetch(&origin, r#"{"entry_id":1.5}"#),
+            403,
+            "M_FORBIDDEN",
+        ),
+    ] {
+        assert_eq!(
+            (
+                resp.status,
+                resp.json()["errcode"].as_str().unwrap_or_default()
+            ),
+            (status, errcode),
+            "{what}: {resp:?}"
+        );
+    }
+    assert!(markers(&api::drain(&relay, &dest, &dest.user("alice"))).is_empty());
+}

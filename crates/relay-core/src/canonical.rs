@@ -35,15 +35,35 @@ const NOT_SIGNED: [&str; 2] = ["signatures", "unsigned"];
 /// The canonical JSON text of `value`.
 pub fn to_canonical_string(value: &Value) -> Result<String, CanonicalJsonError> {
     let mut out = String::new();
-    write_value(&mut out, value, 0, &[])?;
+    write_value(&mut out, value, 0, &[], Numbers::Canonical)?;
     Ok(out)
+}
+
+/// Like [`to_canonical_string`], except that a number canonical JSON has
+/// no form for (a fraction, an integer beyond ±(2^53−1)) is written as
+/// `serde_json` writes it, as most JSON libraries do. A signature a sender
+/// made over such a body can be checked this way, so that the sender is
+/// known before the body is refused.
+pub fn to_lenient_string(value: &Value) -> Result<String, CanonicalJsonError> {
+    let mut out = String::new();
+    write_value(&mut out, value, 0, &[], Numbers::AsWritten)?;
+    Ok(out)
+}
+
+/// How numbers are written.
+#[derive(Clone, Copy)]
+enum Numbers {
+    /// Canonical integers only.
+    Canonical,
+    /// Canonical integers, and anything else as `serde_json` writes it.
+    AsWritten,
 }
 
 /// The canonical JSON text that Signing JSON signs: `value` without its
 /// top-level `signatures` and `unsigned`.
 pub fn to_canonical_string_for_signing(value: &Value) -> Result<String, CanonicalJsonError> {
     let mut out = String::new();
-    write_value(&mut out, value, 0, &NOT_SIGNED)?;
+    write_value(&mut out, value, 0, &NOT_SIGNED, Numbers::Canonical)?;
     Ok(out)
 }
 
@@ -77,11 +97,16 @@ fn write_value(
     value: &Value,
     depth: usize,
     skip: &[&str],
+    numbers: Numbers,
 ) -> Result<(), CanonicalJsonError> {
     match value {
         Value::Null => out.push_str("null"),
         Value::Bool(b) => out.push_str(if *b { "true" } else { "false" }),
-        Value::Number(n) => out.push_str(&canonical_integer(n)?.to_string()),
+        Value::Number(n) => match (canonical_integer(n), numbers) {
+            (Ok(i), _) => out.push_str(&i.to_string()),
+            (Err(_), Numbers::AsWritten) => out.push_str(&n.to_string()),
+            (Err(e), Numbers::Canonical) => return Err(e),
+        },
         Value::String(s) => write_string(out, s),
         Value::Array(items) => {
             let depth = enter(depth)?;
@@ -90,11 +115,11 @@ fn write_value(
                 if i > 0 {
                     out.push(',');
                 }
-                write_value(out, item, depth, &[])?;
+                write_value(out, item, depth, &[], numbers)?;
             }
             out.push(']');
         }
-        Value::Object(map) => write_object(out, map, enter(depth)?, skip)?,
+        Value::Object(map) => write_object(out, map, enter(depth)?, skip, numbers)?,
     }
     Ok(())
 }
@@ -104,6 +129,7 @@ fn write_object(
     map: &Map<String, Value>,
     depth: usize,
     skip: &[&str],
+    numbers: Numbers,
 ) -> Result<(), CanonicalJsonError> {
     let mut entries: Vec<(&String, &Value)> = map
         .iter()
@@ -118,7 +144,7 @@ fn write_object(
         }
         write_string(out, key);
         out.push(':');
-        write_value(out, value, depth, &[])?;
+        write_value(out, value, depth, &[], numbers)?;
     }
     out.push('}');
     Ok(())
@@ -161,6 +187,24 @@ fn write_string(out: &mut String, s: &str) {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn lenient_writes_what_canonical_cannot() {
+        let v: Value =
+            serde_json::from_str(r#"{"b":1.5,"a":9007199254740993,"c":[-0.25,2]}"#).unwrap();
+        assert!(to_canonical_string(&v).is_err());
+        assert_eq!(
+            to_lenient_string(&v).unwrap(),
+            r#"{"a":9007199254740993,"b":1.5,"c":[-0.25,2]}"#
+        );
+        // Canonical input comes out the same both ways.
+        let v = json!({"z": 1, "a": {"k": "v"}});
+        assert_eq!(
+            to_lenient_string(&v).unwrap(),
+            to_canonical_string(&v).unwrap()
+        );
+    }
+
     use serde_json::json;
 
     use super::*;

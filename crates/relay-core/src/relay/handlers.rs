@@ -80,6 +80,7 @@ fn handle_inner(
                 return Err(forbidden(format!("this relay does not serve {destination}")).into());
             }
             let txn_id = request::txn_id(txn_id)?;
+            canonical_content(content.as_ref())?;
             let transaction = transaction(content, &origin)?;
             Ok(Action::Store(NewEntry {
                 origin,
@@ -96,6 +97,7 @@ fn handle_inner(
                 return Err(forbidden("only the destination may read its queue").into());
             }
             let ack = entry_id(content.as_ref())?;
+            canonical_content(content.as_ref())?;
             Ok(Action::Fetch { destination, ack })
         }
     }
@@ -154,15 +156,17 @@ fn authenticate(
         {
             Err(Fail::NeedKeys(origin))
         }
-        // Signatures cover canonical JSON; a body without one (floats,
-        // out-of-range integers) can never verify. Once the key is known,
-        // that is bad JSON rather than a bad signature.
-        Err(AuthError::BadSignature { .. })
-            if let Some(Err(e)) = content.as_ref().map(canonical::to_canonical_string) =>
-        {
-            Err(bad_json(e.to_string()).into())
-        }
         Err(e) => Err(unauthorized(e).into()),
+    }
+}
+
+/// A body must have a canonical JSON form (no fractions, no integers beyond
+/// ±(2^53−1)): what is stored is relayed and signed again, and Matrix has
+/// no such numbers. Checked after authentication and permission.
+fn canonical_content(content: Option<&Value>) -> Result<(), MatrixError> {
+    match content.map(canonical::to_canonical_string) {
+        Some(Err(e)) => Err(bad_json(e.to_string())),
+        _ => Ok(()),
     }
 }
 

@@ -129,12 +129,43 @@ fn errors_table() {
         )
         .unwrap(),
     ];
-    // A body with no canonical form cannot be signed: from a known origin it
-    // is bad JSON; from an unknown one, the key is what fails first.
-    let mut float_body = put("t", "@a:dest.example", "{}");
-    float_body.body = RequestBody::Complete(br#"{"pdus":[1.5]}"#.to_vec());
-    let mut float_body_unknown_key = unknown_key.clone();
-    float_body_unknown_key.body = RequestBody::Complete(br#"{"pdus":[1.5]}"#.to_vec());
+    // A body with no canonical form, signed as JSON libraries write it: the
+    // sender is known first (401, 403), then the body is bad JSON.
+    let float_put = |origin: &str, key: &SigningKey, target: &str| {
+        let body = r#"{"pdus":[1.5]}"#;
+        let object = crate::auth::request_json(
+            "PUT",
+            target,
+            origin,
+            "relay.example",
+            Some(&serde_json::from_str(body).unwrap()),
+        );
+        let sig = key.sign(
+            crate::canonical::to_lenient_string(&object)
+                .unwrap()
+                .as_bytes(),
+        );
+        Request {
+            method: "PUT".into(),
+            target: target.into(),
+            authorization: vec![format!(
+                "X-Matrix origin=\"{origin}\",destination=\"relay.example\",key=\"{}\",sig=\"{sig}\"",
+                key.key_id()
+            )],
+            body: RequestBody::Complete(body.as_bytes().to_vec()),
+        }
+    };
+    let served = "/_matrix/federation/v1/send_relay/t/@a:dest.example";
+    let float_body = float_put("origin.example", &spec_key(), served);
+    let float_body_unknown_key = float_put("unknown.example", &spec_key(), served);
+    // The pinned key ID, another key.
+    let forger = SigningKey::from_seed(KeyId::parse("ed25519:1").unwrap(), [7; 32]);
+    let float_body_forged = float_put("origin.example", &forger, served);
+    let float_body_not_served = float_put(
+        "origin.example",
+        &spec_key(),
+        "/_matrix/federation/v1/send_relay/t/@a:elsewhere.example",
+    );
     let pdus = |n: usize| json!({"pdus": vec![json!({}); n]}).to_string();
     let edus = |n: usize| json!({"pdus": [], "edus": vec![json!({}); n]}).to_string();
     let big_pdu = json!({"pdus": [{"x": "y".repeat(70_000)}]}).to_string();
@@ -254,6 +285,18 @@ fn errors_table() {
             float_body_unknown_key,
             401,
             "M_UNAUTHORIZED",
+        ),
+        (
+            "float in body, forged signature",
+            float_body_forged,
+            401,
+            "M_UNAUTHORIZED",
+        ),
+        (
+            "float in body, destination not served",
+            float_body_not_served,
+            403,
+            "M_FORBIDDEN",
         ),
         (
             "pdu over 64 KiB",
