@@ -36,7 +36,11 @@ pub(crate) fn queued_entry(
     Ok(QueuedEntry {
         entry_id: entry_id(id)?,
         origin: ServerName::parse(origin).map_err(|_| bad("origin"))?,
-        txn_id: TxnId::parse(txn_id).map_err(|_| bad("txn_id"))?,
+        // Stored before control characters were refused: shown with
+        // U+FFFD in their place rather than blocking the queue.
+        txn_id: TxnId::parse(txn_id)
+            .or_else(|_| TxnId::parse(&txn_id.replace(char::is_control, "\u{fffd}")))
+            .map_err(|_| bad("txn_id"))?,
         transaction,
     })
 }

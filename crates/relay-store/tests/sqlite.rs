@@ -388,3 +388,31 @@ fn open_existing_changes_no_schema() {
     let store = SqliteStore::open_existing(&relay).expect("a relay database");
     assert_eq!(store.queued(&server("d.example")), Ok(0));
 }
+
+/// An entry stored before control characters were refused in txn IDs is
+/// handed out with U+FFFD in their place, not left blocking its queue.
+#[test]
+fn an_old_txn_id_with_a_control_character_does_not_block_its_queue() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("relay.db");
+    drop(SqliteStore::open(&path).expect("open creates"));
+    Connection::open(&path)
+        .and_then(|c| {
+            c.execute(
+                "INSERT INTO queue (destination, origin, txn_id, body) VALUES (?1, ?2, ?3, ?4)",
+                rusqlite::params!["d.example", "o.example", "a\nb\0c", b"{}".to_vec()],
+            )
+        })
+        .expect("an old row");
+    let store = SqliteStore::open(&path).expect("reopen");
+    let head = store
+        .ack_and_next(&server("d.example"), None)
+        .expect("read")
+        .next
+        .expect("the old entry");
+    assert_eq!(head.txn_id.as_str(), "a\u{fffd}b\u{fffd}c");
+    let found = store
+        .ack_and_next(&server("d.example"), Some(ack(head.entry_id)))
+        .expect("ack");
+    assert!(found.acked && found.next.is_none());
+}

@@ -68,7 +68,7 @@ pub fn keys_round_trip(store: &dyn DedupeStore) {
         txn_key("o.example", "1e5"),
         txn_key("o.example", " spaced  out "),
         txn_key("o.example", "h\u{e9}llo \u{1f600}"),
-        txn_key("o.example", "nul\0inside"),
+        txn_key("o.example", "quote\"back\\slash"),
         txn_key("o.example", &long),
         txn_key("o.example", "txn"),
         txn_key("o.example:8448", "123"),
