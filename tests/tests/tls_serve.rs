@@ -159,12 +159,11 @@ fn unusable_certificate_files_are_refused_at_start() {
 /// setting: flags and file are merged before the pair is checked.
 #[test]
 fn the_certificate_and_key_may_come_from_file_and_flag() {
-    use std::io::BufRead;
-
     let node = Node::new(Server::named(RELAY));
     let (cert, key) = write_pem(&TestCa::new(), node.dir(), &[RELAY]);
     let config = node.write_file(format!("tls-cert = {:?}\n", cert.display().to_string()));
-    let mut child = std::process::Command::new(relay_tests::process::relay_binary())
+    let mut command = std::process::Command::new(relay_tests::process::relay_binary());
+    command
         .current_dir(node.dir())
         .args(["serve", "--listen", "127.0.0.1:0", "--server-name", RELAY])
         .arg("--signing-key")
@@ -172,7 +171,17 @@ fn the_certificate_and_key_may_come_from_file_and_flag() {
         .arg("--config")
         .arg(&config)
         .arg("--tls-key")
-        .arg(&key)
+        .arg(&key);
+    assert_listens(command, "listening on https://");
+}
+
+/// Starts `command` (a `serve`), reads its first line of standard output,
+/// stops it, and asserts the line starts with `expected`.
+#[track_caller]
+fn assert_listens(mut command: std::process::Command, expected: &str) {
+    use std::io::BufRead;
+
+    let mut child = command
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .spawn()
@@ -182,7 +191,7 @@ fn the_certificate_and_key_may_come_from_file_and_flag() {
     let _ = child.kill();
     let out = child.wait_with_output().expect("wait for the relay");
     assert!(
-        read.is_ok() && first.starts_with("listening on https://"),
+        read.is_ok() && first.starts_with(expected),
         "{first:?}\n{}",
         String::from_utf8_lossy(&out.stderr)
     );
@@ -192,8 +201,6 @@ fn the_certificate_and_key_may_come_from_file_and_flag() {
 /// temporary directory, starts a relay that serves HTTPS.
 #[test]
 fn the_deployment_guide_configuration_starts_a_relay() {
-    use std::io::BufRead;
-
     let guide = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/deploy.md"))
         .expect("read docs/deploy.md");
     let toml = guide
@@ -232,20 +239,7 @@ fn the_deployment_guide_configuration_starts_a_relay() {
     if let Some(runtime) = std::env::var_os(relay_tests::process::RUNTIME_ENV) {
         command.arg("--runtime").arg(runtime);
     }
-    let mut child = command
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("start the relay");
-    let mut first = String::new();
-    let read = std::io::BufReader::new(child.stdout.take().expect("stdout")).read_line(&mut first);
-    let _ = child.kill();
-    let out = child.wait_with_output().expect("wait for the relay");
-    assert!(
-        read.is_ok() && first.starts_with("listening on https://127.0.0.1:"),
-        "{first:?}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_listens(command, "listening on https://127.0.0.1:");
     assert!(
         dir.path().join("signing.key").exists() && dir.path().join("relay.db").exists(),
         "the key and the database are where the file says"
