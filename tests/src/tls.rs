@@ -74,6 +74,20 @@ impl TestCa {
         self.der.clone()
     }
 
+    /// A rustls client configuration that trusts this CA only.
+    pub fn client_config(&self) -> Arc<rustls::ClientConfig> {
+        let mut roots = rustls::RootCertStore::empty();
+        roots
+            .add(self.cert())
+            .expect("the CA certificate is usable");
+        let config = rustls::ClientConfig::builder_with_provider(provider())
+            .with_safe_default_protocol_versions()
+            .expect("default TLS versions")
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        Arc::new(config)
+    }
+
     /// A server certificate signed by this CA for every name in `names`
     /// (DNS names or IP addresses), and its new key.
     fn leaf(&self, names: &[&str]) -> (rcgen::Certificate, KeyPair) {

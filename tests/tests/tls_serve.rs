@@ -249,18 +249,9 @@ fn the_deployment_guide_configuration_starts_a_relay() {
 /// Whether a TLS handshake with `addr`, trusting only `ca` and asking for
 /// `name`, succeeds.
 fn handshake(addr: std::net::SocketAddr, ca: &TestCa, name: &str) -> Result<(), String> {
-    let mut roots = rustls::RootCertStore::empty();
-    roots.add(ca.cert()).map_err(|e| e.to_string())?;
-    let config = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .map_err(|e| e.to_string())?
-    .with_root_certificates(roots)
-    .with_no_client_auth();
     let server_name =
         rustls::pki_types::ServerName::try_from(name.to_owned()).map_err(|e| e.to_string())?;
-    let mut conn = rustls::ClientConnection::new(std::sync::Arc::new(config), server_name)
+    let mut conn = rustls::ClientConnection::new(ca.client_config(), server_name)
         .map_err(|e| e.to_string())?;
     let mut tcp = TcpStream::connect(addr).map_err(|e| e.to_string())?;
     tcp.set_read_timeout(Some(Duration::from_secs(10)))

@@ -24,6 +24,7 @@
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::str::FromStr;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -164,6 +165,8 @@ pub struct HttpClient<R> {
     connect_to: Arc<HashMap<(String, u16), (String, u16)>>,
     dns_server: Option<SocketAddr>,
     inflight: Arc<Inflight>,
+    /// The next discovery run's seed: drawn from the OS once, then stepped.
+    seeds: Arc<AtomicU64>,
 }
 
 /// Discoveries under way, by server: who else waits for each one's end.
@@ -212,6 +215,7 @@ impl<R: Clone> Clone for HttpClient<R> {
             connect_to: self.connect_to.clone(),
             dns_server: self.dns_server,
             inflight: self.inflight.clone(),
+            seeds: self.seeds.clone(),
         }
     }
 }
@@ -287,6 +291,7 @@ impl<R: Runtime> HttpClient<R> {
             connect_to: Arc::new(connect_to),
             dns_server: options.dns_server,
             inflight: Arc::default(),
+            seeds: Arc::new(AtomicU64::new(first_seed())),
         })
     }
 
@@ -413,11 +418,18 @@ impl<R: Runtime> HttpClient<R> {
         .ok()
     }
 
+    /// The seed of the next discovery run: no system call per request.
+    fn discovery_seed(&self) -> u64 {
+        // Odd, so every seed of 2^64 comes once; the core mixes it.
+        self.seeds
+            .fetch_add(0x9e37_79b9_7f4a_7c15, Ordering::Relaxed)
+    }
+
     /// Where `server` is reached, if that needs no lookup (an override, an
     /// IP literal or port, or cached outcomes).
     fn known_endpoints(&self, server: &ServerName) -> Option<Vec<Endpoint>> {
         let resolver = self.resolver.lock().unwrap_or_else(|e| e.into_inner());
-        let mut discovery = resolver.discover(server, discovery_seed());
+        let mut discovery = resolver.discover(server, self.discovery_seed());
         match resolver.poll_discovery(Instant::now(), &mut discovery) {
             Step::Done(endpoints) => Some(endpoints),
             Step::Lookup(_) => None,
@@ -433,7 +445,7 @@ impl<R: Runtime> HttpClient<R> {
     /// [`send`](Self::send)); the last answer is cached.
     pub async fn endpoints(&self, server: &ServerName) -> Vec<Endpoint> {
         let lock = || self.resolver.lock().unwrap_or_else(|e| e.into_inner());
-        let mut discovery = lock().discover(server, discovery_seed());
+        let mut discovery = lock().discover(server, self.discovery_seed());
         loop {
             let step = lock().poll_discovery(Instant::now(), &mut discovery);
             match step {
@@ -722,9 +734,9 @@ fn error_chain(e: &dyn std::error::Error) -> String {
     text
 }
 
-/// A random seed for one discovery run (it orders SRV records of equal
-/// priority); without OS randomness, a fixed one still gives a valid order.
-fn discovery_seed() -> u64 {
+/// A client's first discovery seed (seeds order SRV records of equal
+/// priority); without OS randomness, a fixed one still gives valid orders.
+fn first_seed() -> u64 {
     let mut bytes = [0u8; 8];
     match getrandom::fill(&mut bytes) {
         Ok(()) => u64::from_le_bytes(bytes),

@@ -52,17 +52,8 @@ fn server(tls: &Arc<ServerTls>) -> std::net::SocketAddr {
 /// Connects trusting only `ca`; `Ok` if the handshake succeeded and the
 /// server's `ok` came through.
 fn connect(addr: std::net::SocketAddr, ca: &TestCa) -> Result<(), String> {
-    let mut roots = rustls::RootCertStore::empty();
-    roots.add(ca.cert()).expect("add the CA");
-    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .expect("default versions")
-    .with_root_certificates(roots)
-    .with_no_client_auth();
     let conn = rustls::ClientConnection::new(
-        Arc::new(config),
+        ca.client_config(),
         ServerName::try_from(NAME).expect("a DNS name"),
     )
     .expect("a client connection");

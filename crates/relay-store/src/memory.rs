@@ -37,6 +37,31 @@ struct Inner {
     acked: Acked,
 }
 
+impl Inner {
+    /// Removes entry `id` of `destination` with its key, queue place and
+    /// usage; its key and length, or `None` if it is not that destination's.
+    fn remove(&mut self, destination: &ServerName, id: EntryId) -> Option<(Key, u64)> {
+        if self.entries.get(&id)?.destination != *destination {
+            return None;
+        }
+        let entry = self.entries.remove(&id)?;
+        let len = len_of(&entry);
+        let key = (entry.origin, entry.destination, entry.txn_id);
+        self.keys.remove(&key);
+        if let Some(queue) = self.queues.get_mut(destination) {
+            queue.remove(&id);
+            if queue.is_empty() {
+                self.queues.remove(destination);
+            }
+        }
+        sub(&mut self.destination_usage, &key.1, len);
+        sub(&mut self.origin_usage, &key.0, len);
+        self.total.entries = self.total.entries.saturating_sub(1);
+        self.total.bytes = self.total.bytes.saturating_sub(len);
+        Some((key, len))
+    }
+}
+
 /// The keys of acknowledged entries, each with when it was acknowledged
 /// and the sequence number of its recording.
 #[derive(Debug, Default)]
@@ -183,32 +208,10 @@ impl QueueStore for MemoryStore {
         let inner = &mut *inner;
         let mut acked = false;
         if let Some(ack) = ack
-            && inner
-                .entries
-                .get(&ack.entry_id)
-                .is_some_and(|e| &e.destination == destination)
-            && let Some(entry) = inner.entries.remove(&ack.entry_id)
+            && let Some((key, _)) = inner.remove(destination, ack.entry_id)
         {
             acked = true;
-            let id = ack.entry_id;
-            let len = len_of(&entry);
-            let key = (
-                entry.origin.clone(),
-                entry.destination.clone(),
-                entry.txn_id.clone(),
-            );
-            inner.keys.remove(&key);
             inner.acked.record(key, &ack);
-            if let Some(queue) = inner.queues.get_mut(destination) {
-                queue.remove(&id);
-                if queue.is_empty() {
-                    inner.queues.remove(destination);
-                }
-            }
-            sub(&mut inner.destination_usage, &entry.destination, len);
-            sub(&mut inner.origin_usage, &entry.origin, len);
-            inner.total.entries = inner.total.entries.saturating_sub(1);
-            inner.total.bytes = inner.total.bytes.saturating_sub(len);
         }
         let head = inner
             .queues
@@ -265,22 +268,16 @@ impl QueueStore for MemoryStore {
         let mut inner = self.lock()?;
         let inner = &mut *inner;
         let mut purged = QueueTotals::default();
-        for id in inner.queues.remove(destination).unwrap_or_default() {
-            let Some(entry) = inner.entries.remove(&id) else {
-                continue;
-            };
-            let len = len_of(&entry);
-            inner.keys.remove(&(
-                entry.origin.clone(),
-                entry.destination.clone(),
-                entry.txn_id.clone(),
-            ));
-            sub(&mut inner.destination_usage, &entry.destination, len);
-            sub(&mut inner.origin_usage, &entry.origin, len);
-            inner.total.entries = inner.total.entries.saturating_sub(1);
-            inner.total.bytes = inner.total.bytes.saturating_sub(len);
-            purged.entries += 1;
-            purged.bytes += len;
+        let ids: Vec<EntryId> = inner
+            .queues
+            .get(destination)
+            .map(|q| q.iter().copied().collect())
+            .unwrap_or_default();
+        for id in ids {
+            if let Some((_, len)) = inner.remove(destination, id) {
+                purged.entries += 1;
+                purged.bytes += len;
+            }
         }
         Ok(purged)
     }

@@ -10,6 +10,7 @@ use postgres::Config;
 use relay_core::ServerName;
 use relay_core::store::{Ack, InsertOutcome, NewEntry, Quota, StoreError};
 
+use crate::shared;
 use crate::{AckNext, DestinationUsage, QueueStore, QueueTotals};
 
 mod pool;
@@ -167,7 +168,7 @@ impl QueueStore for PostgresStore {
 
     fn totals(&self) -> Result<QueueTotals, StoreError> {
         let (entries, bytes) = self.pool.run("read total usage", sql::totals)?;
-        counters(entries, bytes)
+        shared::counters(entries, bytes)
     }
 
     fn destinations(&self, limit: usize) -> Result<Vec<DestinationUsage>, StoreError> {
@@ -175,7 +176,7 @@ impl QueueStore for PostgresStore {
             sql::destinations(conn, limit)
         })?;
         rows.into_iter()
-            .map(|(name, entries, bytes)| crate::shared::destination_usage(&name, entries, bytes))
+            .map(|(name, entries, bytes)| shared::destination_usage(&name, entries, bytes))
             .collect()
     }
 
@@ -183,28 +184,11 @@ impl QueueStore for PostgresStore {
     /// of its own, so that the `total_usage` lock every writer takes is
     /// never held long.
     fn purge(&self, destination: &ServerName) -> Result<QueueTotals, StoreError> {
-        let mut purged = QueueTotals::default();
-        loop {
+        shared::purge_in_chunks(|limit| {
             let (entries, bytes) = self.pool.run("purge a destination", |conn| {
-                sql::purge_some(conn, destination, crate::shared::PURGE_CHUNK)
+                sql::purge_some(conn, destination, limit)
             })?;
-            let chunk = counters(entries, bytes)?;
-            purged.entries += chunk.entries;
-            purged.bytes += chunk.bytes;
-            if chunk.entries < crate::shared::PURGE_CHUNK as u64 {
-                return Ok(purged);
-            }
-        }
-    }
-}
-
-/// Usage counters as read from the database, which never makes them
-/// negative unless something else wrote there.
-fn counters(entries: i64, bytes: i64) -> Result<QueueTotals, StoreError> {
-    match (u64::try_from(entries), u64::try_from(bytes)) {
-        (Ok(entries), Ok(bytes)) => Ok(QueueTotals { entries, bytes }),
-        _ => Err(StoreError(format!(
-            "usage counters in the database are negative ({entries} entries, {bytes} bytes)"
-        ))),
+            shared::counters(entries, bytes)
+        })
     }
 }

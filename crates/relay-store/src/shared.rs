@@ -6,7 +6,7 @@ use std::sync::mpsc::{self, Sender, SyncSender};
 use relay_core::store::{QueuedEntry, StoreError};
 use relay_core::{EntryId, ServerName, TxnId};
 
-use crate::DestinationUsage;
+use crate::{DestinationUsage, QueueTotals};
 
 /// Most entries one write of a purge deletes: a long queue goes in many
 /// short writes, so no writer waits long behind it.
@@ -57,15 +57,38 @@ pub(crate) fn destination_usage(
             "destination_usage holds a bad server name {name:?}"
         ))
     })?;
+    let QueueTotals { entries, bytes } = counters(entries, bytes)?;
+    Ok(DestinationUsage {
+        destination,
+        entries,
+        bytes,
+    })
+}
+
+/// Usage counters as read from the database, which never makes them
+/// negative unless something else wrote there.
+pub(crate) fn counters(entries: i64, bytes: i64) -> Result<QueueTotals, StoreError> {
     match (u64::try_from(entries), u64::try_from(bytes)) {
-        (Ok(entries), Ok(bytes)) => Ok(DestinationUsage {
-            destination,
-            entries,
-            bytes,
-        }),
+        (Ok(entries), Ok(bytes)) => Ok(QueueTotals { entries, bytes }),
         _ => Err(StoreError(format!(
-            "usage counters of {name} are negative ({entries} entries, {bytes} bytes)"
+            "usage counters in the database are negative ({entries} entries, {bytes} bytes)"
         ))),
+    }
+}
+
+/// Deletes a destination's queue with `purge_some(PURGE_CHUNK)` (one short
+/// write each) until a chunk comes back short; what went in all.
+pub(crate) fn purge_in_chunks(
+    mut purge_some: impl FnMut(usize) -> Result<QueueTotals, StoreError>,
+) -> Result<QueueTotals, StoreError> {
+    let mut purged = QueueTotals::default();
+    loop {
+        let chunk = purge_some(PURGE_CHUNK)?;
+        purged.entries += chunk.entries;
+        purged.bytes += chunk.bytes;
+        if chunk.entries < PURGE_CHUNK as u64 {
+            return Ok(purged);
+        }
     }
 }
 

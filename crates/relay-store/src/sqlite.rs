@@ -13,7 +13,7 @@ use relay_core::outbound::{Change, DestinationRecord};
 use relay_core::retriever::{self, DedupeKey};
 use relay_core::store::{Ack, InsertOutcome, NewEntry, Quota, StoreError};
 
-use crate::shared::{self, PURGE_CHUNK, Reply};
+use crate::shared::{self, Reply};
 use crate::{AckNext, DedupeStore, DestinationUsage, OutboundStore, QueueStore, QueueTotals};
 
 mod dedupe;
@@ -254,19 +254,13 @@ impl QueueStore for SqliteStore {
     /// own, so that a long queue does not hold the database's write lock
     /// past the relay's busy timeout.
     fn purge(&self, destination: &ServerName) -> Result<QueueTotals, StoreError> {
-        let mut purged = QueueTotals::default();
-        loop {
-            let chunk = self.call(|reply| Op::PurgeSome {
+        shared::purge_in_chunks(|limit| {
+            self.call(|reply| Op::PurgeSome {
                 destination: destination.clone(),
-                limit: PURGE_CHUNK,
+                limit,
                 reply,
-            })?;
-            purged.entries += chunk.entries;
-            purged.bytes += chunk.bytes;
-            if chunk.entries < PURGE_CHUNK as u64 {
-                return Ok(purged);
-            }
-        }
+            })
+        })
     }
 }
 

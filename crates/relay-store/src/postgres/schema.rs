@@ -153,13 +153,6 @@ CREATE TABLE acked (
 CREATE INDEX acked_by_time ON acked (acked_at);
 "#;
 
-/// Brings the schema up to [`SCHEMA_VERSION`], one transaction per step.
-///
-/// Implementation note: every step first takes a transaction-scoped
-/// advisory lock (`pg_advisory_xact_lock`), then reads the version, so two
-/// relays starting together on a fresh database run each step once; the
-/// second waits for the first to commit, then sees the new version. DDL is
-/// transactional in PostgreSQL, so a step is all or nothing.
 /// Checks, changing nothing, that the database holds the relay's tables
 /// at exactly [`SCHEMA_VERSION`].
 pub(super) fn check(client: &mut Client) -> Result<(), StoreError> {
@@ -178,6 +171,13 @@ pub(super) fn check(client: &mut Client) -> Result<(), StoreError> {
     }
 }
 
+/// Brings the schema up to [`SCHEMA_VERSION`], one transaction per step.
+///
+/// Implementation note: every step first takes a transaction-scoped
+/// advisory lock (`pg_advisory_xact_lock`), then reads the version, so two
+/// relays starting together on a fresh database run each step once; the
+/// second waits for the first to commit, then sees the new version. DDL is
+/// transactional in PostgreSQL, so a step is all or nothing.
 pub(super) fn migrate(client: &mut Client) -> Result<(), StoreError> {
     loop {
         let mut tx = client.transaction().map_err(pg_err("begin migration"))?;

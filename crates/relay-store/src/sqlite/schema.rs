@@ -172,7 +172,6 @@ CREATE TABLE acked (
 CREATE INDEX acked_by_time ON acked (acked_at);
 "#;
 
-/// Brings the schema up to [`SCHEMA_VERSION`], one transaction per step.
 /// Checks, changing nothing, that the database is a relay database of
 /// exactly [`SCHEMA_VERSION`].
 pub(super) fn check(conn: &Connection) -> Result<(), StoreError> {
@@ -188,6 +187,7 @@ pub(super) fn check(conn: &Connection) -> Result<(), StoreError> {
     Ok(())
 }
 
+/// Brings the schema up to [`SCHEMA_VERSION`], one transaction per step.
 pub(super) fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
     migrate_to(conn, SCHEMA_VERSION)
 }

@@ -8,7 +8,7 @@ use relay_core::store::{Ack, InsertOutcome, NewEntry, QueuedEntry, Quota, StoreE
 
 use super::db_err;
 use crate::quota::{PRUNE_BATCH, Usage, acked_cutoff, millis, refused_by};
-use crate::shared::{destination_usage, entry_id, queued_entry};
+use crate::shared::{counters, destination_usage, entry_id, queued_entry};
 use crate::{DestinationUsage, QueueTotals};
 
 /// Inserts `entry` unless it is a duplicate or over quota. Runs inside the
@@ -267,10 +267,6 @@ fn usage(conn: &Connection, sql: &str, key: impl rusqlite::ToSql) -> Result<Usag
     let Some((entries, bytes)) = row else {
         return Ok(Usage::default());
     };
-    match (u64::try_from(entries), u64::try_from(bytes)) {
-        (Ok(entries), Ok(bytes)) => Ok(Usage { entries, bytes }),
-        _ => Err(StoreError(format!(
-            "usage counters in the database are negative ({entries} entries, {bytes} bytes)"
-        ))),
-    }
+    let QueueTotals { entries, bytes } = counters(entries, bytes)?;
+    Ok(Usage { entries, bytes })
 }
