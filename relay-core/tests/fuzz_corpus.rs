@@ -8,7 +8,7 @@ use relay_core::fuzzing;
 
 /// The fuzz crate's directory.
 fn fuzz_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fuzz")
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz")
 }
 
 /// Runs `f` on every file of the target's corpus and regressions; fails if
