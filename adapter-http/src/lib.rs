@@ -22,17 +22,15 @@
 
 pub mod client;
 pub mod dns;
-mod driver;
+pub mod drive;
 pub mod metrics;
-pub mod outbound;
-mod persist;
-pub mod retriever;
 mod runtime;
 mod server;
 mod task;
 pub mod tls;
 
 pub use client::{ClientOptions, ConnectTo, HttpClient};
+pub use drive::{outbound, retriever};
 pub use metrics::Metrics;
 pub use runtime::{Runtime, TlsTarget};
 pub use server::{ServeOptions, run, serve, serve_metrics, serve_with_metrics};

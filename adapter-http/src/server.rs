@@ -20,7 +20,7 @@ use relay_store::QueueStore;
 
 use crate::Runtime;
 use crate::client::{ClientOptions, HttpClient};
-use crate::driver::{self, DriverHandle};
+use crate::drive::relay::{self as driver, DriverHandle};
 use crate::metrics::{Endpoint, Metrics};
 use crate::task::{spawn_task, timeout};
 use crate::tls::ServerTls;

@@ -75,37 +75,3 @@ pub(crate) async fn unblock<R: Runtime, T: Send + 'static>(
         })
         .await
 }
-
-/// What woke a machine's drive loop.
-pub(crate) enum Wake<C, D> {
-    /// A command from the application; `None` once every handle is gone.
-    Command(Option<C>),
-    /// A completed effect (a request answered, a change persisted).
-    Done(D),
-    /// The machine's timer fired.
-    Timeout,
-}
-
-/// Step 1 of a drive loop: waits for the next command, completion or the
-/// machine's deadline, whichever comes first.
-pub(crate) async fn next_wake<R: Runtime, C, D>(
-    runtime: &R,
-    commands: &async_channel::Receiver<C>,
-    done: &async_channel::Receiver<D>,
-    deadline: Option<Instant>,
-) -> Wake<C, D> {
-    futures_lite::future::race(
-        futures_lite::future::race(async { Wake::Command(commands.recv().await.ok()) }, async {
-            match done.recv().await {
-                Ok(completion) => Wake::Done(completion),
-                // The loop holds a sender itself; never closed.
-                Err(_) => std::future::pending().await,
-            }
-        }),
-        async {
-            sleep_until(runtime, deadline).await;
-            Wake::Timeout
-        },
-    )
-    .await
-}

@@ -15,8 +15,9 @@ use relay_core::{Instant, ServerName};
 use relay_store::OutboundStore;
 
 use crate::client::HttpClient;
-use crate::task::{Task, Wake, next_wake, spawn_task};
-use crate::{Runtime, persist};
+use super::{Wake, next_wake, persist};
+use crate::Runtime;
+use crate::task::{Task, spawn_task};
 
 pub use crate::unix_now;
 

@@ -13,8 +13,9 @@ use relay_core::{Instant, ServerName};
 use relay_store::DedupeStore;
 
 use crate::client::HttpClient;
-use crate::task::{Task, Wake, next_wake, spawn_task};
-use crate::{Runtime, persist};
+use super::{Wake, next_wake, persist};
+use crate::Runtime;
+use crate::task::{Task, spawn_task};
 
 /// What the application receives.
 #[derive(Debug)]
