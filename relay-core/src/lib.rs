@@ -21,6 +21,7 @@ pub mod auth;
 pub mod b64;
 pub mod canonical;
 pub mod error;
+#[cfg(feature = "fuzzing")]
 pub mod fuzzing;
 pub mod http;
 pub mod id;

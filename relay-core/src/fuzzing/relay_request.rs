@@ -1,364 +1,22 @@
-//! Fuzz entry points, shared by the cargo-fuzz targets in `fuzz/` and the
-//! corpus replay in the normal test run. Each takes arbitrary bytes and
-//! panics only on a broken invariant.
-//!
-//! | function | input | invariants |
-//! |---|---|---|
-//! | [`xmatrix`] | a header value | the strict form, and lenient renderings the spec allows, of a parsed header parse back to the same header |
-//! | [`identifiers`] | one identifier or path segment | parsers agree with each other, with `Display` and serde, and with percent-encoding |
-//! | [`canonical_json`] | JSON text | canonical JSON is idempotent, loses nothing, and the signing form only drops `signatures` / `unsigned` |
-//! | [`relay_request`] | a whole request, see [`relay_request`] | exactly one well-formed response per request, no storage effect without authentication, no operation left pending |
-//!
-//! Text inputs are read as UTF-8 with invalid sequences replaced (lossy), so
-//! random bytes still reach the parsers.
+//! The `relay_request` target: one whole request through a [`Relay`].
 
-use std::borrow::Cow;
 use std::collections::HashSet;
 use std::sync::OnceLock;
 
 use serde_json::Value;
 
+use super::lossy;
 use crate::auth::{KeyRing, sign_request};
-use crate::canonical::{canonical_integer, to_canonical_string, to_canonical_string_for_signing};
 use crate::error::ErrCode;
 use crate::http::HttpOutcome;
-use crate::id::{
-    EntryId, KeyId, MAX_KEY_ID_BYTES, MAX_SERVER_NAME_BYTES, MAX_TXN_ID_BYTES, MAX_USER_ID_BYTES,
-    ServerName, TxnId, UserId,
-};
+use crate::id::{EntryId, KeyId, ServerName, TxnId};
 use crate::relay::{
     MAX_PDUS, Output, Relay, RelayConfig, Request, RequestBody, Response, ServePolicy,
 };
-use crate::request::{self, Endpoint, percent_decode, percent_encode_segment};
-use crate::signing::{SigningKey, VerifyKey};
+use crate::request::{self, Endpoint};
+use crate::signing::SigningKey;
 use crate::store::{InsertOutcome, QueuedEntry, QuotaKind, StoreError};
 use crate::time::{Instant, UnixMillis};
-use crate::xmatrix::XMatrix;
-
-fn lossy(data: &[u8]) -> Cow<'_, str> {
-    String::from_utf8_lossy(data)
-}
-
-/// Parses `data` as an `X-Matrix` header value. A header that parses must
-/// format (strictly, via `Display`) to text that parses back to an equal
-/// header, and so must a lenient rendering of it that the spec allows
-/// (scheme case, spaces, name case, unquoted tokens, escapes, order, unknown
-/// parameters), its style picked by the input's first byte.
-pub fn xmatrix(data: &[u8]) {
-    let text = lossy(data);
-    let Ok(parsed) = XMatrix::parse(&text) else {
-        return;
-    };
-    let strict = parsed.to_string();
-    assert!(
-        strict.starts_with("X-Matrix origin=\""),
-        "strict form {strict:?} does not start with the origin"
-    );
-    match XMatrix::parse(&strict) {
-        Ok(again) => assert_eq!(
-            again, parsed,
-            "strict form {strict:?} of {text:?} parses differently"
-        ),
-        Err(e) => panic!("strict form {strict:?} of {text:?} does not parse: {e}"),
-    }
-    let lenient = lenient_form(&parsed, data.first().copied().unwrap_or_default());
-    match XMatrix::parse(&lenient) {
-        Ok(again) => assert_eq!(
-            again, parsed,
-            "lenient form {lenient:?} of {text:?} parses differently"
-        ),
-        Err(e) => panic!("lenient form {lenient:?} of {text:?} does not parse: {e}"),
-    }
-}
-
-/// `header` as another sender may write it; each bit of `style` turns on
-/// one liberty the spec allows.
-fn lenient_form(header: &XMatrix, style: u8) -> String {
-    let on = |bit: u8| style & (1 << bit) != 0;
-    let mut params = vec![("origin", header.origin.as_str())];
-    params.extend(header.destination.as_deref().map(|d| ("destination", d)));
-    params.push(("key", header.key.as_str()));
-    params.push(("sig", header.sig.as_str()));
-    if on(0) {
-        params.reverse();
-    }
-    if on(1) {
-        params.insert(1, ("x-unknown", "ignored \"value\""));
-    }
-    let mut out = String::from(if on(2) { "x-matrix" } else { "X-MATRIX" });
-    out.push_str(if on(3) { "  \t " } else { " " });
-    let separator = if on(4) { " \t,, \t" } else { "," };
-    for (i, (name, value)) in params.into_iter().enumerate() {
-        if i > 0 {
-            out.push_str(separator);
-        }
-        if on(5) {
-            out.push_str(&name.to_ascii_uppercase());
-        } else {
-            out.push_str(name);
-        }
-        out.push_str(if on(4) { " = " } else { "=" });
-        let token = !value.is_empty() && value.chars().all(|c| is_tchar(c) || c == ':');
-        if token && on(6) {
-            out.push_str(value);
-        } else {
-            out.push('"');
-            for c in value.chars() {
-                if on(7) || c == '"' || c == '\\' {
-                    out.push('\\');
-                }
-                out.push(c);
-            }
-            out.push('"');
-        }
-    }
-    out
-}
-
-/// RFC 9110 `tchar`.
-fn is_tchar(c: char) -> bool {
-    c.is_ascii_alphanumeric() || "!#$%&'*+-.^_`|~".contains(c)
-}
-
-/// Feeds `data` to every identifier parser and to the path-segment helpers
-/// of [`crate::request`].
-///
-/// Invariants: whatever parses is at most its length limit, displays as the
-/// input, round-trips through serde, and parses again to an equal value; a
-/// user ID's server name is a server name; `percent_encode_segment` then
-/// `percent_decode` is the identity, and the encoded form contains no `/`,
-/// `?`, `#` or `%` other than escapes; the path helpers accept exactly the
-/// decoded identifiers.
-pub fn identifiers(data: &[u8]) {
-    let s = lossy(data);
-    let s = s.as_ref();
-
-    let server = ServerName::parse(s);
-    let via_serde = serde_json::from_value::<ServerName>(Value::from(s)).ok();
-    assert_eq!(
-        server.as_ref().ok(),
-        via_serde.as_ref(),
-        "ServerName parse and serde disagree on {s:?}"
-    );
-    if let Ok(name) = &server {
-        assert!(
-            s.len() <= MAX_SERVER_NAME_BYTES,
-            "server name {s:?} is too long"
-        );
-        assert_eq!(name.as_str(), s);
-        assert_eq!(name.to_string(), s);
-        assert_eq!(serde_json::to_value(name).ok(), Some(Value::from(s)));
-        if let Some(key) = name.p2p_public_key() {
-            assert_eq!(
-                VerifyKey(key).to_hex(),
-                s,
-                "P2P key of {s:?} does not spell the name"
-            );
-        } else {
-            assert!(
-                !(s.len() == 64 && s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))),
-                "64 lower-case hex {s:?} is not a P2P name"
-            );
-        }
-    }
-
-    if let Ok(user) = UserId::parse(s) {
-        assert!(
-            s.len() <= MAX_USER_ID_BYTES,
-            "user ID {s:?} is over {MAX_USER_ID_BYTES} bytes"
-        );
-        assert_eq!(user.to_string(), s);
-        let server_name = user.server_name();
-        assert_eq!(
-            ServerName::parse(server_name.as_str()).as_ref(),
-            Ok(&server_name),
-            "server name of {s:?} does not parse"
-        );
-        let localpart = user.localpart();
-        assert!(
-            !localpart.is_empty() && !localpart.contains(':'),
-            "bad localpart of {s:?}"
-        );
-        assert_eq!(format!("@{localpart}:{server_name}"), s);
-        assert_eq!(UserId::parse(&user.to_string()).as_ref(), Ok(&user));
-    }
-
-    let key_id = KeyId::parse(s);
-    let via_serde = serde_json::from_value::<KeyId>(Value::from(s)).ok();
-    assert_eq!(
-        key_id.as_ref().ok(),
-        via_serde.as_ref(),
-        "KeyId parse and serde disagree on {s:?}"
-    );
-    if let Ok(key_id) = &key_id {
-        assert!(s.len() <= MAX_KEY_ID_BYTES);
-        assert_eq!(key_id.to_string(), s);
-        assert_eq!(format!("{}:{}", key_id.algorithm(), key_id.version()), s);
-        assert!(!key_id.algorithm().is_empty() && !key_id.version().is_empty());
-    }
-
-    let txn_id = TxnId::parse(s);
-    let via_serde = serde_json::from_value::<TxnId>(Value::from(s)).ok();
-    assert_eq!(
-        txn_id.as_ref().ok(),
-        via_serde.as_ref(),
-        "TxnId parse and serde disagree on {s:?}"
-    );
-    if let Ok(txn_id) = &txn_id {
-        assert!((1..=MAX_TXN_ID_BYTES).contains(&s.len()));
-        assert_eq!(txn_id.to_string(), s);
-    }
-
-    // Path segments: the raw input as received...
-    let decoded = percent_decode(s);
-    match request::user_id(s) {
-        Ok(user) => assert_eq!(
-            Some(user.as_str()),
-            decoded.as_deref(),
-            "user_id({s:?}) is not its decoding"
-        ),
-        Err(e) => {
-            assert_eq!((e.code, e.status()), (ErrCode::InvalidUsername, 400));
-            assert!(
-                decoded.as_deref().is_none_or(|d| UserId::parse(d).is_err()),
-                "user_id({s:?}) refused"
-            );
-        }
-    }
-    match request::txn_id(s) {
-        Ok(txn) => assert_eq!(
-            Some(txn.as_str()),
-            decoded.as_deref(),
-            "txn_id({s:?}) is not its decoding"
-        ),
-        Err(e) => {
-            assert_eq!((e.code, e.status()), (ErrCode::InvalidParam, 400));
-            assert!(
-                decoded.as_deref().is_none_or(|d| TxnId::parse(d).is_err()),
-                "txn_id({s:?}) refused"
-            );
-        }
-    }
-    if !s.contains('%') {
-        assert_eq!(
-            decoded.as_deref(),
-            Some(s),
-            "decoding {s:?} without escapes changed it"
-        );
-    }
-
-    // ...and the input as an identifier a sender percent-encodes.
-    let encoded = percent_encode_segment(s);
-    let mut rest = encoded.as_bytes();
-    while let [b, tail @ ..] = rest {
-        rest = match (b, tail) {
-            (b'%', [hi, lo, tail @ ..]) if is_upper_hex(*hi) && is_upper_hex(*lo) => tail,
-            (b, _) if b.is_ascii_alphanumeric() || b"-._~@:".contains(b) => tail,
-            _ => panic!(
-                "percent_encode_segment({s:?}) = {encoded:?} leaves {:?} unescaped",
-                char::from(*b)
-            ),
-        };
-    }
-    assert_eq!(
-        percent_decode(&encoded).as_deref(),
-        Some(s),
-        "encode then decode of {s:?}"
-    );
-    assert_eq!(
-        request::user_id(&encoded).ok(),
-        UserId::parse(s).ok(),
-        "user_id of the encoded {s:?}"
-    );
-    assert_eq!(
-        request::txn_id(&encoded).ok(),
-        txn_id.ok(),
-        "txn_id of the encoded {s:?}"
-    );
-
-    // Routing keeps raw segments whole.
-    for method in ["GET", "PUT"] {
-        match request::route(method, s) {
-            Ok(Endpoint::SendRelay { txn_id, user_id }) => {
-                assert!(
-                    !format!("{txn_id}{user_id}").contains(['/', '?']),
-                    "route({s:?}) split badly"
-                );
-            }
-            Ok(Endpoint::RelayTxn { user_id }) => {
-                assert!(!user_id.contains(['/', '?']), "route({s:?}) split badly");
-            }
-            Ok(Endpoint::ServerKeys | Endpoint::Version) => {}
-            Err(e) => assert!(matches!(e.status(), 404 | 405), "route({s:?}): {e}"),
-        }
-    }
-}
-
-fn is_upper_hex(b: u8) -> bool {
-    matches!(b, b'0'..=b'9' | b'A'..=b'F')
-}
-
-/// Parses `data` as JSON; if it has a canonical form, that form must parse
-/// back to the same data (numbers compared as canonical integers) and
-/// canonicalise to itself. Whether or not it has one, the signing form
-/// equals the canonical form of the value without its top-level
-/// `signatures` and `unsigned`.
-pub fn canonical_json(data: &[u8]) {
-    let Ok(value) = serde_json::from_slice::<Value>(data) else {
-        return;
-    };
-    let canonical = to_canonical_string(&value);
-
-    let stripped = match &value {
-        Value::Object(map) => {
-            let mut map = map.clone();
-            map.remove("signatures");
-            map.remove("unsigned");
-            to_canonical_string(&Value::Object(map))
-        }
-        _ => canonical.clone(),
-    };
-    assert_eq!(
-        to_canonical_string_for_signing(&value),
-        stripped,
-        "signing form of {value}"
-    );
-
-    let Ok(canonical) = canonical else {
-        return;
-    };
-    let reparsed: Value = serde_json::from_str(&canonical)
-        .unwrap_or_else(|e| panic!("canonical form {canonical:?} is not JSON: {e}"));
-    assert!(
-        same_modulo_number_form(&value, &reparsed),
-        "canonical form {canonical:?} changed the data of {value}"
-    );
-    assert_eq!(
-        to_canonical_string(&reparsed).as_ref(),
-        Ok(&canonical),
-        "canonicalising {canonical:?} again"
-    );
-}
-
-/// Equal values, where numbers are equal when they stand for the same
-/// canonical integer (`1e10` and `10000000000`, `-0` and `0`). Both values
-/// have a canonical form, so the recursion is bounded by its depth limit.
-fn same_modulo_number_form(a: &Value, b: &Value) -> bool {
-    match (a, b) {
-        (Value::Number(x), Value::Number(y)) => {
-            matches!((canonical_integer(x), canonical_integer(y)), (Ok(x), Ok(y)) if x == y)
-        }
-        (Value::Array(x), Value::Array(y)) => {
-            x.len() == y.len() && x.iter().zip(y).all(|(x, y)| same_modulo_number_form(x, y))
-        }
-        (Value::Object(x), Value::Object(y)) => {
-            x.len() == y.len()
-                && x.iter()
-                    .all(|(k, v)| y.get(k).is_some_and(|w| same_modulo_number_form(v, w)))
-        }
-        _ => a == b,
-    }
-}
 
 /// `relay_request` flag: sign the request properly with one of the
 /// fixture's keys.
@@ -398,7 +56,6 @@ struct Fixture {
     pinned: HashSet<ServerName>,
     /// `unknown.example`'s key document, as its server would serve it.
     unknown_keys: Vec<u8>,
-    started: Instant,
 }
 
 /// The spec's test seed `YJDBA9Xnr2sVqXD9Vj7XVUnmFZcZrlw8Md7kMW+3XA1`.
@@ -455,14 +112,12 @@ fn fixture() -> &'static Fixture {
             base,
             pinned,
             unknown_keys,
-            // The relay only records `now`; one reading per process keeps
-            // every run alike.
-            started: Instant::now(),
         }
     })
 }
 
-/// Runs one whole request through a fresh [`Relay`], playing its storage.
+/// Runs one whole request through a fresh [`Relay`] at `now`, playing its
+/// storage. Any `now` does: the relay keeps no timers, it only records it.
 ///
 /// Input: `flags`, `answers`, then `method \n target \n authorization \n
 /// body` (missing fields are empty; the body is everything after the third
@@ -494,7 +149,7 @@ fn fixture() -> &'static Fixture {
 /// signed with a key the relay knows is never refused with 401; reports for
 /// an operation already answered, or of the wrong kind, are ignored; nothing
 /// is pending at the end.
-pub fn relay_request(data: &[u8]) {
+pub fn relay_request(now: Instant, data: &[u8]) {
     let [flags, answers, rest @ ..] = data else {
         return;
     };
@@ -577,7 +232,6 @@ pub fn relay_request(data: &[u8]) {
     };
 
     let mut relay = Relay::new(config);
-    let now = fx.started;
     let id = relay.handle_request(
         now,
         UnixMillis(1_700_000_000_000),
