@@ -18,7 +18,8 @@
 //!
 //! [`open`] ([`open_with`]), [`open_outbound`] and [`open_dedupe`] pick a
 //! backend from a database URL. The semantics every backend implements are
-//! written down once, as the [`conformance`] suite.
+//! written down once, as the conformance suite (`conformance`, with the
+//! feature of that name; `testing` has the PostgreSQL test databases).
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
@@ -31,6 +32,7 @@ pub use relay_core::store::{
 };
 pub use relay_core::{EntryId, ServerName, TxnId, UnixMillis};
 
+#[cfg(feature = "conformance")]
 pub mod conformance;
 mod memory;
 mod outbound;
@@ -38,6 +40,7 @@ mod postgres;
 mod quota;
 mod shared;
 mod sqlite;
+#[cfg(feature = "conformance")]
 pub mod testing;
 
 pub use memory::{MemoryDedupeStore, MemoryOutboundStore, MemoryStore};
@@ -46,7 +49,7 @@ pub use sqlite::{SCHEMA_VERSION, SqliteStore};
 
 /// A durable queue of transactions, one FIFO per destination.
 ///
-/// Semantics (checked by [`conformance`]):
+/// Semantics (checked by the conformance suite, `conformance`):
 /// - Entry IDs are positive, unique within a store, never reused, and
 ///   increase in insert order; "oldest" means the lowest entry ID.
 /// - Insert is idempotent on (origin, destination, txn ID) while the entry
@@ -142,7 +145,7 @@ pub struct QueueTotals {
 /// ([`Outbound`](relay_core::outbound::Outbound)): it applies the machine's
 /// [`Change`]s and hands back [`DestinationRecord`]s to restore it from.
 ///
-/// Semantics (checked by [`conformance::outbound`]):
+/// Semantics (checked by `conformance::outbound`):
 /// - `Enqueued` adds the item to its destination's queue. Item IDs are
 ///   unique across destinations, and a queue is in item ID order (the
 ///   machine hands IDs out in increasing order). Enqueueing an ID that is
@@ -184,7 +187,7 @@ pub trait OutboundStore: Send + Sync + 'static {
 /// machine's [`DedupeChange`]s and hands back the window to restore it
 /// with ([`Retriever::restore`](relay_core::retriever::Retriever::restore)).
 ///
-/// Semantics (checked by [`conformance::dedupe`]):
+/// Semantics (checked by `conformance::dedupe`):
 /// - The window is a list of groups, oldest first; a group is the keys of
 ///   one transaction, in the order they were remembered. A key is in one
 ///   group at most, and a group without keys does not exist.
