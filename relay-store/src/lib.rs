@@ -35,9 +35,9 @@ pub use relay_core::{EntryId, ServerName, TxnId, UnixMillis};
 #[cfg(feature = "conformance")]
 pub mod conformance;
 mod memory;
-mod outbound;
+mod outbound_rules;
 mod postgres;
-mod quota;
+mod quota_rules;
 mod shared;
 mod sqlite;
 #[cfg(feature = "conformance")]
@@ -145,7 +145,7 @@ pub struct QueueTotals {
 /// ([`Outbound`](relay_core::outbound::Outbound)): it applies the machine's
 /// [`Change`]s and hands back [`DestinationRecord`]s to restore it from.
 ///
-/// Semantics (checked by `conformance::outbound`):
+/// Semantics (checked by `conformance::outbound_store`):
 /// - `Enqueued` adds the item to its destination's queue. Item IDs are
 ///   unique across destinations, and a queue is in item ID order (the
 ///   machine hands IDs out in increasing order). Enqueueing an ID that is
@@ -187,7 +187,7 @@ pub trait OutboundStore: Send + Sync + 'static {
 /// machine's [`DedupeChange`]s and hands back the window to restore it
 /// with ([`Retriever::restore`](relay_core::retriever::Retriever::restore)).
 ///
-/// Semantics (checked by `conformance::dedupe`):
+/// Semantics (checked by `conformance::dedupe_store`):
 /// - The window is a list of groups, oldest first; a group is the keys of
 ///   one transaction, in the order they were remembered. A key is in one
 ///   group at most, and a group without keys does not exist.

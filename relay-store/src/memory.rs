@@ -6,14 +6,14 @@ use std::sync::{Mutex, MutexGuard};
 use relay_core::store::{Ack, InsertOutcome, NewEntry, QueuedEntry, Quota, StoreError};
 use relay_core::{EntryId, ServerName, TxnId, UnixMillis};
 
-use crate::quota::{Usage, refused_by};
+use crate::quota_rules::{Usage, refused_by};
 use crate::{AckNext, DestinationUsage, QueueStore, QueueTotals};
 
-mod dedupe;
-mod outbound;
+mod dedupe_model;
+mod outbound_model;
 
-pub use dedupe::MemoryDedupeStore;
-pub use outbound::MemoryOutboundStore;
+pub use dedupe_model::MemoryDedupeStore;
+pub use outbound_model::MemoryOutboundStore;
 
 /// The queue in memory: the reference model the durable backends are
 /// checked against. Same semantics, no durability.

@@ -16,11 +16,11 @@ use relay_core::store::{Ack, InsertOutcome, NewEntry, Quota, StoreError};
 use crate::shared::{self, Reply};
 use crate::{AckNext, DedupeStore, DestinationUsage, OutboundStore, QueueStore, QueueTotals};
 
-mod dedupe;
-mod outbound;
+mod dedupe_sql;
+mod outbound_sql;
+mod queue_sql;
 mod rows;
 mod schema;
-mod sql;
 
 pub use schema::SCHEMA_VERSION;
 
@@ -233,21 +233,21 @@ impl QueueStore for SqliteStore {
             }),
             None => Ok(AckNext {
                 acked: false,
-                next: sql::next(&self.reader(), destination)?,
+                next: queue_sql::next(&self.reader(), destination)?,
             }),
         }
     }
 
     fn queued(&self, destination: &ServerName) -> Result<u64, StoreError> {
-        sql::queued(&self.reader(), destination)
+        queue_sql::queued(&self.reader(), destination)
     }
 
     fn totals(&self) -> Result<QueueTotals, StoreError> {
-        sql::totals(&self.reader())
+        queue_sql::totals(&self.reader())
     }
 
     fn destinations(&self, limit: usize) -> Result<Vec<DestinationUsage>, StoreError> {
-        sql::destinations(&self.reader(), limit)
+        queue_sql::destinations(&self.reader(), limit)
     }
 
     /// Implementation note: in chunks of 1,000 entries, each a write of its
@@ -276,7 +276,7 @@ impl OutboundStore for SqliteStore {
     }
 
     fn load(&self) -> Result<Vec<DestinationRecord>, StoreError> {
-        outbound::load(&mut self.reader())
+        outbound_sql::load(&mut self.reader())
     }
 }
 
@@ -292,7 +292,7 @@ impl DedupeStore for SqliteStore {
     }
 
     fn load_window(&self) -> Result<Vec<Vec<DedupeKey>>, StoreError> {
-        dedupe::load(&self.reader())
+        dedupe_sql::load(&self.reader())
     }
 }
 
@@ -391,27 +391,29 @@ impl Op {
                 entry,
                 quota,
                 reply,
-            } => Answer::Insert(reply, sql::insert(conn, &entry, &quota)),
+            } => Answer::Insert(reply, queue_sql::insert(conn, &entry, &quota)),
             Op::AckAndNext {
                 destination,
                 ack,
                 reply,
             } => {
-                let result = sql::ack(conn, &destination, &ack).and_then(|acked| {
-                    let next = sql::next(conn, &destination)?;
+                let result = queue_sql::ack(conn, &destination, &ack).and_then(|acked| {
+                    let next = queue_sql::next(conn, &destination)?;
                     Ok(AckNext { acked, next })
                 });
                 Answer::Next(reply, result)
             }
-            Op::Apply { changes, reply } => Answer::Applied(reply, outbound::apply(conn, &changes)),
+            Op::Apply { changes, reply } => {
+                Answer::Applied(reply, outbound_sql::apply(conn, &changes))
+            }
             Op::ApplyWindow { changes, reply } => {
-                Answer::Applied(reply, dedupe::apply(conn, &changes))
+                Answer::Applied(reply, dedupe_sql::apply(conn, &changes))
             }
             Op::PurgeSome {
                 destination,
                 limit,
                 reply,
-            } => Answer::Purged(reply, sql::purge_some(conn, &destination, limit)),
+            } => Answer::Purged(reply, queue_sql::purge_some(conn, &destination, limit)),
         }
     }
 

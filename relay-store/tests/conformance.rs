@@ -94,6 +94,6 @@ mod sqlite_dedupe {
 #[test]
 fn run_all_passes_on_memory() {
     relay_store::conformance::run_all(&|| Box::new(MemoryStore::new()));
-    relay_store::conformance::outbound::run_all(&|| Box::new(MemoryOutboundStore::new()));
-    relay_store::conformance::dedupe::run_all(&|| Box::new(MemoryDedupeStore::new()));
+    relay_store::conformance::outbound_store::run_all(&|| Box::new(MemoryOutboundStore::new()));
+    relay_store::conformance::dedupe_store::run_all(&|| Box::new(MemoryDedupeStore::new()));
 }

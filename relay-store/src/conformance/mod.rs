@@ -1,7 +1,7 @@
 //! The queue semantics every [`QueueStore`] backend must have, written once;
 //! the sender-state semantics of every [`OutboundStore`](crate::OutboundStore)
-//! backend are in [`outbound`], the de-duplication window semantics of every
-//! [`DedupeStore`](crate::DedupeStore) backend in [`dedupe`].
+//! backend are in [`outbound_store`], the de-duplication window semantics of
+//! every [`DedupeStore`](crate::DedupeStore) backend in [`dedupe_store`].
 //!
 //! Each check is a function taking a fresh, empty store and panicking with a
 //! message that says what went wrong. Run them all with [`run_all`], or get
@@ -37,9 +37,9 @@ use relay_core::store::QuotaKind;
 
 mod acked;
 mod concurrency;
-pub mod dedupe;
+pub mod dedupe_store;
 mod helpers;
-pub mod outbound;
+pub mod outbound_store;
 mod queue;
 mod quota;
 mod totals;
@@ -209,16 +209,16 @@ macro_rules! conformance_tests {
     };
 }
 
-/// One `#[test]` per [`conformance::outbound`](crate::conformance::outbound)
+/// One `#[test]` per [`conformance::outbound_store`](crate::conformance::outbound_store)
 /// check, each on a fresh store from the given factory expression (a closure
 /// returning a `Box` of an [`OutboundStore`](crate::OutboundStore)), plus
 /// one test that the list here matches
-/// [`conformance::outbound::CHECKS`](crate::conformance::outbound::CHECKS).
+/// [`conformance::outbound_store::CHECKS`](crate::conformance::outbound_store::CHECKS).
 #[macro_export]
 macro_rules! outbound_conformance_tests {
     (@tests $factory:expr; $($check:ident),* $(,)?) => {
         $crate::__conformance_tests!(
-            [outbound] every_outbound_conformance_check_has_a_test, "outbound_conformance_tests!";
+            [outbound_store] every_outbound_conformance_check_has_a_test, "outbound_conformance_tests!";
             $factory; $($check),*
         );
     };
@@ -240,16 +240,16 @@ macro_rules! outbound_conformance_tests {
     };
 }
 
-/// One `#[test]` per [`conformance::dedupe`](crate::conformance::dedupe)
+/// One `#[test]` per [`conformance::dedupe_store`](crate::conformance::dedupe_store)
 /// check, each on a fresh store from the given factory expression (a closure
 /// returning a `Box` of a [`DedupeStore`](crate::DedupeStore)), plus one
 /// test that the list here matches
-/// [`conformance::dedupe::CHECKS`](crate::conformance::dedupe::CHECKS).
+/// [`conformance::dedupe_store::CHECKS`](crate::conformance::dedupe_store::CHECKS).
 #[macro_export]
 macro_rules! dedupe_conformance_tests {
     (@tests $factory:expr; $($check:ident),* $(,)?) => {
         $crate::__conformance_tests!(
-            [dedupe] every_dedupe_conformance_check_has_a_test, "dedupe_conformance_tests!";
+            [dedupe_store] every_dedupe_conformance_check_has_a_test, "dedupe_conformance_tests!";
             $factory; $($check),*
         );
     };

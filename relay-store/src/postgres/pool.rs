@@ -37,7 +37,7 @@ pub(super) struct Statements {
 /// [`Quota`](relay_core::store::Quota)'s fields, as decimal text.
 ///
 /// Implementation note: the limits are `u64` and compared as `numeric`, so
-/// the test is [`refused_by`](crate::quota::refused_by)'s exactly (counters
+/// the test is [`refused_by`](crate::quota_rules::refused_by)'s exactly (counters
 /// below zero or missing count as zero; no sum can reach `u64::MAX`, so
 /// its saturation never matters). All parts of a statement see one
 /// snapshot: the counters are those from before the insert.

@@ -7,7 +7,7 @@ use relay_core::store::{Ack, InsertOutcome, NewEntry, QueuedEntry, Quota, StoreE
 use postgres::Transaction;
 
 use super::pool::{Conn, Statements};
-use crate::quota::{PRUNE_BATCH, Usage, acked_cutoff, millis, refused_by};
+use crate::quota_rules::{PRUNE_BATCH, Usage, acked_cutoff, millis, refused_by};
 use crate::shared::{entry_id, queued_entry};
 
 /// What an insert found, before the rows are checked.

@@ -109,7 +109,7 @@ fn failing_op_is_rolled_back_alone() {
         Ok(InsertOutcome::Stored(EntryId(2)))
     );
     assert_eq!(count(&conn), 2);
-    assert_eq!(sql::queued(&conn, &server("d.example")), Ok(2));
+    assert_eq!(queue_sql::queued(&conn, &server("d.example")), Ok(2));
 }
 
 #[test]
@@ -131,7 +131,7 @@ fn commit_failure_fails_the_whole_batch() {
         assert!(err.0.contains("commit"), "{err}");
     }
     assert_eq!(count(&conn), 0, "nothing of the batch is stored");
-    assert_eq!(sql::queued(&conn, &server("d.example")), Ok(0));
+    assert_eq!(queue_sql::queued(&conn, &server("d.example")), Ok(0));
     assert!(conn.is_autocommit(), "the failed transaction is closed");
 
     // The writer carries on with the next batch; the rolled-back ID is reused
@@ -268,7 +268,7 @@ fn a_version_1_database_is_migrated_keeping_its_queue() {
         schema::migrate_to(&mut v1, 1).expect("migrate to version 1");
         assert_eq!(user_version(&v1), 1);
         for t in ["a", "b", "c"] {
-            sql::insert(&v1, &new_entry(t), &quota_before_v4()).expect("insert");
+            queue_sql::insert(&v1, &new_entry(t), &quota_before_v4()).expect("insert");
         }
         v1.execute("DELETE FROM queue WHERE entry_id = 2", [])
             .expect("ack");
@@ -379,7 +379,7 @@ fn a_failing_apply_window_is_rolled_back_alone_in_its_batch() {
         .expect_err("the hooked key fails");
     assert!(err.0.contains("test hook"), "{err}");
     assert_eq!(r3.recv().expect("answer"), Ok(()));
-    assert_eq!(dedupe::load(&conn), Ok(vec![vec![a], vec![b], vec![d]]));
+    assert_eq!(dedupe_sql::load(&conn), Ok(vec![vec![a], vec![b], vec![d]]));
     assert_eq!(count(&conn), 1);
 }
 
@@ -394,7 +394,7 @@ fn an_apply_window_in_a_failed_commit_fails() {
     assert!(err.0.contains("commit"), "{err}");
     assert!(rp.recv().expect("answer").is_err());
     assert_eq!(
-        dedupe::load(&conn),
+        dedupe_sql::load(&conn),
         Ok(vec![]),
         "nothing of the batch is stored"
     );
@@ -436,15 +436,15 @@ fn a_version_2_database_is_migrated_keeping_its_data() {
         let mut v2 = connect(&path).expect("connect");
         schema::migrate_to(&mut v2, 2).expect("migrate to version 2");
         for t in ["a", "b"] {
-            sql::insert(&v2, &new_entry(t), &quota_before_v4()).expect("insert");
+            queue_sql::insert(&v2, &new_entry(t), &quota_before_v4()).expect("insert");
         }
-        outbound::apply(&v2, &sender_state).expect("sender state");
+        outbound_sql::apply(&v2, &sender_state).expect("sender state");
         assert_eq!(
             table_count(&v2, "retriever%"),
             0,
             "version 2 has no de-duplication window"
         );
-        outbound::load(&mut v2).expect("load at version 2")
+        outbound_sql::load(&mut v2).expect("load at version 2")
     };
     assert_eq!(want_records.len(), 1);
 
@@ -487,7 +487,7 @@ fn a_version_3_database_is_migrated_and_remembers_acks() {
         let mut v3 = connect(&path).expect("connect");
         schema::migrate_to(&mut v3, 3).expect("migrate to version 3");
         for t in ["a", "b"] {
-            sql::insert(&v3, &new_entry(t), &quota_before_v4()).expect("insert");
+            queue_sql::insert(&v3, &new_entry(t), &quota_before_v4()).expect("insert");
         }
         let acked: i64 = v3
             .query_row(

@@ -6,7 +6,7 @@ use std::sync::Barrier;
 use relay_core::UnixMillis;
 use relay_core::outbound::{Change, Item, ItemKind, RetryState};
 
-use super::helpers::*;
+use super::outbound_helpers::*;
 use crate::OutboundStore;
 
 /// `TxnStarted` records the transaction and replaces an earlier one;

@@ -24,7 +24,7 @@
 //! durable backend's own tests.
 
 mod batches;
-mod helpers;
+mod dedupe_helpers;
 mod window;
 
 use crate::DedupeStore;

@@ -7,7 +7,7 @@ use relay_core::ServerName;
 use relay_core::store::{Ack, InsertOutcome, NewEntry, QueuedEntry, Quota, StoreError};
 
 use super::db_err;
-use crate::quota::{PRUNE_BATCH, Usage, acked_cutoff, millis, refused_by};
+use crate::quota_rules::{PRUNE_BATCH, Usage, acked_cutoff, millis, refused_by};
 use crate::shared::{counters, destination_usage, entry_id, queued_entry};
 use crate::{DestinationUsage, QueueTotals};
 

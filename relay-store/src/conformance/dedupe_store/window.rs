@@ -1,6 +1,6 @@
 //! The window itself: group order, keys, `Seen` and `Forget`.
 
-use super::helpers::*;
+use super::dedupe_helpers::*;
 use crate::{DedupeChange, DedupeKey, DedupeStore};
 
 /// An empty store loads nothing; empty batches, `Seen` of no keys and

@@ -11,7 +11,7 @@ use relay_core::{ServerName, TxnId, UnixMillis};
 
 use super::db_err;
 use super::rows::{bad_row, execute, for_each_row};
-use crate::outbound::{conflicting_item, sql_item_id, sql_millis};
+use crate::outbound_rules::{conflicting_item, sql_item_id, sql_millis};
 
 /// Applies `changes` in order. Runs inside the writer's savepoint, which
 /// rolls back every change when one fails.
@@ -150,8 +150,16 @@ fn kind_name(kind: ItemKind) -> &'static str {
 pub(super) fn load(conn: &mut Connection) -> Result<Vec<DestinationRecord>, StoreError> {
     let tx = conn.transaction().map_err(db_err("begin read"))?;
     let mut records = Records::default();
+    read_items(&tx, &mut records)?;
+    read_txns(&tx, &mut records)?;
+    read_retry_states(&tx, &mut records)?;
+    Ok(records.0.into_values().collect())
+}
+
+/// Adds the queued items, in item ID order.
+fn read_items(conn: &Connection, records: &mut Records) -> Result<(), StoreError> {
     for_each_row(
-        &tx,
+        conn,
         "SELECT item_id, destination, kind, json FROM outbound_item ORDER BY item_id",
         "read queued items",
         |row| {
@@ -170,9 +178,13 @@ pub(super) fn load(conn: &mut Connection) -> Result<Vec<DestinationRecord>, Stor
                 .push(Item { id, kind, json });
             Ok(())
         },
-    )?;
+    )
+}
+
+/// Adds the transactions in flight, their items in list order.
+fn read_txns(conn: &Connection, records: &mut Records) -> Result<(), StoreError> {
     for_each_row(
-        &tx,
+        conn,
         "SELECT t.destination, t.txn_id, i.item_id FROM outbound_txn t \
          LEFT JOIN outbound_txn_item i ON i.destination = t.destination \
          ORDER BY t.destination, i.position",
@@ -192,9 +204,13 @@ pub(super) fn load(conn: &mut Connection) -> Result<Vec<DestinationRecord>, Stor
             }
             Ok(())
         },
-    )?;
+    )
+}
+
+/// Adds the retry states.
+fn read_retry_states(conn: &Connection, records: &mut Records) -> Result<(), StoreError> {
     for_each_row(
-        &tx,
+        conn,
         "SELECT destination, direct_failures, failed_attempts, next_retry, blacklisted \
          FROM outbound_retry",
         "read retry states",
@@ -225,8 +241,7 @@ pub(super) fn load(conn: &mut Connection) -> Result<Vec<DestinationRecord>, Stor
             records.of(&destination, || bad("destination"))?.retry = retry;
             Ok(())
         },
-    )?;
-    Ok(records.0.into_values().collect())
+    )
 }
 
 /// The records being loaded, by destination.

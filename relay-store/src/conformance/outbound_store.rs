@@ -24,8 +24,8 @@
 //!   and item IDs above `i64::MAX` are refused.
 //! - Concurrent batches from several threads.
 
-mod helpers;
 mod items;
+mod outbound_helpers;
 mod state;
 
 use crate::OutboundStore;

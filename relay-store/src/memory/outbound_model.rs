@@ -10,7 +10,7 @@ use relay_core::store::StoreError;
 use relay_core::{ServerName, TxnId};
 
 use crate::OutboundStore;
-use crate::outbound::{check_item_ids, conflicting_item, stored_retry};
+use crate::outbound_rules::{check_item_ids, conflicting_item, stored_retry};
 
 /// The sender's state in memory: the reference model the durable backends
 /// are checked against. Same semantics, no durability.

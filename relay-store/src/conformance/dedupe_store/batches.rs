@@ -3,7 +3,7 @@
 use std::sync::Barrier;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use super::helpers::*;
+use super::dedupe_helpers::*;
 use crate::{DedupeChange, DedupeKey, DedupeStore};
 
 /// A batch's changes apply in order and see the ones before them.

@@ -2,7 +2,7 @@
 
 use relay_core::outbound::{Change, Item, ItemId, ItemKind, RetryState};
 
-use super::helpers::*;
+use super::outbound_helpers::*;
 use crate::OutboundStore;
 
 /// An empty store loads nothing; empty batches, finishing nothing and
