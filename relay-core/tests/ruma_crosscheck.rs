@@ -1,5 +1,9 @@
 //! Cross-checks canonical JSON and Signing JSON against ruma, an independent
 //! implementation (dev-dependency only).
+#![allow(
+    clippy::unwrap_used,
+    reason = "a test: its helpers may unwrap, a failure fails the test"
+)]
 
 use std::collections::BTreeMap;
 use std::sync::LazyLock;
