@@ -6,13 +6,13 @@
 use std::collections::HashMap;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use bytes::Bytes;
 use futures_channel::oneshot;
 use hyper::header::{CACHE_CONTROL, EXPIRES, HeaderMap, LOCATION};
 use relay_core::resolve::{
-    Endpoint, Lookup, MAX_WELL_KNOWN_REDIRECTS, Scheme, Step, WellKnownAnswer, redirect,
+    Endpoint, Fetched, Lookup, SrvAnswer, Step, WELL_KNOWN_MAX_BYTES, WELL_KNOWN_TIMEOUT,
+    WellKnownAnswer, WellKnownFetch,
 };
 use relay_core::{Instant, ServerName};
 
@@ -20,11 +20,6 @@ use super::pool::Exchange;
 use super::{HttpClient, header};
 use crate::runtime::Runtime;
 use crate::task::{spawn_task, timeout, unblock};
-
-/// How long a `.well-known/matrix/server` fetch may take.
-pub const WELL_KNOWN_TIMEOUT: Duration = Duration::from_secs(10);
-/// Largest `.well-known/matrix/server` body read; a bigger one is invalid.
-pub const WELL_KNOWN_MAX_BYTES: usize = 50 << 10;
 
 /// Discoveries under way, by server: who else waits for each one's end.
 pub(super) type Inflight = Mutex<HashMap<ServerName, Vec<oneshot::Sender<Vec<Endpoint>>>>>;
@@ -113,7 +108,7 @@ impl<R: Runtime> HttpClient<R> {
     /// Where `server` is reached, if that needs no lookup (an override, an
     /// IP literal or port, or cached outcomes).
     pub(super) fn known_endpoints(&self, server: &ServerName) -> Option<Vec<Endpoint>> {
-        let resolver = self.resolver.lock().unwrap_or_else(|e| e.into_inner());
+        let resolver = self.resolver();
         let mut discovery = resolver.discover(server, self.discovery_seed());
         match resolver.poll_discovery(Instant::now(), &mut discovery) {
             Step::Done(endpoints) => Some(endpoints),
@@ -129,10 +124,11 @@ impl<R: Runtime> HttpClient<R> {
     /// run their own lookups (requests share one through
     /// [`send`](Self::send)); the last answer is cached.
     pub async fn endpoints(&self, server: &ServerName) -> Vec<Endpoint> {
-        let lock = || self.resolver.lock().unwrap_or_else(|e| e.into_inner());
-        let mut discovery = lock().discover(server, self.discovery_seed());
+        let mut discovery = self.resolver().discover(server, self.discovery_seed());
         loop {
-            let step = lock().poll_discovery(Instant::now(), &mut discovery);
+            let step = self
+                .resolver()
+                .poll_discovery(Instant::now(), &mut discovery);
             match step {
                 Step::Done(endpoints) => {
                     let urls: Vec<String> = endpoints.iter().map(Endpoint::base_url).collect();
@@ -143,7 +139,7 @@ impl<R: Runtime> HttpClient<R> {
                 Step::Lookup(Lookup::WellKnown { host }) => {
                     let answer = Box::pin(self.fetch_well_known(&host)).await;
                     tracing::debug!(%server, %host, ?answer, "well-known");
-                    lock().handle_well_known(
+                    self.resolver().handle_well_known(
                         Instant::now(),
                         crate::unix_now(),
                         &mut discovery,
@@ -159,17 +155,16 @@ impl<R: Runtime> HttpClient<R> {
                         crate::dns::query_srv(nameserver, &query)
                     })
                     .await
-                    .unwrap_or_else(relay_core::resolve::SrvAnswer::Failed);
+                    .unwrap_or_else(SrvAnswer::Failed);
                     tracing::debug!(%server, %name, ?answer, "SRV");
-                    lock().handle_srv(Instant::now(), &mut discovery, answer);
+                    self.resolver()
+                        .handle_srv(Instant::now(), &mut discovery, answer);
                 }
             }
         }
     }
 
-    /// `GET https://{host}/.well-known/matrix/server`, following up to
-    /// [`MAX_WELL_KNOWN_REDIRECTS`] redirects to `https://` URLs, all
-    /// within [`WELL_KNOWN_TIMEOUT`].
+    /// The [`WellKnownFetch`] of `host`, all within [`WELL_KNOWN_TIMEOUT`].
     async fn fetch_well_known(&self, host: &str) -> WellKnownAnswer {
         timeout(
             &self.runtime,
@@ -181,41 +176,36 @@ impl<R: Runtime> HttpClient<R> {
     }
 
     async fn fetch_well_known_inner(&self, host: &str) -> WellKnownAnswer {
-        let mut endpoint = Endpoint {
-            scheme: Scheme::Https,
-            host: host.to_owned(),
-            port: 443,
-            tls_name: host.to_owned(),
-            host_header: host.to_owned(),
-        };
-        let mut target = "/.well-known/matrix/server".to_owned();
-        for _ in 0..=MAX_WELL_KNOWN_REDIRECTS {
+        let mut fetch = WellKnownFetch::new(host);
+        loop {
+            let (endpoint, target) = fetch.request();
             let exchange = Exchange {
                 method: "GET",
-                target: &target,
+                target,
                 headers: HeaderMap::new(),
                 body: Bytes::new(),
                 max_body: WELL_KNOWN_MAX_BYTES,
             };
-            let answer = match self.exchange(&endpoint, exchange, None).await {
+            let answer = match self.exchange(endpoint, exchange, None).await {
                 Ok(answer) => answer,
                 Err(e) => return WellKnownAnswer::Failed(e.into_message()),
             };
             let location = header(&answer.headers, LOCATION);
-            if answer.status.is_redirection()
-                && let Some(next) = location.and_then(|l| redirect(&endpoint, &l))
-            {
-                (endpoint, target) = next;
-                continue;
+            match fetch.handle_response(answer.status.as_u16(), location.as_deref()) {
+                Fetched::Redirected => {}
+                Fetched::Answer => {
+                    return WellKnownAnswer::Response {
+                        status: answer.status.as_u16(),
+                        cache_control: header(&answer.headers, CACHE_CONTROL),
+                        expires: header(&answer.headers, EXPIRES),
+                        body: answer.body.to_vec(),
+                    };
+                }
+                Fetched::TooManyRedirects => {
+                    return WellKnownAnswer::Failed("too many redirects".to_owned());
+                }
             }
-            return WellKnownAnswer::Response {
-                status: answer.status.as_u16(),
-                cache_control: header(&answer.headers, CACHE_CONTROL),
-                expires: header(&answer.headers, EXPIRES),
-                body: answer.body.to_vec(),
-            };
         }
-        WellKnownAnswer::Failed("too many redirects".to_owned())
     }
 }
 

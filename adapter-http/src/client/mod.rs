@@ -8,18 +8,13 @@
 //! a fresh one (federation requests are idempotent), and everything is
 //! bounded by one timeout.
 //!
-//! Discovery may end in several SRV targets: when the connection to one
-//! cannot be made (TCP connect, TLS handshake, each bounded by
-//! [`CONNECT_TIMEOUT`] while another target is left), the next is tried,
-//! all within the request's timeout, and the one that failed is tried
-//! after the others for a minute ([`Resolver::mark_unreachable`]). An
-//! answer, whatever its status, ends the request: failing over is for
-//! unreachable targets only.
-//!
-//! Where a server is reached is the [`Resolver`]'s decision; this client
-//! performs the lookups it asks for (the `.well-known` fetch over itself,
-//! SRV queries via [`crate::dns`] on the blocking pool) and applies
-//! `--connect-to` redirections and extra trusted roots.
+//! Where a server is reached, which of its endpoints a request tries in
+//! what order, how long each connection may take, and when to give up are
+//! the [`Resolver`]'s decisions ([`Attempt`]); this client performs the
+//! lookups and connections it asks for (the `.well-known` fetch over
+//! itself, SRV queries via [`crate::dns`] on the blocking pool), reports
+//! how they went, and applies `--connect-to` redirections and extra
+//! trusted roots.
 
 mod discovery;
 mod options;
@@ -28,17 +23,16 @@ mod pool;
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::AtomicU64;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use bytes::Bytes;
 use hyper::header::{AUTHORIZATION, CONTENT_TYPE, HeaderMap, HeaderValue, RETRY_AFTER};
 use relay_core::Instant;
 use relay_core::http::{HttpOutcome, OutgoingRequest};
-use relay_core::resolve::Resolver;
+use relay_core::resolve::{Attempt, AttemptStep, Resolver, Tried};
 
-pub use discovery::{WELL_KNOWN_MAX_BYTES, WELL_KNOWN_TIMEOUT};
-pub use options::{ClientOptions, ConnectTo, ConnectToError, read_pem_certificates};
+pub use options::{ClientOptions, ConnectTo, ConnectToError};
 
 use crate::runtime::Runtime;
 use crate::task::timeout;
@@ -50,9 +44,6 @@ use pool::{Exchange, ExchangeError, Pool};
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
 /// Largest response body read (a relay_txn answer holds up to 50 PDUs).
 pub const MAX_RESPONSE_BYTES: usize = 16 << 20;
-/// How long a connection to one of several SRV targets may take before the
-/// next is tried (the last one has the rest of the request's time).
-pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Sends [`OutgoingRequest`]s on runtime `R`. Cheap to clone; clones share
 /// connections and the discovery caches.
@@ -165,9 +156,17 @@ impl<R: Runtime> HttpClient<R> {
             }
         }
         let body = Bytes::from(request.body);
-        let mut failures = Vec::new();
-        for (i, endpoint) in endpoints.iter().enumerate() {
-            let another_left = i + 1 < endpoints.len();
+        let mut attempt = Attempt::new(endpoints);
+        let mut answer = None;
+        loop {
+            let (endpoint, connect_within) = match attempt.poll() {
+                AttemptStep::Try {
+                    endpoint,
+                    connect_within,
+                } => (endpoint, connect_within),
+                AttemptStep::Answered => break,
+                AttemptStep::Failed(e) => return HttpOutcome::ConnectionFailed(e),
+            };
             let exchange = Exchange {
                 method: request.method,
                 target: &request.target,
@@ -175,38 +174,33 @@ impl<R: Runtime> HttpClient<R> {
                 body: body.clone(),
                 max_body: MAX_RESPONSE_BYTES,
             };
-            let connect_limit = another_left.then_some(CONNECT_TIMEOUT);
-            match self.exchange(endpoint, exchange, connect_limit).await {
-                Ok(answer) => {
-                    return HttpOutcome::Response {
-                        status: answer.status.as_u16(),
-                        retry_after: header(&answer.headers, RETRY_AFTER),
-                        body: answer.body.to_vec(),
-                    };
+            let tried = match self.exchange(&endpoint, exchange, connect_within).await {
+                Ok(a) => {
+                    answer = Some(a);
+                    Tried::Answered
                 }
-                Err(ExchangeError::Connect(e)) if endpoints.len() > 1 => {
-                    // Tried after the server's other targets for a while.
-                    self.resolver
-                        .lock()
-                        .unwrap_or_else(|e| e.into_inner())
-                        .mark_unreachable(Instant::now(), endpoint);
-                    tracing::debug!(server = %request.server, error = %e, "SRV target unreachable");
-                    failures.push(e);
-                    if !another_left {
-                        break;
-                    }
+                Err(ExchangeError::Connect(e)) => {
+                    tracing::debug!(server = %request.server, error = %e, "target unreachable");
+                    Tried::Unreachable(e)
                 }
-                Err(e) => {
-                    failures.push(e.into_message());
-                    break;
-                }
-            }
+                Err(ExchangeError::Other(e)) => Tried::Failed(e),
+            };
+            self.resolver()
+                .handle_tried(Instant::now(), &mut attempt, tried);
         }
-        HttpOutcome::ConnectionFailed(if failures.is_empty() {
-            format!("no endpoint for {}", request.server)
-        } else {
-            failures.join("; ")
-        })
+        match answer {
+            Some(answer) => HttpOutcome::Response {
+                status: answer.status.as_u16(),
+                retry_after: header(&answer.headers, RETRY_AFTER),
+                body: answer.body.to_vec(),
+            },
+            None => HttpOutcome::ConnectionFailed("answered, but the answer was lost".to_owned()),
+        }
+    }
+
+    /// The resolver, locked; never held across an await.
+    fn resolver(&self) -> MutexGuard<'_, Resolver> {
+        self.resolver.lock().unwrap_or_else(|e| e.into_inner())
     }
 }
 

@@ -5,6 +5,7 @@ use std::net::SocketAddr;
 use std::str::FromStr;
 use std::sync::Arc;
 
+use relay_core::id::{split_host_port, unbracketed};
 use rustls::pki_types::CertificateDer;
 
 /// `HOST:PORT=ADDR:PORT`, as curl's `--connect-to`: TCP connections meant
@@ -34,13 +35,13 @@ impl std::fmt::Display for ConnectToError {
 
 impl std::error::Error for ConnectToError {}
 
+/// `HOST:PORT` of `--connect-to`: the port is required; the host is an IP
+/// literal (IPv6 in brackets, or bare as curl takes it) or a hostname.
 fn host_port(s: &str) -> Option<(String, u16)> {
-    let (host, port) = s.rsplit_once(':')?;
-    let port = port.parse().ok()?;
-    let bare = host
-        .strip_prefix('[')
-        .and_then(|h| h.strip_suffix(']'))
-        .unwrap_or(host);
+    let (host, Some(port)) = split_host_port(s)? else {
+        return None;
+    };
+    let bare = unbracketed(host);
     let valid = !bare.is_empty()
         && (bare.parse::<std::net::IpAddr>().is_ok()
             || (!host.starts_with('[')
@@ -71,27 +72,13 @@ impl FromStr for ConnectTo {
 /// [`Resolver`](relay_core::resolve::Resolver)).
 #[derive(Debug, Clone, Default)]
 pub struct ClientOptions {
-    /// Trusted roots besides the webpki ones (a private federation's CA).
+    /// Trusted roots besides the webpki ones (a private federation's CA;
+    /// [`read_pem_certificates`](crate::tls::read_pem_certificates)).
     pub extra_roots: Vec<CertificateDer<'static>>,
     /// TCP redirections (`--connect-to`).
     pub connect_to: Vec<ConnectTo>,
     /// The nameserver for SRV queries; `None`: the system's.
     pub dns_server: Option<SocketAddr>,
-}
-
-/// Reads every certificate of a PEM file (for [`ClientOptions::extra_roots`]).
-pub fn read_pem_certificates(
-    path: &std::path::Path,
-) -> Result<Vec<CertificateDer<'static>>, String> {
-    use rustls::pki_types::pem::PemObject;
-    let text = std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-    let certs = CertificateDer::pem_slice_iter(&text)
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| format!("{}: {e}", path.display()))?;
-    if certs.is_empty() {
-        return Err(format!("{}: no PEM certificate", path.display()));
-    }
-    Ok(certs)
 }
 
 /// rustls with the ring provider, the webpki roots and `extra_roots`.

@@ -12,6 +12,7 @@ use hyper::StatusCode;
 use hyper::client::conn::http1::{self, SendRequest};
 use hyper::header::{HOST, HeaderMap, HeaderValue};
 use relay_core::Instant;
+use relay_core::id::unbracketed;
 use relay_core::resolve::{Endpoint, Scheme};
 
 use super::HttpClient;
@@ -181,10 +182,7 @@ impl<R: Runtime> HttpClient<R> {
             .map_or((endpoint.host.as_str(), endpoint.port), |(h, p)| {
                 (h.as_str(), *p)
             });
-        let host = host
-            .strip_prefix('[')
-            .and_then(|h| h.strip_suffix(']'))
-            .unwrap_or(host);
+        let host = unbracketed(host);
         match endpoint.scheme {
             Scheme::Http => {
                 let io = self
