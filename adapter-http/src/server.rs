@@ -21,7 +21,7 @@ use relay_store::QueueStore;
 use crate::Runtime;
 use crate::client::{ClientOptions, HttpClient};
 use crate::drive::relay::{self as driver, DriverHandle};
-use crate::metrics::{Endpoint, Metrics};
+use crate::metrics::{Metrics, RouteLabel};
 use crate::task::{spawn_task, timeout};
 use crate::tls::ServerTls;
 
@@ -353,9 +353,9 @@ async fn handle_http<R: Runtime>(
     max_body: usize,
 ) -> hyper::Response<Full<Bytes>> {
     let started = Instant::now();
-    let endpoint = Endpoint::of(req.method().as_str(), req.uri().path());
+    let route = RouteLabel::of(req.method().as_str(), req.uri().path());
     let response = answer(rt, driver, req, max_body).await;
-    metrics.observe_request(endpoint, response.status().as_u16(), started.elapsed());
+    metrics.observe_request(route, response.status().as_u16(), started.elapsed());
     response
 }
 

@@ -29,7 +29,7 @@ use crate::id::{
 use crate::relay::{
     MAX_PDUS, Output, Relay, RelayConfig, Request, RequestBody, Response, ServePolicy,
 };
-use crate::request::{self, Endpoint, percent_decode, percent_encode_segment};
+use crate::request::{self, Route, percent_decode, percent_encode_segment};
 use crate::signing::{SigningKey, VerifyKey};
 use crate::store::{InsertOutcome, QueuedEntry, QuotaKind, StoreError};
 use crate::time::{Instant, UnixMillis};
@@ -279,16 +279,16 @@ pub fn identifiers(data: &[u8]) {
     // Routing keeps raw segments whole.
     for method in ["GET", "PUT"] {
         match request::route(method, s) {
-            Ok(Endpoint::SendRelay { txn_id, user_id }) => {
+            Ok(Route::SendRelay { txn_id, user_id }) => {
                 assert!(
                     !format!("{txn_id}{user_id}").contains(['/', '?']),
                     "route({s:?}) split badly"
                 );
             }
-            Ok(Endpoint::RelayTxn { user_id }) => {
+            Ok(Route::RelayTxn { user_id }) => {
                 assert!(!user_id.contains(['/', '?']), "route({s:?}) split badly");
             }
-            Ok(Endpoint::ServerKeys | Endpoint::Version) => {}
+            Ok(Route::ServerKeys | Route::Version) => {}
             Err(e) => assert!(matches!(e.status(), 404 | 405), "route({s:?}): {e}"),
         }
     }
@@ -643,7 +643,7 @@ pub fn relay_request(data: &[u8]) {
                     relay.config().serve.serves(&entry.destination),
                     "stored for an unserved destination"
                 );
-                let Ok(Endpoint::SendRelay { txn_id, user_id }) = request::route(&method, &target)
+                let Ok(Route::SendRelay { txn_id, user_id }) = request::route(&method, &target)
                 else {
                     panic!("store for a request that is not send_relay: {method} {target:?}");
                 };
@@ -679,7 +679,7 @@ pub fn relay_request(data: &[u8]) {
                     known(&destination),
                     "fetch for unauthenticated {destination}"
                 );
-                let Ok(Endpoint::RelayTxn { user_id }) = request::route(&method, &target) else {
+                let Ok(Route::RelayTxn { user_id }) = request::route(&method, &target) else {
                     panic!("fetch for a request that is not relay_txn: {method} {target:?}");
                 };
                 assert_eq!(
