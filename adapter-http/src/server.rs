@@ -416,12 +416,7 @@ async fn answer<R: Runtime>(
 }
 
 fn error_response(code: ErrCode, message: &str) -> hyper::Response<Full<Bytes>> {
-    let e = MatrixError::new(code, message);
-    to_http(Response {
-        status: e.status(),
-        body: e.to_json(),
-        retry_after_secs: None,
-    })
+    to_http(Response::error(&MatrixError::new(code, message)))
 }
 
 fn to_http(response: Response) -> hyper::Response<Full<Bytes>> {
