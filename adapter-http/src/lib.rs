@@ -2,10 +2,10 @@
 //! smol adapters do the same way, written once over a small [`Runtime`]
 //! trait.
 //!
-//! - [`serve`] / [`run`]: HTTP to [`relay_core::relay::Request`] and back,
-//!   the accept loop and graceful shutdown, and the task driving the
-//!   [`Relay`](relay_core::relay::Relay) machine; [`metrics`]: what it
-//!   counts, served by [`serve_metrics`] on a listener of its own.
+//! - [`run`]: the one way to start a relay server: HTTP to
+//!   [`relay_core::relay::Request`] and back, the accept loop and graceful
+//!   shutdown, and the task driving the [`Relay`](relay_core::relay::Relay)
+//!   machine; [`metrics`]: what it counts, served on a listener of its own.
 //! - [`HttpClient`]: server discovery, sending, timeouts, TLS and
 //!   connection reuse; [`dns`]: its SRV queries.
 //! - [`outbound`] and [`retriever`]: the tasks driving the sender and the
@@ -13,8 +13,8 @@
 //!
 //! Implementation note: modelled on quinn's `Runtime` trait. An adapter
 //! crate (`adapter-hyper` for tokio, `adapter-smol`) implements it in about
-//! a hundred lines and holds nothing else but the entry points that start
-//! its executor. Shared code uses only runtime-agnostic primitives
+//! a hundred lines and holds nothing else but a `block_on` that starts its
+//! executor. Shared code uses only runtime-agnostic primitives
 //! (async-channel, futures-channel, futures-lite), so this crate's
 //! dependency tree names no runtime.
 #![forbid(unsafe_code)]
@@ -35,7 +35,7 @@ pub use client::{ClientOptions, ConnectTo, HttpClient};
 pub use drive::{outbound, retriever};
 pub use metrics::Metrics;
 pub use runtime::{Runtime, TlsTarget};
-pub use server::{ServeOptions, run, serve, serve_metrics, serve_with_metrics};
+pub use server::{Listen, ServeOptions, Shutdown, run};
 pub use task::{Task, spawn_task, timeout};
 pub use tls::{ServerTls, TlsFiles};
 

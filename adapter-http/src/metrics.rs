@@ -24,7 +24,7 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::{Registry, Unit};
-use relay_core::request::{self, Endpoint as Route};
+use relay_core::request::{self, Route};
 use relay_core::store::InsertOutcome;
 use relay_store::{QueueStore, QueueTotals};
 
@@ -36,9 +36,9 @@ pub const PREFIX: &str = "matrix_relay";
 /// The path the metrics listener serves.
 pub const METRICS_PATH: &str = "/metrics";
 
-/// Which endpoint a request was for, as the `endpoint` label says it.
+/// Which route a request was for, as the `endpoint` label says it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Endpoint {
+pub enum RouteLabel {
     /// `PUT …/send_relay/{txnID}/{userID}`.
     SendRelay,
     /// `GET …/relay_txn/{userID}`.
@@ -51,7 +51,7 @@ pub enum Endpoint {
     Other,
 }
 
-impl Endpoint {
+impl RouteLabel {
     /// Classifies a request as the core routes it.
     pub fn of(method: &str, target: &str) -> Self {
         match request::route(method, target) {
@@ -75,7 +75,7 @@ impl Endpoint {
     }
 }
 
-impl EncodeLabelValue for Endpoint {
+impl EncodeLabelValue for RouteLabel {
     fn encode(&self, encoder: &mut LabelValueEncoder) -> Result<(), std::fmt::Error> {
         EncodeLabelValue::encode(&self.as_str(), encoder)
     }
@@ -83,13 +83,13 @@ impl EncodeLabelValue for Endpoint {
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
 struct RequestLabels {
-    endpoint: Endpoint,
+    endpoint: RouteLabel,
     status: u16,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
 struct EndpointLabels {
-    endpoint: Endpoint,
+    endpoint: RouteLabel,
 }
 
 /// Request durations from 1 ms to about 16 s, doubling.
@@ -161,7 +161,7 @@ impl Metrics {
     }
 
     /// Counts one answered request.
-    pub fn observe_request(&self, endpoint: Endpoint, status: u16, elapsed: Duration) {
+    pub fn observe_request(&self, endpoint: RouteLabel, status: u16, elapsed: Duration) {
         self.requests
             .get_or_create(&RequestLabels { endpoint, status })
             .inc();
@@ -296,33 +296,33 @@ mod tests {
             (
                 "PUT",
                 "/_matrix/federation/v1/send_relay/t/%40a%3Ad.example",
-                Endpoint::SendRelay,
+                RouteLabel::SendRelay,
             ),
             (
                 "GET",
                 "/_matrix/federation/v1/relay_txn/@a:d.example",
-                Endpoint::RelayTxn,
+                RouteLabel::RelayTxn,
             ),
-            ("GET", "/_matrix/key/v2/server", Endpoint::Keys),
-            ("GET", "/_matrix/federation/v1/version", Endpoint::Version),
+            ("GET", "/_matrix/key/v2/server", RouteLabel::Keys),
+            ("GET", "/_matrix/federation/v1/version", RouteLabel::Version),
             (
                 "GET",
                 "/_matrix/federation/v1/send_relay/t/@a:d.example",
-                Endpoint::Other,
+                RouteLabel::Other,
             ),
-            ("GET", "/metrics", Endpoint::Other),
-            ("GET", "/", Endpoint::Other),
+            ("GET", "/metrics", RouteLabel::Other),
+            ("GET", "/", RouteLabel::Other),
         ] {
-            assert_eq!(Endpoint::of(method, target), want, "{method} {target}");
+            assert_eq!(RouteLabel::of(method, target), want, "{method} {target}");
         }
     }
 
     #[test]
     fn exposition_names_every_metric_with_its_labels() {
         let m = Metrics::new();
-        m.observe_request(Endpoint::SendRelay, 200, Duration::from_millis(3));
-        m.observe_request(Endpoint::SendRelay, 200, Duration::from_millis(5));
-        m.observe_request(Endpoint::RelayTxn, 403, Duration::from_millis(1));
+        m.observe_request(RouteLabel::SendRelay, 200, Duration::from_millis(3));
+        m.observe_request(RouteLabel::SendRelay, 200, Duration::from_millis(5));
+        m.observe_request(RouteLabel::RelayTxn, 403, Duration::from_millis(1));
         m.observe_insert(&InsertOutcome::Stored(EntryId(1)));
         m.observe_insert(&InsertOutcome::Duplicate(EntryId(1)));
         m.observe_insert(&InsertOutcome::AlreadyDelivered);

@@ -1,10 +1,11 @@
-//! Accepting connections and turning HTTP into core requests and back.
+//! The relay server: starting it ([`run`]), accepting connections, and
+//! turning HTTP into core requests and back.
 
 use std::convert::Infallible;
 use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
-use std::pin::pin;
+use std::pin::{Pin, pin};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -21,7 +22,7 @@ use relay_store::QueueStore;
 use crate::Runtime;
 use crate::client::{ClientOptions, HttpClient};
 use crate::drive::relay::{self as driver, DriverHandle};
-use crate::metrics::{Endpoint, Metrics};
+use crate::metrics::{Metrics, RouteLabel};
 use crate::task::{spawn_task, timeout};
 use crate::tls::ServerTls;
 
@@ -36,12 +37,29 @@ const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
 /// How often the TLS certificate files are checked for a renewal.
 const TLS_RELOAD_INTERVAL: Duration = Duration::from_secs(60);
 
+/// Where the relay listens.
+pub enum Listen<L> {
+    /// Bind this address; port 0 picks a free port.
+    Addr(SocketAddr),
+    /// Accept on this listener, already bound.
+    Bound(L),
+}
+
+/// What ends the relay.
+pub enum Shutdown {
+    /// SIGINT or SIGTERM; SIGHUP re-reads the TLS certificate files.
+    Signals,
+    /// This future's completion; no signal handler is installed (tests,
+    /// programs that embed the relay and handle signals themselves).
+    On(Pin<Box<dyn Future<Output = ()> + Send>>),
+}
+
 /// What [`run`] needs.
-pub struct ServeOptions {
-    /// Address to bind; port 0 picks a free port.
-    pub listen: SocketAddr,
+pub struct ServeOptions<R: Runtime> {
+    /// Where to listen.
+    pub listen: Listen<R::Listener>,
     /// Where to serve `GET /metrics` (Prometheus), on a listener of its
-    /// own; `None` opens none.
+    /// own; `None` opens none (the metrics are still counted).
     pub metrics_listen: Option<SocketAddr>,
     /// The relay's configuration.
     pub config: RelayConfig,
@@ -55,29 +73,60 @@ pub struct ServeOptions {
     /// Serve HTTPS with this certificate (checked for renewal every
     /// minute); `None` serves plain HTTP. The metrics listener stays plain.
     pub tls: Option<Arc<ServerTls>>,
+    /// When to stop.
+    pub shutdown: Shutdown,
 }
 
-/// Runs the relay on `runtime` until SIGINT or SIGTERM, then stops
-/// accepting, lets requests in flight finish, and returns.
-/// `on_listening` is called once with the bound address, after the signal
-/// handlers are installed and the metrics listener (if any) is bound and
-/// logged.
+impl<R: Runtime> ServeOptions<R> {
+    /// Serves `config` on `store` at `listen`: no metrics listener, plain
+    /// HTTP, servers reached by discovery, until SIGINT or SIGTERM.
+    pub fn new(
+        listen: Listen<R::Listener>,
+        config: RelayConfig,
+        store: Arc<dyn QueueStore>,
+    ) -> Self {
+        Self {
+            listen,
+            metrics_listen: None,
+            config,
+            store,
+            resolver: Resolver::default(),
+            client: ClientOptions::default(),
+            tls: None,
+            shutdown: Shutdown::Signals,
+        }
+    }
+}
+
+/// Runs the relay on `runtime` until `options.shutdown`, then stops
+/// accepting, lets requests in flight finish (for at most 30 s), stops the
+/// driver, and returns. `on_listening` is called once with the bound
+/// address, after the signal handlers (if any) are installed and the
+/// metrics listener (if any) is bound and logged.
 pub async fn run<R: Runtime>(
     runtime: R,
-    options: ServeOptions,
+    options: ServeOptions<R>,
     on_listening: impl FnOnce(SocketAddr),
 ) -> io::Result<()> {
+    let ServeOptions {
+        listen,
+        metrics_listen,
+        config,
+        store,
+        resolver,
+        client,
+        tls,
+        shutdown,
+    } = options;
     // Handlers first: a signal that arrives as soon as the address is
     // announced must already mean "shut down gracefully".
-    let shutdown = runtime.shutdown_signal()?;
-    // SIGHUP re-reads the certificate files now, and never ends the process.
-    let (hangup, hangups) = async_channel::bounded::<()>(1);
-    runtime.on_hangup(move || {
-        let _ = hangup.try_send(());
-    })?;
-    let listener = runtime.bind(options.listen).await?;
+    let (shutdown, hangups) = stop_signals(&runtime, shutdown)?;
+    let listener = match listen {
+        Listen::Addr(addr) => runtime.bind(addr).await?,
+        Listen::Bound(listener) => listener,
+    };
     let metrics = Arc::new(Metrics::new());
-    let metrics_listener = match options.metrics_listen {
+    let metrics_listener = match metrics_listen {
         Some(addr) => {
             let listener = runtime.bind(addr).await.map_err(|e| {
                 io::Error::new(e.kind(), format!("metrics listener on {addr}: {e}"))
@@ -88,20 +137,19 @@ pub async fn run<R: Runtime>(
         None => None,
     };
     on_listening(R::local_addr(&listener)?);
-    let client =
-        HttpClient::with_options(runtime, options.resolver, KEY_FETCH_TIMEOUT, options.client)
-            .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+    let client = HttpClient::with_options(runtime, resolver, KEY_FETCH_TIMEOUT, client)
+        .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
     // The metrics listener stops when the relay's does: `stopped` closes
-    // when the signal came or `serve` ended otherwise.
+    // when the shutdown came or `serve` ended otherwise.
     let (stop, stopped) = async_channel::bounded::<()>(1);
     spawn_reloader(
         client.runtime().clone(),
-        options.tls.clone(),
+        tls.clone(),
         hangups,
         stopped.clone(),
     );
     let metrics_task = metrics_listener.map(|listener| {
-        let (store, metrics, rt) = (options.store.clone(), metrics.clone(), client.runtime());
+        let (store, metrics, rt) = (store.clone(), metrics.clone(), client.runtime());
         spawn_task(
             rt,
             serve_metrics(rt.clone(), listener, metrics, store, async move {
@@ -109,18 +157,11 @@ pub async fn run<R: Runtime>(
             }),
         )
     });
-    let served = serve_with_metrics(
-        listener,
-        options.config,
-        options.store,
-        client,
-        metrics,
-        options.tls.map(|tls| tls.config()),
-        async move {
-            shutdown.await;
-            drop(stop);
-        },
-    )
+    let tls = tls.map(|tls| tls.config());
+    let served = serve(listener, config, store, client, metrics, tls, async move {
+        shutdown.await;
+        drop(stop);
+    })
     .await;
     if let Some(task) = metrics_task {
         let _ = task.await;
@@ -128,24 +169,35 @@ pub async fn run<R: Runtime>(
     served
 }
 
-/// Serves the relay on `listener` (on `client`'s runtime) until `shutdown`
-/// completes, then drains requests in flight (for at most 30 s) and stops
-/// the driver. Its metrics are counted but not served; see
-/// [`serve_with_metrics`].
-pub async fn serve<R: Runtime>(
-    listener: R::Listener,
-    config: RelayConfig,
-    store: Arc<dyn QueueStore>,
-    client: HttpClient<R>,
-    shutdown: impl Future<Output = ()>,
-) -> io::Result<()> {
-    let metrics = Arc::new(Metrics::new());
-    serve_with_metrics(listener, config, store, client, metrics, None, shutdown).await
+/// Completes when the relay is to stop.
+type StopFuture = Pin<Box<dyn Future<Output = ()> + Send>>;
+
+/// What ends the relay, and the SIGHUPs that ask for the certificate
+/// files to be re-read: with [`Shutdown::Signals`], both handlers are
+/// installed now; otherwise no SIGHUP ever comes.
+fn stop_signals<R: Runtime>(
+    rt: &R,
+    shutdown: Shutdown,
+) -> io::Result<(StopFuture, async_channel::Receiver<()>)> {
+    let (hangup, hangups) = async_channel::bounded::<()>(1);
+    match shutdown {
+        Shutdown::On(future) => Ok((future, hangups)),
+        Shutdown::Signals => {
+            let signal = rt.shutdown_signal()?;
+            // SIGHUP re-reads the certificate files now, and never ends
+            // the process.
+            rt.on_hangup(move || {
+                let _ = hangup.try_send(());
+            })?;
+            Ok((Box::pin(signal), hangups))
+        }
+    }
 }
 
-/// [`serve`], counting into `metrics` (which [`serve_metrics`] may serve),
-/// over TLS with `tls`.
-pub async fn serve_with_metrics<R: Runtime>(
+/// Serves the relay on `listener` (on `client`'s runtime), counting into
+/// `metrics`, over TLS with `tls`, until `shutdown` completes, then drains
+/// requests in flight (for at most 30 s) and stops the driver.
+async fn serve<R: Runtime>(
     listener: R::Listener,
     config: RelayConfig,
     store: Arc<dyn QueueStore>,
@@ -175,7 +227,7 @@ pub async fn serve_with_metrics<R: Runtime>(
 /// Serves `GET /metrics` (the Prometheus text format, with the queue
 /// totals read from `store` at each scrape) on `listener` until `shutdown`
 /// completes; other paths are 404.
-pub async fn serve_metrics<R: Runtime>(
+async fn serve_metrics<R: Runtime>(
     rt: R,
     listener: R::Listener,
     metrics: Arc<Metrics>,
@@ -353,9 +405,9 @@ async fn handle_http<R: Runtime>(
     max_body: usize,
 ) -> hyper::Response<Full<Bytes>> {
     let started = Instant::now();
-    let endpoint = Endpoint::of(req.method().as_str(), req.uri().path());
+    let route = RouteLabel::of(req.method().as_str(), req.uri().path());
     let response = answer(rt, driver, req, max_body).await;
-    metrics.observe_request(endpoint, response.status().as_u16(), started.elapsed());
+    metrics.observe_request(route, response.status().as_u16(), started.elapsed());
     response
 }
 
@@ -416,12 +468,7 @@ async fn answer<R: Runtime>(
 }
 
 fn error_response(code: ErrCode, message: &str) -> hyper::Response<Full<Bytes>> {
-    let e = MatrixError::new(code, message);
-    to_http(Response {
-        status: e.status(),
-        body: e.to_json(),
-        retry_after_secs: None,
-    })
+    to_http(Response::error(&MatrixError::new(code, message)))
 }
 
 fn to_http(response: Response) -> hyper::Response<Full<Bytes>> {

@@ -1,5 +1,5 @@
-//! Serving over TLS: the certificate and key files, and picking up a
-//! renewed certificate without a restart.
+//! TLS files: serving with a certificate and key, picking up a renewed
+//! certificate without a restart, and reading PEM certificates.
 
 use std::fmt;
 use std::fs;
@@ -121,14 +121,8 @@ fn stamp(files: &TlsFiles) -> Stamp {
 /// reading shows at the next check.
 fn read(files: &TlsFiles, provider: &CryptoProvider) -> Result<(Arc<CertifiedKey>, Stamp), String> {
     let stamp = stamp(files);
+    let chain = read_pem_certificates(&files.cert)?;
     let at = |path: &Path, what: &dyn fmt::Display| format!("{}: {what}", path.display());
-    let text = fs::read(&files.cert).map_err(|e| at(&files.cert, &e))?;
-    let chain = CertificateDer::pem_slice_iter(&text)
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| at(&files.cert, &e))?;
-    if chain.is_empty() {
-        return Err(at(&files.cert, &"no PEM certificate in it"));
-    }
     let text = fs::read(&files.key).map_err(|e| at(&files.key, &e))?;
     let key = PrivateKeyDer::from_pem_slice(&text).map_err(|e| at(&files.key, &e))?;
     let certified = CertifiedKey::from_der(chain, key, provider).map_err(|e| {
@@ -138,4 +132,20 @@ fn read(files: &TlsFiles, provider: &CryptoProvider) -> Result<(Arc<CertifiedKey
         )
     })?;
     Ok((Arc::new(certified), stamp))
+}
+
+/// Every certificate of a PEM file, in order: a server's chain (leaf
+/// first), or the extra roots of
+/// [`ClientOptions`](crate::ClientOptions). Fails with a message naming the
+/// file if it cannot be read, is not PEM, or holds no certificate.
+pub fn read_pem_certificates(path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
+    let at = |what: &dyn fmt::Display| format!("{}: {what}", path.display());
+    let text = fs::read(path).map_err(|e| at(&e))?;
+    let certs = CertificateDer::pem_slice_iter(&text)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| at(&e))?;
+    if certs.is_empty() {
+        return Err(at(&"no PEM certificate in it"));
+    }
+    Ok(certs)
 }

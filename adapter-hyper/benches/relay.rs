@@ -24,6 +24,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use adapter_http::{Listen, Shutdown};
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper::client::conn::http1;
@@ -154,12 +155,11 @@ async fn serve_on<R: adapter_hyper::Runtime>(
 ) -> std::io::Result<()> {
     let listener = rt.bind(SocketAddr::from(([127, 0, 0, 1], 0))).await?;
     let _ = addr_tx.send(R::local_addr(&listener)?);
-    let client =
-        adapter_http::HttpClient::with_runtime(rt, Default::default(), Duration::from_secs(10));
-    adapter_hyper::serve(listener, config, store, client, async move {
+    let mut options = adapter_http::ServeOptions::new(Listen::Bound(listener), config, store);
+    options.shutdown = Shutdown::On(Box::pin(async move {
         let _ = stopped.recv().await;
-    })
-    .await
+    }));
+    adapter_http::run(rt, options, |_| {}).await
 }
 
 fn main() {

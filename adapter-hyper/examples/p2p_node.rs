@@ -1,7 +1,7 @@
 //! Embedding the sender and the retriever in a node, with a relay between
 //! them, all in one process over real loopback sockets:
 //!
-//! 1. a relay (`adapter_http::serve`) that stores for anyone whose server
+//! 1. a relay (`adapter_http::run`) that stores for anyone whose server
 //!    name is its public key, as Dendrite's P2P demos name nodes;
 //! 2. node A queues an event for node B, which is offline: after one failed
 //!    direct try, A's sender hands the transaction to B's relay;
@@ -13,6 +13,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use adapter_http::{Listen, ServeOptions, Shutdown};
 use adapter_hyper::{HttpClient, Tokio};
 use relay_core::outbound::{Event as SendEvent, ItemKind, Outbound, OutboundConfig, Via};
 use relay_core::relay::{RelayConfig, ServePolicy};
@@ -44,15 +45,15 @@ async fn scenario() -> Result<(ServerName, String), String> {
         .map_err(|e| format!("bind: {e}"))?;
     let relay_addr = listener.local_addr().map_err(|e| e.to_string())?;
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let relay = tokio::spawn(adapter_hyper::serve(
-        listener,
+    let mut options = ServeOptions::new(
+        Listen::Bound(listener),
         config,
         Arc::new(MemoryStore::new()),
-        HttpClient::new(Resolver::default(), Duration::from_secs(5)),
-        async move {
-            let _ = stopped.await;
-        },
-    ));
+    );
+    options.shutdown = Shutdown::On(Box::pin(async move {
+        let _ = stopped.await;
+    }));
+    let relay = tokio::spawn(adapter_http::run(Tokio, options, |_| {}));
 
     // B is offline: nothing listens where A would reach it.
     let closed = std::net::TcpListener::bind("127.0.0.1:0")

@@ -1,5 +1,6 @@
-//! hyper 1 on tokio: the [`Tokio`] [`Runtime`] for `adapter-http`, and the
-//! entry points that start a tokio runtime.
+//! hyper 1 on tokio: the [`Tokio`] [`Runtime`] for `adapter-http`, and
+//! [`block_on`], which starts a tokio runtime (a relay server on it:
+//! `block_on(|rt| adapter_http::run(rt, options, on_listening))`).
 //!
 //! The adapter is glue. Everything both runtimes do the same way (HTTP to
 //! the core and back, the drive loops, the accept loop, the client) lives in
@@ -12,7 +13,7 @@ use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-pub use adapter_http::{Runtime, ServeOptions, TlsTarget, outbound, retriever, serve};
+pub use adapter_http::{Runtime, TlsTarget, outbound, retriever};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use relay_core::Instant;
 use tokio::net::{TcpListener, TcpStream};
@@ -129,11 +130,4 @@ pub fn block_on<F: Future>(main: impl FnOnce(Tokio) -> F) -> io::Result<F::Outpu
         .enable_all()
         .build()?;
     Ok(runtime.block_on(main(Tokio)))
-}
-
-/// Runs the relay on a new tokio runtime until SIGINT or SIGTERM, then stops
-/// accepting, lets requests in flight finish, and returns.
-/// `on_listening` is called once with the bound address.
-pub fn run(options: ServeOptions, on_listening: impl FnOnce(SocketAddr)) -> io::Result<()> {
-    block_on(|rt| adapter_http::run(rt, options, on_listening))?
 }

@@ -1,6 +1,7 @@
 //! hyper 1 on smol's parts (async-io, async-net, async-executor, blocking):
-//! the [`Smol`] [`Runtime`] for `adapter-http`, and the entry points that
-//! start an executor.
+//! the [`Smol`] [`Runtime`] for `adapter-http`, and [`block_on`], which
+//! starts an executor (a relay server on it:
+//! `block_on(|rt| adapter_http::run(rt, options, on_listening))`).
 //!
 //! Like `adapter-hyper` for tokio, this is glue only: the HTTP handling, the
 //! drive loops and the client live in `adapter-http`. No tokio runtime is
@@ -13,7 +14,7 @@ use std::io;
 use std::net::SocketAddr;
 use std::sync::{Arc, Weak};
 
-pub use adapter_http::{Runtime, ServeOptions, TlsTarget, outbound, retriever, serve};
+pub use adapter_http::{Runtime, TlsTarget, outbound, retriever};
 use async_executor::Executor;
 use async_net::{TcpListener, TcpStream};
 use futures_lite::StreamExt;
@@ -170,11 +171,4 @@ pub fn block_on<F: Future>(main: impl FnOnce(Smol) -> F) -> io::Result<F::Output
     }
     drop(executor);
     Ok(output)
-}
-
-/// Runs the relay on a new executor until SIGINT or SIGTERM, then stops
-/// accepting, lets requests in flight finish, and returns.
-/// `on_listening` is called once with the bound address.
-pub fn run(options: ServeOptions, on_listening: impl FnOnce(SocketAddr)) -> io::Result<()> {
-    block_on(|rt| adapter_http::run(rt, options, on_listening))?
 }

@@ -1,6 +1,6 @@
 //! The shared layer on smol, in process: a relay served on smol answers the
 //! smol client, the client reuses one connection for consecutive requests,
-//! shutdown ends `serve`, and no tokio runtime thread ever exists.
+//! shutdown ends `run`, and no tokio runtime thread ever exists.
 
 use std::io::{BufRead, BufReader, Write};
 use std::net::TcpListener as StdListener;
@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
+use adapter_http::{Listen, ServeOptions, Shutdown};
 use adapter_smol::{HttpClient, Runtime, Smol, block_on};
 use relay_core::http::{HttpOutcome, OutgoingRequest};
 use relay_core::relay::RelayConfig;
@@ -58,18 +59,13 @@ fn a_relay_on_smol_answers_the_smol_client_and_shuts_down() {
         let config = RelayConfig::new(name("relay.example"), key);
         let store = Arc::new(relay_store::MemoryStore::new());
         let (stop, stopped) = async_channel::bounded::<()>(1);
-        let server = adapter_http::spawn_task(
-            &rt,
-            adapter_smol::serve(
-                listener,
-                config,
-                store,
-                client(rt.clone(), "x.example", addr),
-                async move {
-                    let _ = stopped.recv().await;
-                },
-            ),
-        );
+        let flag = format!("x.example=http://{addr}");
+        let mut options = ServeOptions::new(Listen::Bound(listener), config, store);
+        options.resolver = Resolver::from_flags([flag.as_str()]).expect("resolve flag");
+        options.shutdown = Shutdown::On(Box::pin(async move {
+            let _ = stopped.recv().await;
+        }));
+        let server = adapter_http::spawn_task(&rt, adapter_http::run(rt.clone(), options, |_| {}));
         let outcome = client(rt.clone(), "relay.example", addr)
             .send(get("relay.example", "/_matrix/key/v2/server"))
             .await;

@@ -42,8 +42,7 @@ pub fn client_options(
     let mut extra_roots = Vec::new();
     for path in tls_ca {
         extra_roots.extend(
-            adapter_http::client::read_pem_certificates(path)
-                .map_err(|e| format!("--tls-ca: {e}"))?,
+            adapter_http::tls::read_pem_certificates(path).map_err(|e| format!("--tls-ca: {e}"))?,
         );
     }
     let connect_to = connect_to

@@ -4,16 +4,20 @@ use std::collections::HashSet;
 use std::io::Write;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
+use adapter_http::{Listen, ServeOptions, ServerTls, TlsFiles};
 use clap::Args;
 use relay_core::ServerName;
 use relay_core::auth::KeyRing;
 use relay_core::relay::{DEFAULT_MAX_BODY_BYTES, RelayConfig, ServePolicy};
 use relay_core::resolve::Resolver;
+use relay_core::signing::SigningKey;
 use relay_core::store::{AckedKeys, Quota};
+use relay_store::QueueStore;
 use serde::Deserialize;
 
-use crate::{Runtime, keys};
+use crate::{Runtime, keys, on_runtime};
 
 /// Flags of `serve`. Every flag but `--config` can also be set in the
 /// `--config` TOML file under the same name (`server-name = "…"`,
@@ -210,17 +214,53 @@ pub fn serve(args: ServeArgs) -> Result<(), String> {
         .map_err(|e| format!("--resolve: {e}"))?;
     let client =
         crate::net::client_options(&args.tls_ca, &args.connect_to, args.dns_server.as_deref())?;
-    let tls = match (args.tls_cert.clone(), args.tls_key.clone()) {
-        (None, None) => None,
-        (Some(cert), Some(key)) => Some(std::sync::Arc::new(
-            adapter_http::ServerTls::load(adapter_http::TlsFiles { cert, key })
-                .map_err(|e| format!("--tls-cert/--tls-key: {e}"))?,
-        )),
-        // The flags require each other; this is for the TOML file.
-        _ => return Err("--tls-cert and --tls-key go together".into()),
+    let tls = server_tls(&args)?;
+    let config = relay_config(&args, server_name, keys::load_or_create(key_path)?)?;
+    let (store, shown) = open_store(&args)?;
+    let listen = args
+        .listen
+        .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 8448)));
+    let runtime = args.runtime.unwrap_or_default();
+    raise_open_files_limit();
+    tracing::info!(server_name = %config.server_name, database = %shown, ?runtime, "starting relay");
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    let on_listening = |addr| {
+        let mut out = std::io::stdout().lock();
+        let _ = writeln!(out, "listening on {scheme}://{addr}");
+        let _ = out.flush();
+        tracing::info!(%addr, "listening");
     };
-    let signing_key = keys::load_or_create(key_path)?;
+    on_runtime!(runtime, |rt| {
+        let options = ServeOptions {
+            metrics_listen: args.metrics_listen,
+            resolver,
+            client,
+            tls,
+            ..ServeOptions::new(Listen::Addr(listen), config, store)
+        };
+        adapter_http::run(rt, options, on_listening)
+    })?
+    .map_err(|e| format!("cannot serve on {listen}: {e}"))
+}
 
+/// The certificate of `--tls-cert` and `--tls-key`, if given.
+fn server_tls(args: &ServeArgs) -> Result<Option<Arc<ServerTls>>, String> {
+    match (args.tls_cert.clone(), args.tls_key.clone()) {
+        (None, None) => Ok(None),
+        (Some(cert), Some(key)) => ServerTls::load(TlsFiles { cert, key })
+            .map(|tls| Some(Arc::new(tls)))
+            .map_err(|e| format!("--tls-cert/--tls-key: {e}")),
+        // The flags require each other; this is for the TOML file.
+        _ => Err("--tls-cert and --tls-key go together".into()),
+    }
+}
+
+/// The relay's configuration from the flags (besides where it listens).
+fn relay_config(
+    args: &ServeArgs,
+    server_name: ServerName,
+    signing_key: SigningKey,
+) -> Result<RelayConfig, String> {
     let mut config = RelayConfig::new(server_name, signing_key);
     config.serve = if args.open {
         ServePolicy::Open
@@ -254,9 +294,13 @@ pub fn serve(args: ServeArgs) -> Result<(), String> {
     if matches!(config.serve, ServePolicy::Only(ref s) if s.is_empty()) {
         tracing::warn!("serving no destination: pass --serve-for NAME or --open");
     }
+    Ok(config)
+}
 
+/// The store of `--database`, and its URL as it may be shown (without a
+/// password).
+fn open_store(args: &ServeArgs) -> Result<(Arc<dyn QueueStore>, String), String> {
     let database = args.database.as_deref().unwrap_or("sqlite:relay.db");
-    // The URL may carry a password: only its redacted form is shown.
     let shown = relay_store::redact_url(database);
     let mut open = relay_store::OpenOptions::default();
     match args.database_max_connections {
@@ -267,37 +311,7 @@ pub fn serve(args: ServeArgs) -> Result<(), String> {
     }
     let store =
         relay_store::open_with(database, &open).map_err(|e| format!("--database {shown}: {e}"))?;
-    let listen = args
-        .listen
-        .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 8448)));
-    let runtime = args.runtime.unwrap_or_default();
-    raise_open_files_limit();
-    tracing::info!(server_name = %config.server_name, database = %shown, ?runtime, "starting relay");
-    let options = adapter_http::ServeOptions {
-        listen,
-        metrics_listen: args.metrics_listen,
-        config,
-        store,
-        resolver,
-        client,
-        tls,
-    };
-    let scheme = if options.tls.is_some() {
-        "https"
-    } else {
-        "http"
-    };
-    let on_listening = |addr| {
-        let mut out = std::io::stdout().lock();
-        let _ = writeln!(out, "listening on {scheme}://{addr}");
-        let _ = out.flush();
-        tracing::info!(%addr, "listening");
-    };
-    match runtime {
-        Runtime::Tokio => adapter_hyper::run(options, on_listening),
-        Runtime::Smol => adapter_smol::run(options, on_listening),
-    }
-    .map_err(|e| format!("cannot serve on {listen}: {e}"))
+    Ok((store, shown))
 }
 
 /// Raises the soft limit on open files to the hard one, as servers do: every

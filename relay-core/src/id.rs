@@ -79,43 +79,54 @@ fn is_server_name(s: &str) -> bool {
     if s.is_empty() || s.len() > MAX_SERVER_NAME_BYTES {
         return false;
     }
-    let (host, port) = if let Some(rest) = s.strip_prefix('[') {
-        let Some(end) = rest.find(']') else {
-            return false;
-        };
-        let (inner, after) = (&rest[..end], &rest[end + 1..]);
-        if !(2..=45).contains(&inner.len()) || inner.parse::<std::net::Ipv6Addr>().is_err() {
-            return false;
-        }
-        match after {
-            "" => (s, None),
-            _ => match after.strip_prefix(':') {
-                Some(p) => (s, Some(p)),
-                None => return false,
-            },
-        }
-    } else {
-        match s.rsplit_once(':') {
-            Some((h, p)) => (h, Some(p)),
-            None => (s, None),
-        }
+    let Some((host, _port)) = split_host_port(s) else {
+        return false;
     };
-    if let Some(port) = port {
-        if port.is_empty() || port.len() > 5 || !port.bytes().all(|b| b.is_ascii_digit()) {
-            return false;
-        }
-        if port.parse::<u16>().is_err() {
-            return false;
-        }
-    }
-    if host.starts_with('[') {
-        return true;
+    if let Some(inner) = host.strip_prefix('[') {
+        let inner = inner.strip_suffix(']').unwrap_or(inner);
+        return (2..=45).contains(&inner.len()) && inner.parse::<std::net::Ipv6Addr>().is_ok();
     }
     !host.is_empty()
         && host.len() <= 255
         && host
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.')
+}
+
+/// Splits `host[:port]` at its port, an IPv6 host keeping its brackets:
+/// `[::1]:80` is `("[::1]", Some(80))`, `example.org` is
+/// `("example.org", None)`. `None` if the port is not 1 to 5 digits of a
+/// `u16`, or a `[` has no `]` followed by nothing or `:port`. The host
+/// itself is not checked.
+pub fn split_host_port(s: &str) -> Option<(&str, Option<u16>)> {
+    let (host, port) = if s.starts_with('[') {
+        let end = s.find(']')? + 1;
+        match &s[end..] {
+            "" => (s, None),
+            after => (&s[..end], Some(after.strip_prefix(':')?)),
+        }
+    } else {
+        match s.rsplit_once(':') {
+            Some((host, port)) => (host, Some(port)),
+            None => (s, None),
+        }
+    };
+    let port = match port {
+        // `parse` alone would take a sign.
+        Some(p) if (1..=5).contains(&p.len()) && p.bytes().all(|b| b.is_ascii_digit()) => {
+            Some(p.parse().ok()?)
+        }
+        Some(_) => return None,
+        None => None,
+    };
+    Some((host, port))
+}
+
+/// `host` without the brackets of an IPv6 literal.
+pub fn unbracketed(host: &str) -> &str {
+    host.strip_prefix('[')
+        .and_then(|h| h.strip_suffix(']'))
+        .unwrap_or(host)
 }
 
 impl fmt::Display for ServerName {
@@ -347,6 +358,32 @@ mod tests {
         ] {
             assert!(ServerName::parse(bad).is_err(), "{bad:?} should be invalid");
         }
+    }
+
+    #[test]
+    fn host_and_port() {
+        for (s, want) in [
+            ("example.org", Some(("example.org", None))),
+            ("example.org:8448", Some(("example.org", Some(8448)))),
+            ("1.2.3.4:0", Some(("1.2.3.4", Some(0)))),
+            ("[::1]", Some(("[::1]", None))),
+            ("[::1]:443", Some(("[::1]", Some(443)))),
+            // The host is not checked.
+            ("::1:80", Some(("::1", Some(80)))),
+            (":80", Some(("", Some(80)))),
+            ("host:", None),
+            ("host:+80", None),
+            ("host:65536", None),
+            ("host:000080", None),
+            ("[::1]x", None),
+            ("[::1]:", None),
+            ("[::1", None),
+        ] {
+            assert_eq!(split_host_port(s), want, "{s:?}");
+        }
+        assert_eq!(unbracketed("[::1]"), "::1");
+        assert_eq!(unbracketed("::1"), "::1");
+        assert_eq!(unbracketed("example.org"), "example.org");
     }
 
     #[test]

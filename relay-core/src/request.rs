@@ -8,10 +8,10 @@
 use crate::error::{ErrCode, MatrixError};
 use crate::id::{TxnId, UserId};
 
-/// An endpoint the relay serves, with its path parameters still raw
+/// A route the relay serves, with its path parameters still raw
 /// (percent-encoded) so that decoding errors surface in the right order.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Endpoint<'a> {
+pub enum Route<'a> {
     /// `PUT /_matrix/federation/v1/send_relay/{txnID}/{userID}`.
     SendRelay {
         /// The raw `txnID` segment.
@@ -30,30 +30,30 @@ pub enum Endpoint<'a> {
     Version,
 }
 
-/// Maps a method and raw request target to an endpoint: 404 for an
+/// Maps a method and raw request target to its route: 404 for an
 /// unknown path, 405 for a known path with another method.
-pub fn route<'a>(method: &str, target: &'a str) -> Result<Endpoint<'a>, MatrixError> {
+pub fn route<'a>(method: &str, target: &'a str) -> Result<Route<'a>, MatrixError> {
     let path = target.split_once('?').map_or(target, |(p, _)| p);
     let mut segments = path.split('/');
     if segments.next() != Some("") || segments.next() != Some("_matrix") {
         return Err(not_found());
     }
     let rest: Vec<&str> = segments.collect();
-    let (endpoint, allowed) = match rest.as_slice() {
+    let (route, allowed) = match rest.as_slice() {
         ["federation", "v1", "send_relay", txn, user] => (
-            Endpoint::SendRelay {
+            Route::SendRelay {
                 txn_id: txn,
                 user_id: user,
             },
             "PUT",
         ),
-        ["federation", "v1", "relay_txn", user] => (Endpoint::RelayTxn { user_id: user }, "GET"),
-        ["key", "v2", "server"] => (Endpoint::ServerKeys, "GET"),
-        ["federation", "v1", "version"] => (Endpoint::Version, "GET"),
+        ["federation", "v1", "relay_txn", user] => (Route::RelayTxn { user_id: user }, "GET"),
+        ["key", "v2", "server"] => (Route::ServerKeys, "GET"),
+        ["federation", "v1", "version"] => (Route::Version, "GET"),
         _ => return Err(not_found()),
     };
     if method == allowed {
-        Ok(endpoint)
+        Ok(route)
     } else {
         Err(MatrixError::new(
             ErrCode::UnrecognizedMethod,
@@ -145,22 +145,22 @@ mod tests {
                 "PUT",
                 "/_matrix/federation/v1/send_relay/t%2F1/%40a%3Ab?x=1"
             ),
-            Ok(Endpoint::SendRelay {
+            Ok(Route::SendRelay {
                 txn_id: "t%2F1",
                 user_id: "%40a%3Ab"
             })
         );
         assert_eq!(
             route("GET", "/_matrix/federation/v1/relay_txn/@a:b"),
-            Ok(Endpoint::RelayTxn { user_id: "@a:b" })
+            Ok(Route::RelayTxn { user_id: "@a:b" })
         );
         assert_eq!(
             route("GET", "/_matrix/key/v2/server"),
-            Ok(Endpoint::ServerKeys)
+            Ok(Route::ServerKeys)
         );
         assert_eq!(
             route("GET", "/_matrix/federation/v1/version"),
-            Ok(Endpoint::Version)
+            Ok(Route::Version)
         );
         let status = |m, t| route(m, t).map_err(|e| e.status()).err();
         assert_eq!(

@@ -12,9 +12,9 @@ use relay_core::store::StoreError;
 use relay_core::{Instant, ServerName};
 use relay_store::DedupeStore;
 
-use crate::client::HttpClient;
 use super::{Wake, next_wake, persist};
 use crate::Runtime;
+use crate::client::HttpClient;
 use crate::task::{Task, spawn_task};
 
 /// What the application receives.

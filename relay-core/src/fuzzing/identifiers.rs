@@ -8,7 +8,7 @@ use crate::id::{
     KeyId, MAX_KEY_ID_BYTES, MAX_SERVER_NAME_BYTES, MAX_TXN_ID_BYTES, MAX_USER_ID_BYTES,
     ServerName, TxnId, UserId,
 };
-use crate::request::{self, Endpoint, percent_decode, percent_encode_segment};
+use crate::request::{self, Route, percent_decode, percent_encode_segment};
 use crate::signing::VerifyKey;
 
 /// Feeds `data` to every identifier parser and to the path-segment helpers
@@ -170,16 +170,16 @@ pub fn identifiers(data: &[u8]) {
     // Routing keeps raw segments whole.
     for method in ["GET", "PUT"] {
         match request::route(method, s) {
-            Ok(Endpoint::SendRelay { txn_id, user_id }) => {
+            Ok(Route::SendRelay { txn_id, user_id }) => {
                 assert!(
                     !format!("{txn_id}{user_id}").contains(['/', '?']),
                     "route({s:?}) split badly"
                 );
             }
-            Ok(Endpoint::RelayTxn { user_id }) => {
+            Ok(Route::RelayTxn { user_id }) => {
                 assert!(!user_id.contains(['/', '?']), "route({s:?}) split badly");
             }
-            Ok(Endpoint::ServerKeys | Endpoint::Version) => {}
+            Ok(Route::ServerKeys | Route::Version) => {}
             Err(e) => assert!(matches!(e.status(), 404 | 405), "route({s:?}): {e}"),
         }
     }

@@ -13,7 +13,7 @@ use crate::id::{EntryId, KeyId, ServerName, TxnId};
 use crate::relay::{
     MAX_PDUS, Output, Relay, RelayConfig, Request, RequestBody, Response, ServePolicy,
 };
-use crate::request::{self, Endpoint};
+use crate::request::{self, Route};
 use crate::signing::SigningKey;
 use crate::store::{InsertOutcome, QueuedEntry, QuotaKind, StoreError};
 use crate::time::{Instant, UnixMillis};
@@ -297,7 +297,7 @@ pub fn relay_request(now: Instant, data: &[u8]) {
                     relay.config().serve.serves(&entry.destination),
                     "stored for an unserved destination"
                 );
-                let Ok(Endpoint::SendRelay { txn_id, user_id }) = request::route(&method, &target)
+                let Ok(Route::SendRelay { txn_id, user_id }) = request::route(&method, &target)
                 else {
                     panic!("store for a request that is not send_relay: {method} {target:?}");
                 };
@@ -333,7 +333,7 @@ pub fn relay_request(now: Instant, data: &[u8]) {
                     known(&destination),
                     "fetch for unauthenticated {destination}"
                 );
-                let Ok(Endpoint::RelayTxn { user_id }) = request::route(&method, &target) else {
+                let Ok(Route::RelayTxn { user_id }) = request::route(&method, &target) else {
                     panic!("fetch for a request that is not relay_txn: {method} {target:?}");
                 };
                 assert_eq!(

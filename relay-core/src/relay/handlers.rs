@@ -11,7 +11,7 @@ use crate::auth::{self, AuthError};
 use crate::canonical;
 use crate::error::{ErrCode, MatrixError};
 use crate::id::{EntryId, ServerName};
-use crate::request::{self, Endpoint};
+use crate::request::{self, Route};
 use crate::server_keys;
 use crate::store::{InsertOutcome, NewEntry, QueuedEntry, QuotaKind, StoreError};
 use crate::time::UnixMillis;
@@ -63,12 +63,12 @@ fn handle_inner(
     may_fetch: &dyn Fn(&ServerName) -> bool,
 ) -> Result<Action, Fail> {
     match request::route(&request.method, &request.target)? {
-        Endpoint::ServerKeys => Ok(Action::Respond(server_keys(config, unix)?)),
-        Endpoint::Version => {
+        Route::ServerKeys => Ok(Action::Respond(server_keys(config, unix)?)),
+        Route::Version => {
             let body = json!({"server": {"name": "matrix-relay", "version": config.version}});
             Ok(Action::Respond(Response::ok(body.to_string().into_bytes())))
         }
-        Endpoint::SendRelay { txn_id, user_id } => {
+        Route::SendRelay { txn_id, user_id } => {
             let (origin, content) = authenticate(config, unix, request, may_fetch)?;
             // A bad user ID names no destination to check policy for; a
             // bad txn ID is content, checked after policy.
@@ -90,7 +90,7 @@ fn handle_inner(
                 received: unix,
             }))
         }
-        Endpoint::RelayTxn { user_id } => {
+        Route::RelayTxn { user_id } => {
             let (origin, content) = authenticate(config, unix, request, may_fetch)?;
             let destination = request::user_id(user_id)?.server_name();
             if origin != destination {

@@ -108,7 +108,10 @@ impl Response {
         }
     }
 
-    fn error(e: &MatrixError) -> Self {
+    /// The response carrying `e`: its status, JSON body and, for a 429,
+    /// `Retry-After`. Also for errors the adapter answers itself (a body
+    /// that took too long, a relay shutting down).
+    pub fn error(e: &MatrixError) -> Self {
         Self {
             status: e.status(),
             body: e.to_json(),

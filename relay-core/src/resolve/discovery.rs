@@ -29,7 +29,8 @@
 use std::time::Duration;
 
 use super::cache::{self, ExpiringMap};
-use super::{Endpoint, Scheme, split_host_port};
+use super::{Endpoint, Scheme};
+use crate::id::{split_host_port, unbracketed};
 use crate::rng::Rng;
 use crate::{Instant, ServerName};
 
@@ -183,12 +184,6 @@ fn is_ip_literal(host: &str) -> bool {
     host.starts_with('[') || host.parse::<std::net::Ipv4Addr>().is_ok()
 }
 
-fn unbracketed(host: &str) -> &str {
-    host.strip_prefix('[')
-        .and_then(|h| h.strip_suffix(']'))
-        .unwrap_or(host)
-}
-
 fn endpoint(host: &str, port: u16, tls_name: &str, host_header: &str) -> Endpoint {
     Endpoint {
         scheme: Scheme::Https,
@@ -204,7 +199,8 @@ impl Discovery {
     /// `seed` orders its SRV records.
     pub(crate) fn new(server: &ServerName, seed: u64) -> Self {
         let name = server.as_str();
-        let (host, port) = split_host_port(name);
+        // A server name always splits.
+        let (host, port) = split_host_port(name).unwrap_or((name, None));
         let state = if is_ip_literal(host) {
             State::Done(vec![endpoint(host, port.unwrap_or(8448), host, name)])
         } else if let Some(port) = port {
@@ -350,7 +346,8 @@ impl Discovery {
                 _ => return,
             },
             Some(delegated) => {
-                let (host, port) = split_host_port(&delegated);
+                // A valid delegation is a server name: it always splits.
+                let (host, port) = split_host_port(&delegated).unwrap_or((&delegated, None));
                 if is_ip_literal(host) {
                     State::Done(vec![endpoint(host, port.unwrap_or(8448), host, &delegated)])
                 } else if let Some(port) = port {

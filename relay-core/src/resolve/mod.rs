@@ -1,6 +1,7 @@
 //! Where a server name is reached: `--resolve NAME=URL` overrides, else
 //! Matrix server discovery (IP literal or explicit port as given, else
-//! `.well-known` delegation, SRV records, and port 8448).
+//! `.well-known` delegation, SRV records, and port 8448), and which of its
+//! endpoints a request tries, in what order, for how long.
 //!
 //! Implementation note: this is the pure part. [`Resolver::discover`]
 //! starts a [`Discovery`] with a random seed the adapter draws (it orders
@@ -8,24 +9,31 @@
 //! lookup (a `.well-known` fetch or an SRV query) is next, answering from
 //! the resolver's caches where it can, or where to connect once it is over;
 //! the adapter performs each lookup and reports it with
-//! [`Resolver::handle_well_known`] or [`Resolver::handle_srv`]. Time comes
-//! in as arguments, so the cache rules ([`cache`]) are table-tested on
-//! virtual time. The drive loop:
+//! [`Resolver::handle_well_known`] or [`Resolver::handle_srv`]. A
+//! `.well-known` fetch is itself a [`WellKnownFetch`] (redirects). Each
+//! request then walks the endpoints with an [`Attempt`] (which says when
+//! it fails over), reporting each try with [`Resolver::handle_tried`]. Time comes in as arguments, so the
+//! cache rules ([`cache`]) are table-tested on virtual time. The drive
+//! loop:
 //!
 //! 1. `let mut d = resolver.discover(&server, seed);`
 //! 2. loop on `resolver.poll_discovery(now, &mut d)`: on
 //!    `Step::Lookup(l)` perform `l` and report it with the matching
-//!    `handle_*`; on `Step::Done(endpoints)` connect to the first, and to
-//!    the next when a connection cannot be made.
+//!    `handle_*`; on `Step::Done(endpoints)` go on with
+//!    `let mut a = Attempt::new(endpoints);`
+//! 3. loop on `a.poll()`: on `AttemptStep::Try { endpoint, .. }` send the
+//!    request there and report how it went with `resolver.handle_tried`;
+//!    `AttemptStep::Answered` and `AttemptStep::Failed` end the request.
 //!
 //! ```no_run
 //! # use relay_core::resolve::*;
 //! # use relay_core::{Instant, ServerName, UnixMillis};
 //! # fn fetch(_: &str) -> WellKnownAnswer { WellKnownAnswer::Failed("no network".into()) }
 //! # fn query(_: &str) -> SrvAnswer { SrvAnswer::NoRecords { ttl: None } }
-//! # fn drive(resolver: &mut Resolver, server: &ServerName, seed: u64) -> Vec<Endpoint> {
+//! # fn send(_: &Endpoint) -> Tried { Tried::Answered }
+//! # fn drive(resolver: &mut Resolver, server: &ServerName, seed: u64) -> AttemptStep {
 //! let mut d = resolver.discover(server, seed);
-//! loop {
+//! let endpoints = loop {
 //!     let now = Instant::now();
 //!     match resolver.poll_discovery(now, &mut d) {
 //!         Step::Lookup(Lookup::WellKnown { host }) => {
@@ -36,25 +44,42 @@
 //!             let answer = query(&name);
 //!             resolver.handle_srv(now, &mut d, answer);
 //!         }
-//!         Step::Done(endpoints) => return endpoints,
+//!         Step::Done(endpoints) => break endpoints,
+//!     }
+//! };
+//! let mut a = Attempt::new(endpoints);
+//! loop {
+//!     match a.poll() {
+//!         AttemptStep::Try { endpoint, .. } => {
+//!             let tried = send(&endpoint);
+//!             resolver.handle_tried(Instant::now(), &mut a, tried);
+//!         }
+//!         over => return over,
 //!     }
 //! }
 //! # }
 //! ```
 
+mod attempt;
 pub mod cache;
 mod discovery;
 #[cfg(test)]
 mod tests;
+mod well_known;
 
 use std::collections::HashMap;
 use std::time::Duration;
 
+pub use attempt::{Attempt, AttemptStep, CONNECT_TIMEOUT, Tried};
 pub use discovery::{
     Discovery, Lookup, MAX_SRV_TARGETS, SrvAnswer, SrvRecord, Step, WellKnownAnswer,
 };
+pub use well_known::{
+    Fetched, MAX_WELL_KNOWN_REDIRECTS, WELL_KNOWN_MAX_BYTES, WELL_KNOWN_TIMEOUT, WellKnownFetch,
+    redirect,
+};
 
-use crate::id::ServerName;
+use crate::id::{ServerName, split_host_port, unbracketed};
 use crate::{Instant, UnixMillis};
 
 /// How to connect.
@@ -181,6 +206,16 @@ impl Resolver {
         self.unreachable.insert(now, key, (), UNREACHABLE_FOR);
     }
 
+    /// Reports how trying the endpoint `attempt` handed out last went. A
+    /// target no connection could be made to, of a server with several, is
+    /// tried after the others for [`UNREACHABLE_FOR`]
+    /// ([`mark_unreachable`](Self::mark_unreachable)).
+    pub fn handle_tried(&mut self, now: Instant, attempt: &mut Attempt, tried: Tried) {
+        if let Some(endpoint) = attempt.handle_tried(tried) {
+            self.mark_unreachable(now, endpoint);
+        }
+    }
+
     /// Reports the `.well-known` fetch that `discovery` asked for; `unix`
     /// is the wall clock (for `Expires`). Anything else is ignored.
     pub fn handle_well_known(
@@ -206,64 +241,6 @@ impl Resolver {
     }
 }
 
-/// Most redirects a `.well-known` fetch follows.
-pub const MAX_WELL_KNOWN_REDIRECTS: usize = 3;
-
-/// Where a redirect of a request to `from` leads: the endpoint and the
-/// request target. Only an absolute path (same endpoint) or an `https://`
-/// URL is followed; `http://` (a downgrade) and anything else is not.
-///
-/// Implementation note: the spec asks `.well-known` redirects to be
-/// followed without loops; the caller bounds them with
-/// [`MAX_WELL_KNOWN_REDIRECTS`], which ends loops too.
-pub fn redirect(from: &Endpoint, location: &str) -> Option<(Endpoint, String)> {
-    let location = location.trim();
-    let location = location.split('#').next().unwrap_or_default();
-    if location.starts_with('/') && !location.starts_with("//") {
-        return Some((from.clone(), location.to_owned()));
-    }
-    let rest = location
-        .get(..8)
-        .filter(|scheme| scheme.eq_ignore_ascii_case("https://"))
-        .map(|_| &location[8..])?;
-    let end = rest.find(['/', '?']).unwrap_or(rest.len());
-    let (authority, target) = rest.split_at(end);
-    let target = match target {
-        "" => "/".to_owned(),
-        t if t.starts_with('?') => format!("/{t}"),
-        t => t.to_owned(),
-    };
-    ServerName::parse(authority).ok()?;
-    let (host, port) = split_host_port(authority);
-    let tls_name = host
-        .strip_prefix('[')
-        .and_then(|h| h.strip_suffix(']'))
-        .unwrap_or(host)
-        .to_owned();
-    let endpoint = Endpoint {
-        scheme: Scheme::Https,
-        host: host.to_owned(),
-        port: port.unwrap_or(443),
-        tls_name,
-        host_header: authority.to_owned(),
-    };
-    Some((endpoint, target))
-}
-
-pub(crate) fn split_host_port(s: &str) -> (&str, Option<u16>) {
-    if let Some(end) = s.find(']') {
-        let (host, rest) = s.split_at(end + 1);
-        return (host, rest.strip_prefix(':').and_then(|p| p.parse().ok()));
-    }
-    match s.rsplit_once(':') {
-        Some((h, p)) => match p.parse() {
-            Ok(port) => (h, Some(port)),
-            Err(_) => (s, None),
-        },
-        None => (s, None),
-    }
-}
-
 fn parse_flag(flag: &str) -> Option<(ServerName, Endpoint)> {
     let (name, url) = flag.split_once('=')?;
     let name = ServerName::parse(name).ok()?;
@@ -278,20 +255,16 @@ fn parse_flag(flag: &str) -> Option<(ServerName, Endpoint)> {
     if authority.is_empty() || authority.contains('/') {
         return None;
     }
-    let (host, port) = split_host_port(authority);
+    let (host, port) = split_host_port(authority)?;
     let stray_colon = host.contains(':') && !host.starts_with('[');
-    if host.is_empty() || stray_colon || (port.is_none() && authority.len() != host.len()) {
+    if host.is_empty() || stray_colon {
         return None;
     }
     let default_port = match scheme {
         Scheme::Http => 80,
         Scheme::Https => 443,
     };
-    let tls_name = host
-        .strip_prefix('[')
-        .and_then(|h| h.strip_suffix(']'))
-        .unwrap_or(host)
-        .to_owned();
+    let tls_name = unbracketed(host).to_owned();
     Some((
         name.clone(),
         Endpoint {

@@ -834,3 +834,259 @@ fn well_known_redirects() {
         assert_eq!(got.as_deref(), want, "{location}");
     }
 }
+
+/// Runs an attempt at `targets` endpoints (`t1.example`, …), reporting
+/// `reports` in turn: each step, as text.
+fn attempt_steps(
+    resolver: &mut Resolver,
+    now: Instant,
+    targets: usize,
+    reports: &[Tried],
+) -> Vec<String> {
+    let endpoints = (1..=targets)
+        .map(|i| Endpoint {
+            scheme: Scheme::Https,
+            host: format!("t{i}.example"),
+            port: 8448,
+            tls_name: "s.example".into(),
+            host_header: "s.example".into(),
+        })
+        .collect();
+    let mut attempt = Attempt::new(endpoints);
+    let mut reports = reports.iter().cloned();
+    let mut steps = Vec::new();
+    for _ in 0..10 {
+        match attempt.poll() {
+            AttemptStep::Try {
+                endpoint,
+                connect_within,
+            } => {
+                let within = connect_within.map_or("rest".to_owned(), |d| format!("{d:?}"));
+                steps.push(format!("try {} within {within}", endpoint.host));
+                let report = reports.next().expect("a report for every try");
+                resolver.handle_tried(now, &mut attempt, report);
+            }
+            AttemptStep::Answered => {
+                steps.push("answered".into());
+                return steps;
+            }
+            AttemptStep::Failed(e) => {
+                steps.push(format!("failed: {e}"));
+                return steps;
+            }
+        }
+    }
+    panic!("the attempt does not end: {steps:?}");
+}
+
+#[test]
+fn an_attempt_fails_over_only_past_unreachable_targets() {
+    use Tried::*;
+    let down = |e: &str| Unreachable(e.into());
+    let broke = |e: &str| Failed(e.into());
+    let cases: Vec<(usize, Vec<Tried>, Vec<&str>)> = vec![
+        (
+            3,
+            vec![Answered],
+            vec!["try t1.example within 10s", "answered"],
+        ),
+        (
+            3,
+            vec![down("a"), Answered],
+            vec![
+                "try t1.example within 10s",
+                "try t2.example within 10s",
+                "answered",
+            ],
+        ),
+        (
+            3,
+            vec![down("a"), down("b"), down("c")],
+            vec![
+                "try t1.example within 10s",
+                "try t2.example within 10s",
+                "try t3.example within rest",
+                "failed: a; b; c",
+            ],
+        ),
+        (
+            2,
+            vec![down("a"), Answered],
+            vec![
+                "try t1.example within 10s",
+                "try t2.example within rest",
+                "answered",
+            ],
+        ),
+        // Past a made connection the request may have been acted on.
+        (
+            3,
+            vec![down("a"), broke("b")],
+            vec![
+                "try t1.example within 10s",
+                "try t2.example within 10s",
+                "failed: a; b",
+            ],
+        ),
+        (
+            3,
+            vec![broke("a")],
+            vec!["try t1.example within 10s", "failed: a"],
+        ),
+        (
+            1,
+            vec![down("a")],
+            vec!["try t1.example within rest", "failed: a"],
+        ),
+        (
+            1,
+            vec![Answered],
+            vec!["try t1.example within rest", "answered"],
+        ),
+        (0, vec![], vec!["failed: no endpoint to try"]),
+    ];
+    for (targets, reports, want) in cases {
+        let got = attempt_steps(&mut Resolver::default(), Instant::now(), targets, &reports);
+        assert_eq!(got, want, "{targets} targets, {reports:?}");
+    }
+}
+
+#[test]
+fn an_attempt_marks_unreachable_only_targets_with_others_left_to_try_first() {
+    let t0 = Instant::now();
+    let mut r = Resolver::default();
+    let mut world = World::default().well_known("a.example", "{}").srv(
+        "_matrix-fed._tcp.a.example",
+        &[
+            (10, 0, 1, "first.example."),
+            (20, 0, 2, "second.example."),
+            (30, 0, 3, "third.example."),
+        ],
+    );
+    let hosts = |endpoints: Vec<Endpoint>| -> Vec<String> {
+        endpoints.into_iter().map(|e| e.host).collect()
+    };
+    let run = |r: &mut Resolver, world: &mut World, now, reports: &[Tried]| {
+        let mut a = Attempt::new(world.run_seeded(r, now, "a.example", 1));
+        for report in reports {
+            assert!(matches!(a.poll(), AttemptStep::Try { .. }));
+            r.handle_tried(now, &mut a, report.clone());
+        }
+    };
+    // A failure after the connection was made marks nothing.
+    run(&mut r, &mut world, t0, &[Tried::Failed("reset".into())]);
+    assert_eq!(
+        hosts(world.run_seeded(&mut r, t0, "a.example", 1)),
+        ["first.example", "second.example", "third.example"]
+    );
+    run(
+        &mut r,
+        &mut world,
+        t0,
+        &[Tried::Unreachable("refused".into()), Tried::Answered],
+    );
+    assert_eq!(
+        hosts(world.run_seeded(&mut r, t0 + Duration::from_secs(1), "a.example", 1)),
+        ["second.example", "third.example", "first.example"]
+    );
+    assert_eq!(
+        hosts(world.run_seeded(&mut r, t0 + UNREACHABLE_FOR, "a.example", 1)),
+        ["first.example", "second.example", "third.example"]
+    );
+
+    // One target: nothing to try first instead, so it is not marked.
+    let mut one = Attempt::new(vec![world.run(&mut r, t0, "1.2.3.4:8448")]);
+    assert!(matches!(one.poll(), AttemptStep::Try { .. }));
+    assert_eq!(one.handle_tried(Tried::Unreachable("refused".into())), None);
+}
+
+#[test]
+fn an_attempt_ignores_reports_nobody_asked_for() {
+    let endpoint = |host: &str| Endpoint {
+        scheme: Scheme::Https,
+        host: host.into(),
+        port: 8448,
+        tls_name: host.into(),
+        host_header: host.into(),
+    };
+    let mut r = Resolver::default();
+    let now = Instant::now();
+    let mut a = Attempt::new(vec![endpoint("a.example"), endpoint("b.example")]);
+    // Before any try.
+    r.handle_tried(now, &mut a, Tried::Answered);
+    let first = a.poll();
+    assert!(
+        matches!(&first, AttemptStep::Try { endpoint, .. } if endpoint.host == "a.example"),
+        "{first:?}"
+    );
+    // Polled again before the report: the same endpoint.
+    assert_eq!(a.poll(), first);
+    r.handle_tried(now, &mut a, Tried::Answered);
+    // After the end.
+    r.handle_tried(now, &mut a, Tried::Unreachable("late".into()));
+    assert_eq!(a.poll(), AttemptStep::Answered);
+    assert_eq!(a.poll(), AttemptStep::Answered);
+}
+
+#[test]
+fn a_well_known_fetch_follows_at_most_three_redirects() {
+    use Fetched::*;
+    let path = "/.well-known/matrix/server";
+    // Responses (status, Location), what each means, and the last request.
+    type Case<'a> = (Vec<(u16, Option<&'a str>)>, Vec<Fetched>, &'a str);
+    let cases: Vec<Case> = vec![
+        (
+            vec![(200, None)],
+            vec![Answer],
+            "https://a.example:443 tls=a.example host=a.example",
+        ),
+        // Not a redirect, or not one to follow: the response is the answer.
+        (
+            vec![(200, Some("https://b.example/"))],
+            vec![Answer],
+            "https://a.example:443",
+        ),
+        (vec![(404, None)], vec![Answer], "https://a.example:443"),
+        (vec![(302, None)], vec![Answer], "https://a.example:443"),
+        (
+            vec![(301, Some("http://b.example/x"))],
+            vec![Answer],
+            "https://a.example:443",
+        ),
+        (
+            vec![(302, Some("https://b.example:8443/x")), (200, None)],
+            vec![Redirected, Answer],
+            "https://b.example:8443 tls=b.example host=b.example:8443 /x",
+        ),
+        (
+            vec![(307, Some("/moved")), (308, Some("/again")), (200, None)],
+            vec![Redirected, Redirected, Answer],
+            "https://a.example:443 tls=a.example host=a.example /again",
+        ),
+        (
+            vec![
+                (302, Some("/1")),
+                (302, Some("/2")),
+                (302, Some("/3")),
+                (302, Some("/4")),
+            ],
+            vec![Redirected, Redirected, Redirected, TooManyRedirects],
+            "https://a.example:443 tls=a.example host=a.example /3",
+        ),
+    ];
+    for (responses, want, last) in cases {
+        let mut fetch = WellKnownFetch::new("a.example");
+        assert_eq!(fetch.request().1, path);
+        let got: Vec<Fetched> = responses
+            .iter()
+            .map(|&(status, location)| fetch.handle_response(status, location))
+            .collect();
+        assert_eq!(got, want, "{responses:?}");
+        let (endpoint, target) = fetch.request();
+        let request = format!("{} {target}", show(endpoint));
+        assert!(request.starts_with(last), "{responses:?}: {request}");
+        if !last.contains(" /") {
+            assert_eq!(target, path, "{responses:?}");
+        }
+    }
+}
