@@ -19,6 +19,7 @@
 
 pub mod auth;
 pub mod b64;
+mod backoff;
 pub mod canonical;
 pub mod error;
 pub mod fuzzing;

@@ -2,10 +2,11 @@
 //! try, the relay fan-out, and how an attempt ends.
 
 use super::destination::{
-    Attempt, RelayTry, Stage, Verdict, backoff, blacklist_threshold, later, offline_threshold,
+    Attempt, RelayTry, Stage, Verdict, asked_wait, backoff, blacklist_threshold, offline_threshold,
 };
 use super::txn::{self, Txn};
 use super::*;
+use crate::backoff::later;
 
 impl Outbound {
     /// Forms a transaction if none is in flight and sends it directly.
@@ -253,8 +254,9 @@ impl Outbound {
         let (retry_at, next_retry) = if blacklisted {
             (None, None)
         } else {
-            let jitter = self.rng.range_f64(0.8, 1.4);
-            let wait = backoff(&self.config, failures, jitter, a.retry_after_ms);
+            let wait = backoff(&self.config)
+                .wait(failures, &mut self.rng)
+                .max(asked_wait(a.retry_after_ms));
             let ms = u64::try_from(wait.as_millis()).unwrap_or(u64::MAX);
             (Some(later(now, wait)), Some(unix.saturating_add_ms(ms)))
         };

@@ -1,18 +1,15 @@
 //! One destination's state: its queue, its transaction, the attempt in
-//! progress, and its failure state; and the arithmetic of backoff.
+//! progress, and its failure state.
 
 use std::collections::VecDeque;
 use std::time::Duration;
 
 use super::txn::Txn;
 use super::{AttemptId, Item, OpId, OutboundConfig, RetryState, Target};
+use crate::backoff::{Backoff, MAX_WAIT, later};
 use crate::http::HttpOutcome;
 use crate::id::ServerName;
 use crate::time::{Instant, UnixMillis};
-
-/// The longest wait the machine ever schedules, whatever the configuration
-/// or a 429 asks, so deadlines stay far from `Instant` overflow.
-pub(super) const MAX_WAIT: Duration = Duration::from_secs(30 * 24 * 3600);
 
 /// Everything the machine holds for one destination.
 #[derive(Debug, Default)]
@@ -181,29 +178,17 @@ pub(super) fn blacklist_threshold(config: &OutboundConfig) -> u32 {
     config.failures_until_blacklist.max(1)
 }
 
-/// The wait after the `failures`-th consecutive failed attempt:
-/// `base × 2^(failures−1) × jitter`, capped at `cap`, and at least a 429's
-/// `retry_after_ms`; never more than [`MAX_WAIT`]; rounded up to whole
-/// milliseconds.
-pub(super) fn backoff(
-    config: &OutboundConfig,
-    failures: u32,
-    jitter: f64,
-    retry_after_ms: Option<u64>,
-) -> Duration {
-    let cap = config.backoff_cap.min(MAX_WAIT);
-    let exponent = failures.saturating_sub(1).min(1024) as i32;
-    let secs = config.backoff_base.as_secs_f64() * 2f64.powi(exponent) * jitter;
-    let wait = if secs < cap.as_secs_f64() {
-        Duration::from_secs_f64(secs.max(0.0))
-    } else {
-        cap
-    };
-    let asked = Duration::from_millis(retry_after_ms.unwrap_or(0)).min(MAX_WAIT);
-    // Whole milliseconds, so the persisted wall-clock deadline is exact.
-    let wait = wait.max(asked);
-    let ms = u64::try_from(wait.as_nanos().div_ceil(1_000_000)).unwrap_or(u64::MAX);
-    Duration::from_millis(ms)
+/// The backoff between failed attempts.
+pub(super) fn backoff(config: &OutboundConfig) -> Backoff {
+    Backoff {
+        base: config.backoff_base,
+        cap: config.backoff_cap,
+    }
+}
+
+/// A 429's `retry_after_ms` as a wait, at most [`MAX_WAIT`].
+pub(super) fn asked_wait(retry_after_ms: Option<u64>) -> Duration {
+    Duration::from_millis(retry_after_ms.unwrap_or(0)).min(MAX_WAIT)
 }
 
 /// Maps a persisted wall-clock deadline to an [`Instant`] relative to
@@ -216,9 +201,4 @@ pub(super) fn restored_deadline(
 ) -> Instant {
     let ahead = Duration::from_millis(next_retry.0.saturating_sub(unix.0));
     later(now, ahead.min(cap).min(MAX_WAIT))
-}
-
-/// `now + wait`, or `now` if that does not fit in an `Instant`.
-pub(super) fn later(now: Instant, wait: Duration) -> Instant {
-    now.checked_add(wait).unwrap_or(now)
 }

@@ -5,6 +5,7 @@ use std::collections::{BTreeMap, HashMap, VecDeque};
 use super::window::Window;
 use super::wire::{self, Answer, Entry, Failure};
 use super::*;
+use crate::backoff::{Backoff, later};
 use crate::http::HttpOutcome;
 use crate::rng::Rng;
 use crate::store::StoreError;
@@ -31,7 +32,8 @@ use crate::store::StoreError;
 /// - The wait after the n-th consecutive failure of a relay is
 ///   `backoff_base × 2^(n−1) × jitter(0.8..1.4)`, capped at `backoff_cap`
 ///   and, since a relay not yet drained is tried at least every
-///   `poll_interval`, at `poll_interval`. A request carrying an
+///   `poll_interval`, at `poll_interval`; rounded up to whole
+///   milliseconds, as the sender's waits are. A request carrying an
 ///   acknowledgement that fails is retried with the same acknowledgement
 ///   (acknowledging a gone entry is harmless), so no processed entry stays
 ///   on its relay.
@@ -335,7 +337,7 @@ impl Retriever {
         let Some(failures) = self.relays.get(relay).map(|d| d.failures.saturating_add(1)) else {
             return;
         };
-        let retry_at = later(now, self.backoff(failures));
+        let retry_at = later(now, self.backoff().wait(failures, &mut self.rng));
         if let Some(drain) = self.relays.get_mut(relay) {
             drain.failures = failures;
             drain.state = DrainState::Idle {
@@ -349,15 +351,13 @@ impl Retriever {
         });
     }
 
-    /// The wait after the `failures`-th consecutive failure.
-    fn backoff(&mut self, failures: u32) -> Duration {
-        let jitter = self.rng.range_f64(0.8, 1.4);
-        let doublings = failures.saturating_sub(1).min(64) as i32;
-        let secs = self.config.backoff_base.as_secs_f64() * 2f64.powi(doublings) * jitter;
-        Duration::try_from_secs_f64(secs)
-            .unwrap_or(Duration::MAX)
-            .min(self.config.backoff_cap)
-            .min(self.config.poll_interval)
+    /// The backoff after failures: capped at `poll_interval` too, since a
+    /// relay not yet drained is tried at least that often.
+    fn backoff(&self) -> Backoff {
+        Backoff {
+            base: self.config.backoff_base,
+            cap: self.config.backoff_cap.min(self.config.poll_interval),
+        }
     }
 
     /// A well-formed answer from `relay`: its previous ack is applied.
@@ -374,7 +374,7 @@ impl Retriever {
                 // a sender that missed this node while it was online has
                 // left its transaction on a relay meanwhile.
                 drain.state = DrainState::Idle {
-                    due: Some(now + self.config.poll_interval),
+                    due: Some(later(now, self.config.poll_interval)),
                 };
                 self.event(Event::Drained { relay, delivered });
             }
@@ -485,11 +485,4 @@ impl Retriever {
             self.drop_duplicate(now, &relay, entry);
         }
     }
-}
-
-/// `now + wait`, or as far as the clock goes.
-fn later(now: Instant, wait: Duration) -> Instant {
-    now.checked_add(wait)
-        .or_else(|| now.checked_add(Duration::from_secs(365 * 24 * 3600)))
-        .unwrap_or(now)
 }
