@@ -67,7 +67,11 @@ async fn scenario() -> Result<(ServerName, String), String> {
 
     // Node A: one failed direct try, then B's relays.
     let mut sender = Outbound::new(OutboundConfig::new(a, a_key), [4; 32]);
-    sender.set_relays(b.clone(), vec![relay_name.clone()]);
+    sender.set_relays(
+        relay_core::Instant::now(),
+        b.clone(),
+        vec![relay_name.clone()],
+    );
     let (outbox, sent, _sender_task) = adapter_http::outbound::spawn(sender, client.clone(), None);
     let event = br#"{"type":"m.room.message","content":{"body":"hello B"}}"#.to_vec();
     outbox

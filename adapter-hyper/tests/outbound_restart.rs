@@ -216,7 +216,7 @@ fn a_restarted_sender_resumes_the_same_transaction_and_queue() {
     });
     let store = Arc::new(SqliteStore::open(&db).expect("open the store"));
     let mut machine = Outbound::new(config(), [1; 32]);
-    machine.set_relays(dest.clone(), vec![name(RELAY)]);
+    machine.set_relays(Instant::now(), dest.clone(), vec![name(RELAY)]);
     let rt = runtime();
     let (txn_before, handle, events) = rt.block_on(async {
         let shared: Arc<dyn OutboundStore> = store.clone();
@@ -305,7 +305,7 @@ fn a_restarted_sender_resumes_the_same_transaction_and_queue() {
     // --- After the restart: the destination is up.
     let up = Stub::start(|_| Some((200, Duration::ZERO)));
     let mut machine = Outbound::restore(config(), [2; 32], Instant::now(), unix_now(), records);
-    machine.set_relays(dest.clone(), vec![name(RELAY)]);
+    machine.set_relays(Instant::now(), dest.clone(), vec![name(RELAY)]);
     let rt = runtime();
     let delivered = rt.block_on(async {
         let shared: Arc<dyn OutboundStore> = store.clone();

@@ -116,7 +116,7 @@ pub fn send(args: SendArgs) -> Result<bool, String> {
     let mut seed = [0u8; 32];
     getrandom::fill(&mut seed).map_err(|e| format!("no randomness from the OS: {e}"))?;
     let mut machine = Outbound::new(config, seed);
-    machine.set_relays(destination.clone(), relays);
+    machine.set_relays(relay_core::Instant::now(), destination.clone(), relays);
 
     let run = Run {
         machine,

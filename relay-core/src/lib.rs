@@ -21,6 +21,7 @@ pub mod auth;
 pub mod b64;
 mod backoff;
 pub mod canonical;
+mod drive;
 pub mod error;
 pub mod fuzzing;
 pub mod http;

@@ -140,7 +140,7 @@ async fn drive<R: Runtime>(
                 }
             },
             Wake::Command(Some(Command::SetRelays(destination, relays))) => {
-                machine.set_relays(destination, relays);
+                machine.set_relays(now, destination, relays);
             }
             Wake::Command(Some(Command::PeerAlive(destination))) => {
                 machine.handle_peer_alive(now, unix_now(), &destination);

@@ -46,7 +46,7 @@ impl Outbound {
                 let attempt = AttemptId(self.sink.fresh());
                 d.attempt = Some(Attempt::direct(attempt));
                 self.requests.insert(attempt, name.clone());
-                self.sink.outputs.push_back(Output::Transmit {
+                self.sink.outputs.push(Output::Transmit {
                     attempt,
                     destination: name.clone(),
                     target: Target::Direct,
@@ -179,7 +179,7 @@ impl Outbound {
             let result = match t.request(&self.config, name, &target) {
                 Ok(request) => {
                     self.requests.insert(id, name.clone());
-                    self.sink.outputs.push_back(Output::Transmit {
+                    self.sink.outputs.push(Output::Transmit {
                         attempt: id,
                         destination: name.clone(),
                         target,

@@ -68,8 +68,9 @@ const DEST: &str = "dest.example";
 /// A harness that knows `relays` for [`DEST`].
 fn with_relays(config: OutboundConfig, relays: &[&str]) -> Harness {
     let mut h = Harness::new(config);
+    let now = h.now;
     h.out
-        .set_relays(name(DEST), relays.iter().map(|r| name(r)).collect());
+        .set_relays(now, name(DEST), relays.iter().map(|r| name(r)).collect());
     h
 }
 

@@ -51,12 +51,13 @@ mod handlers;
 #[cfg(test)]
 mod tests;
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 
 pub use config::{
     DEFAULT_MAX_BODY_BYTES, MAX_EDUS, MAX_PDU_BYTES, MAX_PDUS, RelayConfig, ServePolicy,
 };
 
+use crate::drive::{IdCounter, LastNow, Outputs};
 use crate::error::MatrixError;
 use crate::http::{HttpOutcome, OutgoingRequest};
 use crate::id::ServerName;
@@ -199,9 +200,9 @@ pub struct Relay {
     awaiting_keys: HashMap<ServerName, Vec<(RequestId, Request)>>,
     held: usize,
     fetch_failed: HashMap<ServerName, UnixMillis>,
-    outputs: VecDeque<Output>,
-    next_id: u64,
-    last_now: Option<Instant>,
+    outputs: Outputs<Output>,
+    ids: IdCounter,
+    last_now: LastNow,
 }
 
 impl Relay {
@@ -213,9 +214,9 @@ impl Relay {
             awaiting_keys: HashMap::new(),
             held: 0,
             fetch_failed: HashMap::new(),
-            outputs: VecDeque::new(),
-            next_id: 0,
-            last_now: None,
+            outputs: Outputs::default(),
+            ids: IdCounter::default(),
+            last_now: LastNow::default(),
         }
     }
 
@@ -239,7 +240,7 @@ impl Relay {
         unix: UnixMillis,
         request: Request,
     ) -> RequestId {
-        self.last_now = Some(now);
+        self.last_now.advance(now);
         let id = RequestId(self.fresh_id());
         self.process(unix, id, request, true);
         id
@@ -248,7 +249,7 @@ impl Relay {
     /// Reports the outcome of [`Output::FetchKeys`] `op`, and goes on with
     /// the requests that waited for it. An unknown `op` is ignored.
     pub fn handle_keys(&mut self, now: Instant, unix: UnixMillis, op: OpId, outcome: HttpOutcome) {
-        self.last_now = Some(now);
+        self.last_now.advance(now);
         if !matches!(self.pending.get(&op), Some(Pending::AwaitingKeys { .. })) {
             return;
         }
@@ -302,7 +303,7 @@ impl Relay {
                 let op = OpId(self.fresh_id());
                 self.pending
                     .insert(op, Pending::AwaitingStore { request: id });
-                self.outputs.push_back(Output::Store {
+                self.outputs.push(Output::Store {
                     op,
                     entry,
                     quota: self.config.quota,
@@ -317,7 +318,7 @@ impl Relay {
                     at: unix,
                     keys: self.config.quota.acked,
                 });
-                self.outputs.push_back(Output::Fetch {
+                self.outputs.push(Output::Fetch {
                     op,
                     destination,
                     ack,
@@ -336,7 +337,7 @@ impl Relay {
                         server: server.clone(),
                     },
                 );
-                self.outputs.push_back(Output::FetchKeys {
+                self.outputs.push(Output::FetchKeys {
                     op,
                     request: OutgoingRequest {
                         server: server.clone(),
@@ -359,7 +360,7 @@ impl Relay {
         op: OpId,
         result: Result<InsertOutcome, StoreError>,
     ) {
-        self.last_now = Some(now);
+        self.last_now.advance(now);
         let Some(Pending::AwaitingStore { request }) = self.take_pending(op, true) else {
             return;
         };
@@ -374,7 +375,7 @@ impl Relay {
         op: OpId,
         result: Result<Option<QueuedEntry>, StoreError>,
     ) {
-        self.last_now = Some(now);
+        self.last_now.advance(now);
         let Some(Pending::AwaitingFetch { request }) = self.take_pending(op, false) else {
             return;
         };
@@ -383,22 +384,18 @@ impl Relay {
 
     /// The relay keeps no timers; this only records `now`.
     pub fn handle_timeout(&mut self, now: Instant) {
-        self.last_now = Some(now);
+        self.last_now.advance(now);
     }
 
     /// The next thing to do, if any.
     pub fn poll_output(&mut self) -> Option<Output> {
-        self.outputs.pop_front()
+        self.outputs.pop()
     }
 
     /// When to call [`Relay::handle_timeout`]: the last `now` while output
     /// is waiting, so no driver sleeps on pending work; otherwise never.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        if self.outputs.is_empty() {
-            None
-        } else {
-            self.last_now
-        }
+        self.outputs.timeout(self.last_now, || None)
     }
 
     /// Storage operations issued and not yet reported back.
@@ -420,12 +417,10 @@ impl Relay {
     }
 
     fn respond(&mut self, request: RequestId, response: Response) {
-        self.outputs
-            .push_back(Output::Respond { request, response });
+        self.outputs.push(Output::Respond { request, response });
     }
 
     fn fresh_id(&mut self) -> u64 {
-        self.next_id += 1;
-        self.next_id
+        self.ids.fresh()
     }
 }

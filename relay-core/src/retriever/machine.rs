@@ -1,11 +1,12 @@
 //! The [`Retriever`] state machine.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap};
 
 use super::window::Window;
 use super::wire::{self, Answer, Entry, Failure};
 use super::*;
 use crate::backoff::{Backoff, later};
+use crate::drive::{IdCounter, LastNow, Outputs};
 use crate::http::HttpOutcome;
 use crate::rng::Rng;
 use crate::store::StoreError;
@@ -46,6 +47,8 @@ pub struct Retriever {
     rng: Rng,
     window: Window,
     relays: BTreeMap<ServerName, Drain>,
+    /// Requests out, and whose they are.
+    requests: HashMap<AttemptId, ServerName>,
     /// Handed over and not finished.
     deliveries: HashMap<DeliveryId, Pending>,
     /// The keys of `deliveries`, and whose they are.
@@ -53,9 +56,9 @@ pub struct Retriever {
     /// Persist operations not yet reported: a delivery's `Seen`, or `None`
     /// for a `Forget`.
     ops: HashMap<OpId, Option<DeliveryId>>,
-    outputs: VecDeque<Output>,
-    next_id: u64,
-    last_now: Option<Instant>,
+    outputs: Outputs<Output>,
+    ids: IdCounter,
+    last_now: LastNow,
 }
 
 /// One relay's drain.
@@ -125,12 +128,13 @@ impl Retriever {
             rng: Rng::from_seed(seed),
             config,
             relays: BTreeMap::new(),
+            requests: HashMap::new(),
             deliveries: HashMap::new(),
             claimed: HashMap::new(),
             ops: HashMap::new(),
-            outputs: VecDeque::new(),
-            next_id: 0,
-            last_now: None,
+            outputs: Outputs::default(),
+            ids: IdCounter::default(),
+            last_now: LastNow::default(),
         };
         for keys in seen {
             for old in window.insert(keys) {
@@ -149,7 +153,7 @@ impl Retriever {
     /// Sets the node's relays. New relays are due at once; removed ones are
     /// forgotten (answers from them are ignored).
     pub fn set_relays(&mut self, now: Instant, relays: Vec<ServerName>) {
-        self.touch(now);
+        let now = self.last_now.advance(now);
         let mut kept = BTreeMap::new();
         for relay in relays {
             let drain = self.relays.remove(&relay).unwrap_or(Drain {
@@ -165,7 +169,7 @@ impl Retriever {
 
     /// The node came online: every relay not draining now is due at once.
     pub fn handle_online(&mut self, now: Instant) {
-        self.touch(now);
+        let now = self.last_now.advance(now);
         for drain in self.relays.values_mut() {
             if let DrainState::Idle { due } = &mut drain.state {
                 *due = Some(now);
@@ -177,13 +181,13 @@ impl Retriever {
     /// Reports how the request of `attempt` ended. Unknown attempts are
     /// ignored.
     pub fn handle_response(&mut self, now: Instant, attempt: AttemptId, outcome: HttpOutcome) {
-        self.touch(now);
-        let relay = self
-            .relays
-            .iter()
-            .find(|(_, d)| d.state == DrainState::AwaitingAnswer { attempt })
-            .map(|(relay, _)| relay.clone());
-        if let Some(relay) = relay {
+        let now = self.last_now.advance(now);
+        if let Some(relay) = self.requests.remove(&attempt)
+            && self
+                .relays
+                .get(&relay)
+                .is_some_and(|d| d.state == DrainState::AwaitingAnswer { attempt })
+        {
             match wire::parse_answer(&outcome) {
                 Ok(answer) => self.on_answer(now, relay, answer),
                 Err(Failure::Request(error)) => self.fail(now, &relay, error),
@@ -201,7 +205,7 @@ impl Retriever {
 
     /// The application has processed delivery `id`.
     pub fn handle_processed(&mut self, now: Instant, id: DeliveryId) {
-        self.touch(now);
+        let now = self.last_now.advance(now);
         if let Some(pending) = self.deliveries.get(&id)
             && pending.stage == Stage::Processing
         {
@@ -221,7 +225,7 @@ impl Retriever {
 
     /// Reports that the change of `op` was persisted, or not.
     pub fn handle_persisted(&mut self, now: Instant, op: OpId, result: Result<(), StoreError>) {
-        self.touch(now);
+        let now = self.last_now.advance(now);
         if let Some(of) = self.ops.remove(&op) {
             if let Err(e) = result {
                 self.event(Event::PersistFailed {
@@ -237,29 +241,27 @@ impl Retriever {
 
     /// Starts the drains that are due. Early calls are harmless.
     pub fn handle_timeout(&mut self, now: Instant) {
-        self.touch(now);
+        let now = self.last_now.advance(now);
         self.start_due(now);
     }
 
     /// The next thing to do, if any.
     pub fn poll_output(&mut self) -> Option<Output> {
-        self.outputs.pop_front()
+        self.outputs.pop()
     }
 
-    /// When to call [`Retriever::handle_timeout`].
+    /// When to call [`Retriever::handle_timeout`]: the last `now` while
+    /// output is waiting, else the earliest due drain, else never.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        if !self.outputs.is_empty()
-            && let Some(now) = self.last_now
-        {
-            return Some(now);
-        }
-        self.relays
-            .values()
-            .filter_map(|d| match d.state {
-                DrainState::Idle { due } => due,
-                _ => None,
-            })
-            .min()
+        self.outputs.timeout(self.last_now, || {
+            self.relays
+                .values()
+                .filter_map(|d| match d.state {
+                    DrainState::Idle { due } => due,
+                    _ => None,
+                })
+                .min()
+        })
     }
 
     /// How many transactions the window remembers, and how many keys.
@@ -268,18 +270,12 @@ impl Retriever {
         (self.window.len(), self.window.key_count())
     }
 
-    /// Remembers the latest `now`.
-    fn touch(&mut self, now: Instant) {
-        self.last_now = Some(self.last_now.map_or(now, |last| last.max(now)));
-    }
-
     fn fresh_id(&mut self) -> u64 {
-        self.next_id += 1;
-        self.next_id
+        self.ids.fresh()
     }
 
     fn event(&mut self, event: Event) {
-        self.outputs.push_back(Output::Event(event));
+        self.outputs.push(Output::Event(event));
     }
 
     /// Queues `change`; returns its op.
@@ -288,7 +284,7 @@ impl Retriever {
         if matches!(change, Change::Forget(_)) {
             self.ops.insert(op, None);
         }
-        self.outputs.push_back(Output::Persist { op, change });
+        self.outputs.push(Output::Persist { op, change });
         op
     }
 
@@ -322,7 +318,8 @@ impl Retriever {
                 if let Some(drain) = self.relays.get_mut(relay) {
                     drain.state = DrainState::AwaitingAnswer { attempt };
                 }
-                self.outputs.push_back(Output::Transmit {
+                self.requests.insert(attempt, relay.clone());
+                self.outputs.push(Output::Transmit {
                     attempt,
                     relay: relay.clone(),
                     request,
@@ -420,7 +417,7 @@ impl Retriever {
                     entry: entry_id,
                 };
             }
-            self.outputs.push_back(Output::Deliver(Delivery {
+            self.outputs.push(Output::Deliver(Delivery {
                 id,
                 relay,
                 entry_id,

@@ -168,7 +168,7 @@ impl Node {
             records,
         );
         for (destination, relays) in &self.known_relays {
-            out.set_relays(destination.clone(), relays.clone());
+            out.set_relays(now, destination.clone(), relays.clone());
         }
         let mut ret = Retriever::restore(
             self.retriever_config.clone(),

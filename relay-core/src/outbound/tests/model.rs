@@ -507,7 +507,7 @@ impl World {
             .map(|i| name(RELAYS[i]))
             .collect();
         self.relays[d] = relays.clone();
-        self.out.set_relays(name(DESTS[d]), relays);
+        self.out.set_relays(self.now, name(DESTS[d]), relays);
     }
 
     fn peer_alive(&mut self, d: usize) {
@@ -533,7 +533,7 @@ impl World {
         let config = self.out.config().clone();
         self.out = Outbound::restore(config.clone(), s, self.now, self.unix, self.store.records());
         for (dest, relays) in DESTS.iter().zip(&self.relays) {
-            self.out.set_relays(name(dest), relays.clone());
+            self.out.set_relays(self.now, name(dest), relays.clone());
         }
         self.outstanding.clear();
         self.answered.clear();
