@@ -14,10 +14,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use adapter_hyper::{HttpClient, Tokio};
-use relay_core::outbound::{Event as SendEvent, ItemKind, Outbound, OutboundConfig, Via};
+use relay_core::outbound::{self, ItemKind, Outbound, OutboundConfig, Via};
 use relay_core::relay::{RelayConfig, ServePolicy};
 use relay_core::resolve::Resolver;
-use relay_core::retriever::{Event as PullEvent, Retriever, RetrieverConfig};
+use relay_core::retriever::{self, Retriever, RetrieverConfig};
 use relay_core::signing::SigningKey;
 use relay_core::{KeyId, ServerName};
 use relay_store::MemoryStore;
@@ -80,7 +80,7 @@ async fn scenario() -> Result<(ServerName, String), String> {
         .map_err(|e| format!("enqueue: {e:?}"))?;
     loop {
         match sent.recv().await.map_err(|_| "the sender stopped")? {
-            SendEvent::Delivered {
+            outbound::Event::Delivered {
                 via: Via::Relays(relays),
                 ..
             } => {
@@ -88,7 +88,7 @@ async fn scenario() -> Result<(ServerName, String), String> {
                 println!("A: handed to {}", relays.join(", "));
                 break;
             }
-            SendEvent::FailedPermanently { error, .. } => return Err(error),
+            outbound::Event::FailedPermanently { error, .. } => return Err(error),
             _ => {}
         }
     }
@@ -113,7 +113,9 @@ async fn scenario() -> Result<(ServerName, String), String> {
                 // Processed: now, and only now, the entry may be acknowledged.
                 inbox.processed(delivery.id);
             }
-            adapter_http::retriever::Received::Event(PullEvent::Drained { relay, .. }) => {
+            adapter_http::retriever::Received::Event(retriever::Event::Drained {
+                relay, ..
+            }) => {
                 println!("B: {relay} drained");
                 break;
             }

@@ -8,15 +8,15 @@ use std::sync::Arc;
 use futures_channel::oneshot;
 use relay_core::http::HttpOutcome;
 use relay_core::outbound::{
-    AttemptId, Change, EnqueueError, Event, ItemId, ItemKind, OpId, Outbound, Output,
+    AttemptId, EnqueueError, Event, ItemId, ItemKind, OpId, Outbound, OutboundChange, Output,
 };
 use relay_core::store::StoreError;
 use relay_core::{Instant, ServerName};
 use relay_store::OutboundStore;
 
-use crate::client::HttpClient;
 use super::{Wake, next_wake, persist};
 use crate::Runtime;
+use crate::client::HttpClient;
 use crate::task::{Task, spawn_task};
 
 pub use crate::unix_now;
@@ -109,8 +109,9 @@ async fn drive<R: Runtime>(
 ) {
     let rt = client.runtime().clone();
     let (done_tx, done) = async_channel::unbounded::<Completion>();
-    let apply = store
-        .map(|store| -> persist::Apply<Change> { Arc::new(move |changes| store.apply(changes)) });
+    let apply = store.map(|store| -> persist::Apply<OutboundChange> {
+        Arc::new(move |changes| store.apply(changes))
+    });
     let persisted = done_tx.clone();
     let (persist_tx, persister) = persist::spawn(&rt, apply, move |results| {
         let _ = persisted.try_send(Completion::Persisted(results));
@@ -177,7 +178,7 @@ async fn drive<R: Runtime>(
                     });
                 }
                 Output::Persist { op, change } => {
-                    if let Change::Enqueued { item, .. } = &change {
+                    if let OutboundChange::Enqueued { item, .. } = &change {
                         storing.insert(op, item.id);
                     }
                     changes.push((op, change));

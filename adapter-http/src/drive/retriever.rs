@@ -6,15 +6,15 @@ use std::sync::Arc;
 
 use relay_core::http::HttpOutcome;
 use relay_core::retriever::{
-    AttemptId, Change, Delivery, DeliveryId, Event, OpId, Output, Retriever,
+    AttemptId, Delivery, DeliveryId, Event, OpId, Output, Retriever, WindowChange,
 };
 use relay_core::store::StoreError;
 use relay_core::{Instant, ServerName};
 use relay_store::DedupeStore;
 
-use crate::client::HttpClient;
 use super::{Wake, next_wake, persist};
 use crate::Runtime;
+use crate::client::HttpClient;
 use crate::task::{Task, spawn_task};
 
 /// What the application receives.
@@ -95,7 +95,7 @@ async fn drive<R: Runtime>(
     let rt = client.runtime().clone();
     let (done_tx, done) = async_channel::unbounded::<Completion>();
     let persisted = done_tx.clone();
-    let apply = store.map(|store| -> persist::Apply<Change> {
+    let apply = store.map(|store| -> persist::Apply<WindowChange> {
         Arc::new(move |changes| store.apply_window(changes))
     });
     let (persist_tx, persister) = persist::spawn(&rt, apply, move |results| {

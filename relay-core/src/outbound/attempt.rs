@@ -2,7 +2,8 @@
 //! try, the relay fan-out, and how an attempt ends.
 
 use super::destination::{
-    Attempt, RelayTry, Stage, Verdict, asked_wait, backoff, blacklist_threshold, offline_threshold,
+    Attempt, AttemptStage, RelayTry, Verdict, asked_wait, backoff, blacklist_threshold,
+    offline_threshold,
 };
 use super::txn::{self, Txn};
 use super::*;
@@ -27,7 +28,7 @@ impl Outbound {
             let id =
                 own_id.unwrap_or_else(|| txn::new_txn_id(unix, self.sink.fresh(), &mut self.rng));
             let t = Txn::new(id, &items, &self.config.server_name, unix);
-            let op = self.sink.persist(Change::TxnStarted {
+            let op = self.sink.persist(OutboundChange::TxnStarted {
                 destination: name.clone(),
                 txn_id: t.id.clone(),
                 items: t.items.clone(),
@@ -142,7 +143,7 @@ impl Outbound {
         else {
             return;
         };
-        let Stage::AwaitingRelays(tries) = &mut a.stage else {
+        let AttemptStage::AwaitingRelays(tries) = &mut a.stage else {
             return;
         };
         let Some(t) = tries.iter_mut().find(|t| t.id == attempt) else {
@@ -195,7 +196,7 @@ impl Outbound {
                 result,
             });
         }
-        a.stage = Stage::AwaitingRelays(tries);
+        a.stage = AttemptStage::AwaitingRelays(tries);
     }
 
     /// Ends `name`'s attempt if every request of it has answered (or the
@@ -208,7 +209,8 @@ impl Outbound {
         else {
             return;
         };
-        let no_relays = matches!(a.stage, Stage::AwaitingDirect(_)) && a.direct_error.is_some();
+        let no_relays =
+            matches!(a.stage, AttemptStage::AwaitingDirect(_)) && a.direct_error.is_some();
         if !(no_relays || a.complete()) {
             return;
         }
@@ -286,7 +288,7 @@ impl Outbound {
         let d = self.destinations.get_mut(name)?;
         d.attempt = None;
         let t = d.txn.take()?;
-        self.sink.persist(Change::TxnFinished {
+        self.sink.persist(OutboundChange::TxnFinished {
             destination: name.clone(),
             items: t.items.clone(),
         });
@@ -319,7 +321,7 @@ impl Outbound {
         change(&mut d.retry);
         let new = d.retry;
         if new != old {
-            self.sink.persist(Change::Retry {
+            self.sink.persist(OutboundChange::Retry {
                 destination: name.clone(),
                 state: new,
             });

@@ -47,7 +47,7 @@ impl Destination {
 #[derive(Debug)]
 pub(super) struct Attempt {
     /// What it waits for.
-    pub(super) stage: Stage,
+    pub(super) stage: AttemptStage,
     /// Why the direct try failed, once it has.
     pub(super) direct_error: Option<String>,
     /// The longest wait any 429 of this attempt asked for.
@@ -56,7 +56,7 @@ pub(super) struct Attempt {
 
 /// What an attempt waits for.
 #[derive(Debug)]
-pub(super) enum Stage {
+pub(super) enum AttemptStage {
     /// The answer to the direct request.
     AwaitingDirect(AttemptId),
     /// The answers of every relay, in the order the relays were known.
@@ -78,7 +78,7 @@ impl Attempt {
     /// An attempt whose direct request `id` is out.
     pub(super) fn direct(id: AttemptId) -> Self {
         Self {
-            stage: Stage::AwaitingDirect(id),
+            stage: AttemptStage::AwaitingDirect(id),
             direct_error: None,
             retry_after_ms: None,
         }
@@ -91,22 +91,22 @@ impl Attempt {
 
     /// Whether relays were asked.
     pub(super) fn relays_tried(&self) -> bool {
-        matches!(self.stage, Stage::AwaitingRelays(_))
+        matches!(self.stage, AttemptStage::AwaitingRelays(_))
     }
 
     /// Whether every request of the attempt has answered.
     pub(super) fn complete(&self) -> bool {
         match &self.stage {
-            Stage::AwaitingDirect(_) => false,
-            Stage::AwaitingRelays(tries) => tries.iter().all(|t| t.result.is_some()),
+            AttemptStage::AwaitingDirect(_) => false,
+            AttemptStage::AwaitingRelays(tries) => tries.iter().all(|t| t.result.is_some()),
         }
     }
 
     /// The relays that accepted, in relay order.
     pub(super) fn accepted(&self) -> Vec<ServerName> {
         match &self.stage {
-            Stage::AwaitingDirect(_) => Vec::new(),
-            Stage::AwaitingRelays(tries) => tries
+            AttemptStage::AwaitingDirect(_) => Vec::new(),
+            AttemptStage::AwaitingRelays(tries) => tries
                 .iter()
                 .filter(|t| matches!(t.result, Some(Ok(()))))
                 .map(|t| t.relay.clone())
@@ -121,7 +121,7 @@ impl Attempt {
             .iter()
             .map(|e| (Target::Direct, e.clone()))
             .collect();
-        if let Stage::AwaitingRelays(tries) = &self.stage {
+        if let AttemptStage::AwaitingRelays(tries) = &self.stage {
             for t in tries {
                 if let Some(Err(e)) = &t.result {
                     errors.push((Target::Relay(t.relay.clone()), e.clone()));

@@ -2,7 +2,9 @@
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 
-use super::destination::{Destination, Stage, Verdict, offline_threshold, restored_deadline};
+use super::destination::{
+    AttemptStage, Destination, Verdict, offline_threshold, restored_deadline,
+};
 use super::txn::{self, Txn};
 use super::*;
 use crate::drive::{IdCounter, LastNow, Outputs};
@@ -54,7 +56,7 @@ impl Sink {
     }
 
     /// Queues `change` to persist.
-    pub(super) fn persist(&mut self, change: Change) -> OpId {
+    pub(super) fn persist(&mut self, change: OutboundChange) -> OpId {
         let op = OpId(self.fresh());
         self.pending_ops.insert(op);
         self.outputs.push(Output::Persist { op, change });
@@ -225,7 +227,7 @@ impl Outbound {
         }
         let id = ItemId(self.item_ids.fresh());
         let item = Item { id, kind, json };
-        self.sink.persist(Change::Enqueued {
+        self.sink.persist(OutboundChange::Enqueued {
             destination: destination.clone(),
             item: item.clone(),
         });
@@ -261,9 +263,11 @@ impl Outbound {
         };
         let verdict = Verdict::of(&outcome);
         match a.stage {
-            Stage::AwaitingDirect(id) if id == attempt => self.on_direct(now, unix, &name, verdict),
-            Stage::AwaitingDirect(_) => {}
-            Stage::AwaitingRelays(_) => self.on_relay(now, unix, &name, attempt, verdict),
+            AttemptStage::AwaitingDirect(id) if id == attempt => {
+                self.on_direct(now, unix, &name, verdict)
+            }
+            AttemptStage::AwaitingDirect(_) => {}
+            AttemptStage::AwaitingRelays(_) => self.on_relay(now, unix, &name, attempt, verdict),
         }
     }
 

@@ -18,7 +18,7 @@
 //! # use relay_core::outbound::*;
 //! # use relay_core::{Instant, UnixMillis, ServerName};
 //! # fn send(_: &relay_core::http::OutgoingRequest) -> relay_core::http::HttpOutcome { relay_core::http::HttpOutcome::Timeout }
-//! # fn persist(_: &Change) -> Result<(), relay_core::store::StoreError> { Ok(()) }
+//! # fn persist(_: &OutboundChange) -> Result<(), relay_core::store::StoreError> { Ok(()) }
 //! # fn drive(out: &mut Outbound, dest: ServerName) {
 //! let now = Instant::now();
 //! let unix = UnixMillis(1_700_000_000_000);
@@ -212,7 +212,7 @@ pub struct RetryState {
 
 /// A change to the persisted state, to apply in the order given.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Change {
+pub enum OutboundChange {
     /// Append `item` to `destination`'s queue.
     Enqueued {
         /// Whose queue.
@@ -349,7 +349,7 @@ pub enum Output {
         /// Echo this back.
         op: OpId,
         /// The change.
-        change: Change,
+        change: OutboundChange,
     },
     /// Tell the application.
     Event(Event),

@@ -82,7 +82,7 @@ fn offline_after(n: u32) -> OutboundConfig {
     }
 }
 
-/// The persisted state: every [`Change`] applied in order, as a storage
+/// The persisted state: every [`OutboundChange`] applied in order, as a storage
 /// backend would.
 #[derive(Debug, Default, Clone)]
 struct MemStore {
@@ -90,12 +90,12 @@ struct MemStore {
 }
 
 impl MemStore {
-    fn apply(&mut self, change: &Change) {
+    fn apply(&mut self, change: &OutboundChange) {
         let dest = match change {
-            Change::Enqueued { destination, .. }
-            | Change::TxnStarted { destination, .. }
-            | Change::TxnFinished { destination, .. }
-            | Change::Retry { destination, .. } => destination.clone(),
+            OutboundChange::Enqueued { destination, .. }
+            | OutboundChange::TxnStarted { destination, .. }
+            | OutboundChange::TxnFinished { destination, .. }
+            | OutboundChange::Retry { destination, .. } => destination.clone(),
         };
         let record = self
             .dests
@@ -107,15 +107,15 @@ impl MemStore {
                 retry: RetryState::default(),
             });
         match change {
-            Change::Enqueued { item, .. } => record.items.push(item.clone()),
-            Change::TxnStarted { txn_id, items, .. } => {
+            OutboundChange::Enqueued { item, .. } => record.items.push(item.clone()),
+            OutboundChange::TxnStarted { txn_id, items, .. } => {
                 record.txn = Some((txn_id.clone(), items.clone()));
             }
-            Change::TxnFinished { items, .. } => {
+            OutboundChange::TxnFinished { items, .. } => {
                 record.items.retain(|item| !items.contains(&item.id));
                 record.txn = None;
             }
-            Change::Retry { state, .. } => record.retry = *state,
+            OutboundChange::Retry { state, .. } => record.retry = *state,
         }
         if record.items.is_empty() && record.txn.is_none() && record.retry == RetryState::default()
         {
@@ -277,7 +277,7 @@ fn events(outputs: &[Output]) -> Vec<Event> {
         .collect()
 }
 
-fn changes(outputs: &[Output]) -> Vec<Change> {
+fn changes(outputs: &[Output]) -> Vec<OutboundChange> {
     outputs
         .iter()
         .filter_map(|o| match o {
@@ -301,10 +301,10 @@ fn kinds(outputs: &[Output]) -> Vec<String> {
                 ..
             } => format!("transmit {r}"),
             Output::Persist { change, .. } => match change {
-                Change::Enqueued { .. } => "persist enqueued",
-                Change::TxnStarted { .. } => "persist txn_started",
-                Change::TxnFinished { .. } => "persist txn_finished",
-                Change::Retry { .. } => "persist retry",
+                OutboundChange::Enqueued { .. } => "persist enqueued",
+                OutboundChange::TxnStarted { .. } => "persist txn_started",
+                OutboundChange::TxnFinished { .. } => "persist txn_finished",
+                OutboundChange::Retry { .. } => "persist retry",
             }
             .to_owned(),
             Output::Event(e) => match e {

@@ -176,7 +176,7 @@ pub enum Output {
 #[derive(Debug)]
 // States are named for what they wait for.
 #[allow(clippy::enum_variant_names)]
-enum Pending {
+enum PendingOp {
     AwaitingStore { request: RequestId },
     AwaitingFetch { request: RequestId },
     AwaitingKeys { server: ServerName },
@@ -195,7 +195,7 @@ const MAX_FAILED_FETCHES: usize = 10_000;
 #[derive(Debug)]
 pub struct Relay {
     config: RelayConfig,
-    pending: HashMap<OpId, Pending>,
+    pending: HashMap<OpId, PendingOp>,
     /// Requests waiting for a server's keys.
     awaiting_keys: HashMap<ServerName, Vec<(RequestId, Request)>>,
     held: usize,
@@ -250,10 +250,10 @@ impl Relay {
     /// the requests that waited for it. An unknown `op` is ignored.
     pub fn handle_keys(&mut self, now: Instant, unix: UnixMillis, op: OpId, outcome: HttpOutcome) {
         self.last_now.advance(now);
-        if !matches!(self.pending.get(&op), Some(Pending::AwaitingKeys { .. })) {
+        if !matches!(self.pending.get(&op), Some(PendingOp::AwaitingKeys { .. })) {
             return;
         }
-        let Some(Pending::AwaitingKeys { server }) = self.pending.remove(&op) else {
+        let Some(PendingOp::AwaitingKeys { server }) = self.pending.remove(&op) else {
             return;
         };
         let checked = match &outcome {
@@ -302,7 +302,7 @@ impl Relay {
             handlers::Action::Store(entry) => {
                 let op = OpId(self.fresh_id());
                 self.pending
-                    .insert(op, Pending::AwaitingStore { request: id });
+                    .insert(op, PendingOp::AwaitingStore { request: id });
                 self.outputs.push(Output::Store {
                     op,
                     entry,
@@ -312,7 +312,7 @@ impl Relay {
             handlers::Action::Fetch { destination, ack } => {
                 let op = OpId(self.fresh_id());
                 self.pending
-                    .insert(op, Pending::AwaitingFetch { request: id });
+                    .insert(op, PendingOp::AwaitingFetch { request: id });
                 let ack = ack.map(|entry_id| Ack {
                     entry_id,
                     at: unix,
@@ -333,7 +333,7 @@ impl Relay {
                 let op = OpId(self.fresh_id());
                 self.pending.insert(
                     op,
-                    Pending::AwaitingKeys {
+                    PendingOp::AwaitingKeys {
                         server: server.clone(),
                     },
                 );
@@ -361,7 +361,7 @@ impl Relay {
         result: Result<InsertOutcome, StoreError>,
     ) {
         self.last_now.advance(now);
-        let Some(Pending::AwaitingStore { request }) = self.take_pending(op, true) else {
+        let Some(PendingOp::AwaitingStore { request }) = self.take_pending(op, true) else {
             return;
         };
         self.respond(request, handlers::stored_response(result));
@@ -376,7 +376,7 @@ impl Relay {
         result: Result<Option<QueuedEntry>, StoreError>,
     ) {
         self.last_now.advance(now);
-        let Some(Pending::AwaitingFetch { request }) = self.take_pending(op, false) else {
+        let Some(PendingOp::AwaitingFetch { request }) = self.take_pending(op, false) else {
             return;
         };
         self.respond(request, handlers::fetched_response(result));
@@ -403,11 +403,11 @@ impl Relay {
         self.pending.len()
     }
 
-    fn take_pending(&mut self, op: OpId, store: bool) -> Option<Pending> {
+    fn take_pending(&mut self, op: OpId, store: bool) -> Option<PendingOp> {
         let matches = match self.pending.get(&op)? {
-            Pending::AwaitingStore { .. } => store,
-            Pending::AwaitingFetch { .. } => !store,
-            Pending::AwaitingKeys { .. } => false,
+            PendingOp::AwaitingStore { .. } => store,
+            PendingOp::AwaitingFetch { .. } => !store,
+            PendingOp::AwaitingKeys { .. } => false,
         };
         if matches {
             self.pending.remove(&op)

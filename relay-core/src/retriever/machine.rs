@@ -17,7 +17,7 @@ use crate::store::StoreError;
 /// Implementation notes:
 ///
 /// - A copy that arrives while a transaction with one of its keys is handed
-///   over but not finished (processed, and its [`Change::Seen`] reported)
+///   over but not finished (processed, and its [`WindowChange::Seen`] reported)
 ///   waits, unacknowledged and without further requests to its relay, until
 ///   that delivery finishes; then it is dropped as a duplicate and
 ///   acknowledged together with the original. So a transaction is never
@@ -25,7 +25,7 @@ use crate::store::StoreError;
 ///   copy was processed and remembered. If the original's relay is removed
 ///   meanwhile, its delivery still finishes on
 ///   [`Retriever::handle_processed`] and releases the waiting copies.
-/// - A [`Change::Seen`] that fails to persist is an
+/// - A [`WindowChange::Seen`] that fails to persist is an
 ///   [`Event::PersistFailed`]; the entry is acknowledged all the same (the
 ///   application has processed it, and the window in memory still holds its
 ///   keys). The persisted window lacks those keys, so after a restart a
@@ -50,7 +50,7 @@ pub struct Retriever {
     /// Requests out, and whose they are.
     requests: HashMap<AttemptId, ServerName>,
     /// Handed over and not finished.
-    deliveries: HashMap<DeliveryId, Pending>,
+    deliveries: HashMap<DeliveryId, PendingDelivery>,
     /// The keys of `deliveries`, and whose they are.
     claimed: HashMap<DedupeKey, DeliveryId>,
     /// Persist operations not yet reported: a delivery's `Seen`, or `None`
@@ -95,14 +95,14 @@ enum DrainState {
 
 /// A transaction handed over and not finished.
 #[derive(Debug)]
-struct Pending {
+struct PendingDelivery {
     keys: Vec<DedupeKey>,
-    stage: Stage,
+    stage: DeliveryStage,
 }
 
 /// Where a handed-over transaction is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Stage {
+enum DeliveryStage {
     /// With the application.
     Processing,
     /// Its `Seen` change `OpId` is being persisted.
@@ -119,7 +119,7 @@ impl Retriever {
     /// keys, oldest first, as persisted); every relay is due at once.
     ///
     /// Implementation note: when `seen` holds more than `dedupe_window`
-    /// transactions, the oldest are dropped, and a [`Change::Forget`] for
+    /// transactions, the oldest are dropped, and a [`WindowChange::Forget`] for
     /// each is the first output.
     pub fn restore(config: RetrieverConfig, seed: [u8; 32], seen: Vec<Vec<DedupeKey>>) -> Self {
         let mut window = Window::new(config.dedupe_window);
@@ -138,7 +138,7 @@ impl Retriever {
         };
         for keys in seen {
             for old in window.insert(keys) {
-                machine.persist(Change::Forget(old));
+                machine.persist(WindowChange::Forget(old));
             }
         }
         machine.window = window;
@@ -207,17 +207,17 @@ impl Retriever {
     pub fn handle_processed(&mut self, now: Instant, id: DeliveryId) {
         let now = self.last_now.advance(now);
         if let Some(pending) = self.deliveries.get(&id)
-            && pending.stage == Stage::Processing
+            && pending.stage == DeliveryStage::Processing
         {
             let keys = pending.keys.clone();
             let evicted = self.window.insert(keys.clone());
-            let op = self.persist(Change::Seen(keys));
+            let op = self.persist(WindowChange::Seen(keys));
             self.ops.insert(op, Some(id));
             if let Some(pending) = self.deliveries.get_mut(&id) {
-                pending.stage = Stage::Remembering(op);
+                pending.stage = DeliveryStage::Remembering(op);
             }
             for old in evicted {
-                self.persist(Change::Forget(old));
+                self.persist(WindowChange::Forget(old));
             }
         }
         self.start_due(now);
@@ -279,9 +279,9 @@ impl Retriever {
     }
 
     /// Queues `change`; returns its op.
-    fn persist(&mut self, change: Change) -> OpId {
+    fn persist(&mut self, change: WindowChange) -> OpId {
         let op = OpId(self.fresh_id());
-        if matches!(change, Change::Forget(_)) {
+        if matches!(change, WindowChange::Forget(_)) {
             self.ops.insert(op, None);
         }
         self.outputs.push(Output::Persist { op, change });
@@ -405,9 +405,9 @@ impl Retriever {
             }
             self.deliveries.insert(
                 id,
-                Pending {
+                PendingDelivery {
                     keys: entry.keys,
-                    stage: Stage::Processing,
+                    stage: DeliveryStage::Processing,
                 },
             );
             if let Some(drain) = self.relays.get_mut(&relay) {

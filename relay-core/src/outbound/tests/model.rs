@@ -258,9 +258,9 @@ impl World {
         }
     }
 
-    fn check_change(&mut self, change: &Change, finished: &mut HashSet<String>) {
+    fn check_change(&mut self, change: &OutboundChange, finished: &mut HashSet<String>) {
         match change {
-            Change::Enqueued { item, .. } => {
+            OutboundChange::Enqueued { item, .. } => {
                 let n = serde_json::from_slice::<Value>(&item.json).unwrap()["n"]
                     .as_u64()
                     .unwrap();
@@ -269,7 +269,7 @@ impl World {
                     "item IDs are unique"
                 );
             }
-            Change::TxnStarted {
+            OutboundChange::TxnStarted {
                 destination,
                 txn_id,
                 items,
@@ -299,7 +299,7 @@ impl World {
                 self.txn_items.insert(key.clone(), ns);
                 self.txn_ids.insert(key, items.clone());
             }
-            Change::TxnFinished { destination, items } => {
+            OutboundChange::TxnFinished { destination, items } => {
                 let d = dest_index(destination);
                 let ns: Vec<u64> = items.iter().map(|id| self.live[id]).collect();
                 let txn = self.item_txn[&ns[0]].clone();
@@ -311,7 +311,7 @@ impl World {
                 }
                 finished.insert(txn);
             }
-            Change::Retry { .. } => {}
+            OutboundChange::Retry { .. } => {}
         }
     }
 

@@ -73,7 +73,7 @@ fn persistence_comes_before_what_depends_on_it() {
     assert_eq!(
         changes(&outputs),
         [
-            Change::Enqueued {
+            OutboundChange::Enqueued {
                 destination: name(DEST),
                 item: Item {
                     id: a,
@@ -81,7 +81,7 @@ fn persistence_comes_before_what_depends_on_it() {
                     json: pdu(1)
                 },
             },
-            Change::TxnStarted {
+            OutboundChange::TxnStarted {
                 destination: name(DEST),
                 txn_id: txn_id.clone(),
                 items: vec![a],
@@ -89,7 +89,7 @@ fn persistence_comes_before_what_depends_on_it() {
         ]
     );
     let outputs = h.answer(sent.attempt, status(500));
-    let retry = |direct_failures, failed_attempts, next_retry| Change::Retry {
+    let retry = |direct_failures, failed_attempts, next_retry| OutboundChange::Retry {
         destination: name(DEST),
         state: RetryState {
             direct_failures,
@@ -111,12 +111,12 @@ fn persistence_comes_before_what_depends_on_it() {
     assert_eq!(
         changes(&outputs),
         [
-            Change::TxnFinished {
+            OutboundChange::TxnFinished {
                 destination: name(DEST),
                 items: vec![a],
             },
             retry(0, 0, None),
-            Change::TxnStarted {
+            OutboundChange::TxnStarted {
                 destination: name(DEST),
                 txn_id: TxnId::parse(&next_txn.txn()).unwrap(),
                 items: vec![b],
@@ -226,7 +226,7 @@ fn poll_timeout_is_now_while_output_waits() {
         assert_eq!(out.poll_timeout(), Some(now));
         if let Some(Output::Persist {
             op,
-            change: Change::TxnStarted { .. },
+            change: OutboundChange::TxnStarted { .. },
         }) = out.poll_output()
         {
             started = Some(op);

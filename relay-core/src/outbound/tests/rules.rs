@@ -43,7 +43,7 @@ fn direct_request_is_a_signed_put_send() {
     assert_eq!(sent.request.authorization, expected);
     assert_eq!(
         changes(&outputs)[1],
-        Change::TxnStarted {
+        OutboundChange::TxnStarted {
             destination: name(DEST),
             txn_id: txn,
             items: vec![ItemId(1)],

@@ -111,7 +111,7 @@ pub(crate) fn deliveries(outputs: &[Output]) -> Vec<Delivery> {
 }
 
 /// The persist operations among `outputs`.
-pub(crate) fn persists(outputs: &[Output]) -> Vec<(OpId, Change)> {
+pub(crate) fn persists(outputs: &[Output]) -> Vec<(OpId, WindowChange)> {
     outputs
         .iter()
         .filter_map(|o| match o {
@@ -276,7 +276,7 @@ impl FakeRelay {
 pub(crate) struct Seen {
     pub(crate) delivered: Vec<Delivery>,
     pub(crate) events: Vec<Event>,
-    pub(crate) changes: Vec<Change>,
+    pub(crate) changes: Vec<WindowChange>,
 }
 
 /// Runs `node` against `relays` with every effect succeeding at once, until
