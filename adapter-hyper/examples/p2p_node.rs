@@ -37,7 +37,7 @@ async fn scenario() -> Result<(ServerName, String), String> {
 
     // The relay: P2P names are their own keys; it stores for anyone.
     let mut config = RelayConfig::new(relay_name.clone(), node(3).1);
-    config.keys = relay_core::auth::KeyRing::new(true);
+    config.keys = relay_core::auth::KeyRing::with_p2p_names();
     config.serve = ServePolicy::Open;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await

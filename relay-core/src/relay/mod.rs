@@ -57,6 +57,7 @@ pub use config::{
     DEFAULT_MAX_BODY_BYTES, MAX_EDUS, MAX_PDU_BYTES, MAX_PDUS, RelayConfig, ServePolicy,
 };
 
+use crate::auth::KeyCache;
 use crate::drive::{IdCounter, LastNow, Outputs};
 use crate::error::MatrixError;
 use crate::http::{HttpOutcome, OutgoingRequest};
@@ -182,6 +183,42 @@ enum PendingOp {
     AwaitingKeys { server: ServerName },
 }
 
+impl PendingOp {
+    /// The request a store answers.
+    fn stored(&self) -> Option<RequestId> {
+        match self {
+            Self::AwaitingStore { request } => Some(*request),
+            _ => None,
+        }
+    }
+
+    /// The request a fetch answers.
+    fn fetched(&self) -> Option<RequestId> {
+        match self {
+            Self::AwaitingFetch { request } => Some(*request),
+            _ => None,
+        }
+    }
+
+    /// The server whose keys a key fetch brings.
+    fn keys_of(&self) -> Option<ServerName> {
+        match self {
+            Self::AwaitingKeys { server } => Some(server.clone()),
+            _ => None,
+        }
+    }
+}
+
+/// Whether a request whose origin's key is unknown may wait for the
+/// origin's keys to be fetched.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum KeyFetch {
+    /// Yes, if the configuration and the limits allow it.
+    Allowed,
+    /// No: they were fetched (or tried) for this request already.
+    Tried,
+}
+
 /// Most requests held while their origin's keys are fetched; past it, an
 /// unknown key is 401 at once.
 pub const MAX_HELD_REQUESTS: usize = 1024;
@@ -194,7 +231,10 @@ const MAX_FAILED_FETCHES: usize = 10_000;
 /// drive it.
 #[derive(Debug)]
 pub struct Relay {
+    /// As given to [`Relay::new`]; never changed.
     config: RelayConfig,
+    /// Keys fetched from servers, apart from the configured ones.
+    fetched_keys: KeyCache,
     pending: HashMap<OpId, PendingOp>,
     /// Requests waiting for a server's keys.
     awaiting_keys: HashMap<ServerName, Vec<(RequestId, Request)>>,
@@ -210,6 +250,7 @@ impl Relay {
     pub fn new(config: RelayConfig) -> Self {
         Self {
             config,
+            fetched_keys: KeyCache::default(),
             pending: HashMap::new(),
             awaiting_keys: HashMap::new(),
             held: 0,
@@ -220,7 +261,7 @@ impl Relay {
         }
     }
 
-    /// The configuration.
+    /// The configuration, as given to [`Relay::new`].
     pub fn config(&self) -> &RelayConfig {
         &self.config
     }
@@ -242,7 +283,7 @@ impl Relay {
     ) -> RequestId {
         self.last_now.advance(now);
         let id = RequestId(self.fresh_id());
-        self.process(unix, id, request, true);
+        self.process(unix, id, request, KeyFetch::Allowed);
         id
     }
 
@@ -250,10 +291,7 @@ impl Relay {
     /// the requests that waited for it. An unknown `op` is ignored.
     pub fn handle_keys(&mut self, now: Instant, unix: UnixMillis, op: OpId, outcome: HttpOutcome) {
         self.last_now.advance(now);
-        if !matches!(self.pending.get(&op), Some(PendingOp::AwaitingKeys { .. })) {
-            return;
-        }
-        let Some(PendingOp::AwaitingKeys { server }) = self.pending.remove(&op) else {
+        let Some(server) = self.take_pending(op, PendingOp::keys_of) else {
             return;
         };
         let checked = match &outcome {
@@ -265,7 +303,7 @@ impl Relay {
         match checked {
             Ok(keys) => {
                 self.fetch_failed.remove(&server);
-                self.config.keys.insert_fetched(server.clone(), keys, unix);
+                self.fetched_keys.insert(server.clone(), keys, unix);
             }
             Err(_) => {
                 if self.fetch_failed.len() >= MAX_FAILED_FETCHES {
@@ -283,13 +321,13 @@ impl Relay {
         self.held -= held.len();
         for (id, request) in held {
             // No second fetch: a key still unknown now is 401.
-            self.process(unix, id, request, false);
+            self.process(unix, id, request, KeyFetch::Tried);
         }
     }
 
-    fn process(&mut self, unix: UnixMillis, id: RequestId, request: Request, may_fetch: bool) {
+    fn process(&mut self, unix: UnixMillis, id: RequestId, request: Request, fetch: KeyFetch) {
         let may_fetch = |origin: &ServerName| {
-            may_fetch
+            fetch == KeyFetch::Allowed
                 && self.config.fetch_keys
                 && self.held < MAX_HELD_REQUESTS
                 && self
@@ -297,7 +335,11 @@ impl Relay {
                     .get(origin)
                     .is_none_or(|until| *until <= unix)
         };
-        match handlers::handle(&self.config, unix, &request, &may_fetch) {
+        let keys = handlers::VerifyKeys {
+            configured: &self.config.keys,
+            fetched: &self.fetched_keys,
+        };
+        match handlers::handle(&self.config, &keys, unix, &request, &may_fetch) {
             handlers::Action::Respond(response) => self.respond(id, response),
             handlers::Action::Store(entry) => {
                 let op = OpId(self.fresh_id());
@@ -361,7 +403,7 @@ impl Relay {
         result: Result<InsertOutcome, StoreError>,
     ) {
         self.last_now.advance(now);
-        let Some(PendingOp::AwaitingStore { request }) = self.take_pending(op, true) else {
+        let Some(request) = self.take_pending(op, PendingOp::stored) else {
             return;
         };
         self.respond(request, handlers::stored_response(result));
@@ -376,7 +418,7 @@ impl Relay {
         result: Result<Option<QueuedEntry>, StoreError>,
     ) {
         self.last_now.advance(now);
-        let Some(PendingOp::AwaitingFetch { request }) = self.take_pending(op, false) else {
+        let Some(request) = self.take_pending(op, PendingOp::fetched) else {
             return;
         };
         self.respond(request, handlers::fetched_response(result));
@@ -403,17 +445,12 @@ impl Relay {
         self.pending.len()
     }
 
-    fn take_pending(&mut self, op: OpId, store: bool) -> Option<PendingOp> {
-        let matches = match self.pending.get(&op)? {
-            PendingOp::AwaitingStore { .. } => store,
-            PendingOp::AwaitingFetch { .. } => !store,
-            PendingOp::AwaitingKeys { .. } => false,
-        };
-        if matches {
-            self.pending.remove(&op)
-        } else {
-            None
-        }
+    /// Takes `op` if it waits for what `waits_for` picks out of it; an op
+    /// reported as something it does not wait for stays.
+    fn take_pending<T>(&mut self, op: OpId, waits_for: fn(&PendingOp) -> Option<T>) -> Option<T> {
+        let found = waits_for(self.pending.get(&op)?)?;
+        self.pending.remove(&op);
+        Some(found)
     }
 
     fn respond(&mut self, request: RequestId, response: Response) {

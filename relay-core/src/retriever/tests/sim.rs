@@ -185,7 +185,7 @@ pub(crate) struct FakeRelay {
 
 impl FakeRelay {
     pub(crate) fn new(relay_name: &str, first_entry: u64, dendrite: bool) -> Self {
-        let mut keys = KeyRing::new(false);
+        let mut keys = KeyRing::default();
         keys.pin(
             name(NODE),
             KeyId::parse("ed25519:1").expect("key id"),
