@@ -211,7 +211,8 @@ impl Run {
                     }
                 }
                 Event::PersistFailed { error } => errors.push(error),
-                Event::AssumedOffline { .. }
+                Event::Queued { .. }
+                | Event::AssumedOffline { .. }
                 | Event::BackOnline { .. }
                 | Event::Blacklisted { .. } => {}
             }

@@ -44,7 +44,9 @@ pub struct Outbound {
 #[derive(Debug, Default)]
 pub(super) struct Sink {
     pub(super) outputs: Outputs<Output>,
-    pub(super) pending_ops: HashSet<OpId>,
+    /// Persist ops not yet reported, with the item of an `Enqueued`: its
+    /// report answers the enqueue.
+    pub(super) pending_ops: HashMap<OpId, Option<ItemId>>,
     /// Where op and attempt ids, and the counter in txn IDs, come from.
     pub(super) ids: IdCounter,
 }
@@ -58,7 +60,11 @@ impl Sink {
     /// Queues `change` to persist.
     pub(super) fn persist(&mut self, change: OutboundChange) -> OpId {
         let op = OpId(self.fresh());
-        self.pending_ops.insert(op);
+        let enqueued = match &change {
+            OutboundChange::Enqueued { item, .. } => Some(item.id),
+            _ => None,
+        };
+        self.pending_ops.insert(op, enqueued);
         self.outputs.push(Output::Persist { op, change });
         op
     }
@@ -273,17 +279,24 @@ impl Outbound {
 
     /// Reports that the change of `op` was persisted, or not.
     ///
+    /// The report of an item's `Enqueued` answers its enqueue
+    /// ([`Event::Queued`]), stored or not: the item is queued in memory
+    /// either way, and a failure is an [`Event::PersistFailed`] first.
+    ///
     /// A new transaction's first try waits for its `TxnStarted` to be
     /// reported (stored or not), so that a crash cannot resend its items
     /// under another txn ID after they were sent under this one.
     pub fn handle_persisted(&mut self, now: Instant, op: OpId, result: Result<(), StoreError>) {
         let now = self.last_now.advance(now);
-        if self.sink.pending_ops.remove(&op)
-            && let Err(e) = result
-        {
-            self.sink.event(Event::PersistFailed {
-                error: e.to_string(),
-            });
+        if let Some(enqueued) = self.sink.pending_ops.remove(&op) {
+            if let Err(e) = result {
+                self.sink.event(Event::PersistFailed {
+                    error: e.to_string(),
+                });
+            }
+            if let Some(item) = enqueued {
+                self.sink.event(Event::Queued { item });
+            }
         }
         if let Some(name) = self.persist_waits.remove(&op) {
             if let Some(d) = self.destinations.get_mut(&name)

@@ -11,7 +11,8 @@
 //! 2. Drain [`Outbound::poll_output`] until `None`: send each
 //!    [`Output::Transmit`] (and report its outcome with its [`AttemptId`]),
 //!    apply each [`Output::Persist`] to storage *in order* (and report it
-//!    with its [`OpId`]), and act on each [`Output::Event`].
+//!    with its [`OpId`]), and act on each [`Output::Event`]: answer an
+//!    enqueue on its [`Event::Queued`].
 //! 3. Re-arm the timer from [`Outbound::poll_timeout`].
 //!
 //! ```no_run
@@ -46,6 +47,10 @@
 //!   taken from the front of the queue in enqueue order; one transaction in
 //!   flight per destination; a transaction keeps its txn ID across every
 //!   retry, and across a restart, until it is done.
+//! - An enqueue is answered ([`Event::Queued`]) once the `Enqueued` change
+//!   of its item was reported persisted, stored or not (a failure is an
+//!   [`Event::PersistFailed`]), so "queued" survives a crash whenever
+//!   storage works.
 //! - Each attempt tries the destination directly. After
 //!   `retries_until_assumed_offline` consecutive direct failures the
 //!   destination is assumed offline, and from then on (in the same attempt
@@ -264,6 +269,14 @@ pub struct DestinationRecord {
 /// What the application learns.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Event {
+    /// The `Enqueued` change of `item` was reported persisted (or failing,
+    /// reported just before as [`Event::PersistFailed`]): its enqueue may
+    /// be answered, and an application told "queued" only now can rely on
+    /// it across a crash.
+    Queued {
+        /// The item, as [`Outbound::handle_enqueue`] returned it.
+        item: ItemId,
+    },
     /// A transaction was accepted by the destination or by relays.
     Delivered {
         /// The destination.

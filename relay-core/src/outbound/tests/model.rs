@@ -349,6 +349,9 @@ impl World {
                 };
                 self.not_before[dest_index(destination)] = gate;
             }
+            Event::Queued { item } => {
+                assert!(self.live.contains_key(item), "answered once stored");
+            }
             Event::PersistFailed { .. } => panic!("nothing fails to persist here"),
             Event::AssumedOffline { .. } | Event::BackOnline { .. } | Event::Blacklisted { .. } => {
             }

@@ -144,6 +144,8 @@ fn persist_failures_are_reported() {
     assert_eq!(ops.len(), 2);
     out.handle_persisted(now, ops[0], Ok(()));
     out.handle_persisted(now, ops[1], Err(StoreError("disk full".into())));
+    let queued = Event::Queued { item: ItemId(1) };
+    assert_eq!(out.poll_output(), Some(Output::Event(queued)));
     assert_eq!(
         out.poll_output(),
         Some(Output::Event(Event::PersistFailed {
@@ -156,6 +158,59 @@ fn persist_failures_are_reported() {
     // Reported twice, or never issued: ignored.
     out.handle_persisted(now, ops[1], Err(StoreError("again".into())));
     out.handle_persisted(now, OpId(999_999), Err(StoreError("who".into())));
+    assert_eq!(out.poll_output(), None);
+}
+
+#[test]
+fn an_enqueue_is_answered_once_its_item_is_stored() {
+    let mut out = Outbound::new(config(), [7; 32]);
+    let now = Instant::now();
+    let enqueue = |out: &mut Outbound, json: Vec<u8>| {
+        let id = out.handle_enqueue(now, T0, name(DEST), ItemKind::Pdu, json);
+        (
+            id,
+            std::iter::from_fn(|| out.poll_output()).collect::<Vec<_>>(),
+        )
+    };
+    let (a, first) = enqueue(&mut out, pdu(1));
+    let (b, second) = enqueue(&mut out, pdu(2));
+    let (a, b) = (a.unwrap(), b.unwrap());
+    // A refused item has nothing to store and no answer to wait for.
+    let (refused, none) = enqueue(&mut out, b"nope".to_vec());
+    assert_eq!((refused, none), (Err(EnqueueError::NotJson), Vec::new()));
+    assert!(events(&first).is_empty() && events(&second).is_empty());
+    let op_of = |outputs: &[Output], id: ItemId| {
+        outputs.iter().find_map(|o| match o {
+            Output::Persist {
+                op,
+                change: OutboundChange::Enqueued { item, .. },
+            } if item.id == id => Some(*op),
+            _ => None,
+        })
+    };
+    let (op_a, op_b) = (op_of(&first, a).unwrap(), op_of(&second, b).unwrap());
+    let started = first.iter().find_map(|o| match o {
+        Output::Persist {
+            op,
+            change: OutboundChange::TxnStarted { .. },
+        } => Some(*op),
+        _ => None,
+    });
+    // Other changes answer nothing.
+    out.handle_persisted(now, started.unwrap(), Ok(()));
+    let drained: Vec<Output> = std::iter::from_fn(|| out.poll_output()).collect();
+    assert_eq!(kinds(&drained), ["transmit direct"]);
+    // Stored: answered. Not stored: answered after the failure.
+    out.handle_persisted(now, op_b, Err(StoreError("disk full".into())));
+    out.handle_persisted(now, op_a, Ok(()));
+    let drained: Vec<Output> = std::iter::from_fn(|| out.poll_output()).collect();
+    assert_eq!(kinds(&drained), ["persist_failed", "queued", "queued"]);
+    assert_eq!(
+        events(&drained)[1..],
+        [Event::Queued { item: b }, Event::Queued { item: a }]
+    );
+    // Once.
+    out.handle_persisted(now, op_a, Ok(()));
     assert_eq!(out.poll_output(), None);
 }
 
@@ -261,6 +316,8 @@ fn a_new_transaction_is_sent_only_once_its_txn_id_is_stored() {
     };
     out.handle_persisted(now, *enqueued, Ok(()));
     out.handle_timeout(now + Duration::from_secs(60), T0);
+    let queued = Event::Queued { item: ItemId(1) };
+    assert_eq!(out.poll_output(), Some(Output::Event(queued)));
     assert_eq!(out.poll_output(), None);
     out.handle_persisted(now, *started, Ok(()));
     assert!(matches!(
