@@ -20,7 +20,7 @@ use relay_core::resolve::Resolver;
 use relay_core::retriever::{self, Retriever, RetrieverConfig};
 use relay_core::signing::SigningKey;
 use relay_core::{KeyId, ServerName};
-use relay_store::MemoryStore;
+use relay_store::{MemoryDedupeStore, MemoryOutboundStore, MemoryStore};
 
 /// A P2P identity: the key, and the server name its public key spells.
 fn node(seed: u8) -> (ServerName, SigningKey) {
@@ -72,7 +72,8 @@ async fn scenario() -> Result<(ServerName, String), String> {
         b.clone(),
         vec![relay_name.clone()],
     );
-    let (outbox, sent, _sender_task) = adapter_http::outbound::spawn(sender, client.clone(), None);
+    let (outbox, sent, _sender_task) =
+        adapter_http::outbound::spawn(sender, client.clone(), Arc::new(MemoryOutboundStore::new()));
     let event = br#"{"type":"m.room.message","content":{"body":"hello B"}}"#.to_vec();
     outbox
         .enqueue(b.clone(), ItemKind::Pdu, event)
@@ -97,7 +98,7 @@ async fn scenario() -> Result<(ServerName, String), String> {
     let mut retriever = Retriever::new(RetrieverConfig::new(b, b_key), [5; 32]);
     retriever.set_relays(relay_core::Instant::now(), vec![relay_name]);
     let (inbox, received, _retriever_task) =
-        adapter_http::retriever::spawn(retriever, client, None);
+        adapter_http::retriever::spawn(retriever, client, Arc::new(MemoryDedupeStore::new()));
     let mut got = None;
     loop {
         match received.recv().await.map_err(|_| "the retriever stopped")? {

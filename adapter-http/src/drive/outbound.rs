@@ -117,7 +117,7 @@ impl OutboundHandle {
 pub fn spawn<R: Runtime>(
     machine: Outbound,
     client: HttpClient<R>,
-    store: Option<Arc<dyn OutboundStore>>,
+    store: Arc<dyn OutboundStore>,
 ) -> (OutboundHandle, async_channel::Receiver<Event>, Task<()>) {
     let (commands_tx, commands) = async_channel::unbounded();
     let (events_tx, events) = async_channel::unbounded();
@@ -135,15 +135,13 @@ pub fn spawn<R: Runtime>(
 async fn drive<R: Runtime>(
     machine: Outbound,
     client: HttpClient<R>,
-    store: Option<Arc<dyn OutboundStore>>,
+    store: Arc<dyn OutboundStore>,
     commands: async_channel::Receiver<Command>,
     events: async_channel::Sender<Event>,
 ) {
     let rt = client.runtime().clone();
     let (done_tx, done) = async_channel::unbounded::<Completion>();
-    let apply = store.map(|store| -> persist::Apply<OutboundChange> {
-        Arc::new(move |changes| store.apply(changes))
-    });
+    let apply: persist::Apply<OutboundChange> = Arc::new(move |changes| store.apply(changes));
     let persisted = done_tx.clone();
     let (persist_tx, persister) = persist::spawn(&rt, apply, move |results| {
         let _ = persisted.try_send(Completion::Persisted(results));

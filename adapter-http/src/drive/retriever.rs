@@ -67,7 +67,7 @@ impl RetrieverHandle {
 pub fn spawn<R: Runtime>(
     machine: Retriever,
     client: HttpClient<R>,
-    store: Option<Arc<dyn DedupeStore>>,
+    store: Arc<dyn DedupeStore>,
 ) -> (RetrieverHandle, async_channel::Receiver<Received>, Task<()>) {
     let (commands_tx, commands) = async_channel::unbounded();
     let (received_tx, received) = async_channel::unbounded();
@@ -88,16 +88,14 @@ pub fn spawn<R: Runtime>(
 async fn drive<R: Runtime>(
     mut machine: Retriever,
     client: HttpClient<R>,
-    store: Option<Arc<dyn DedupeStore>>,
+    store: Arc<dyn DedupeStore>,
     commands: async_channel::Receiver<Command>,
     received: async_channel::Sender<Received>,
 ) {
     let rt = client.runtime().clone();
     let (done_tx, done) = async_channel::unbounded::<Completion>();
     let persisted = done_tx.clone();
-    let apply = store.map(|store| -> persist::Apply<WindowChange> {
-        Arc::new(move |changes| store.apply_window(changes))
-    });
+    let apply: persist::Apply<WindowChange> = Arc::new(move |changes| store.apply_window(changes));
     let (persist_tx, persister) = persist::spawn(&rt, apply, move |results| {
         let _ = persisted.try_send(Completion::Persisted(results));
     });
