@@ -249,7 +249,7 @@ fn run(kind: &str, runtime: &str, store: Arc<dyn relay_store::QueueStore>, load:
             (name(&format!("dest{i}.example")), key)
         })
         .collect();
-    let mut ring = KeyRing::new(false);
+    let mut ring = KeyRing::default();
     ring.pin(
         name("origin.example"),
         origin_key.key_id().clone(),

@@ -15,13 +15,13 @@ use std::time::Duration;
 
 use adapter_http::{Listen, ServeOptions, Shutdown};
 use adapter_hyper::{HttpClient, Tokio};
-use relay_core::outbound::{Event as SendEvent, ItemKind, Outbound, OutboundConfig, Via};
+use relay_core::outbound::{self, ItemKind, Outbound, OutboundConfig, Via};
 use relay_core::relay::{RelayConfig, ServePolicy};
 use relay_core::resolve::Resolver;
-use relay_core::retriever::{Event as PullEvent, Retriever, RetrieverConfig};
+use relay_core::retriever::{self, Retriever, RetrieverConfig};
 use relay_core::signing::SigningKey;
 use relay_core::{KeyId, ServerName};
-use relay_store::MemoryStore;
+use relay_store::{MemoryDedupeStore, MemoryOutboundStore, MemoryStore};
 
 /// A P2P identity: the key, and the server name its public key spells.
 fn node(seed: u8) -> (ServerName, SigningKey) {
@@ -38,7 +38,7 @@ async fn scenario() -> Result<(ServerName, String), String> {
 
     // The relay: P2P names are their own keys; it stores for anyone.
     let mut config = RelayConfig::new(relay_name.clone(), node(3).1);
-    config.keys = relay_core::auth::KeyRing::new(true);
+    config.keys = relay_core::auth::KeyRing::with_p2p_names();
     config.serve = ServePolicy::Open;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
@@ -68,8 +68,13 @@ async fn scenario() -> Result<(ServerName, String), String> {
 
     // Node A: one failed direct try, then B's relays.
     let mut sender = Outbound::new(OutboundConfig::new(a, a_key), [4; 32]);
-    sender.set_relays(b.clone(), vec![relay_name.clone()]);
-    let (outbox, sent, _sender_task) = adapter_http::outbound::spawn(sender, client.clone(), None);
+    sender.set_relays(
+        relay_core::Instant::now(),
+        b.clone(),
+        vec![relay_name.clone()],
+    );
+    let (outbox, sent, _sender_task) =
+        adapter_http::outbound::spawn(sender, client.clone(), Arc::new(MemoryOutboundStore::new()));
     let event = br#"{"type":"m.room.message","content":{"body":"hello B"}}"#.to_vec();
     outbox
         .enqueue(b.clone(), ItemKind::Pdu, event)
@@ -77,7 +82,7 @@ async fn scenario() -> Result<(ServerName, String), String> {
         .map_err(|e| format!("enqueue: {e:?}"))?;
     loop {
         match sent.recv().await.map_err(|_| "the sender stopped")? {
-            SendEvent::Delivered {
+            outbound::Event::Delivered {
                 via: Via::Relays(relays),
                 ..
             } => {
@@ -85,7 +90,7 @@ async fn scenario() -> Result<(ServerName, String), String> {
                 println!("A: handed to {}", relays.join(", "));
                 break;
             }
-            SendEvent::FailedPermanently { error, .. } => return Err(error),
+            outbound::Event::FailedPermanently { error, .. } => return Err(error),
             _ => {}
         }
     }
@@ -94,7 +99,7 @@ async fn scenario() -> Result<(ServerName, String), String> {
     let mut retriever = Retriever::new(RetrieverConfig::new(b, b_key), [5; 32]);
     retriever.set_relays(relay_core::Instant::now(), vec![relay_name]);
     let (inbox, received, _retriever_task) =
-        adapter_http::retriever::spawn(retriever, client, None);
+        adapter_http::retriever::spawn(retriever, client, Arc::new(MemoryDedupeStore::new()));
     let mut got = None;
     loop {
         match received.recv().await.map_err(|_| "the retriever stopped")? {
@@ -110,7 +115,9 @@ async fn scenario() -> Result<(ServerName, String), String> {
                 // Processed: now, and only now, the entry may be acknowledged.
                 inbox.processed(delivery.id);
             }
-            adapter_http::retriever::Received::Event(PullEvent::Drained { relay, .. }) => {
+            adapter_http::retriever::Received::Event(retriever::Event::Drained {
+                relay, ..
+            }) => {
                 println!("B: {relay} drained");
                 break;
             }

@@ -13,12 +13,12 @@ use std::thread;
 use std::time::Duration;
 
 use adapter_hyper::HttpClient;
-use adapter_hyper::outbound::{spawn, unix_now};
+use adapter_hyper::outbound::{NotQueued, spawn, unix_now};
 use relay_core::outbound::{Event, ItemKind, Outbound, OutboundConfig, Target, Via};
 use relay_core::resolve::Resolver;
 use relay_core::signing::SigningKey;
 use relay_core::{Instant, KeyId, ServerName, TxnId};
-use relay_store::{OutboundStore, SqliteStore};
+use relay_store::{MemoryOutboundStore, OutboundStore, SqliteStore};
 use serde_json::{Value, json};
 use tokio::runtime::Runtime;
 
@@ -216,12 +216,11 @@ fn a_restarted_sender_resumes_the_same_transaction_and_queue() {
     });
     let store = Arc::new(SqliteStore::open(&db).expect("open the store"));
     let mut machine = Outbound::new(config(), [1; 32]);
-    machine.set_relays(dest.clone(), vec![name(RELAY)]);
+    machine.set_relays(Instant::now(), dest.clone(), vec![name(RELAY)]);
     let rt = runtime();
     let (txn_before, handle, events) = rt.block_on(async {
         let shared: Arc<dyn OutboundStore> = store.clone();
-        let (handle, mut events, _task) =
-            spawn(machine, client(down.addr, relay_down), Some(shared));
+        let (handle, mut events, _task) = spawn(machine, client(down.addr, relay_down), shared);
         for pdu in &pdus[..5] {
             handle
                 .enqueue(dest.clone(), ItemKind::Pdu, pdu_bytes(pdu))
@@ -305,11 +304,11 @@ fn a_restarted_sender_resumes_the_same_transaction_and_queue() {
     // --- After the restart: the destination is up.
     let up = Stub::start(|_| Some((200, Duration::ZERO)));
     let mut machine = Outbound::restore(config(), [2; 32], Instant::now(), unix_now(), records);
-    machine.set_relays(dest.clone(), vec![name(RELAY)]);
+    machine.set_relays(Instant::now(), dest.clone(), vec![name(RELAY)]);
     let rt = runtime();
     let delivered = rt.block_on(async {
         let shared: Arc<dyn OutboundStore> = store.clone();
-        let (handle, mut events, task) = spawn(machine, client(up.addr, relay_down), Some(shared));
+        let (handle, mut events, task) = spawn(machine, client(up.addr, relay_down), shared);
         let mut delivered = Vec::new();
         let mut items = 0;
         while items < 5 {
@@ -353,4 +352,23 @@ fn a_restarted_sender_resumes_the_same_transaction_and_queue() {
         Vec::new(),
         "nothing left persisted"
     );
+}
+
+/// A sender whose task is gone (its runtime dropped, the handle kept)
+/// says it stopped; it does not claim the queue is full.
+#[test]
+fn an_enqueue_to_a_stopped_sender_is_refused_as_stopped() {
+    let unused = TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("addr");
+    let rt = runtime();
+    let handle = rt.block_on(async {
+        let machine = Outbound::new(config(), [3; 32]);
+        let store: Arc<dyn OutboundStore> = Arc::new(MemoryOutboundStore::new());
+        let (handle, _events, _task) = spawn(machine, client(unused, unused), store);
+        handle
+    });
+    drop(rt);
+    let answer = runtime().block_on(handle.enqueue(name(DEST), ItemKind::Pdu, b"{}".to_vec()));
+    assert_eq!(answer, Err(NotQueued::Stopped));
 }

@@ -4,6 +4,7 @@
 use std::collections::HashSet;
 use std::io::Write;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use adapter_http::retriever::Received;
@@ -76,7 +77,9 @@ async fn drain<R: Runtime>(
     relays: Vec<ServerName>,
 ) -> bool {
     machine.set_relays(relay_core::Instant::now(), relays.clone());
-    let (handle, received, _task) = adapter_http::retriever::spawn(machine, client, None);
+    // One run remembers what it printed only as long as it runs.
+    let store = Arc::new(relay_store::MemoryDedupeStore::new());
+    let (handle, received, _task) = adapter_http::retriever::spawn(machine, client, store);
     let mut pending: HashSet<ServerName> = relays.into_iter().collect();
     let mut failed = false;
     while !pending.is_empty() {

@@ -1,6 +1,7 @@
 //! `matrix-relay send`: one transaction, as the node's sender would send it.
 
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use adapter_http::{HttpClient, Runtime};
@@ -116,7 +117,7 @@ pub fn send(args: SendArgs) -> Result<bool, String> {
     let mut seed = [0u8; 32];
     getrandom::fill(&mut seed).map_err(|e| format!("no randomness from the OS: {e}"))?;
     let mut machine = Outbound::new(config, seed);
-    machine.set_relays(destination.clone(), relays);
+    machine.set_relays(relay_core::Instant::now(), destination.clone(), relays);
 
     let run = Run {
         machine,
@@ -162,7 +163,9 @@ impl Run {
     async fn deliver<R: Runtime>(self, rt: R) -> Result<Report, String> {
         let client = HttpClient::with_options(rt, self.resolver, self.timeout, self.client_options)
             .map_err(|e| format!("--tls-ca: {e}"))?;
-        let (handle, events, _task) = adapter_http::outbound::spawn(self.machine, client, None);
+        // One run keeps its state only as long as it runs.
+        let store = Arc::new(relay_store::MemoryOutboundStore::new());
+        let (handle, events, _task) = adapter_http::outbound::spawn(self.machine, client, store);
         handle
             .enqueue(self.destination, ItemKind::Transaction, self.item)
             .await
@@ -211,7 +214,8 @@ impl Run {
                     }
                 }
                 Event::PersistFailed { error } => errors.push(error),
-                Event::AssumedOffline { .. }
+                Event::Queued { .. }
+                | Event::AssumedOffline { .. }
                 | Event::BackOnline { .. }
                 | Event::Blacklisted { .. } => {}
             }

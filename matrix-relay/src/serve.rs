@@ -194,6 +194,52 @@ fn server_names(list: &[String], flag: &str) -> Result<HashSet<ServerName>, Stri
         .collect()
 }
 
+/// The relay's configuration from the flags (besides where it listens).
+fn relay_config(
+    args: &ServeArgs,
+    server_name: ServerName,
+    signing_key: SigningKey,
+) -> Result<RelayConfig, String> {
+    let mut config = RelayConfig::new(server_name, signing_key);
+    config.serve = if args.open {
+        ServePolicy::Open
+    } else {
+        ServePolicy::Only(server_names(&args.serve_for, "--serve-for")?)
+    };
+    config.denied_origins = server_names(&args.deny_origin, "--deny-origin")?;
+    let mut ring = if args.p2p_keys {
+        KeyRing::with_p2p_names()
+    } else {
+        KeyRing::default()
+    };
+    for spec in &args.trusted_key {
+        let (name, key_id, key) =
+            KeyRing::parse_trusted(spec).map_err(|e| format!("--trusted-key: {e}"))?;
+        ring.pin(name, key_id, key);
+    }
+    config.keys = ring;
+    config.fetch_keys = args.fetch_keys;
+    config.max_body_bytes = args.max_body_bytes.unwrap_or(DEFAULT_MAX_BODY_BYTES);
+    let d = Quota::default();
+    config.quota = Quota {
+        destination_entries: args.max_queue_entries.unwrap_or(d.destination_entries),
+        destination_bytes: args.max_queue_bytes.unwrap_or(d.destination_bytes),
+        origin_entries: args.max_origin_entries.unwrap_or(d.origin_entries),
+        origin_bytes: args.max_origin_bytes.unwrap_or(d.origin_bytes),
+        total_bytes: args.max_total_bytes.unwrap_or(d.total_bytes),
+        acked: AckedKeys {
+            retention_ms: args
+                .acked_retention_secs
+                .map_or(d.acked.retention_ms, |secs| secs.saturating_mul(1000)),
+            max: args.acked_max.unwrap_or(d.acked.max),
+        },
+    };
+    if matches!(config.serve, ServePolicy::Only(ref s) if s.is_empty()) {
+        tracing::warn!("serving no destination: pass --serve-for NAME or --open");
+    }
+    Ok(config)
+}
+
 /// Runs `serve`.
 pub fn serve(args: ServeArgs) -> Result<(), String> {
     let args = match args.config.clone() {
@@ -253,48 +299,6 @@ fn server_tls(args: &ServeArgs) -> Result<Option<Arc<ServerTls>>, String> {
         // The flags require each other; this is for the TOML file.
         _ => Err("--tls-cert and --tls-key go together".into()),
     }
-}
-
-/// The relay's configuration from the flags (besides where it listens).
-fn relay_config(
-    args: &ServeArgs,
-    server_name: ServerName,
-    signing_key: SigningKey,
-) -> Result<RelayConfig, String> {
-    let mut config = RelayConfig::new(server_name, signing_key);
-    config.serve = if args.open {
-        ServePolicy::Open
-    } else {
-        ServePolicy::Only(server_names(&args.serve_for, "--serve-for")?)
-    };
-    config.denied_origins = server_names(&args.deny_origin, "--deny-origin")?;
-    let mut ring = KeyRing::new(args.p2p_keys);
-    for spec in &args.trusted_key {
-        let (name, key_id, key) =
-            KeyRing::parse_trusted(spec).map_err(|e| format!("--trusted-key: {e}"))?;
-        ring.pin(name, key_id, key);
-    }
-    config.keys = ring;
-    config.fetch_keys = args.fetch_keys;
-    config.max_body_bytes = args.max_body_bytes.unwrap_or(DEFAULT_MAX_BODY_BYTES);
-    let d = Quota::default();
-    config.quota = Quota {
-        destination_entries: args.max_queue_entries.unwrap_or(d.destination_entries),
-        destination_bytes: args.max_queue_bytes.unwrap_or(d.destination_bytes),
-        origin_entries: args.max_origin_entries.unwrap_or(d.origin_entries),
-        origin_bytes: args.max_origin_bytes.unwrap_or(d.origin_bytes),
-        total_bytes: args.max_total_bytes.unwrap_or(d.total_bytes),
-        acked: AckedKeys {
-            retention_ms: args
-                .acked_retention_secs
-                .map_or(d.acked.retention_ms, |secs| secs.saturating_mul(1000)),
-            max: args.acked_max.unwrap_or(d.acked.max),
-        },
-    };
-    if matches!(config.serve, ServePolicy::Only(ref s) if s.is_empty()) {
-        tracing::warn!("serving no destination: pass --serve-for NAME or --open");
-    }
-    Ok(config)
 }
 
 /// The store of `--database`, and its URL as it may be shown (without a

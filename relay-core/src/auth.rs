@@ -22,14 +22,13 @@ pub trait KeyLookup {
     fn verify_key(&self, origin: &ServerName, key_id: &KeyId, at: UnixMillis) -> Option<VerifyKey>;
 }
 
-/// The keys a relay knows: pinned keys, with P2P names on the key that a
-/// 64-hex server name spells, and keys fetched from servers while they are
-/// valid.
+/// The keys a relay is configured with: pinned keys and, with P2P names
+/// on, the key that a 64-hex server name spells. Keys fetched at run time
+/// are kept apart, in a [`KeyCache`].
 #[derive(Debug, Clone, Default)]
 pub struct KeyRing {
     pinned: HashMap<ServerName, HashMap<KeyId, VerifyKey>>,
     p2p: bool,
-    fetched: HashMap<ServerName, FetchedKeys>,
 }
 
 /// Most servers whose fetched keys are kept.
@@ -41,34 +40,13 @@ pub const MAX_FETCHED_SERVERS: usize = 10_000;
 pub struct TrustedKeyError(pub String);
 
 impl KeyRing {
-    /// An empty ring; `p2p` accepts hex public-key server names.
-    pub fn new(p2p: bool) -> Self {
+    /// An empty ring that also accepts P2P names: the key of a 64-hex
+    /// server name is the one it spells. ([`KeyRing::default`] does not.)
+    pub fn with_p2p_names() -> Self {
         Self {
             pinned: HashMap::new(),
-            p2p,
-            fetched: HashMap::new(),
+            p2p: true,
         }
-    }
-
-    /// Remembers `server`'s fetched keys until they expire.
-    ///
-    /// Implementation note: at most [`MAX_FETCHED_SERVERS`] servers are
-    /// kept; when full, expired entries go first, then the one expiring
-    /// soonest, so strangers cannot grow the ring without bound.
-    pub fn insert_fetched(&mut self, server: ServerName, keys: FetchedKeys, now: UnixMillis) {
-        if self.fetched.len() >= MAX_FETCHED_SERVERS && !self.fetched.contains_key(&server) {
-            self.fetched.retain(|_, k| k.expires > now);
-            if self.fetched.len() >= MAX_FETCHED_SERVERS
-                && let Some(soonest) = self
-                    .fetched
-                    .iter()
-                    .min_by_key(|(name, k)| (k.expires, (*name).clone()))
-                    .map(|(name, _)| name.clone())
-            {
-                self.fetched.remove(&soonest);
-            }
-        }
-        self.fetched.insert(server, keys);
     }
 
     /// Pins `server`'s key `key_id`.
@@ -107,8 +85,13 @@ impl KeyRing {
 
 impl KeyLookup for KeyRing {
     /// Pinned keys first; then, with P2P names on, the key a 64-hex `origin`
-    /// spells, for any `ed25519:*` key ID; then fetched keys valid at `at`.
-    fn verify_key(&self, origin: &ServerName, key_id: &KeyId, at: UnixMillis) -> Option<VerifyKey> {
+    /// spells, for any `ed25519:*` key ID.
+    fn verify_key(
+        &self,
+        origin: &ServerName,
+        key_id: &KeyId,
+        _at: UnixMillis,
+    ) -> Option<VerifyKey> {
         if let Some(key) = self.pinned.get(origin).and_then(|keys| keys.get(key_id)) {
             return Some(*key);
         }
@@ -118,6 +101,43 @@ impl KeyLookup for KeyRing {
         {
             return Some(VerifyKey(key));
         }
+        None
+    }
+}
+
+/// Keys fetched from servers' key documents, each trusted until it
+/// expires.
+///
+/// Implementation note: at most [`MAX_FETCHED_SERVERS`] servers are kept;
+/// when full, expired entries go first, then the one expiring soonest, so
+/// strangers cannot grow the cache without bound.
+#[derive(Debug, Clone, Default)]
+pub struct KeyCache {
+    fetched: HashMap<ServerName, FetchedKeys>,
+}
+
+impl KeyCache {
+    /// Remembers `server`'s fetched keys until they expire.
+    pub fn insert(&mut self, server: ServerName, keys: FetchedKeys, now: UnixMillis) {
+        if self.fetched.len() >= MAX_FETCHED_SERVERS && !self.fetched.contains_key(&server) {
+            self.fetched.retain(|_, k| k.expires > now);
+            if self.fetched.len() >= MAX_FETCHED_SERVERS
+                && let Some(soonest) = self
+                    .fetched
+                    .iter()
+                    .min_by_key(|(name, k)| (k.expires, (*name).clone()))
+                    .map(|(name, _)| name.clone())
+            {
+                self.fetched.remove(&soonest);
+            }
+        }
+        self.fetched.insert(server, keys);
+    }
+}
+
+impl KeyLookup for KeyCache {
+    /// The fetched key, while valid at `at`.
+    fn verify_key(&self, origin: &ServerName, key_id: &KeyId, at: UnixMillis) -> Option<VerifyKey> {
         self.fetched
             .get(origin)
             .filter(|k| k.expires > at)
@@ -337,7 +357,7 @@ mod tests {
 
     /// A ring that pins the spec key for `origin.example` as `ed25519:1`.
     fn ring_a() -> KeyRing {
-        let mut ring = KeyRing::new(false);
+        let mut ring = KeyRing::default();
         ring.pin(
             name("origin.example"),
             key_id("ed25519:1"),
@@ -417,7 +437,7 @@ mod tests {
         let dendrite = format!(
             r#"X-Matrix origin="{P2P_NAME}",key="ed25519:dendrite-demo-yggdrasil",sig="{SIG_B}",destination="relay.example""#
         );
-        let p2p = KeyRing::new(true);
+        let p2p = KeyRing::with_p2p_names();
         let claimed = authenticate(&[&dendrite], "GET", &uri_b(), Some(&content), &p2p).unwrap();
         assert_eq!(claimed.origin, name(P2P_NAME));
         assert_eq!(
@@ -426,7 +446,7 @@ mod tests {
                 "GET",
                 &uri_b(),
                 Some(&content),
-                &KeyRing::new(false)
+                &KeyRing::default()
             ),
             Err(AuthError::UnknownKey {
                 origin: name(P2P_NAME),
@@ -436,11 +456,37 @@ mod tests {
     }
 
     #[test]
+    fn key_cache_is_bounded_and_expires() {
+        let key = spec_key("1").verify_key();
+        let fetched = |expires: u64| FetchedKeys {
+            keys: HashMap::from([(key_id("ed25519:1"), key)]),
+            expires: UnixMillis(AT.0 + expires),
+        };
+        let mut cache = KeyCache::default();
+        for i in 0..MAX_FETCHED_SERVERS as u64 {
+            // The first server expires soonest.
+            cache.insert(name(&format!("s{i}.example")), fetched(1000 + i), AT);
+        }
+        let first = name("s0.example");
+        assert_eq!(
+            cache.verify_key(&first, &key_id("ed25519:1"), AT),
+            Some(key)
+        );
+        cache.insert(name("new.example"), fetched(5000), AT);
+        assert_eq!(cache.fetched.len(), MAX_FETCHED_SERVERS);
+        assert_eq!(cache.verify_key(&first, &key_id("ed25519:1"), AT), None);
+        let new = name("new.example");
+        assert_eq!(cache.verify_key(&new, &key_id("ed25519:1"), AT), Some(key));
+        let expired = UnixMillis(AT.0 + 5000);
+        assert_eq!(cache.verify_key(&new, &key_id("ed25519:1"), expired), None);
+    }
+
+    #[test]
     fn key_ring_lookup_order() {
         let hex = name(P2P_NAME);
         let spec = spec_key("1").verify_key();
         let other = SigningKey::from_seed(key_id("ed25519:x"), [3; 32]).verify_key();
-        let p2p = KeyRing::new(true);
+        let p2p = KeyRing::with_p2p_names();
         assert_eq!(
             p2p.verify_key(&hex, &key_id("ed25519:any_version"), AT),
             Some(spec)
@@ -455,7 +501,7 @@ mod tests {
             None
         );
         assert_eq!(
-            KeyRing::new(false).verify_key(&hex, &key_id("ed25519:1"), AT),
+            KeyRing::default().verify_key(&hex, &key_id("ed25519:1"), AT),
             None
         );
         assert_eq!(
@@ -463,7 +509,7 @@ mod tests {
             None
         );
 
-        let mut pinned = KeyRing::new(true);
+        let mut pinned = KeyRing::with_p2p_names();
         pinned.pin(hex.clone(), key_id("ed25519:1"), other);
         assert_eq!(
             pinned.verify_key(&hex, &key_id("ed25519:1"), AT),
@@ -684,7 +730,7 @@ mod tests {
             Err(bad("ed25519:1"))
         );
 
-        let mut wrong_key = KeyRing::new(false);
+        let mut wrong_key = KeyRing::default();
         wrong_key.pin(
             origin.clone(),
             key_id("ed25519:1"),

@@ -24,7 +24,9 @@
 
 pub mod auth;
 pub mod b64;
+mod backoff;
 pub mod canonical;
+mod drive;
 pub mod error;
 #[cfg(feature = "fuzzing")]
 pub mod fuzzing;

@@ -25,8 +25,10 @@
 
 use std::sync::Arc;
 
-pub use relay_core::outbound::{Change, DestinationRecord, Item, ItemId, ItemKind, RetryState};
-pub use relay_core::retriever::{Change as DedupeChange, DedupeKey};
+pub use relay_core::outbound::{
+    DestinationRecord, Item, ItemId, ItemKind, OutboundChange, RetryState,
+};
+pub use relay_core::retriever::{DedupeKey, WindowChange};
 pub use relay_core::store::{
     Ack, AckedKeys, InsertOutcome, NewEntry, QueuedEntry, Quota, QuotaKind, StoreError,
 };
@@ -143,7 +145,7 @@ pub struct QueueTotals {
 
 /// The persisted state of a node's sender machine
 /// ([`Outbound`](relay_core::outbound::Outbound)): it applies the machine's
-/// [`Change`]s and hands back [`DestinationRecord`]s to restore it from.
+/// [`OutboundChange`]s and hands back [`DestinationRecord`]s to restore it from.
 ///
 /// Semantics (checked by `conformance::outbound_store`):
 /// - `Enqueued` adds the item to its destination's queue. Item IDs are
@@ -174,7 +176,7 @@ pub struct QueueTotals {
 pub trait OutboundStore: Send + Sync + 'static {
     /// Applies `changes` in order, atomically (all or nothing), durably
     /// before returning `Ok`.
-    fn apply(&self, changes: &[Change]) -> Result<(), StoreError>;
+    fn apply(&self, changes: &[OutboundChange]) -> Result<(), StoreError>;
 
     /// Everything persisted: one record per destination that has queued
     /// items, a transaction in flight or a non-default [`RetryState`];
@@ -184,7 +186,7 @@ pub trait OutboundStore: Send + Sync + 'static {
 
 /// The persisted de-duplication window of a node's recipient machine
 /// ([`Retriever`](relay_core::retriever::Retriever)): it applies the
-/// machine's [`DedupeChange`]s and hands back the window to restore it
+/// machine's [`WindowChange`]s and hands back the window to restore it
 /// with ([`Retriever::restore`](relay_core::retriever::Retriever::restore)).
 ///
 /// Semantics (checked by `conformance::dedupe_store`):
@@ -216,7 +218,7 @@ pub trait OutboundStore: Send + Sync + 'static {
 pub trait DedupeStore: Send + Sync + 'static {
     /// Applies `changes` in order, atomically (all or nothing), durably
     /// before returning `Ok`.
-    fn apply_window(&self, changes: &[DedupeChange]) -> Result<(), StoreError>;
+    fn apply_window(&self, changes: &[WindowChange]) -> Result<(), StoreError>;
 
     /// The window: one list of keys per remembered transaction, oldest
     /// first.

@@ -2,7 +2,7 @@
 //! they accept, refuse and round off alike.
 
 use relay_core::UnixMillis;
-use relay_core::outbound::{Change, ItemId, RetryState};
+use relay_core::outbound::{ItemId, OutboundChange, RetryState};
 use relay_core::store::StoreError;
 
 /// The largest storable item ID and wall time: the largest SQL integer.
@@ -19,13 +19,13 @@ pub(crate) fn sql_item_id(id: ItemId) -> Result<i64, StoreError> {
 }
 
 /// Refuses `change` if it names an item ID that cannot be stored.
-pub(crate) fn check_item_ids(change: &Change) -> Result<(), StoreError> {
+pub(crate) fn check_item_ids(change: &OutboundChange) -> Result<(), StoreError> {
     match change {
-        Change::Enqueued { item, .. } => sql_item_id(item.id).map(drop),
-        Change::TxnStarted { items, .. } | Change::TxnFinished { items, .. } => {
+        OutboundChange::Enqueued { item, .. } => sql_item_id(item.id).map(drop),
+        OutboundChange::TxnStarted { items, .. } | OutboundChange::TxnFinished { items, .. } => {
             items.iter().try_for_each(|id| sql_item_id(*id).map(drop))
         }
-        Change::Retry { .. } => Ok(()),
+        OutboundChange::Retry { .. } => Ok(()),
     }
 }
 

@@ -9,7 +9,7 @@ use std::time::Duration;
 use rusqlite::{Connection, TransactionBehavior};
 
 use relay_core::ServerName;
-use relay_core::outbound::{Change, DestinationRecord};
+use relay_core::outbound::{DestinationRecord, OutboundChange};
 use relay_core::retriever::{self, DedupeKey};
 use relay_core::store::{Ack, InsertOutcome, NewEntry, Quota, StoreError};
 
@@ -69,11 +69,11 @@ enum Op {
         reply: Reply<AckNext>,
     },
     Apply {
-        changes: Vec<Change>,
+        changes: Vec<OutboundChange>,
         reply: Reply<()>,
     },
     ApplyWindow {
-        changes: Vec<retriever::Change>,
+        changes: Vec<retriever::WindowChange>,
         reply: Reply<()>,
     },
     PurgeSome {
@@ -265,7 +265,7 @@ impl QueueStore for SqliteStore {
 }
 
 impl OutboundStore for SqliteStore {
-    fn apply(&self, changes: &[Change]) -> Result<(), StoreError> {
+    fn apply(&self, changes: &[OutboundChange]) -> Result<(), StoreError> {
         if changes.is_empty() {
             return Ok(());
         }
@@ -281,7 +281,7 @@ impl OutboundStore for SqliteStore {
 }
 
 impl DedupeStore for SqliteStore {
-    fn apply_window(&self, changes: &[retriever::Change]) -> Result<(), StoreError> {
+    fn apply_window(&self, changes: &[retriever::WindowChange]) -> Result<(), StoreError> {
         if changes.is_empty() {
             return Ok(());
         }

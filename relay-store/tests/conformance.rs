@@ -1,8 +1,8 @@
 //! The conformance suite against every backend in this crate.
 
 use relay_store::{
-    Ack, Change, DedupeChange, DedupeKey, DedupeStore, DestinationRecord, MemoryDedupeStore,
-    MemoryOutboundStore, MemoryStore, SqliteStore,
+    Ack, DedupeKey, DedupeStore, DestinationRecord, MemoryDedupeStore, MemoryOutboundStore,
+    MemoryStore, OutboundChange, SqliteStore, WindowChange,
 };
 use relay_store::{
     AckNext, DestinationUsage, InsertOutcome, NewEntry, OutboundStore, QueueStore, QueueTotals,
@@ -62,7 +62,7 @@ impl QueueStore for TempSqlite {
 }
 
 impl OutboundStore for TempSqlite {
-    fn apply(&self, changes: &[Change]) -> Result<(), StoreError> {
+    fn apply(&self, changes: &[OutboundChange]) -> Result<(), StoreError> {
         self.store.apply(changes)
     }
     fn load(&self) -> Result<Vec<DestinationRecord>, StoreError> {
@@ -71,7 +71,7 @@ impl OutboundStore for TempSqlite {
 }
 
 impl DedupeStore for TempSqlite {
-    fn apply_window(&self, changes: &[DedupeChange]) -> Result<(), StoreError> {
+    fn apply_window(&self, changes: &[WindowChange]) -> Result<(), StoreError> {
         self.store.apply_window(changes)
     }
     fn load_window(&self) -> Result<Vec<Vec<DedupeKey>>, StoreError> {

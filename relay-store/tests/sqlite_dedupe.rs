@@ -8,8 +8,8 @@ use std::sync::Arc;
 
 use proptest::prelude::*;
 use relay_store::{
-    DedupeChange, DedupeKey, DedupeStore, InsertOutcome, Item, ItemId, ItemKind, MemoryDedupeStore,
-    NewEntry, OutboundStore, QueueStore, Quota, ServerName, SqliteStore, TxnId,
+    DedupeKey, DedupeStore, InsertOutcome, Item, ItemId, ItemKind, MemoryDedupeStore, NewEntry,
+    OutboundStore, QueueStore, Quota, ServerName, SqliteStore, TxnId, WindowChange,
 };
 use rusqlite::Connection;
 
@@ -25,16 +25,16 @@ fn digest(n: u8) -> DedupeKey {
     DedupeKey::Digest([n; 32])
 }
 
-fn seen(keys: &[&DedupeKey]) -> DedupeChange {
-    DedupeChange::Seen(keys.iter().map(|k| (*k).clone()).collect())
+fn seen(keys: &[&DedupeKey]) -> WindowChange {
+    WindowChange::Seen(keys.iter().map(|k| (*k).clone()).collect())
 }
 
-fn forget(keys: &[&DedupeKey]) -> DedupeChange {
-    DedupeChange::Forget(keys.iter().map(|k| (*k).clone()).collect())
+fn forget(keys: &[&DedupeKey]) -> WindowChange {
+    WindowChange::Forget(keys.iter().map(|k| (*k).clone()).collect())
 }
 
 /// The same changes applied to the reference model.
-fn model_of(changes: &[&[DedupeChange]]) -> Vec<Vec<DedupeKey>> {
+fn model_of(changes: &[&[WindowChange]]) -> Vec<Vec<DedupeKey>> {
     let model = MemoryDedupeStore::new();
     for batch in changes {
         model.apply_window(batch).expect("model apply");
@@ -52,7 +52,7 @@ fn reopen_keeps_the_window() {
         txn_key("c.example", "123"),
     );
     let (d, e) = (digest(4), txn_key("e.example", "5"));
-    let before: [&[DedupeChange]; 2] = [
+    let before: [&[WindowChange]; 2] = [
         &[seen(&[&a, &b]), seen(&[&c])],
         &[seen(&[&d]), forget(&[&a])],
     ];
@@ -102,7 +102,7 @@ fn window_relay_queue_and_sender_state_share_a_file() {
         Ok(InsertOutcome::Stored(_))
     ));
     sender
-        .apply(&[relay_store::Change::Enqueued {
+        .apply(&[relay_store::OutboundChange::Enqueued {
             destination: server("d.example"),
             item: Item {
                 id: ItemId(1),
@@ -250,17 +250,17 @@ fn key() -> impl Strategy<Value = DedupeKey> {
     ]
 }
 
-fn change() -> impl Strategy<Value = DedupeChange> {
+fn change() -> impl Strategy<Value = WindowChange> {
     let keys = || proptest::collection::vec(key(), 0..4);
     prop_oneof![
-        3 => keys().prop_map(DedupeChange::Seen),
-        2 => keys().prop_map(DedupeChange::Forget),
+        3 => keys().prop_map(WindowChange::Seen),
+        2 => keys().prop_map(WindowChange::Forget),
     ]
 }
 
 #[derive(Debug, Clone)]
 enum Transition {
-    Apply(Vec<DedupeChange>),
+    Apply(Vec<WindowChange>),
     Reopen,
 }
 

@@ -7,8 +7,8 @@ use std::sync::Arc;
 
 use proptest::prelude::*;
 use relay_store::{
-    Change, DestinationRecord, InsertOutcome, Item, ItemId, ItemKind, MemoryOutboundStore,
-    NewEntry, OutboundStore, QueueStore, Quota, RetryState, ServerName, SqliteStore, TxnId,
+    DestinationRecord, InsertOutcome, Item, ItemId, ItemKind, MemoryOutboundStore, NewEntry,
+    OutboundChange, OutboundStore, QueueStore, Quota, RetryState, ServerName, SqliteStore, TxnId,
     UnixMillis,
 };
 use rusqlite::Connection;
@@ -17,8 +17,8 @@ fn server(s: &str) -> ServerName {
     ServerName::parse(s).expect("test server name")
 }
 
-fn enqueued(destination: &str, id: u64, json: &[u8]) -> Change {
-    Change::Enqueued {
+fn enqueued(destination: &str, id: u64, json: &[u8]) -> OutboundChange {
+    OutboundChange::Enqueued {
         destination: server(destination),
         item: Item {
             id: ItemId(id),
@@ -28,16 +28,16 @@ fn enqueued(destination: &str, id: u64, json: &[u8]) -> Change {
     }
 }
 
-fn started(destination: &str, txn: &str, items: &[u64]) -> Change {
-    Change::TxnStarted {
+fn started(destination: &str, txn: &str, items: &[u64]) -> OutboundChange {
+    OutboundChange::TxnStarted {
         destination: server(destination),
         txn_id: TxnId::parse(txn).expect("test txn ID"),
         items: items.iter().copied().map(ItemId).collect(),
     }
 }
 
-fn retry(destination: &str, failures: u32) -> Change {
-    Change::Retry {
+fn retry(destination: &str, failures: u32) -> OutboundChange {
+    OutboundChange::Retry {
         destination: server(destination),
         state: RetryState {
             direct_failures: failures,
@@ -49,7 +49,7 @@ fn retry(destination: &str, failures: u32) -> Change {
 }
 
 /// The same changes applied to the reference model.
-fn model_of(changes: &[&[Change]]) -> Vec<DestinationRecord> {
+fn model_of(changes: &[&[OutboundChange]]) -> Vec<DestinationRecord> {
     let model = MemoryOutboundStore::new();
     for batch in changes {
         model.apply(batch).expect("model apply");
@@ -61,7 +61,7 @@ fn model_of(changes: &[&[Change]]) -> Vec<DestinationRecord> {
 fn reopen_keeps_the_sender_state() {
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("node.db");
-    let batches: [&[Change]; 3] = [
+    let batches: [&[OutboundChange]; 3] = [
         &[
             enqueued("a.example", 1, br#"{"a":1}"#),
             enqueued("b.example", 2, b"\xff\x00"),
@@ -128,7 +128,7 @@ fn relay_queue_and_sender_state_share_a_file() {
         "the queue is apart"
     );
     sender
-        .apply(&[Change::TxnFinished {
+        .apply(&[OutboundChange::TxnFinished {
             destination: server("d.example"),
             items: vec![ItemId(1)],
         }])
@@ -292,10 +292,10 @@ fn item_ids() -> impl Strategy<Value = Vec<ItemId>> {
     proptest::collection::vec(item_id().prop_map(ItemId), 0..4)
 }
 
-fn change() -> impl Strategy<Value = Change> {
+fn change() -> impl Strategy<Value = OutboundChange> {
     prop_oneof![
         4 => (destination(), item_id(), any::<bool>(), 0..3usize).prop_map(|(destination, id, edu, j)| {
-            Change::Enqueued {
+            OutboundChange::Enqueued {
                 destination,
                 item: Item {
                     id: ItemId(id),
@@ -304,14 +304,14 @@ fn change() -> impl Strategy<Value = Change> {
                 },
             }
         }),
-        2 => (destination(), 0..3u8, item_ids()).prop_map(|(destination, t, items)| Change::TxnStarted {
+        2 => (destination(), 0..3u8, item_ids()).prop_map(|(destination, t, items)| OutboundChange::TxnStarted {
             destination,
             txn_id: TxnId::parse(&format!("t{t}")).expect("txn"),
             items,
         }),
-        2 => (destination(), item_ids()).prop_map(|(destination, items)| Change::TxnFinished { destination, items }),
+        2 => (destination(), item_ids()).prop_map(|(destination, items)| OutboundChange::TxnFinished { destination, items }),
         2 => (destination(), 0..2u32, 0..2u32, proptest::option::of(prop_oneof![Just(0), Just(7), Just(u64::MAX)]), any::<bool>())
-            .prop_map(|(destination, direct_failures, failed_attempts, next, blacklisted)| Change::Retry {
+            .prop_map(|(destination, direct_failures, failed_attempts, next, blacklisted)| OutboundChange::Retry {
                 destination,
                 state: RetryState {
                     direct_failures,
@@ -325,7 +325,7 @@ fn change() -> impl Strategy<Value = Change> {
 
 #[derive(Debug, Clone)]
 enum Transition {
-    Apply(Vec<Change>),
+    Apply(Vec<OutboundChange>),
     Reopen,
 }
 

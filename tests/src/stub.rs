@@ -89,7 +89,7 @@ impl Recorded {
     pub fn verify_signed_by(&self, sender: &Server, our_name: &str) -> Result<(), AuthError> {
         let our_name = ServerName::parse(our_name).expect("our_name is a server name");
         let claimed = parse_authorization(self.header_values("authorization"), &our_name)?;
-        let mut keys = KeyRing::new(false);
+        let mut keys = KeyRing::default();
         keys.pin(
             ServerName::parse(sender.name()).expect("the sender has a server name"),
             sender.key().key_id().clone(),

@@ -1,13 +1,13 @@
 //! The tasks that own the three machines and drive them, side by side:
-//! [`relay`] (the server's [`Relay`](relay_core::relay::Relay)),
+//! `relay` (the server's [`Relay`](relay_core::relay::Relay)),
 //! [`outbound`] (the sender's [`Outbound`](relay_core::outbound::Outbound)),
 //! [`retriever`] (the recipient's
-//! [`Retriever`](relay_core::retriever::Retriever)), and [`persist`], which
+//! [`Retriever`](relay_core::retriever::Retriever)), and `persist`, which
 //! applies the last two machines' state changes to storage in order.
 //!
-//! Each loop follows its machine's drive rule: feed one event, drain
-//! `poll_output` to `None` performing each output, re-arm the timer from
-//! `poll_timeout`.
+//! Each loop follows its machine's drive rule, in the same words: feed one
+//! event (its driver's `feed`), drain `poll_output` to `None` performing
+//! each output (`perform`), re-arm the timer from `poll_timeout`.
 
 pub mod outbound;
 mod persist;

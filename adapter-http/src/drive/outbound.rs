@@ -3,12 +3,14 @@
 //! the application.
 
 use std::collections::HashMap;
+use std::fmt;
+use std::ops::ControlFlow;
 use std::sync::Arc;
 
 use futures_channel::oneshot;
 use relay_core::http::HttpOutcome;
 use relay_core::outbound::{
-    AttemptId, Change, EnqueueError, Event, ItemId, ItemKind, OpId, Outbound, Output,
+    AttemptId, EnqueueError, Event, ItemId, ItemKind, OpId, Outbound, OutboundChange, Output,
 };
 use relay_core::store::StoreError;
 use relay_core::{Instant, ServerName};
@@ -21,12 +23,42 @@ use crate::task::{Task, spawn_task};
 
 pub use crate::unix_now;
 
+/// Why [`OutboundHandle::enqueue`] did not queue an item.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NotQueued {
+    /// The machine refused it.
+    Refused(EnqueueError),
+    /// The sender's task has stopped.
+    Stopped,
+}
+
+impl fmt::Display for NotQueued {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Refused(e) => e.fmt(f),
+            Self::Stopped => f.write_str("the sender has stopped"),
+        }
+    }
+}
+
+impl std::error::Error for NotQueued {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            Self::Refused(e) => Some(e),
+            Self::Stopped => None,
+        }
+    }
+}
+
+/// Where an enqueue's answer goes.
+type Reply = oneshot::Sender<Result<ItemId, NotQueued>>;
+
 enum Command {
     Enqueue {
         destination: ServerName,
         kind: ItemKind,
         json: Vec<u8>,
-        reply: oneshot::Sender<Result<ItemId, EnqueueError>>,
+        reply: Reply,
     },
     SetRelays(ServerName, Vec<ServerName>),
     PeerAlive(ServerName),
@@ -44,26 +76,25 @@ pub struct OutboundHandle {
 }
 
 impl OutboundHandle {
-    /// Queues a PDU or EDU for `destination`.
+    /// Queues a PDU or EDU for `destination`; answers once the item is
+    /// stored (or storing it failed, an [`Event::PersistFailed`]).
     pub async fn enqueue(
         &self,
         destination: ServerName,
         kind: ItemKind,
         json: Vec<u8>,
-    ) -> Result<ItemId, EnqueueError> {
+    ) -> Result<ItemId, NotQueued> {
         let (reply, answer) = oneshot::channel();
         let command = Command::Enqueue {
-            destination: destination.clone(),
+            destination,
             kind,
             json,
             reply,
         };
         if self.commands.try_send(command).is_err() {
-            return Err(EnqueueError::QueueFull(destination));
+            return Err(NotQueued::Stopped);
         }
-        answer
-            .await
-            .unwrap_or(Err(EnqueueError::QueueFull(destination)))
+        answer.await.unwrap_or(Err(NotQueued::Stopped))
     }
 
     /// Sets the relays known for `destination`.
@@ -80,12 +111,13 @@ impl OutboundHandle {
 }
 
 /// Starts driving `machine` on the client's runtime. Events arrive on the
-/// returned receiver; the task ends when every [`OutboundHandle`] is
-/// dropped, after handing the changes it has to the store.
+/// returned receiver, but for [`Event::Queued`], which answers its
+/// [`OutboundHandle::enqueue`]; the task ends when every [`OutboundHandle`]
+/// is dropped, after handing the changes it has to the store.
 pub fn spawn<R: Runtime>(
     machine: Outbound,
     client: HttpClient<R>,
-    store: Option<Arc<dyn OutboundStore>>,
+    store: Arc<dyn OutboundStore>,
 ) -> (OutboundHandle, async_channel::Receiver<Event>, Task<()>) {
     let (commands_tx, commands) = async_channel::unbounded();
     let (events_tx, events) = async_channel::unbounded();
@@ -101,30 +133,65 @@ pub fn spawn<R: Runtime>(
 }
 
 async fn drive<R: Runtime>(
-    mut machine: Outbound,
+    machine: Outbound,
     client: HttpClient<R>,
-    store: Option<Arc<dyn OutboundStore>>,
+    store: Arc<dyn OutboundStore>,
     commands: async_channel::Receiver<Command>,
     events: async_channel::Sender<Event>,
 ) {
     let rt = client.runtime().clone();
     let (done_tx, done) = async_channel::unbounded::<Completion>();
-    let apply = store
-        .map(|store| -> persist::Apply<Change> { Arc::new(move |changes| store.apply(changes)) });
+    let apply: persist::Apply<OutboundChange> = Arc::new(move |changes| store.apply(changes));
     let persisted = done_tx.clone();
     let (persist_tx, persister) = persist::spawn(&rt, apply, move |results| {
         let _ = persisted.try_send(Completion::Persisted(results));
     });
-    // Enqueues are answered once their item is stored (or storing it was
-    // tried): an application told "queued" can rely on it across a crash.
-    let mut unanswered: HashMap<ItemId, oneshot::Sender<Result<ItemId, EnqueueError>>> =
-        HashMap::new();
-    let mut storing: HashMap<OpId, ItemId> = HashMap::new();
+    let mut driver = Driver {
+        machine,
+        client,
+        done: done_tx,
+        events,
+        unanswered: HashMap::new(),
+        changes: Vec::new(),
+    };
     loop {
         // 1. Feed one event.
-        let deadline = machine.poll_timeout();
+        let deadline = driver.machine.poll_timeout();
         let wake = next_wake(&rt, &commands, &done, deadline).await;
-        let now = Instant::now();
+        if driver.feed(Instant::now(), wake).is_break() {
+            break;
+        }
+        // 2. Drain every output.
+        while let Some(output) = driver.machine.poll_output() {
+            driver.perform(output);
+        }
+        if !driver.changes.is_empty() {
+            let _ = persist_tx.try_send(std::mem::take(&mut driver.changes));
+        }
+        // 3. The timer is re-armed from poll_timeout at the top of the loop.
+    }
+    drop(persist_tx);
+    let _ = persister.await;
+}
+
+/// The drive loop's state: the machine, and where its outputs go.
+struct Driver<R: Runtime> {
+    machine: Outbound,
+    client: HttpClient<R>,
+    /// Where requests report back.
+    done: async_channel::Sender<Completion>,
+    events: async_channel::Sender<Event>,
+    /// Enqueues not yet answered, by item.
+    unanswered: HashMap<ItemId, Reply>,
+    /// Changes drained, to persist as one batch.
+    changes: Vec<(OpId, OutboundChange)>,
+}
+
+impl<R: Runtime> Driver<R> {
+    /// Step 1: hands the machine what woke the loop; `Break` once every
+    /// handle is gone.
+    fn feed(&mut self, now: Instant, wake: Wake<Command, Completion>) -> ControlFlow<()> {
+        let machine = &mut self.machine;
         match wake {
             Wake::Command(Some(Command::Enqueue {
                 destination,
@@ -133,65 +200,53 @@ async fn drive<R: Runtime>(
                 reply,
             })) => match machine.handle_enqueue(now, unix_now(), destination, kind, json) {
                 Ok(id) => {
-                    unanswered.insert(id, reply);
+                    self.unanswered.insert(id, reply);
                 }
                 Err(e) => {
-                    let _ = reply.send(Err(e));
+                    let _ = reply.send(Err(NotQueued::Refused(e)));
                 }
             },
             Wake::Command(Some(Command::SetRelays(destination, relays))) => {
-                machine.set_relays(destination, relays);
+                machine.set_relays(now, destination, relays);
             }
             Wake::Command(Some(Command::PeerAlive(destination))) => {
                 machine.handle_peer_alive(now, unix_now(), &destination);
             }
-            Wake::Command(None) => break,
+            Wake::Command(None) => return ControlFlow::Break(()),
             Wake::Done(Completion::Sent(attempt, outcome)) => {
                 machine.handle_send_result(now, unix_now(), attempt, outcome);
             }
             Wake::Done(Completion::Persisted(results)) => {
                 for (op, result) in results {
-                    // A storage failure reaches the application as
-                    // Event::PersistFailed; the item is queued all the same.
-                    if let Some(id) = storing.remove(&op)
-                        && let Some(reply) = unanswered.remove(&id)
-                    {
-                        let _ = reply.send(Ok(id));
-                    }
                     machine.handle_persisted(now, op, result);
                 }
             }
             Wake::Timeout => machine.handle_timeout(now, unix_now()),
         }
-        // 2. Drain every output.
-        let mut changes = Vec::new();
-        while let Some(output) = machine.poll_output() {
-            match output {
-                Output::Transmit {
-                    attempt, request, ..
-                } => {
-                    let (client, done) = (client.clone(), done_tx.clone());
-                    rt.spawn(async move {
-                        let outcome = client.send(request).await;
-                        let _ = done.try_send(Completion::Sent(attempt, outcome));
-                    });
-                }
-                Output::Persist { op, change } => {
-                    if let Change::Enqueued { item, .. } = &change {
-                        storing.insert(op, item.id);
-                    }
-                    changes.push((op, change));
-                }
-                Output::Event(event) => {
-                    let _ = events.try_send(event);
+        ControlFlow::Continue(())
+    }
+
+    /// Step 2, for one output.
+    fn perform(&mut self, output: Output) {
+        match output {
+            Output::Transmit {
+                attempt, request, ..
+            } => {
+                let (client, done) = (self.client.clone(), self.done.clone());
+                self.client.runtime().spawn(async move {
+                    let outcome = client.send(request).await;
+                    let _ = done.try_send(Completion::Sent(attempt, outcome));
+                });
+            }
+            Output::Persist { op, change } => self.changes.push((op, change)),
+            Output::Event(Event::Queued { item }) => {
+                if let Some(reply) = self.unanswered.remove(&item) {
+                    let _ = reply.send(Ok(item));
                 }
             }
+            Output::Event(event) => {
+                let _ = self.events.try_send(event);
+            }
         }
-        if !changes.is_empty() {
-            let _ = persist_tx.try_send(changes);
-        }
-        // 3. The timer is re-armed from poll_timeout at the top of the loop.
     }
-    drop(persist_tx);
-    let _ = persister.await;
 }

@@ -12,12 +12,11 @@ use crate::task::{Task, spawn_task, unblock};
 pub(crate) type Apply<C> = Arc<dyn Fn(&[C]) -> Result<(), StoreError> + Send + Sync>;
 
 /// Starts the task that applies batches of `(op, change)` in order and
-/// reports each op's result through `done`. Without `apply`, every change
-/// succeeds at once (the state lives as long as the process). The task ends
-/// when the sender is dropped, after the batches already sent.
+/// reports each op's result through `done`. The task ends when the sender
+/// is dropped, after the batches already sent.
 pub(crate) fn spawn<R, Op, C>(
     runtime: &R,
-    apply: Option<Apply<C>>,
+    apply: Apply<C>,
     done: impl Fn(Vec<(Op, Result<(), StoreError>)>) + Send + 'static,
 ) -> (async_channel::Sender<Vec<(Op, C)>>, Task<()>)
 where
@@ -30,17 +29,10 @@ where
     let task = spawn_task(runtime, async move {
         while let Ok(batch) = batches.recv().await {
             let (ops, changes): (Vec<Op>, Vec<C>) = batch.into_iter().unzip();
-            let result = match &apply {
-                Some(apply) => {
-                    let apply = apply.clone();
-                    unblock(&rt, move || apply(&changes))
-                        .await
-                        .unwrap_or_else(|e| {
-                            Err(StoreError(format!("persistence task failed: {e}")))
-                        })
-                }
-                None => Ok(()),
-            };
+            let apply = apply.clone();
+            let result = unblock(&rt, move || apply(&changes))
+                .await
+                .unwrap_or_else(|e| Err(StoreError(format!("persistence task failed: {e}"))));
             done(ops.into_iter().map(|op| (op, result.clone())).collect());
         }
     });

@@ -69,7 +69,7 @@ fn complete(done: &async_channel::WeakSender<Event>, event: Event) {
 }
 
 async fn drive<R: Runtime>(
-    mut relay: Relay,
+    relay: Relay,
     store: Arc<dyn QueueStore>,
     client: HttpClient<R>,
     metrics: Arc<Metrics>,
@@ -77,10 +77,17 @@ async fn drive<R: Runtime>(
     completions: async_channel::WeakSender<Event>,
 ) {
     let rt = client.runtime().clone();
-    let mut waiting: HashMap<RequestId, oneshot::Sender<Response>> = HashMap::new();
+    let mut driver = Driver {
+        relay,
+        store,
+        client,
+        metrics,
+        completions,
+        waiting: HashMap::new(),
+    };
     loop {
         // 1. Feed one event.
-        let event = match relay.poll_timeout() {
+        let event = match driver.relay.poll_timeout() {
             Some(deadline) => {
                 futures_lite::future::race(async { events.recv().await.ok() }, async {
                     rt.sleep_until(deadline).await;
@@ -91,70 +98,91 @@ async fn drive<R: Runtime>(
             None => events.recv().await.ok(),
         };
         let Some(event) = event else { break };
-        let now = Instant::now();
+        driver.feed(Instant::now(), event);
+        // 2. Drain every output.
+        while let Some(output) = driver.relay.poll_output() {
+            driver.perform(output);
+        }
+        // 3. The timer is re-armed from poll_timeout at the top of the loop.
+    }
+}
+
+/// The drive loop's state: the machine, and where its outputs go.
+struct Driver<R: Runtime> {
+    relay: Relay,
+    store: Arc<dyn QueueStore>,
+    client: HttpClient<R>,
+    metrics: Arc<Metrics>,
+    /// Where storage operations and key fetches report back.
+    completions: async_channel::WeakSender<Event>,
+    /// Requests not yet answered.
+    waiting: HashMap<RequestId, oneshot::Sender<Response>>,
+}
+
+impl<R: Runtime> Driver<R> {
+    /// Step 1: hands the machine what woke the loop.
+    fn feed(&mut self, now: Instant, event: Event) {
+        let relay = &mut self.relay;
         match event {
             Event::Request(request, reply) => {
                 let id = relay.handle_request(now, unix_now(), request);
-                waiting.insert(id, reply);
+                self.waiting.insert(id, reply);
             }
             Event::Stored(op, result) => relay.handle_stored(now, op, result),
             Event::Fetched(op, result) => relay.handle_fetched(now, op, result),
             Event::Keys(op, outcome) => relay.handle_keys(now, unix_now(), op, outcome),
             Event::Timeout => relay.handle_timeout(now),
         }
-        // 2. Drain every output.
-        while let Some(output) = relay.poll_output() {
-            match output {
-                Output::Store { op, entry, quota } => {
-                    let (store, done, rt2) = (store.clone(), completions.clone(), rt.clone());
-                    let metrics = metrics.clone();
-                    rt.spawn(async move {
-                        let result = unblock(&rt2, move || store.insert(entry, &quota))
-                            .await
-                            .unwrap_or_else(|e| {
-                                Err(StoreError(format!("storage task failed: {e}")))
-                            });
-                        if let Ok(outcome) = &result {
-                            metrics.observe_insert(outcome);
-                        }
-                        complete(&done, Event::Stored(op, result));
-                    });
-                }
-                Output::Fetch {
-                    op,
-                    destination,
-                    ack,
-                } => {
-                    let (store, done, rt2) = (store.clone(), completions.clone(), rt.clone());
-                    let metrics = metrics.clone();
-                    rt.spawn(async move {
-                        let result = unblock(&rt2, move || store.ack_and_next(&destination, ack))
-                            .await
-                            .unwrap_or_else(|e| {
-                                Err(StoreError(format!("storage task failed: {e}")))
-                            });
-                        if matches!(result, Ok(AckNext { acked: true, .. })) {
-                            metrics.observe_acknowledgement();
-                        }
-                        let result = result.map(|found| found.next);
-                        complete(&done, Event::Fetched(op, result));
-                    });
-                }
-                Output::FetchKeys { op, request } => {
-                    let (client, done) = (client.clone(), completions.clone());
-                    rt.spawn(async move {
-                        let outcome = client.send(request).await;
-                        complete(&done, Event::Keys(op, outcome));
-                    });
-                }
-                Output::Respond { request, response } => {
-                    if let Some(reply) = waiting.remove(&request) {
-                        // The client may have gone; its response is moot.
-                        let _ = reply.send(response);
+    }
+
+    /// Step 2, for one output.
+    fn perform(&mut self, output: Output) {
+        let rt = self.client.runtime().clone();
+        match output {
+            Output::Store { op, entry, quota } => {
+                let (store, metrics) = (self.store.clone(), self.metrics.clone());
+                let done = self.completions.clone();
+                rt.clone().spawn(async move {
+                    let result = unblock(&rt, move || store.insert(entry, &quota))
+                        .await
+                        .unwrap_or_else(|e| Err(StoreError(format!("storage task failed: {e}"))));
+                    if let Ok(outcome) = &result {
+                        metrics.observe_insert(outcome);
                     }
+                    complete(&done, Event::Stored(op, result));
+                });
+            }
+            Output::Fetch {
+                op,
+                destination,
+                ack,
+            } => {
+                let (store, metrics) = (self.store.clone(), self.metrics.clone());
+                let done = self.completions.clone();
+                rt.clone().spawn(async move {
+                    let result = unblock(&rt, move || store.ack_and_next(&destination, ack))
+                        .await
+                        .unwrap_or_else(|e| Err(StoreError(format!("storage task failed: {e}"))));
+                    if matches!(result, Ok(AckNext { acked: true, .. })) {
+                        metrics.observe_acknowledgement();
+                    }
+                    let result = result.map(|found| found.next);
+                    complete(&done, Event::Fetched(op, result));
+                });
+            }
+            Output::FetchKeys { op, request } => {
+                let (client, done) = (self.client.clone(), self.completions.clone());
+                rt.spawn(async move {
+                    let outcome = client.send(request).await;
+                    complete(&done, Event::Keys(op, outcome));
+                });
+            }
+            Output::Respond { request, response } => {
+                if let Some(reply) = self.waiting.remove(&request) {
+                    // The client may have gone; its response is moot.
+                    let _ = reply.send(response);
                 }
             }
         }
-        // 3. The timer is re-armed from poll_timeout at the top of the loop.
     }
 }

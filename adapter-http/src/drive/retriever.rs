@@ -2,11 +2,12 @@
 //! requests over [`HttpClient`], window changes to storage in order,
 //! deliveries and events to the application.
 
+use std::ops::ControlFlow;
 use std::sync::Arc;
 
 use relay_core::http::HttpOutcome;
 use relay_core::retriever::{
-    AttemptId, Change, Delivery, DeliveryId, Event, OpId, Output, Retriever,
+    AttemptId, Delivery, DeliveryId, Event, OpId, Output, Retriever, WindowChange,
 };
 use relay_core::store::StoreError;
 use relay_core::{Instant, ServerName};
@@ -67,7 +68,7 @@ impl RetrieverHandle {
 pub fn spawn<R: Runtime>(
     machine: Retriever,
     client: HttpClient<R>,
-    store: Option<Arc<dyn DedupeStore>>,
+    store: Arc<dyn DedupeStore>,
 ) -> (RetrieverHandle, async_channel::Receiver<Received>, Task<()>) {
     let (commands_tx, commands) = async_channel::unbounded();
     let (received_tx, received) = async_channel::unbounded();
@@ -86,31 +87,67 @@ pub fn spawn<R: Runtime>(
 }
 
 async fn drive<R: Runtime>(
-    mut machine: Retriever,
+    machine: Retriever,
     client: HttpClient<R>,
-    store: Option<Arc<dyn DedupeStore>>,
+    store: Arc<dyn DedupeStore>,
     commands: async_channel::Receiver<Command>,
     received: async_channel::Sender<Received>,
 ) {
     let rt = client.runtime().clone();
     let (done_tx, done) = async_channel::unbounded::<Completion>();
     let persisted = done_tx.clone();
-    let apply = store.map(|store| -> persist::Apply<Change> {
-        Arc::new(move |changes| store.apply_window(changes))
-    });
+    let apply: persist::Apply<WindowChange> = Arc::new(move |changes| store.apply_window(changes));
     let (persist_tx, persister) = persist::spawn(&rt, apply, move |results| {
         let _ = persisted.try_send(Completion::Persisted(results));
     });
+    let mut driver = Driver {
+        machine,
+        client,
+        done: done_tx,
+        received,
+        changes: Vec::new(),
+    };
     loop {
         // 1. Feed one event.
-        let deadline = machine.poll_timeout();
+        let deadline = driver.machine.poll_timeout();
         let wake = next_wake(&rt, &commands, &done, deadline).await;
-        let now = Instant::now();
+        if driver.feed(Instant::now(), wake).is_break() {
+            break;
+        }
+        // 2. Drain every output.
+        while let Some(output) = driver.machine.poll_output() {
+            driver.perform(output);
+        }
+        if !driver.changes.is_empty() {
+            let _ = persist_tx.try_send(std::mem::take(&mut driver.changes));
+        }
+        // 3. The timer is re-armed from poll_timeout at the top of the loop.
+    }
+    drop(persist_tx);
+    let _ = persister.await;
+}
+
+/// The drive loop's state: the machine, and where its outputs go.
+struct Driver<R: Runtime> {
+    machine: Retriever,
+    client: HttpClient<R>,
+    /// Where requests report back.
+    done: async_channel::Sender<Completion>,
+    received: async_channel::Sender<Received>,
+    /// Changes drained, to persist as one batch.
+    changes: Vec<(OpId, WindowChange)>,
+}
+
+impl<R: Runtime> Driver<R> {
+    /// Step 1: hands the machine what woke the loop; `Break` once every
+    /// handle is gone.
+    fn feed(&mut self, now: Instant, wake: Wake<Command, Completion>) -> ControlFlow<()> {
+        let machine = &mut self.machine;
         match wake {
             Wake::Command(Some(Command::Processed(id))) => machine.handle_processed(now, id),
             Wake::Command(Some(Command::Online)) => machine.handle_online(now),
             Wake::Command(Some(Command::SetRelays(relays))) => machine.set_relays(now, relays),
-            Wake::Command(None) => break,
+            Wake::Command(None) => return ControlFlow::Break(()),
             Wake::Done(Completion::Answered(attempt, outcome)) => {
                 machine.handle_response(now, attempt, outcome);
             }
@@ -121,33 +158,28 @@ async fn drive<R: Runtime>(
             }
             Wake::Timeout => machine.handle_timeout(now),
         }
-        // 2. Drain every output.
-        let mut changes = Vec::new();
-        while let Some(output) = machine.poll_output() {
-            match output {
-                Output::Transmit {
-                    attempt, request, ..
-                } => {
-                    let (client, done) = (client.clone(), done_tx.clone());
-                    rt.spawn(async move {
-                        let outcome = client.send(request).await;
-                        let _ = done.try_send(Completion::Answered(attempt, outcome));
-                    });
-                }
-                Output::Persist { op, change } => changes.push((op, change)),
-                Output::Deliver(delivery) => {
-                    let _ = received.try_send(Received::Delivery(delivery));
-                }
-                Output::Event(event) => {
-                    let _ = received.try_send(Received::Event(event));
-                }
+        ControlFlow::Continue(())
+    }
+
+    /// Step 2, for one output.
+    fn perform(&mut self, output: Output) {
+        match output {
+            Output::Transmit {
+                attempt, request, ..
+            } => {
+                let (client, done) = (self.client.clone(), self.done.clone());
+                self.client.runtime().spawn(async move {
+                    let outcome = client.send(request).await;
+                    let _ = done.try_send(Completion::Answered(attempt, outcome));
+                });
+            }
+            Output::Persist { op, change } => self.changes.push((op, change)),
+            Output::Deliver(delivery) => {
+                let _ = self.received.try_send(Received::Delivery(delivery));
+            }
+            Output::Event(event) => {
+                let _ = self.received.try_send(Received::Event(event));
             }
         }
-        if !changes.is_empty() {
-            let _ = persist_tx.try_send(changes);
-        }
-        // 3. The timer is re-armed from poll_timeout at the top of the loop.
     }
-    drop(persist_tx);
-    let _ = persister.await;
 }

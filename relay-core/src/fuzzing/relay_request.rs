@@ -24,7 +24,7 @@ pub const FLAG_SIGN: u8 = 0x01;
 /// `relay_request` flags: which key signs (with [`FLAG_SIGN`]), see
 /// [`relay_request`].
 pub const FLAG_SIGNER_MASK: u8 = 0x06;
-/// `relay_request` flag: P2P names on (`KeyRing::new(true)`).
+/// `relay_request` flag: P2P names on (`KeyRing::with_p2p_names()`).
 pub const FLAG_P2P: u8 = 0x08;
 /// `relay_request` flag: serve every destination.
 pub const FLAG_OPEN: u8 = 0x10;
@@ -212,7 +212,7 @@ pub fn relay_request(now: Instant, data: &[u8]) {
             || fetched && origin == unknown
     };
     if p2p {
-        let mut keys = KeyRing::new(true);
+        let mut keys = KeyRing::with_p2p_names();
         for (server, key) in &fx.signers[..2] {
             keys.pin(server.clone(), key.key_id().clone(), key.verify_key());
         }

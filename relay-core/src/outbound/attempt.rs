@@ -2,10 +2,12 @@
 //! try, the relay fan-out, and how an attempt ends.
 
 use super::destination::{
-    Attempt, RelayTry, Stage, Verdict, backoff, blacklist_threshold, later, offline_threshold,
+    Attempt, AttemptStage, RelayTry, Verdict, asked_wait, backoff, blacklist_threshold,
+    offline_threshold,
 };
 use super::txn::{self, Txn};
 use super::*;
+use crate::backoff::later;
 
 impl Outbound {
     /// Forms a transaction if none is in flight and sends it directly.
@@ -26,7 +28,7 @@ impl Outbound {
             let id =
                 own_id.unwrap_or_else(|| txn::new_txn_id(unix, self.sink.fresh(), &mut self.rng));
             let t = Txn::new(id, &items, &self.config.server_name, unix);
-            let op = self.sink.persist(Change::TxnStarted {
+            let op = self.sink.persist(OutboundChange::TxnStarted {
                 destination: name.clone(),
                 txn_id: t.id.clone(),
                 items: t.items.clone(),
@@ -45,7 +47,7 @@ impl Outbound {
                 let attempt = AttemptId(self.sink.fresh());
                 d.attempt = Some(Attempt::direct(attempt));
                 self.requests.insert(attempt, name.clone());
-                self.sink.outputs.push_back(Output::Transmit {
+                self.sink.outputs.push(Output::Transmit {
                     attempt,
                     destination: name.clone(),
                     target: Target::Direct,
@@ -141,7 +143,7 @@ impl Outbound {
         else {
             return;
         };
-        let Stage::AwaitingRelays(tries) = &mut a.stage else {
+        let AttemptStage::AwaitingRelays(tries) = &mut a.stage else {
             return;
         };
         let Some(t) = tries.iter_mut().find(|t| t.id == attempt) else {
@@ -178,7 +180,7 @@ impl Outbound {
             let result = match t.request(&self.config, name, &target) {
                 Ok(request) => {
                     self.requests.insert(id, name.clone());
-                    self.sink.outputs.push_back(Output::Transmit {
+                    self.sink.outputs.push(Output::Transmit {
                         attempt: id,
                         destination: name.clone(),
                         target,
@@ -194,7 +196,7 @@ impl Outbound {
                 result,
             });
         }
-        a.stage = Stage::AwaitingRelays(tries);
+        a.stage = AttemptStage::AwaitingRelays(tries);
     }
 
     /// Ends `name`'s attempt if every request of it has answered (or the
@@ -207,7 +209,8 @@ impl Outbound {
         else {
             return;
         };
-        let no_relays = matches!(a.stage, Stage::AwaitingDirect(_)) && a.direct_error.is_some();
+        let no_relays =
+            matches!(a.stage, AttemptStage::AwaitingDirect(_)) && a.direct_error.is_some();
         if !(no_relays || a.complete()) {
             return;
         }
@@ -253,8 +256,9 @@ impl Outbound {
         let (retry_at, next_retry) = if blacklisted {
             (None, None)
         } else {
-            let jitter = self.rng.range_f64(0.8, 1.4);
-            let wait = backoff(&self.config, failures, jitter, a.retry_after_ms);
+            let wait = backoff(&self.config)
+                .wait(failures, &mut self.rng)
+                .max(asked_wait(a.retry_after_ms));
             let ms = u64::try_from(wait.as_millis()).unwrap_or(u64::MAX);
             (Some(later(now, wait)), Some(unix.saturating_add_ms(ms)))
         };
@@ -284,7 +288,7 @@ impl Outbound {
         let d = self.destinations.get_mut(name)?;
         d.attempt = None;
         let t = d.txn.take()?;
-        self.sink.persist(Change::TxnFinished {
+        self.sink.persist(OutboundChange::TxnFinished {
             destination: name.clone(),
             items: t.items.clone(),
         });
@@ -317,7 +321,7 @@ impl Outbound {
         change(&mut d.retry);
         let new = d.retry;
         if new != old {
-            self.sink.persist(Change::Retry {
+            self.sink.persist(OutboundChange::Retry {
                 destination: name.clone(),
                 state: new,
             });

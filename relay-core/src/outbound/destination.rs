@@ -1,18 +1,15 @@
 //! One destination's state: its queue, its transaction, the attempt in
-//! progress, and its failure state; and the arithmetic of backoff.
+//! progress, and its failure state.
 
 use std::collections::VecDeque;
 use std::time::Duration;
 
 use super::txn::Txn;
 use super::{AttemptId, Item, OpId, OutboundConfig, RetryState, Target};
+use crate::backoff::{Backoff, MAX_WAIT, later};
 use crate::http::HttpOutcome;
 use crate::id::ServerName;
 use crate::time::{Instant, UnixMillis};
-
-/// The longest wait the machine ever schedules, whatever the configuration
-/// or a 429 asks, so deadlines stay far from `Instant` overflow.
-pub(super) const MAX_WAIT: Duration = Duration::from_secs(30 * 24 * 3600);
 
 /// Everything the machine holds for one destination.
 #[derive(Debug, Default)]
@@ -50,7 +47,7 @@ impl Destination {
 #[derive(Debug)]
 pub(super) struct Attempt {
     /// What it waits for.
-    pub(super) stage: Stage,
+    pub(super) stage: AttemptStage,
     /// Why the direct try failed, once it has.
     pub(super) direct_error: Option<String>,
     /// The longest wait any 429 of this attempt asked for.
@@ -59,7 +56,7 @@ pub(super) struct Attempt {
 
 /// What an attempt waits for.
 #[derive(Debug)]
-pub(super) enum Stage {
+pub(super) enum AttemptStage {
     /// The answer to the direct request.
     AwaitingDirect(AttemptId),
     /// The answers of every relay, in the order the relays were known.
@@ -81,7 +78,7 @@ impl Attempt {
     /// An attempt whose direct request `id` is out.
     pub(super) fn direct(id: AttemptId) -> Self {
         Self {
-            stage: Stage::AwaitingDirect(id),
+            stage: AttemptStage::AwaitingDirect(id),
             direct_error: None,
             retry_after_ms: None,
         }
@@ -94,22 +91,22 @@ impl Attempt {
 
     /// Whether relays were asked.
     pub(super) fn relays_tried(&self) -> bool {
-        matches!(self.stage, Stage::AwaitingRelays(_))
+        matches!(self.stage, AttemptStage::AwaitingRelays(_))
     }
 
     /// Whether every request of the attempt has answered.
     pub(super) fn complete(&self) -> bool {
         match &self.stage {
-            Stage::AwaitingDirect(_) => false,
-            Stage::AwaitingRelays(tries) => tries.iter().all(|t| t.result.is_some()),
+            AttemptStage::AwaitingDirect(_) => false,
+            AttemptStage::AwaitingRelays(tries) => tries.iter().all(|t| t.result.is_some()),
         }
     }
 
     /// The relays that accepted, in relay order.
     pub(super) fn accepted(&self) -> Vec<ServerName> {
         match &self.stage {
-            Stage::AwaitingDirect(_) => Vec::new(),
-            Stage::AwaitingRelays(tries) => tries
+            AttemptStage::AwaitingDirect(_) => Vec::new(),
+            AttemptStage::AwaitingRelays(tries) => tries
                 .iter()
                 .filter(|t| matches!(t.result, Some(Ok(()))))
                 .map(|t| t.relay.clone())
@@ -124,7 +121,7 @@ impl Attempt {
             .iter()
             .map(|e| (Target::Direct, e.clone()))
             .collect();
-        if let Stage::AwaitingRelays(tries) = &self.stage {
+        if let AttemptStage::AwaitingRelays(tries) = &self.stage {
             for t in tries {
                 if let Some(Err(e)) = &t.result {
                     errors.push((Target::Relay(t.relay.clone()), e.clone()));
@@ -181,29 +178,17 @@ pub(super) fn blacklist_threshold(config: &OutboundConfig) -> u32 {
     config.failures_until_blacklist.max(1)
 }
 
-/// The wait after the `failures`-th consecutive failed attempt:
-/// `base × 2^(failures−1) × jitter`, capped at `cap`, and at least a 429's
-/// `retry_after_ms`; never more than [`MAX_WAIT`]; rounded up to whole
-/// milliseconds.
-pub(super) fn backoff(
-    config: &OutboundConfig,
-    failures: u32,
-    jitter: f64,
-    retry_after_ms: Option<u64>,
-) -> Duration {
-    let cap = config.backoff_cap.min(MAX_WAIT);
-    let exponent = failures.saturating_sub(1).min(1024) as i32;
-    let secs = config.backoff_base.as_secs_f64() * 2f64.powi(exponent) * jitter;
-    let wait = if secs < cap.as_secs_f64() {
-        Duration::from_secs_f64(secs.max(0.0))
-    } else {
-        cap
-    };
-    let asked = Duration::from_millis(retry_after_ms.unwrap_or(0)).min(MAX_WAIT);
-    // Whole milliseconds, so the persisted wall-clock deadline is exact.
-    let wait = wait.max(asked);
-    let ms = u64::try_from(wait.as_nanos().div_ceil(1_000_000)).unwrap_or(u64::MAX);
-    Duration::from_millis(ms)
+/// The backoff between failed attempts.
+pub(super) fn backoff(config: &OutboundConfig) -> Backoff {
+    Backoff {
+        base: config.backoff_base,
+        cap: config.backoff_cap,
+    }
+}
+
+/// A 429's `retry_after_ms` as a wait, at most [`MAX_WAIT`].
+pub(super) fn asked_wait(retry_after_ms: Option<u64>) -> Duration {
+    Duration::from_millis(retry_after_ms.unwrap_or(0)).min(MAX_WAIT)
 }
 
 /// Maps a persisted wall-clock deadline to an [`Instant`] relative to
@@ -216,9 +201,4 @@ pub(super) fn restored_deadline(
 ) -> Instant {
     let ahead = Duration::from_millis(next_retry.0.saturating_sub(unix.0));
     later(now, ahead.min(cap).min(MAX_WAIT))
-}
-
-/// `now + wait`, or `now` if that does not fit in an `Instant`.
-pub(super) fn later(now: Instant, wait: Duration) -> Instant {
-    now.checked_add(wait).unwrap_or(now)
 }

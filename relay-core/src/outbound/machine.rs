@@ -1,10 +1,13 @@
 //! The [`Outbound`] state machine.
 
-use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
+use std::collections::{BTreeSet, HashMap, HashSet};
 
-use super::destination::{Destination, Stage, Verdict, offline_threshold, restored_deadline};
+use super::destination::{
+    AttemptStage, Destination, Verdict, offline_threshold, restored_deadline,
+};
 use super::txn::{self, Txn};
 use super::*;
+use crate::drive::{IdCounter, LastNow, Outputs};
 use crate::http::HttpOutcome;
 use crate::rng::Rng;
 use crate::store::StoreError;
@@ -28,8 +31,9 @@ pub struct Outbound {
     /// (deadline, destination) for every destination waiting for one.
     pub(super) timers: BTreeSet<(Instant, ServerName)>,
     pub(super) sink: Sink,
-    pub(super) next_item: u64,
-    pub(super) last_now: Option<Instant>,
+    /// Where item IDs come from.
+    pub(super) item_ids: IdCounter,
+    pub(super) last_now: LastNow,
     /// The wall time of the last call that told it.
     pub(super) last_unix: UnixMillis,
     /// `TxnStarted` changes not yet reported stored, and whose they are.
@@ -37,32 +41,37 @@ pub struct Outbound {
 }
 
 /// Outputs waiting to be drained, and the ids that name them.
-#[derive(Debug)]
+#[derive(Debug, Default)]
 pub(super) struct Sink {
-    pub(super) outputs: VecDeque<Output>,
-    pub(super) pending_ops: HashSet<OpId>,
-    pub(super) next_id: u64,
+    pub(super) outputs: Outputs<Output>,
+    /// Persist ops not yet reported, with the item of an `Enqueued`: its
+    /// report answers the enqueue.
+    pub(super) pending_ops: HashMap<OpId, Option<ItemId>>,
+    /// Where op and attempt ids, and the counter in txn IDs, come from.
+    pub(super) ids: IdCounter,
 }
 
 impl Sink {
     /// A fresh id for an op, an attempt or a txn ID.
     pub(super) fn fresh(&mut self) -> u64 {
-        let id = self.next_id;
-        self.next_id = self.next_id.wrapping_add(1);
-        id
+        self.ids.fresh()
     }
 
     /// Queues `change` to persist.
-    pub(super) fn persist(&mut self, change: Change) -> OpId {
+    pub(super) fn persist(&mut self, change: OutboundChange) -> OpId {
         let op = OpId(self.fresh());
-        self.pending_ops.insert(op);
-        self.outputs.push_back(Output::Persist { op, change });
+        let enqueued = match &change {
+            OutboundChange::Enqueued { item, .. } => Some(item.id),
+            _ => None,
+        };
+        self.pending_ops.insert(op, enqueued);
+        self.outputs.push(Output::Persist { op, change });
         op
     }
 
     /// Queues `event`.
     pub(super) fn event(&mut self, event: Event) {
-        self.outputs.push_back(Output::Event(event));
+        self.outputs.push(Output::Event(event));
     }
 }
 
@@ -76,13 +85,9 @@ impl Outbound {
             relays: HashMap::new(),
             requests: HashMap::new(),
             timers: BTreeSet::new(),
-            sink: Sink {
-                outputs: VecDeque::new(),
-                pending_ops: HashSet::new(),
-                next_id: 1,
-            },
-            next_item: 1,
-            last_now: None,
+            sink: Sink::default(),
+            item_ids: IdCounter::default(),
+            last_now: LastNow::default(),
             last_unix: UnixMillis(0),
             persist_waits: HashMap::new(),
         }
@@ -106,15 +111,16 @@ impl Outbound {
         records: Vec<DestinationRecord>,
     ) -> Self {
         let mut machine = Self::new(config, seed);
-        machine.last_now = Some(now);
+        let now = machine.last_now.advance(now);
         machine.last_unix = unix;
         let max_item = records
             .iter()
             .flat_map(|r| r.items.iter().map(|item| item.id.0))
             .max();
         if let Some(max) = max_item {
-            machine.next_item = max.saturating_add(1);
-            machine.sink.next_id = machine.next_item;
+            let first = max.saturating_add(1);
+            machine.item_ids = IdCounter::starting_at(first);
+            machine.sink.ids = IdCounter::starting_at(first);
         }
         for record in records {
             machine.restore_record(unix, record);
@@ -182,7 +188,8 @@ impl Outbound {
 
     /// Sets the relays known for `destination` (replacing the previous
     /// set); used from the next relay fan-out on.
-    pub fn set_relays(&mut self, destination: ServerName, relays: Vec<ServerName>) {
+    pub fn set_relays(&mut self, now: Instant, destination: ServerName, relays: Vec<ServerName>) {
+        self.last_now.advance(now);
         let mut seen = HashSet::new();
         let relays: Vec<ServerName> = relays
             .into_iter()
@@ -205,7 +212,7 @@ impl Outbound {
         kind: ItemKind,
         json: Vec<u8>,
     ) -> Result<ItemId, EnqueueError> {
-        self.last_now = Some(now);
+        let now = self.last_now.advance(now);
         self.last_unix = unix;
         if destination == self.config.server_name {
             return Err(EnqueueError::SelfDestination);
@@ -224,10 +231,9 @@ impl Outbound {
         if queued >= self.config.max_queued_items {
             return Err(EnqueueError::QueueFull(destination));
         }
-        let id = ItemId(self.next_item);
-        self.next_item = self.next_item.saturating_add(1);
+        let id = ItemId(self.item_ids.fresh());
         let item = Item { id, kind, json };
-        self.sink.persist(Change::Enqueued {
+        self.sink.persist(OutboundChange::Enqueued {
             destination: destination.clone(),
             item: item.clone(),
         });
@@ -249,7 +255,7 @@ impl Outbound {
         attempt: AttemptId,
         outcome: HttpOutcome,
     ) {
-        self.last_now = Some(now);
+        let now = self.last_now.advance(now);
         self.last_unix = unix;
         let Some(name) = self.requests.remove(&attempt) else {
             return;
@@ -263,25 +269,34 @@ impl Outbound {
         };
         let verdict = Verdict::of(&outcome);
         match a.stage {
-            Stage::AwaitingDirect(id) if id == attempt => self.on_direct(now, unix, &name, verdict),
-            Stage::AwaitingDirect(_) => {}
-            Stage::AwaitingRelays(_) => self.on_relay(now, unix, &name, attempt, verdict),
+            AttemptStage::AwaitingDirect(id) if id == attempt => {
+                self.on_direct(now, unix, &name, verdict)
+            }
+            AttemptStage::AwaitingDirect(_) => {}
+            AttemptStage::AwaitingRelays(_) => self.on_relay(now, unix, &name, attempt, verdict),
         }
     }
 
     /// Reports that the change of `op` was persisted, or not.
     ///
+    /// The report of an item's `Enqueued` answers its enqueue
+    /// ([`Event::Queued`]), stored or not: the item is queued in memory
+    /// either way, and a failure is an [`Event::PersistFailed`] first.
+    ///
     /// A new transaction's first try waits for its `TxnStarted` to be
     /// reported (stored or not), so that a crash cannot resend its items
     /// under another txn ID after they were sent under this one.
     pub fn handle_persisted(&mut self, now: Instant, op: OpId, result: Result<(), StoreError>) {
-        self.last_now = Some(now);
-        if self.sink.pending_ops.remove(&op)
-            && let Err(e) = result
-        {
-            self.sink.event(Event::PersistFailed {
-                error: e.to_string(),
-            });
+        let now = self.last_now.advance(now);
+        if let Some(enqueued) = self.sink.pending_ops.remove(&op) {
+            if let Err(e) = result {
+                self.sink.event(Event::PersistFailed {
+                    error: e.to_string(),
+                });
+            }
+            if let Some(item) = enqueued {
+                self.sink.event(Event::Queued { item });
+            }
         }
         if let Some(name) = self.persist_waits.remove(&op) {
             if let Some(d) = self.destinations.get_mut(&name)
@@ -296,7 +311,7 @@ impl Outbound {
     /// The application saw `destination` alive: clears blacklist and
     /// backoff and retries now (offline stays until a direct success).
     pub fn handle_peer_alive(&mut self, now: Instant, unix: UnixMillis, destination: &ServerName) {
-        self.last_now = Some(now);
+        let now = self.last_now.advance(now);
         self.last_unix = unix;
         let Some(d) = self.destinations.get_mut(destination) else {
             return;
@@ -312,7 +327,7 @@ impl Outbound {
 
     /// Starts the attempts that are due. Early calls are harmless.
     pub fn handle_timeout(&mut self, now: Instant, unix: UnixMillis) {
-        self.last_now = Some(now);
+        let now = self.last_now.advance(now);
         self.last_unix = unix;
         while let Some((at, _)) = self.timers.first()
             && *at <= now
@@ -325,17 +340,15 @@ impl Outbound {
 
     /// The next thing to do, if any.
     pub fn poll_output(&mut self) -> Option<Output> {
-        self.sink.outputs.pop_front()
+        self.sink.outputs.pop()
     }
 
     /// When to call [`Outbound::handle_timeout`]: the last `now` while
     /// output is waiting, else the earliest due retry, else never.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        if self.sink.outputs.is_empty() {
-            self.timers.first().map(|(at, _)| *at)
-        } else {
-            self.last_now
-        }
+        self.sink
+            .outputs
+            .timeout(self.last_now, || self.timers.first().map(|(at, _)| *at))
     }
 
     /// Items queued for `destination`, the transaction in flight included.

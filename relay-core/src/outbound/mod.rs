@@ -11,14 +11,15 @@
 //! 2. Drain [`Outbound::poll_output`] until `None`: send each
 //!    [`Output::Transmit`] (and report its outcome with its [`AttemptId`]),
 //!    apply each [`Output::Persist`] to storage *in order* (and report it
-//!    with its [`OpId`]), and act on each [`Output::Event`].
+//!    with its [`OpId`]), and act on each [`Output::Event`]: answer an
+//!    enqueue on its [`Event::Queued`].
 //! 3. Re-arm the timer from [`Outbound::poll_timeout`].
 //!
 //! ```no_run
 //! # use relay_core::outbound::*;
 //! # use relay_core::{Instant, UnixMillis, ServerName};
 //! # fn send(_: &relay_core::http::OutgoingRequest) -> relay_core::http::HttpOutcome { relay_core::http::HttpOutcome::Timeout }
-//! # fn persist(_: &Change) -> Result<(), relay_core::store::StoreError> { Ok(()) }
+//! # fn persist(_: &OutboundChange) -> Result<(), relay_core::store::StoreError> { Ok(()) }
 //! # fn drive(out: &mut Outbound, dest: ServerName) {
 //! let now = Instant::now();
 //! let unix = UnixMillis(1_700_000_000_000);
@@ -46,6 +47,10 @@
 //!   taken from the front of the queue in enqueue order; one transaction in
 //!   flight per destination; a transaction keeps its txn ID across every
 //!   retry, and across a restart, until it is done.
+//! - An enqueue is answered ([`Event::Queued`]) once the `Enqueued` change
+//!   of its item was reported persisted, stored or not (a failure is an
+//!   [`Event::PersistFailed`]), so "queued" survives a crash whenever
+//!   storage works.
 //! - Each attempt tries the destination directly. After
 //!   `retries_until_assumed_offline` consecutive direct failures the
 //!   destination is assumed offline, and from then on (in the same attempt
@@ -212,7 +217,7 @@ pub struct RetryState {
 
 /// A change to the persisted state, to apply in the order given.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Change {
+pub enum OutboundChange {
     /// Append `item` to `destination`'s queue.
     Enqueued {
         /// Whose queue.
@@ -264,6 +269,14 @@ pub struct DestinationRecord {
 /// What the application learns.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Event {
+    /// The `Enqueued` change of `item` was reported persisted (or failing,
+    /// reported just before as [`Event::PersistFailed`]): its enqueue may
+    /// be answered, and an application told "queued" only now can rely on
+    /// it across a crash.
+    Queued {
+        /// The item, as [`Outbound::handle_enqueue`] returned it.
+        item: ItemId,
+    },
     /// A transaction was accepted by the destination or by relays.
     Delivered {
         /// The destination.
@@ -349,7 +362,7 @@ pub enum Output {
         /// Echo this back.
         op: OpId,
         /// The change.
-        change: Change,
+        change: OutboundChange,
     },
     /// Tell the application.
     Event(Event),

@@ -37,7 +37,8 @@ impl ServePolicy {
     }
 }
 
-/// A relay's configuration.
+/// A relay's configuration, fixed once given to
+/// [`Relay::new`](super::Relay::new).
 #[derive(Debug, Clone)]
 pub struct RelayConfig {
     /// This relay's server name: requests must be addressed to it.
@@ -48,7 +49,9 @@ pub struct RelayConfig {
     pub serve: ServePolicy,
     /// Origins that may not store anything.
     pub denied_origins: HashSet<ServerName>,
-    /// Verify keys of other servers.
+    /// Verify keys of other servers: pinned, and with P2P names spelled by
+    /// the name. Keys the relay fetches are kept by the [`Relay`](super::Relay),
+    /// not here.
     pub keys: KeyRing,
     /// Fetch the keys of unknown origins from their
     /// `/_matrix/key/v2/server` ([`Output::FetchKeys`](super::Output::FetchKeys)).

@@ -7,12 +7,13 @@ use serde_json::{Value, json};
 
 use super::config::{MAX_EDUS, MAX_PDU_BYTES, MAX_PDUS, RelayConfig};
 use super::{Request, RequestBody, Response};
-use crate::auth::{self, AuthError};
+use crate::auth::{self, AuthError, KeyCache, KeyLookup, KeyRing};
 use crate::canonical;
 use crate::error::{ErrCode, MatrixError};
-use crate::id::{EntryId, ServerName};
+use crate::id::{EntryId, KeyId, ServerName};
 use crate::request::{self, Route};
 use crate::server_keys;
+use crate::signing::VerifyKey;
 use crate::store::{InsertOutcome, NewEntry, QueuedEntry, QuotaKind, StoreError};
 use crate::time::UnixMillis;
 
@@ -27,6 +28,21 @@ pub(super) enum Action {
     /// The origin's key is unknown but may be fetched: ask again once the
     /// keys of this server were fetched.
     NeedKeys(ServerName),
+}
+
+/// The keys requests are verified with: the configured ones, then those
+/// fetched at run time.
+pub(super) struct VerifyKeys<'a> {
+    pub(super) configured: &'a KeyRing,
+    pub(super) fetched: &'a KeyCache,
+}
+
+impl KeyLookup for VerifyKeys<'_> {
+    fn verify_key(&self, origin: &ServerName, key_id: &KeyId, at: UnixMillis) -> Option<VerifyKey> {
+        self.configured
+            .verify_key(origin, key_id, at)
+            .or_else(|| self.fetched.verify_key(origin, key_id, at))
+    }
 }
 
 /// Why a request got no further.
@@ -45,11 +61,12 @@ impl From<MatrixError> for Fail {
 /// may be fetched (else an unknown key is 401 at once).
 pub(super) fn handle(
     config: &RelayConfig,
+    keys: &VerifyKeys<'_>,
     unix: UnixMillis,
     request: &Request,
     may_fetch: &dyn Fn(&ServerName) -> bool,
 ) -> Action {
-    match handle_inner(config, unix, request, may_fetch) {
+    match handle_inner(config, keys, unix, request, may_fetch) {
         Ok(action) => action,
         Err(Fail::Refuse(e)) => Action::Respond(Response::error(&e)),
         Err(Fail::NeedKeys(server)) => Action::NeedKeys(server),
@@ -58,6 +75,7 @@ pub(super) fn handle(
 
 fn handle_inner(
     config: &RelayConfig,
+    keys: &VerifyKeys<'_>,
     unix: UnixMillis,
     request: &Request,
     may_fetch: &dyn Fn(&ServerName) -> bool,
@@ -69,7 +87,7 @@ fn handle_inner(
             Ok(Action::Respond(Response::ok(body.to_string().into_bytes())))
         }
         Route::SendRelay { txn_id, user_id } => {
-            let (origin, content) = authenticate(config, unix, request, may_fetch)?;
+            let (origin, content) = authenticate(config, keys, unix, request, may_fetch)?;
             // A bad user ID names no destination to check policy for; a
             // bad txn ID is content, checked after policy.
             let destination = request::user_id(user_id)?.server_name();
@@ -91,7 +109,7 @@ fn handle_inner(
             }))
         }
         Route::RelayTxn { user_id } => {
-            let (origin, content) = authenticate(config, unix, request, may_fetch)?;
+            let (origin, content) = authenticate(config, keys, unix, request, may_fetch)?;
             let destination = request::user_id(user_id)?.server_name();
             if origin != destination {
                 return Err(forbidden("only the destination may read its queue").into());
@@ -116,6 +134,7 @@ fn bad_json(message: impl Into<String>) -> MatrixError {
 /// origin and the parsed body.
 fn authenticate(
     config: &RelayConfig,
+    keys: &VerifyKeys<'_>,
     unix: UnixMillis,
     request: &Request,
     may_fetch: &dyn Fn(&ServerName) -> bool,
@@ -146,7 +165,7 @@ fn authenticate(
         &request.method,
         &request.target,
         content.as_ref(),
-        &config.keys,
+        keys,
         unix,
     );
     match verified {

@@ -51,12 +51,14 @@ mod handlers;
 #[cfg(test)]
 mod tests;
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 
 pub use config::{
     DEFAULT_MAX_BODY_BYTES, MAX_EDUS, MAX_PDU_BYTES, MAX_PDUS, RelayConfig, ServePolicy,
 };
 
+use crate::auth::KeyCache;
+use crate::drive::{IdCounter, LastNow, Outputs};
 use crate::error::MatrixError;
 use crate::http::{HttpOutcome, OutgoingRequest};
 use crate::id::ServerName;
@@ -178,10 +180,46 @@ pub enum Output {
 #[derive(Debug)]
 // States are named for what they wait for.
 #[allow(clippy::enum_variant_names)]
-enum Pending {
+enum PendingOp {
     AwaitingStore { request: RequestId },
     AwaitingFetch { request: RequestId },
     AwaitingKeys { server: ServerName },
+}
+
+impl PendingOp {
+    /// The request a store answers.
+    fn stored(&self) -> Option<RequestId> {
+        match self {
+            Self::AwaitingStore { request } => Some(*request),
+            _ => None,
+        }
+    }
+
+    /// The request a fetch answers.
+    fn fetched(&self) -> Option<RequestId> {
+        match self {
+            Self::AwaitingFetch { request } => Some(*request),
+            _ => None,
+        }
+    }
+
+    /// The server whose keys a key fetch brings.
+    fn keys_of(&self) -> Option<ServerName> {
+        match self {
+            Self::AwaitingKeys { server } => Some(server.clone()),
+            _ => None,
+        }
+    }
+}
+
+/// Whether a request whose origin's key is unknown may wait for the
+/// origin's keys to be fetched.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum KeyFetch {
+    /// Yes, if the configuration and the limits allow it.
+    Allowed,
+    /// No: they were fetched (or tried) for this request already.
+    Tried,
 }
 
 /// Most requests held while their origin's keys are fetched; past it, an
@@ -196,15 +234,18 @@ const MAX_FAILED_FETCHES: usize = 10_000;
 /// drive it.
 #[derive(Debug)]
 pub struct Relay {
+    /// As given to [`Relay::new`]; never changed.
     config: RelayConfig,
-    pending: HashMap<OpId, Pending>,
+    /// Keys fetched from servers, apart from the configured ones.
+    fetched_keys: KeyCache,
+    pending: HashMap<OpId, PendingOp>,
     /// Requests waiting for a server's keys.
     awaiting_keys: HashMap<ServerName, Vec<(RequestId, Request)>>,
     held: usize,
     fetch_failed: HashMap<ServerName, UnixMillis>,
-    outputs: VecDeque<Output>,
-    next_id: u64,
-    last_now: Option<Instant>,
+    outputs: Outputs<Output>,
+    ids: IdCounter,
+    last_now: LastNow,
 }
 
 impl Relay {
@@ -212,17 +253,18 @@ impl Relay {
     pub fn new(config: RelayConfig) -> Self {
         Self {
             config,
+            fetched_keys: KeyCache::default(),
             pending: HashMap::new(),
             awaiting_keys: HashMap::new(),
             held: 0,
             fetch_failed: HashMap::new(),
-            outputs: VecDeque::new(),
-            next_id: 0,
-            last_now: None,
+            outputs: Outputs::default(),
+            ids: IdCounter::default(),
+            last_now: LastNow::default(),
         }
     }
 
-    /// The configuration.
+    /// The configuration, as given to [`Relay::new`].
     pub fn config(&self) -> &RelayConfig {
         &self.config
     }
@@ -242,20 +284,17 @@ impl Relay {
         unix: UnixMillis,
         request: Request,
     ) -> RequestId {
-        self.last_now = Some(now);
+        self.last_now.advance(now);
         let id = RequestId(self.fresh_id());
-        self.process(unix, id, request, true);
+        self.process(unix, id, request, KeyFetch::Allowed);
         id
     }
 
     /// Reports the outcome of [`Output::FetchKeys`] `op`, and goes on with
     /// the requests that waited for it. An unknown `op` is ignored.
     pub fn handle_keys(&mut self, now: Instant, unix: UnixMillis, op: OpId, outcome: HttpOutcome) {
-        self.last_now = Some(now);
-        if !matches!(self.pending.get(&op), Some(Pending::AwaitingKeys { .. })) {
-            return;
-        }
-        let Some(Pending::AwaitingKeys { server }) = self.pending.remove(&op) else {
+        self.last_now.advance(now);
+        let Some(server) = self.take_pending(op, PendingOp::keys_of) else {
             return;
         };
         let checked = match &outcome {
@@ -267,7 +306,7 @@ impl Relay {
         match checked {
             Ok(keys) => {
                 self.fetch_failed.remove(&server);
-                self.config.keys.insert_fetched(server.clone(), keys, unix);
+                self.fetched_keys.insert(server.clone(), keys, unix);
             }
             Err(_) => {
                 if self.fetch_failed.len() >= MAX_FAILED_FETCHES {
@@ -285,13 +324,13 @@ impl Relay {
         self.held -= held.len();
         for (id, request) in held {
             // No second fetch: a key still unknown now is 401.
-            self.process(unix, id, request, false);
+            self.process(unix, id, request, KeyFetch::Tried);
         }
     }
 
-    fn process(&mut self, unix: UnixMillis, id: RequestId, request: Request, may_fetch: bool) {
+    fn process(&mut self, unix: UnixMillis, id: RequestId, request: Request, fetch: KeyFetch) {
         let may_fetch = |origin: &ServerName| {
-            may_fetch
+            fetch == KeyFetch::Allowed
                 && self.config.fetch_keys
                 && self.held < MAX_HELD_REQUESTS
                 && self
@@ -299,13 +338,17 @@ impl Relay {
                     .get(origin)
                     .is_none_or(|until| *until <= unix)
         };
-        match handlers::handle(&self.config, unix, &request, &may_fetch) {
+        let keys = handlers::VerifyKeys {
+            configured: &self.config.keys,
+            fetched: &self.fetched_keys,
+        };
+        match handlers::handle(&self.config, &keys, unix, &request, &may_fetch) {
             handlers::Action::Respond(response) => self.respond(id, response),
             handlers::Action::Store(entry) => {
                 let op = OpId(self.fresh_id());
                 self.pending
-                    .insert(op, Pending::AwaitingStore { request: id });
-                self.outputs.push_back(Output::Store {
+                    .insert(op, PendingOp::AwaitingStore { request: id });
+                self.outputs.push(Output::Store {
                     op,
                     entry,
                     quota: self.config.quota,
@@ -314,13 +357,13 @@ impl Relay {
             handlers::Action::Fetch { destination, ack } => {
                 let op = OpId(self.fresh_id());
                 self.pending
-                    .insert(op, Pending::AwaitingFetch { request: id });
+                    .insert(op, PendingOp::AwaitingFetch { request: id });
                 let ack = ack.map(|entry_id| Ack {
                     entry_id,
                     at: unix,
                     keys: self.config.quota.acked,
                 });
-                self.outputs.push_back(Output::Fetch {
+                self.outputs.push(Output::Fetch {
                     op,
                     destination,
                     ack,
@@ -335,11 +378,11 @@ impl Relay {
                 let op = OpId(self.fresh_id());
                 self.pending.insert(
                     op,
-                    Pending::AwaitingKeys {
+                    PendingOp::AwaitingKeys {
                         server: server.clone(),
                     },
                 );
-                self.outputs.push_back(Output::FetchKeys {
+                self.outputs.push(Output::FetchKeys {
                     op,
                     request: OutgoingRequest {
                         server: server.clone(),
@@ -362,8 +405,8 @@ impl Relay {
         op: OpId,
         result: Result<InsertOutcome, StoreError>,
     ) {
-        self.last_now = Some(now);
-        let Some(Pending::AwaitingStore { request }) = self.take_pending(op, true) else {
+        self.last_now.advance(now);
+        let Some(request) = self.take_pending(op, PendingOp::stored) else {
             return;
         };
         self.respond(request, handlers::stored_response(result));
@@ -377,8 +420,8 @@ impl Relay {
         op: OpId,
         result: Result<Option<QueuedEntry>, StoreError>,
     ) {
-        self.last_now = Some(now);
-        let Some(Pending::AwaitingFetch { request }) = self.take_pending(op, false) else {
+        self.last_now.advance(now);
+        let Some(request) = self.take_pending(op, PendingOp::fetched) else {
             return;
         };
         self.respond(request, handlers::fetched_response(result));
@@ -386,22 +429,18 @@ impl Relay {
 
     /// The relay keeps no timers; this only records `now`.
     pub fn handle_timeout(&mut self, now: Instant) {
-        self.last_now = Some(now);
+        self.last_now.advance(now);
     }
 
     /// The next thing to do, if any.
     pub fn poll_output(&mut self) -> Option<Output> {
-        self.outputs.pop_front()
+        self.outputs.pop()
     }
 
     /// When to call [`Relay::handle_timeout`]: the last `now` while output
     /// is waiting, so no driver sleeps on pending work; otherwise never.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        if self.outputs.is_empty() {
-            None
-        } else {
-            self.last_now
-        }
+        self.outputs.timeout(self.last_now, || None)
     }
 
     /// Storage operations issued and not yet reported back.
@@ -409,26 +448,19 @@ impl Relay {
         self.pending.len()
     }
 
-    fn take_pending(&mut self, op: OpId, store: bool) -> Option<Pending> {
-        let matches = match self.pending.get(&op)? {
-            Pending::AwaitingStore { .. } => store,
-            Pending::AwaitingFetch { .. } => !store,
-            Pending::AwaitingKeys { .. } => false,
-        };
-        if matches {
-            self.pending.remove(&op)
-        } else {
-            None
-        }
+    /// Takes `op` if it waits for what `waits_for` picks out of it; an op
+    /// reported as something it does not wait for stays.
+    fn take_pending<T>(&mut self, op: OpId, waits_for: fn(&PendingOp) -> Option<T>) -> Option<T> {
+        let found = waits_for(self.pending.get(&op)?)?;
+        self.pending.remove(&op);
+        Some(found)
     }
 
     fn respond(&mut self, request: RequestId, response: Response) {
-        self.outputs
-            .push_back(Output::Respond { request, response });
+        self.outputs.push(Output::Respond { request, response });
     }
 
     fn fresh_id(&mut self) -> u64 {
-        self.next_id += 1;
-        self.next_id
+        self.ids.fresh()
     }
 }

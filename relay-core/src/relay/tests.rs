@@ -648,7 +648,7 @@ fn p2p_origin_without_pinned_key() {
     let request = signed("GET", &target, &hex, &node, r#"{"entry_id":0}"#);
     let response = only_response(run(&mut Relay::new(c.clone()), request.clone()).1);
     assert_eq!(response.status, 401, "P2P names are off by default");
-    c.keys = crate::auth::KeyRing::new(true);
+    c.keys = crate::auth::KeyRing::with_p2p_names();
     let (_, outputs) = run(&mut Relay::new(c), request);
     assert!(
         matches!(outputs.as_slice(), [Output::Fetch { .. }]),

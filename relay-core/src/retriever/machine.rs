@@ -1,10 +1,12 @@
 //! The [`Retriever`] state machine.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap};
 
 use super::window::Window;
 use super::wire::{self, Answer, Entry, Failure};
 use super::*;
+use crate::backoff::{Backoff, later};
+use crate::drive::{IdCounter, LastNow, Outputs};
 use crate::http::HttpOutcome;
 use crate::rng::Rng;
 use crate::store::StoreError;
@@ -15,7 +17,7 @@ use crate::store::StoreError;
 /// Implementation notes:
 ///
 /// - A copy that arrives while a transaction with one of its keys is handed
-///   over but not finished (processed, and its [`Change::Seen`] reported)
+///   over but not finished (processed, and its [`WindowChange::Seen`] reported)
 ///   waits, unacknowledged and without further requests to its relay, until
 ///   that delivery finishes; then it is dropped as a duplicate and
 ///   acknowledged together with the original. So a transaction is never
@@ -23,7 +25,7 @@ use crate::store::StoreError;
 ///   copy was processed and remembered. If the original's relay is removed
 ///   meanwhile, its delivery still finishes on
 ///   [`Retriever::handle_processed`] and releases the waiting copies.
-/// - A [`Change::Seen`] that fails to persist is an
+/// - A [`WindowChange::Seen`] that fails to persist is an
 ///   [`Event::PersistFailed`]; the entry is acknowledged all the same (the
 ///   application has processed it, and the window in memory still holds its
 ///   keys). The persisted window lacks those keys, so after a restart a
@@ -31,7 +33,8 @@ use crate::store::StoreError;
 /// - The wait after the n-th consecutive failure of a relay is
 ///   `backoff_base × 2^(n−1) × jitter(0.8..1.4)`, capped at `backoff_cap`
 ///   and, since a relay not yet drained is tried at least every
-///   `poll_interval`, at `poll_interval`. A request carrying an
+///   `poll_interval`, at `poll_interval`; rounded up to whole
+///   milliseconds, as the sender's waits are. A request carrying an
 ///   acknowledgement that fails is retried with the same acknowledgement
 ///   (acknowledging a gone entry is harmless), so no processed entry stays
 ///   on its relay.
@@ -44,16 +47,18 @@ pub struct Retriever {
     rng: Rng,
     window: Window,
     relays: BTreeMap<ServerName, Drain>,
+    /// Requests out, and whose they are.
+    requests: HashMap<AttemptId, ServerName>,
     /// Handed over and not finished.
-    deliveries: HashMap<DeliveryId, Pending>,
+    deliveries: HashMap<DeliveryId, PendingDelivery>,
     /// The keys of `deliveries`, and whose they are.
     claimed: HashMap<DedupeKey, DeliveryId>,
     /// Persist operations not yet reported: a delivery's `Seen`, or `None`
     /// for a `Forget`.
     ops: HashMap<OpId, Option<DeliveryId>>,
-    outputs: VecDeque<Output>,
-    next_id: u64,
-    last_now: Option<Instant>,
+    outputs: Outputs<Output>,
+    ids: IdCounter,
+    last_now: LastNow,
 }
 
 /// One relay's drain.
@@ -90,14 +95,14 @@ enum DrainState {
 
 /// A transaction handed over and not finished.
 #[derive(Debug)]
-struct Pending {
+struct PendingDelivery {
     keys: Vec<DedupeKey>,
-    stage: Stage,
+    stage: DeliveryStage,
 }
 
 /// Where a handed-over transaction is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Stage {
+enum DeliveryStage {
     /// With the application.
     Processing,
     /// Its `Seen` change `OpId` is being persisted.
@@ -114,7 +119,7 @@ impl Retriever {
     /// keys, oldest first, as persisted); every relay is due at once.
     ///
     /// Implementation note: when `seen` holds more than `dedupe_window`
-    /// transactions, the oldest are dropped, and a [`Change::Forget`] for
+    /// transactions, the oldest are dropped, and a [`WindowChange::Forget`] for
     /// each is the first output.
     pub fn restore(config: RetrieverConfig, seed: [u8; 32], seen: Vec<Vec<DedupeKey>>) -> Self {
         let mut window = Window::new(config.dedupe_window);
@@ -123,16 +128,17 @@ impl Retriever {
             rng: Rng::from_seed(seed),
             config,
             relays: BTreeMap::new(),
+            requests: HashMap::new(),
             deliveries: HashMap::new(),
             claimed: HashMap::new(),
             ops: HashMap::new(),
-            outputs: VecDeque::new(),
-            next_id: 0,
-            last_now: None,
+            outputs: Outputs::default(),
+            ids: IdCounter::default(),
+            last_now: LastNow::default(),
         };
         for keys in seen {
             for old in window.insert(keys) {
-                machine.persist(Change::Forget(old));
+                machine.persist(WindowChange::Forget(old));
             }
         }
         machine.window = window;
@@ -147,7 +153,7 @@ impl Retriever {
     /// Sets the node's relays. New relays are due at once; removed ones are
     /// forgotten (answers from them are ignored).
     pub fn set_relays(&mut self, now: Instant, relays: Vec<ServerName>) {
-        self.touch(now);
+        let now = self.last_now.advance(now);
         let mut kept = BTreeMap::new();
         for relay in relays {
             let drain = self.relays.remove(&relay).unwrap_or(Drain {
@@ -163,7 +169,7 @@ impl Retriever {
 
     /// The node came online: every relay not draining now is due at once.
     pub fn handle_online(&mut self, now: Instant) {
-        self.touch(now);
+        let now = self.last_now.advance(now);
         for drain in self.relays.values_mut() {
             if let DrainState::Idle { due } = &mut drain.state {
                 *due = Some(now);
@@ -175,13 +181,13 @@ impl Retriever {
     /// Reports how the request of `attempt` ended. Unknown attempts are
     /// ignored.
     pub fn handle_response(&mut self, now: Instant, attempt: AttemptId, outcome: HttpOutcome) {
-        self.touch(now);
-        let relay = self
-            .relays
-            .iter()
-            .find(|(_, d)| d.state == DrainState::AwaitingAnswer { attempt })
-            .map(|(relay, _)| relay.clone());
-        if let Some(relay) = relay {
+        let now = self.last_now.advance(now);
+        if let Some(relay) = self.requests.remove(&attempt)
+            && self
+                .relays
+                .get(&relay)
+                .is_some_and(|d| d.state == DrainState::AwaitingAnswer { attempt })
+        {
             match wire::parse_answer(&outcome) {
                 Ok(answer) => self.on_answer(now, relay, answer),
                 Err(Failure::Request(error)) => self.fail(now, &relay, error),
@@ -199,19 +205,19 @@ impl Retriever {
 
     /// The application has processed delivery `id`.
     pub fn handle_processed(&mut self, now: Instant, id: DeliveryId) {
-        self.touch(now);
+        let now = self.last_now.advance(now);
         if let Some(pending) = self.deliveries.get(&id)
-            && pending.stage == Stage::Processing
+            && pending.stage == DeliveryStage::Processing
         {
             let keys = pending.keys.clone();
             let evicted = self.window.insert(keys.clone());
-            let op = self.persist(Change::Seen(keys));
+            let op = self.persist(WindowChange::Seen(keys));
             self.ops.insert(op, Some(id));
             if let Some(pending) = self.deliveries.get_mut(&id) {
-                pending.stage = Stage::Remembering(op);
+                pending.stage = DeliveryStage::Remembering(op);
             }
             for old in evicted {
-                self.persist(Change::Forget(old));
+                self.persist(WindowChange::Forget(old));
             }
         }
         self.start_due(now);
@@ -219,7 +225,7 @@ impl Retriever {
 
     /// Reports that the change of `op` was persisted, or not.
     pub fn handle_persisted(&mut self, now: Instant, op: OpId, result: Result<(), StoreError>) {
-        self.touch(now);
+        let now = self.last_now.advance(now);
         if let Some(of) = self.ops.remove(&op) {
             if let Err(e) = result {
                 self.event(Event::PersistFailed {
@@ -235,29 +241,27 @@ impl Retriever {
 
     /// Starts the drains that are due. Early calls are harmless.
     pub fn handle_timeout(&mut self, now: Instant) {
-        self.touch(now);
+        let now = self.last_now.advance(now);
         self.start_due(now);
     }
 
     /// The next thing to do, if any.
     pub fn poll_output(&mut self) -> Option<Output> {
-        self.outputs.pop_front()
+        self.outputs.pop()
     }
 
-    /// When to call [`Retriever::handle_timeout`].
+    /// When to call [`Retriever::handle_timeout`]: the last `now` while
+    /// output is waiting, else the earliest due drain, else never.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        if !self.outputs.is_empty()
-            && let Some(now) = self.last_now
-        {
-            return Some(now);
-        }
-        self.relays
-            .values()
-            .filter_map(|d| match d.state {
-                DrainState::Idle { due } => due,
-                _ => None,
-            })
-            .min()
+        self.outputs.timeout(self.last_now, || {
+            self.relays
+                .values()
+                .filter_map(|d| match d.state {
+                    DrainState::Idle { due } => due,
+                    _ => None,
+                })
+                .min()
+        })
     }
 
     /// How many transactions the window remembers, and how many keys.
@@ -266,27 +270,21 @@ impl Retriever {
         (self.window.len(), self.window.key_count())
     }
 
-    /// Remembers the latest `now`.
-    fn touch(&mut self, now: Instant) {
-        self.last_now = Some(self.last_now.map_or(now, |last| last.max(now)));
-    }
-
     fn fresh_id(&mut self) -> u64 {
-        self.next_id += 1;
-        self.next_id
+        self.ids.fresh()
     }
 
     fn event(&mut self, event: Event) {
-        self.outputs.push_back(Output::Event(event));
+        self.outputs.push(Output::Event(event));
     }
 
     /// Queues `change`; returns its op.
-    fn persist(&mut self, change: Change) -> OpId {
+    fn persist(&mut self, change: WindowChange) -> OpId {
         let op = OpId(self.fresh_id());
-        if matches!(change, Change::Forget(_)) {
+        if matches!(change, WindowChange::Forget(_)) {
             self.ops.insert(op, None);
         }
-        self.outputs.push_back(Output::Persist { op, change });
+        self.outputs.push(Output::Persist { op, change });
         op
     }
 
@@ -320,7 +318,8 @@ impl Retriever {
                 if let Some(drain) = self.relays.get_mut(relay) {
                     drain.state = DrainState::AwaitingAnswer { attempt };
                 }
-                self.outputs.push_back(Output::Transmit {
+                self.requests.insert(attempt, relay.clone());
+                self.outputs.push(Output::Transmit {
                     attempt,
                     relay: relay.clone(),
                     request,
@@ -335,7 +334,7 @@ impl Retriever {
         let Some(failures) = self.relays.get(relay).map(|d| d.failures.saturating_add(1)) else {
             return;
         };
-        let retry_at = later(now, self.backoff(failures));
+        let retry_at = later(now, self.backoff().wait(failures, &mut self.rng));
         if let Some(drain) = self.relays.get_mut(relay) {
             drain.failures = failures;
             drain.state = DrainState::Idle {
@@ -349,15 +348,13 @@ impl Retriever {
         });
     }
 
-    /// The wait after the `failures`-th consecutive failure.
-    fn backoff(&mut self, failures: u32) -> Duration {
-        let jitter = self.rng.range_f64(0.8, 1.4);
-        let doublings = failures.saturating_sub(1).min(64) as i32;
-        let secs = self.config.backoff_base.as_secs_f64() * 2f64.powi(doublings) * jitter;
-        Duration::try_from_secs_f64(secs)
-            .unwrap_or(Duration::MAX)
-            .min(self.config.backoff_cap)
-            .min(self.config.poll_interval)
+    /// The backoff after failures: capped at `poll_interval` too, since a
+    /// relay not yet drained is tried at least that often.
+    fn backoff(&self) -> Backoff {
+        Backoff {
+            base: self.config.backoff_base,
+            cap: self.config.backoff_cap.min(self.config.poll_interval),
+        }
     }
 
     /// A well-formed answer from `relay`: its previous ack is applied.
@@ -374,7 +371,7 @@ impl Retriever {
                 // a sender that missed this node while it was online has
                 // left its transaction on a relay meanwhile.
                 drain.state = DrainState::Idle {
-                    due: Some(now + self.config.poll_interval),
+                    due: Some(later(now, self.config.poll_interval)),
                 };
                 self.event(Event::Drained { relay, delivered });
             }
@@ -408,9 +405,9 @@ impl Retriever {
             }
             self.deliveries.insert(
                 id,
-                Pending {
+                PendingDelivery {
                     keys: entry.keys,
-                    stage: Stage::Processing,
+                    stage: DeliveryStage::Processing,
                 },
             );
             if let Some(drain) = self.relays.get_mut(&relay) {
@@ -420,7 +417,7 @@ impl Retriever {
                     entry: entry_id,
                 };
             }
-            self.outputs.push_back(Output::Deliver(Delivery {
+            self.outputs.push(Output::Deliver(Delivery {
                 id,
                 relay,
                 entry_id,
@@ -485,11 +482,4 @@ impl Retriever {
             self.drop_duplicate(now, &relay, entry);
         }
     }
-}
-
-/// `now + wait`, or as far as the clock goes.
-fn later(now: Instant, wait: Duration) -> Instant {
-    now.checked_add(wait)
-        .or_else(|| now.checked_add(Duration::from_secs(365 * 24 * 3600)))
-        .unwrap_or(now)
 }

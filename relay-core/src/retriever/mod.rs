@@ -21,7 +21,7 @@
 //! # use relay_core::{Instant, ServerName};
 //! # fn send(_: &relay_core::http::OutgoingRequest) -> relay_core::http::HttpOutcome { relay_core::http::HttpOutcome::Timeout }
 //! # fn process(_: &Delivery) {}
-//! # fn persist(_: &Change) -> Result<(), relay_core::store::StoreError> { Ok(()) }
+//! # fn persist(_: &WindowChange) -> Result<(), relay_core::store::StoreError> { Ok(()) }
 //! # fn drive(config: RetrieverConfig, relays: Vec<ServerName>, seen: Vec<Vec<DedupeKey>>) {
 //! let mut retriever = Retriever::restore(config, [0; 32], seen);
 //! retriever.set_relays(Instant::now(), relays);
@@ -70,7 +70,7 @@
 //!   Two transactions with distinct txn IDs are never taken for copies, even
 //!   with identical content. A match is not handed over again, but is
 //!   acknowledged. The window keeps the newest `dedupe_window`
-//!   transactions; it is persisted ([`Change`]) and loaded back with
+//!   transactions; it is persisted ([`WindowChange`]) and loaded back with
 //!   [`Retriever::restore`].
 //! - A relay that fails (connection, timeout, non-200, malformed answer) is
 //!   retried with exponential backoff and jitter, without holding back the
@@ -139,7 +139,7 @@ pub enum DedupeKey {
 
 /// A change to the persisted de-duplication window, to apply in order.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Change {
+pub enum WindowChange {
     /// Remember these keys (one transaction's).
     Seen(Vec<DedupeKey>),
     /// Forget these keys (fell out of the window).
@@ -241,7 +241,7 @@ pub enum Output {
         /// Echo this back.
         op: OpId,
         /// The change.
-        change: Change,
+        change: WindowChange,
     },
     /// Tell the application.
     Event(Event),

@@ -77,7 +77,7 @@ fn drain_acks_each_entry_after_processing_and_persisting() {
     assert_eq!(outs.len(), 1, "no ack before the Seen is persisted");
     assert_eq!(
         change,
-        Change::Seen(vec![txn_key("origin.example", "t1"), txn_digest_of(&t1)])
+        WindowChange::Seen(vec![txn_key("origin.example", "t1"), txn_digest_of(&t1)])
     );
     node.r.handle_persisted(node.now, op, Ok(()));
     let outs = node.drain();
@@ -93,7 +93,7 @@ fn drain_acks_each_entry_after_processing_and_persisting() {
     assert_eq!((d.entry_id, d.txn_id.clone()), (EntryId(7), None));
     node.r.handle_processed(node.now, d.id);
     let (op, change) = one(persists(&node.drain()));
-    assert_eq!(change, Change::Seen(vec![digest_of(&t2)]));
+    assert_eq!(change, WindowChange::Seen(vec![digest_of(&t2)]));
     node.r.handle_persisted(node.now, op, Ok(()));
     let (attempt, _, ack) = one(transmits(&node.drain()));
     assert_eq!(ack, 7);
@@ -242,7 +242,7 @@ fn dendrite_answers_are_deduplicated_by_digest() {
     let seen = pump(&mut node, std::slice::from_mut(&mut a));
     let d = one(seen.delivered);
     assert_eq!(d.txn_id, None);
-    assert_eq!(seen.changes, vec![Change::Seen(vec![digest_of(&t)])]);
+    assert_eq!(seen.changes, vec![WindowChange::Seen(vec![digest_of(&t)])]);
 
     node.r
         .set_relays(node.now, vec![name("relay.a"), name("relay.b")]);
@@ -348,7 +348,7 @@ fn crash_before_processing_redelivers_and_after_persisting_drops() {
     assert_eq!(d.entry_id, EntryId(id));
     node.r.handle_processed(node.now, d.id);
     let (op, change) = one(persists(&node.drain()));
-    let Change::Seen(keys) = change else {
+    let WindowChange::Seen(keys) = change else {
         panic!("{change:?}")
     };
     persisted.push(keys);
@@ -475,16 +475,16 @@ fn window_eviction_forgets_and_bounds_memory() {
     let forgets: Vec<_> = seen
         .changes
         .iter()
-        .filter(|c| matches!(c, Change::Forget(_)))
+        .filter(|c| matches!(c, WindowChange::Forget(_)))
         .collect();
     assert_eq!(forgets.len(), 7);
     assert_eq!(
         forgets[0],
-        &Change::Forget(vec![txn_key("o.example", "t0"), txn_digest_of(&txns[0])])
+        &WindowChange::Forget(vec![txn_key("o.example", "t0"), txn_digest_of(&txns[0])])
     );
     // Each Forget follows the Seen that pushed it out.
-    assert!(matches!(seen.changes[3], Change::Seen(_)));
-    assert!(matches!(seen.changes[4], Change::Forget(_)));
+    assert!(matches!(seen.changes[3], WindowChange::Seen(_)));
+    assert!(matches!(seen.changes[4], WindowChange::Forget(_)));
     assert_eq!(node.r.window_size(), (3, 6));
 
     // The oldest fell out: a copy of it is handed over again; a copy of a
@@ -509,8 +509,8 @@ fn window_eviction_forgets_and_bounds_memory() {
             .map(|(_, c)| c)
             .collect::<Vec<_>>(),
         vec![
-            Change::Forget(stored[0].clone()),
-            Change::Forget(stored[1].clone())
+            WindowChange::Forget(stored[0].clone()),
+            WindowChange::Forget(stored[1].clone())
         ]
     );
 }

@@ -4,7 +4,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Mutex, MutexGuard};
 
-use relay_core::retriever::{Change, DedupeKey};
+use relay_core::retriever::{DedupeKey, WindowChange};
 use relay_core::store::StoreError;
 
 use crate::DedupeStore;
@@ -44,10 +44,10 @@ impl MemoryDedupeStore {
 }
 
 impl Window {
-    fn apply(&mut self, change: &Change) {
+    fn apply(&mut self, change: &WindowChange) {
         match change {
-            Change::Seen(keys) if keys.is_empty() => {}
-            Change::Seen(keys) => {
+            WindowChange::Seen(keys) if keys.is_empty() => {}
+            WindowChange::Seen(keys) => {
                 let group = self.next_group;
                 self.next_group += 1;
                 for key in keys {
@@ -56,7 +56,7 @@ impl Window {
                     self.groups.entry(group).or_default().push(key.clone());
                 }
             }
-            Change::Forget(keys) => keys.iter().for_each(|key| self.forget(key)),
+            WindowChange::Forget(keys) => keys.iter().for_each(|key| self.forget(key)),
         }
     }
 
@@ -75,7 +75,7 @@ impl Window {
 }
 
 impl DedupeStore for MemoryDedupeStore {
-    fn apply_window(&self, changes: &[Change]) -> Result<(), StoreError> {
+    fn apply_window(&self, changes: &[WindowChange]) -> Result<(), StoreError> {
         let mut window = self.lock()?;
         for change in changes {
             window.apply(change);

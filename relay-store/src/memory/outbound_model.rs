@@ -5,7 +5,7 @@ use std::collections::btree_map::Entry;
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Mutex, MutexGuard};
 
-use relay_core::outbound::{Change, DestinationRecord, Item, ItemId, ItemKind, RetryState};
+use relay_core::outbound::{DestinationRecord, Item, ItemId, ItemKind, OutboundChange, RetryState};
 use relay_core::store::StoreError;
 use relay_core::{ServerName, TxnId};
 
@@ -67,7 +67,7 @@ impl State {
 
     /// Refuses `changes` if any of them is an error, given what the ones
     /// before it did.
-    fn check(&self, changes: &[Change]) -> Result<(), StoreError> {
+    fn check(&self, changes: &[OutboundChange]) -> Result<(), StoreError> {
         // Item IDs the batch has queued (`Some`) or deleted (`None`) so far.
         let mut batch: BTreeMap<ItemId, Option<Content<'_>>> = BTreeMap::new();
         for change in changes {
@@ -76,7 +76,7 @@ impl State {
                 batch.get(&id).copied().unwrap_or_else(|| self.content(id))
             };
             match change {
-                Change::Enqueued { destination, item } => {
+                OutboundChange::Enqueued { destination, item } => {
                     let new = (destination, item.kind, item.json.as_slice());
                     match current(&batch, item.id) {
                         Some(old) if old != new => return Err(conflicting_item(item.id)),
@@ -86,23 +86,23 @@ impl State {
                         }
                     }
                 }
-                Change::TxnFinished { destination, items } => {
+                OutboundChange::TxnFinished { destination, items } => {
                     for &id in items {
                         if current(&batch, id).is_some_and(|(d, _, _)| d == destination) {
                             batch.insert(id, None);
                         }
                     }
                 }
-                Change::TxnStarted { .. } | Change::Retry { .. } => {}
+                OutboundChange::TxnStarted { .. } | OutboundChange::Retry { .. } => {}
             }
         }
         Ok(())
     }
 
     /// Applies a change that [`State::check`] accepted.
-    fn apply(&mut self, change: &Change) {
+    fn apply(&mut self, change: &OutboundChange) {
         match change {
-            Change::Enqueued { destination, item } => {
+            OutboundChange::Enqueued { destination, item } => {
                 if let Entry::Vacant(slot) = self.items.entry(item.id) {
                     slot.insert(Queued {
                         destination: destination.clone(),
@@ -115,7 +115,7 @@ impl State {
                         .insert(item.id);
                 }
             }
-            Change::TxnStarted {
+            OutboundChange::TxnStarted {
                 destination,
                 txn_id,
                 items,
@@ -123,7 +123,7 @@ impl State {
                 self.txns
                     .insert(destination.clone(), (txn_id.clone(), items.clone()));
             }
-            Change::TxnFinished { destination, items } => {
+            OutboundChange::TxnFinished { destination, items } => {
                 for id in items {
                     if self
                         .items
@@ -141,7 +141,7 @@ impl State {
                 }
                 self.txns.remove(destination);
             }
-            Change::Retry { destination, state } => {
+            OutboundChange::Retry { destination, state } => {
                 if *state == RetryState::default() {
                     self.retry.remove(destination);
                 } else {
@@ -153,7 +153,7 @@ impl State {
 }
 
 impl OutboundStore for MemoryOutboundStore {
-    fn apply(&self, changes: &[Change]) -> Result<(), StoreError> {
+    fn apply(&self, changes: &[OutboundChange]) -> Result<(), StoreError> {
         let mut state = self.lock()?;
         state.check(changes)?;
         for change in changes {

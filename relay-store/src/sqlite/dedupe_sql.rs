@@ -4,7 +4,7 @@
 use rusqlite::Connection;
 use rusqlite::types::ToSqlOutput;
 
-use relay_core::retriever::{Change, DedupeKey};
+use relay_core::retriever::{DedupeKey, WindowChange};
 use relay_core::store::StoreError;
 use relay_core::{ServerName, TxnId};
 
@@ -13,10 +13,10 @@ use super::rows::{bad_row, execute, for_each_row};
 
 /// Applies `changes` in order. Runs inside the writer's savepoint, which
 /// rolls back every change when one fails.
-pub(super) fn apply(conn: &Connection, changes: &[Change]) -> Result<(), StoreError> {
+pub(super) fn apply(conn: &Connection, changes: &[WindowChange]) -> Result<(), StoreError> {
     changes.iter().try_for_each(|change| match change {
-        Change::Seen(keys) => seen(conn, keys),
-        Change::Forget(keys) => keys.iter().try_for_each(|key| {
+        WindowChange::Seen(keys) => seen(conn, keys),
+        WindowChange::Forget(keys) => keys.iter().try_for_each(|key| {
             let (kind, origin, value) = columns(key);
             execute(
                 conn,

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 
 use rusqlite::{Connection, params};
 
-use relay_core::outbound::{Change, DestinationRecord, Item, ItemId, ItemKind, RetryState};
+use relay_core::outbound::{DestinationRecord, Item, ItemId, ItemKind, OutboundChange, RetryState};
 use relay_core::store::StoreError;
 use relay_core::{ServerName, TxnId, UnixMillis};
 
@@ -15,16 +15,16 @@ use crate::outbound_rules::{conflicting_item, sql_item_id, sql_millis};
 
 /// Applies `changes` in order. Runs inside the writer's savepoint, which
 /// rolls back every change when one fails.
-pub(super) fn apply(conn: &Connection, changes: &[Change]) -> Result<(), StoreError> {
+pub(super) fn apply(conn: &Connection, changes: &[OutboundChange]) -> Result<(), StoreError> {
     changes
         .iter()
         .try_for_each(|change| apply_one(conn, change))
 }
 
-fn apply_one(conn: &Connection, change: &Change) -> Result<(), StoreError> {
+fn apply_one(conn: &Connection, change: &OutboundChange) -> Result<(), StoreError> {
     match change {
-        Change::Enqueued { destination, item } => enqueue(conn, destination, item),
-        Change::TxnStarted {
+        OutboundChange::Enqueued { destination, item } => enqueue(conn, destination, item),
+        OutboundChange::TxnStarted {
             destination,
             txn_id,
             items,
@@ -48,7 +48,7 @@ fn apply_one(conn: &Connection, change: &Change) -> Result<(), StoreError> {
             }
             Ok(())
         }
-        Change::TxnFinished { destination, items } => {
+        OutboundChange::TxnFinished { destination, items } => {
             let destination = destination.as_str();
             for id in items {
                 execute(
@@ -60,13 +60,13 @@ fn apply_one(conn: &Connection, change: &Change) -> Result<(), StoreError> {
             }
             forget_txn(conn, destination)
         }
-        Change::Retry { destination, state } if *state == RetryState::default() => execute(
+        OutboundChange::Retry { destination, state } if *state == RetryState::default() => execute(
             conn,
             "DELETE FROM outbound_retry WHERE destination = ?1",
             params![destination.as_str()],
             "clear retry state",
         ),
-        Change::Retry { destination, state } => execute(
+        OutboundChange::Retry { destination, state } => execute(
             conn,
             "INSERT INTO outbound_retry \
                (destination, direct_failures, failed_attempts, next_retry, blacklisted) \

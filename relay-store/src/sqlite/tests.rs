@@ -196,13 +196,13 @@ fn undecodable_head_fails_its_op_and_rolls_back_its_ack() {
     assert_eq!(count(&conn), 3, "the ack of the failed op was rolled back");
 }
 
-fn apply_op(changes: Vec<Change>) -> (Op, Receiver<Result<(), StoreError>>) {
+fn apply_op(changes: Vec<OutboundChange>) -> (Op, Receiver<Result<(), StoreError>>) {
     let (reply, rx) = mpsc::sync_channel(1);
     (Op::Apply { changes, reply }, rx)
 }
 
-fn enqueued(id: u64, json: &[u8]) -> Change {
-    Change::Enqueued {
+fn enqueued(id: u64, json: &[u8]) -> OutboundChange {
+    OutboundChange::Enqueued {
         destination: server("d.example"),
         item: relay_core::outbound::Item {
             id: relay_core::outbound::ItemId(id),
@@ -332,7 +332,7 @@ fn a_version_1_database_is_migrated_keeping_its_queue() {
     assert!(crate::open(&url).is_err());
 }
 
-fn window_op(changes: Vec<retriever::Change>) -> (Op, Receiver<Result<(), StoreError>>) {
+fn window_op(changes: Vec<retriever::WindowChange>) -> (Op, Receiver<Result<(), StoreError>>) {
     let (reply, rx) = mpsc::sync_channel(1);
     (Op::ApplyWindow { changes, reply }, rx)
 }
@@ -341,8 +341,8 @@ fn digest(n: u8) -> DedupeKey {
     DedupeKey::Digest([n; 32])
 }
 
-fn seen(keys: Vec<DedupeKey>) -> retriever::Change {
-    retriever::Change::Seen(keys)
+fn seen(keys: Vec<DedupeKey>) -> retriever::WindowChange {
+    retriever::WindowChange::Seen(keys)
 }
 
 #[test]
@@ -365,7 +365,7 @@ fn a_failing_apply_window_is_rolled_back_alone_in_its_batch() {
     let (i, ri) = insert_op("a");
     // Forgets `a` and remembers `c` before it fails: neither sticks.
     let (w2, r2) = window_op(vec![
-        retriever::Change::Forget(vec![a.clone()]),
+        retriever::WindowChange::Forget(vec![a.clone()]),
         seen(vec![c]),
         seen(vec![fail]),
     ]);
@@ -415,12 +415,12 @@ fn a_version_2_database_is_migrated_keeping_its_data() {
     let sender_state = [
         enqueued(1, br#"{"a":1}"#),
         enqueued(2, b"\xff"),
-        Change::TxnStarted {
+        OutboundChange::TxnStarted {
             destination: server("d.example"),
             txn_id: relay_core::TxnId::parse("txn-1").expect("txn"),
             items: vec![relay_core::outbound::ItemId(1)],
         },
-        Change::Retry {
+        OutboundChange::Retry {
             destination: server("d.example"),
             state: relay_core::outbound::RetryState {
                 direct_failures: 2,
@@ -470,7 +470,7 @@ fn a_version_2_database_is_migrated_keeping_its_data() {
     let changes: Vec<_> = window
         .iter()
         .cloned()
-        .map(retriever::Change::Seen)
+        .map(retriever::WindowChange::Seen)
         .collect();
     store.apply_window(&changes).expect("the window works");
     drop(store);

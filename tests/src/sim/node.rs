@@ -93,8 +93,8 @@ pub struct Node {
     pub outbound_store: MemoryOutboundStore,
     /// The retriever's persisted window, oldest first.
     pub window_store: Vec<Vec<DedupeKey>>,
-    outbound_pending: VecDeque<(outbound::OpId, outbound::Change)>,
-    retriever_pending: VecDeque<(retriever::OpId, retriever::Change)>,
+    outbound_pending: VecDeque<(outbound::OpId, outbound::OutboundChange)>,
+    retriever_pending: VecDeque<(retriever::OpId, retriever::WindowChange)>,
     /// The node's own relays (its retriever drains them).
     pub own_relays: Vec<ServerName>,
     /// The relays it knows for each destination.
@@ -168,7 +168,7 @@ impl Node {
             records,
         );
         for (destination, relays) in &self.known_relays {
-            out.set_relays(destination.clone(), relays.clone());
+            out.set_relays(now, destination.clone(), relays.clone());
         }
         let mut ret = Retriever::restore(
             self.retriever_config.clone(),
@@ -191,12 +191,12 @@ impl Node {
         let mut loss = CrashLoss::default();
         for (_, change) in self.outbound_pending.drain(..) {
             match change {
-                outbound::Change::Enqueued { item, .. } => {
+                outbound::OutboundChange::Enqueued { item, .. } => {
                     if let Some(m) = self.item_markers.get(&item.id) {
                         loss.unqueued.push(*m);
                     }
                 }
-                outbound::Change::TxnStarted { items, .. } => loss
+                outbound::OutboundChange::TxnStarted { items, .. } => loss
                     .unstarted
                     .extend(items.iter().filter_map(|id| self.item_markers.get(id))),
                 _ => {}
@@ -382,9 +382,9 @@ impl Node {
         Ok(outputs)
     }
 
-    fn apply_window(&mut self, change: retriever::Change) {
+    fn apply_window(&mut self, change: retriever::WindowChange) {
         match change {
-            retriever::Change::Seen(keys) => {
+            retriever::WindowChange::Seen(keys) => {
                 for key in &keys {
                     if let DedupeKey::Txn(origin, txn_id) = key {
                         self.unremembered.remove(&(origin.clone(), txn_id.clone()));
@@ -392,7 +392,7 @@ impl Node {
                 }
                 self.window_store.push(keys);
             }
-            retriever::Change::Forget(keys) => {
+            retriever::WindowChange::Forget(keys) => {
                 if let Some(pos) = self.window_store.iter().position(|k| *k == keys) {
                     self.window_store.remove(pos);
                 }
@@ -458,7 +458,7 @@ impl Node {
                     request,
                 }),
                 outbound::Output::Persist { op, change } => {
-                    if let outbound::Change::Enqueued { item, .. } = &change {
+                    if let outbound::OutboundChange::Enqueued { item, .. } = &change {
                         self.item_markers.insert(item.id, item_marker(&item.json)?);
                     }
                     if self.outbound_pending.is_empty() {

@@ -25,7 +25,7 @@ fn backoff_doubles_with_jitter_up_to_the_cap() {
             );
             assert_eq!(
                 changes(&outputs).last(),
-                Some(&Change::Retry {
+                Some(&OutboundChange::Retry {
                     destination: name(DEST),
                     state,
                 })

@@ -258,9 +258,9 @@ impl World {
         }
     }
 
-    fn check_change(&mut self, change: &Change, finished: &mut HashSet<String>) {
+    fn check_change(&mut self, change: &OutboundChange, finished: &mut HashSet<String>) {
         match change {
-            Change::Enqueued { item, .. } => {
+            OutboundChange::Enqueued { item, .. } => {
                 let n = serde_json::from_slice::<Value>(&item.json).unwrap()["n"]
                     .as_u64()
                     .unwrap();
@@ -269,7 +269,7 @@ impl World {
                     "item IDs are unique"
                 );
             }
-            Change::TxnStarted {
+            OutboundChange::TxnStarted {
                 destination,
                 txn_id,
                 items,
@@ -299,7 +299,7 @@ impl World {
                 self.txn_items.insert(key.clone(), ns);
                 self.txn_ids.insert(key, items.clone());
             }
-            Change::TxnFinished { destination, items } => {
+            OutboundChange::TxnFinished { destination, items } => {
                 let d = dest_index(destination);
                 let ns: Vec<u64> = items.iter().map(|id| self.live[id]).collect();
                 let txn = self.item_txn[&ns[0]].clone();
@@ -311,7 +311,7 @@ impl World {
                 }
                 finished.insert(txn);
             }
-            Change::Retry { .. } => {}
+            OutboundChange::Retry { .. } => {}
         }
     }
 
@@ -348,6 +348,9 @@ impl World {
                     None => Gate::Blocked,
                 };
                 self.not_before[dest_index(destination)] = gate;
+            }
+            Event::Queued { item } => {
+                assert!(self.live.contains_key(item), "answered once stored");
             }
             Event::PersistFailed { .. } => panic!("nothing fails to persist here"),
             Event::AssumedOffline { .. } | Event::BackOnline { .. } | Event::Blacklisted { .. } => {
@@ -507,7 +510,7 @@ impl World {
             .map(|i| name(RELAYS[i]))
             .collect();
         self.relays[d] = relays.clone();
-        self.out.set_relays(name(DESTS[d]), relays);
+        self.out.set_relays(self.now, name(DESTS[d]), relays);
     }
 
     fn peer_alive(&mut self, d: usize) {
@@ -533,7 +536,7 @@ impl World {
         let config = self.out.config().clone();
         self.out = Outbound::restore(config.clone(), s, self.now, self.unix, self.store.records());
         for (dest, relays) in DESTS.iter().zip(&self.relays) {
-            self.out.set_relays(name(dest), relays.clone());
+            self.out.set_relays(self.now, name(dest), relays.clone());
         }
         self.outstanding.clear();
         self.answered.clear();

@@ -73,7 +73,7 @@ fn persistence_comes_before_what_depends_on_it() {
     assert_eq!(
         changes(&outputs),
         [
-            Change::Enqueued {
+            OutboundChange::Enqueued {
                 destination: name(DEST),
                 item: Item {
                     id: a,
@@ -81,7 +81,7 @@ fn persistence_comes_before_what_depends_on_it() {
                     json: pdu(1)
                 },
             },
-            Change::TxnStarted {
+            OutboundChange::TxnStarted {
                 destination: name(DEST),
                 txn_id: txn_id.clone(),
                 items: vec![a],
@@ -89,7 +89,7 @@ fn persistence_comes_before_what_depends_on_it() {
         ]
     );
     let outputs = h.answer(sent.attempt, status(500));
-    let retry = |direct_failures, failed_attempts, next_retry| Change::Retry {
+    let retry = |direct_failures, failed_attempts, next_retry| OutboundChange::Retry {
         destination: name(DEST),
         state: RetryState {
             direct_failures,
@@ -111,12 +111,12 @@ fn persistence_comes_before_what_depends_on_it() {
     assert_eq!(
         changes(&outputs),
         [
-            Change::TxnFinished {
+            OutboundChange::TxnFinished {
                 destination: name(DEST),
                 items: vec![a],
             },
             retry(0, 0, None),
-            Change::TxnStarted {
+            OutboundChange::TxnStarted {
                 destination: name(DEST),
                 txn_id: TxnId::parse(&next_txn.txn()).unwrap(),
                 items: vec![b],
@@ -144,6 +144,8 @@ fn persist_failures_are_reported() {
     assert_eq!(ops.len(), 2);
     out.handle_persisted(now, ops[0], Ok(()));
     out.handle_persisted(now, ops[1], Err(StoreError("disk full".into())));
+    let queued = Event::Queued { item: ItemId(1) };
+    assert_eq!(out.poll_output(), Some(Output::Event(queued)));
     assert_eq!(
         out.poll_output(),
         Some(Output::Event(Event::PersistFailed {
@@ -156,6 +158,59 @@ fn persist_failures_are_reported() {
     // Reported twice, or never issued: ignored.
     out.handle_persisted(now, ops[1], Err(StoreError("again".into())));
     out.handle_persisted(now, OpId(999_999), Err(StoreError("who".into())));
+    assert_eq!(out.poll_output(), None);
+}
+
+#[test]
+fn an_enqueue_is_answered_once_its_item_is_stored() {
+    let mut out = Outbound::new(config(), [7; 32]);
+    let now = Instant::now();
+    let enqueue = |out: &mut Outbound, json: Vec<u8>| {
+        let id = out.handle_enqueue(now, T0, name(DEST), ItemKind::Pdu, json);
+        (
+            id,
+            std::iter::from_fn(|| out.poll_output()).collect::<Vec<_>>(),
+        )
+    };
+    let (a, first) = enqueue(&mut out, pdu(1));
+    let (b, second) = enqueue(&mut out, pdu(2));
+    let (a, b) = (a.unwrap(), b.unwrap());
+    // A refused item has nothing to store and no answer to wait for.
+    let (refused, none) = enqueue(&mut out, b"nope".to_vec());
+    assert_eq!((refused, none), (Err(EnqueueError::NotJson), Vec::new()));
+    assert!(events(&first).is_empty() && events(&second).is_empty());
+    let op_of = |outputs: &[Output], id: ItemId| {
+        outputs.iter().find_map(|o| match o {
+            Output::Persist {
+                op,
+                change: OutboundChange::Enqueued { item, .. },
+            } if item.id == id => Some(*op),
+            _ => None,
+        })
+    };
+    let (op_a, op_b) = (op_of(&first, a).unwrap(), op_of(&second, b).unwrap());
+    let started = first.iter().find_map(|o| match o {
+        Output::Persist {
+            op,
+            change: OutboundChange::TxnStarted { .. },
+        } => Some(*op),
+        _ => None,
+    });
+    // Other changes answer nothing.
+    out.handle_persisted(now, started.unwrap(), Ok(()));
+    let drained: Vec<Output> = std::iter::from_fn(|| out.poll_output()).collect();
+    assert_eq!(kinds(&drained), ["transmit direct"]);
+    // Stored: answered. Not stored: answered after the failure.
+    out.handle_persisted(now, op_b, Err(StoreError("disk full".into())));
+    out.handle_persisted(now, op_a, Ok(()));
+    let drained: Vec<Output> = std::iter::from_fn(|| out.poll_output()).collect();
+    assert_eq!(kinds(&drained), ["persist_failed", "queued", "queued"]);
+    assert_eq!(
+        events(&drained)[1..],
+        [Event::Queued { item: b }, Event::Queued { item: a }]
+    );
+    // Once.
+    out.handle_persisted(now, op_a, Ok(()));
     assert_eq!(out.poll_output(), None);
 }
 
@@ -226,7 +281,7 @@ fn poll_timeout_is_now_while_output_waits() {
         assert_eq!(out.poll_timeout(), Some(now));
         if let Some(Output::Persist {
             op,
-            change: Change::TxnStarted { .. },
+            change: OutboundChange::TxnStarted { .. },
         }) = out.poll_output()
         {
             started = Some(op);
@@ -261,6 +316,8 @@ fn a_new_transaction_is_sent_only_once_its_txn_id_is_stored() {
     };
     out.handle_persisted(now, *enqueued, Ok(()));
     out.handle_timeout(now + Duration::from_secs(60), T0);
+    let queued = Event::Queued { item: ItemId(1) };
+    assert_eq!(out.poll_output(), Some(Output::Event(queued)));
     assert_eq!(out.poll_output(), None);
     out.handle_persisted(now, *started, Ok(()));
     assert!(matches!(

@@ -43,7 +43,7 @@ fn direct_request_is_a_signed_put_send() {
     assert_eq!(sent.request.authorization, expected);
     assert_eq!(
         changes(&outputs)[1],
-        Change::TxnStarted {
+        OutboundChange::TxnStarted {
             destination: name(DEST),
             txn_id: txn,
             items: vec![ItemId(1)],
@@ -256,6 +256,7 @@ fn relay_set_is_read_at_each_fan_out() {
     let direct = only_transmit(&h.pdu(DEST, 1));
     let relays = transmits(&h.answer(direct.attempt, status(500)));
     h.out.set_relays(
+        h.now,
         name(DEST),
         vec![name("r2.example"), name("r3.example"), name("r2.example")],
     );
@@ -273,7 +274,7 @@ fn relay_set_is_read_at_each_fan_out() {
             "transmit r3.example"
         ]
     );
-    h.out.set_relays(name(DEST), Vec::new());
+    h.out.set_relays(h.now, name(DEST), Vec::new());
     assert!(h.out.relays(&name(DEST)).is_empty());
 }
 

@@ -88,7 +88,7 @@ struct World {
     relays: Vec<FakeRelay>,
     in_flight: Vec<(AttemptId, OutgoingRequest)>,
     with_app: Vec<(Delivery, u64)>,
-    to_persist: VecDeque<(OpId, Change)>,
+    to_persist: VecDeque<(OpId, WindowChange)>,
     /// The persisted window.
     store: Vec<Vec<DedupeKey>>,
     digests: HashMap<DedupeKey, u64>,
@@ -216,12 +216,12 @@ impl World {
                         Err(StoreError("injected".into()))
                     } else {
                         match &change {
-                            Change::Seen(keys) => {
+                            WindowChange::Seen(keys) => {
                                 let t = self.pool_index(keys);
                                 self.exposed.remove(&t);
                                 self.store.push(keys.clone());
                             }
-                            Change::Forget(keys) => {
+                            WindowChange::Forget(keys) => {
                                 if let Some(i) = self.store.iter().position(|k| k == keys) {
                                     self.store.remove(i);
                                 }

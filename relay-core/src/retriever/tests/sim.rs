@@ -111,7 +111,7 @@ pub(crate) fn deliveries(outputs: &[Output]) -> Vec<Delivery> {
 }
 
 /// The persist operations among `outputs`.
-pub(crate) fn persists(outputs: &[Output]) -> Vec<(OpId, Change)> {
+pub(crate) fn persists(outputs: &[Output]) -> Vec<(OpId, WindowChange)> {
     outputs
         .iter()
         .filter_map(|o| match o {
@@ -185,7 +185,7 @@ pub(crate) struct FakeRelay {
 
 impl FakeRelay {
     pub(crate) fn new(relay_name: &str, first_entry: u64, dendrite: bool) -> Self {
-        let mut keys = KeyRing::new(false);
+        let mut keys = KeyRing::default();
         keys.pin(
             name(NODE),
             KeyId::parse("ed25519:1").expect("key id"),
@@ -276,7 +276,7 @@ impl FakeRelay {
 pub(crate) struct Seen {
     pub(crate) delivered: Vec<Delivery>,
     pub(crate) events: Vec<Event>,
-    pub(crate) changes: Vec<Change>,
+    pub(crate) changes: Vec<WindowChange>,
 }
 
 /// Runs `node` against `relays` with every effect succeeding at once, until

@@ -4,7 +4,7 @@ use std::sync::Barrier;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use super::dedupe_helpers::*;
-use crate::{DedupeChange, DedupeKey, DedupeStore};
+use crate::{DedupeKey, DedupeStore, WindowChange};
 
 /// A batch's changes apply in order and see the ones before them.
 pub fn changes_apply_in_order(store: &dyn DedupeStore) {
@@ -80,8 +80,8 @@ pub fn apply_is_atomic(store: &dyn DedupeStore) {
         let mut previous: Vec<DedupeKey> = Vec::new();
         for n in 0..ATOMIC_BATCHES {
             let groups = pair(n);
-            let mut batch = vec![DedupeChange::Forget(previous)];
-            batch.extend(groups.iter().cloned().map(DedupeChange::Seen));
+            let mut batch = vec![WindowChange::Forget(previous)];
+            batch.extend(groups.iter().cloned().map(WindowChange::Seen));
             apply(store, &batch);
             previous = groups.concat();
         }
@@ -110,9 +110,9 @@ pub fn concurrent_applies(store: &dyn DedupeStore) {
             s.spawn(move || {
                 start.wait();
                 for n in 0..BATCHES {
-                    let mut batch = vec![DedupeChange::Seen(keys_of(t, n))];
+                    let mut batch = vec![WindowChange::Seen(keys_of(t, n))];
                     if n % 2 == 1 {
-                        batch.push(DedupeChange::Forget(keys_of(t, n / 2)));
+                        batch.push(WindowChange::Forget(keys_of(t, n / 2)));
                     }
                     apply(store, &batch);
                 }

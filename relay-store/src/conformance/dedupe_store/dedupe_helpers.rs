@@ -3,7 +3,7 @@
 
 use std::fmt::Write;
 
-use relay_core::retriever::{Change, DedupeKey};
+use relay_core::retriever::{DedupeKey, WindowChange};
 
 use super::super::helpers::{server, txn};
 use crate::DedupeStore;
@@ -20,12 +20,12 @@ pub(super) fn digest(n: u32) -> DedupeKey {
     DedupeKey::Digest(bytes)
 }
 
-pub(super) fn seen(keys: &[&DedupeKey]) -> Change {
-    Change::Seen(keys.iter().map(|k| (*k).clone()).collect())
+pub(super) fn seen(keys: &[&DedupeKey]) -> WindowChange {
+    WindowChange::Seen(keys.iter().map(|k| (*k).clone()).collect())
 }
 
-pub(super) fn forget(keys: &[&DedupeKey]) -> Change {
-    Change::Forget(keys.iter().map(|k| (*k).clone()).collect())
+pub(super) fn forget(keys: &[&DedupeKey]) -> WindowChange {
+    WindowChange::Forget(keys.iter().map(|k| (*k).clone()).collect())
 }
 
 /// The window `groups` describe.
@@ -36,7 +36,7 @@ pub(super) fn window(groups: &[&[&DedupeKey]]) -> Vec<Vec<DedupeKey>> {
         .collect()
 }
 
-pub(super) fn apply(store: &dyn DedupeStore, changes: &[Change]) {
+pub(super) fn apply(store: &dyn DedupeStore, changes: &[WindowChange]) {
     if let Err(err) = store.apply_window(changes) {
         panic!(
             "apply_window of {} changes failed: {err}\n{changes:?}",

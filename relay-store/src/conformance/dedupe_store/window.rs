@@ -1,7 +1,7 @@
 //! The window itself: group order, keys, `Seen` and `Forget`.
 
 use super::dedupe_helpers::*;
-use crate::{DedupeChange, DedupeKey, DedupeStore};
+use crate::{DedupeKey, DedupeStore, WindowChange};
 
 /// An empty store loads nothing; empty batches, `Seen` of no keys and
 /// forgetting keys nobody remembers change nothing.
@@ -38,7 +38,7 @@ pub fn groups_load_in_order(store: &dyn DedupeStore) {
             keys
         })
         .collect();
-    let changes: Vec<_> = groups.iter().cloned().map(DedupeChange::Seen).collect();
+    let changes: Vec<_> = groups.iter().cloned().map(WindowChange::Seen).collect();
     let mut rest = &changes[..];
     for size in 1.. {
         let (batch, tail) = rest.split_at(size.min(rest.len()));
@@ -80,7 +80,7 @@ pub fn keys_round_trip(store: &dyn DedupeStore) {
         DedupeKey::TxnDigest(all_bytes),
     ];
     let groups: Vec<Vec<DedupeKey>> = keys.chunks(3).map(<[DedupeKey]>::to_vec).collect();
-    let changes: Vec<_> = groups.iter().cloned().map(DedupeChange::Seen).collect();
+    let changes: Vec<_> = groups.iter().cloned().map(WindowChange::Seen).collect();
     apply(store, &changes);
     assert_window(store, &groups, "unusual keys");
 
@@ -195,9 +195,9 @@ pub fn sliding_window(store: &dyn DedupeStore) {
     const CAPACITY: usize = 4;
     let keys_of = |n: u32| vec![txn_key("o.example", &format!("t{n}")), digest(n)];
     for n in 0..30u32 {
-        let mut batch = vec![DedupeChange::Seen(keys_of(n))];
+        let mut batch = vec![WindowChange::Seen(keys_of(n))];
         if let Some(old) = n.checked_sub(CAPACITY as u32) {
-            batch.push(DedupeChange::Forget(keys_of(old)));
+            batch.push(WindowChange::Forget(keys_of(old)));
         }
         if n % 2 == 0 {
             apply(store, &batch);

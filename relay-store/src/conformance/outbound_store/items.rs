@@ -1,6 +1,6 @@
 //! Queued items: order, payloads, idempotent enqueue, item ID limits.
 
-use relay_core::outbound::{Change, Item, ItemId, ItemKind, RetryState};
+use relay_core::outbound::{Item, ItemId, ItemKind, OutboundChange, RetryState};
 
 use super::outbound_helpers::*;
 use crate::OutboundStore;
@@ -37,7 +37,7 @@ pub fn items_load_in_id_order(store: &dyn OutboundStore) {
             )
         })
         .collect();
-    let changes: Vec<Change> = items
+    let changes: Vec<OutboundChange> = items
         .iter()
         .enumerate()
         .map(|(n, it)| enqueued(dests[n % 3], it))
@@ -99,7 +99,7 @@ pub fn payloads_round_trip(store: &dyn OutboundStore) {
             json,
         })
         .collect();
-    let changes: Vec<Change> = items.iter().map(|i| enqueued("d.example", i)).collect();
+    let changes: Vec<OutboundChange> = items.iter().map(|i| enqueued("d.example", i)).collect();
     apply(store, &changes);
     let want: Vec<&Item> = items.iter().collect();
     assert_loads(

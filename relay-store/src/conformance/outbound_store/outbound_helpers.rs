@@ -2,7 +2,7 @@
 //! records, calling the store with context in every panic message.
 
 use relay_core::UnixMillis;
-use relay_core::outbound::{Change, DestinationRecord, Item, ItemId, ItemKind, RetryState};
+use relay_core::outbound::{DestinationRecord, Item, ItemId, ItemKind, OutboundChange, RetryState};
 
 use super::super::helpers::{server, txn};
 use crate::OutboundStore;
@@ -19,8 +19,8 @@ pub(super) fn pdu(id: u64) -> Item {
     item(id, ItemKind::Pdu)
 }
 
-pub(super) fn enqueued(destination: &str, item: &Item) -> Change {
-    Change::Enqueued {
+pub(super) fn enqueued(destination: &str, item: &Item) -> OutboundChange {
+    OutboundChange::Enqueued {
         destination: server(destination),
         item: item.clone(),
     }
@@ -30,23 +30,23 @@ pub(super) fn ids(ids: &[u64]) -> Vec<ItemId> {
     ids.iter().copied().map(ItemId).collect()
 }
 
-pub(super) fn started(destination: &str, txn_id: &str, items: &[u64]) -> Change {
-    Change::TxnStarted {
+pub(super) fn started(destination: &str, txn_id: &str, items: &[u64]) -> OutboundChange {
+    OutboundChange::TxnStarted {
         destination: server(destination),
         txn_id: txn(txn_id),
         items: ids(items),
     }
 }
 
-pub(super) fn finished(destination: &str, items: &[u64]) -> Change {
-    Change::TxnFinished {
+pub(super) fn finished(destination: &str, items: &[u64]) -> OutboundChange {
+    OutboundChange::TxnFinished {
         destination: server(destination),
         items: ids(items),
     }
 }
 
-pub(super) fn retry(destination: &str, state: RetryState) -> Change {
-    Change::Retry {
+pub(super) fn retry(destination: &str, state: RetryState) -> OutboundChange {
+    OutboundChange::Retry {
         destination: server(destination),
         state,
     }
@@ -75,7 +75,7 @@ pub(super) fn record(
     }
 }
 
-pub(super) fn apply(store: &dyn OutboundStore, changes: &[Change]) {
+pub(super) fn apply(store: &dyn OutboundStore, changes: &[OutboundChange]) {
     if let Err(err) = store.apply(changes) {
         panic!(
             "apply of {} changes failed: {err}\n{changes:?}",
@@ -84,7 +84,7 @@ pub(super) fn apply(store: &dyn OutboundStore, changes: &[Change]) {
     }
 }
 
-pub(super) fn refused(store: &dyn OutboundStore, changes: &[Change], why: &str) {
+pub(super) fn refused(store: &dyn OutboundStore, changes: &[OutboundChange], why: &str) {
     assert!(
         store.apply(changes).is_err(),
         "{why}: expected an error, the batch was applied"

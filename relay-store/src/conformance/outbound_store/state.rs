@@ -4,7 +4,7 @@
 use std::sync::Barrier;
 
 use relay_core::UnixMillis;
-use relay_core::outbound::{Change, Item, ItemKind, RetryState};
+use relay_core::outbound::{Item, ItemKind, OutboundChange, RetryState};
 
 use super::outbound_helpers::*;
 use crate::OutboundStore;
@@ -14,7 +14,7 @@ use crate::OutboundStore;
 /// items or a transaction do.
 pub fn txn_started_and_finished(store: &dyn OutboundStore) {
     let items: Vec<Item> = (1..=5).map(pdu).collect();
-    let all: Vec<Change> = items.iter().map(|i| enqueued("d.example", i)).collect();
+    let all: Vec<OutboundChange> = items.iter().map(|i| enqueued("d.example", i)).collect();
     apply(store, &all);
     let r = |items: &[&Item], txn_in_flight| {
         record("d.example", items, txn_in_flight, RetryState::default())

@@ -109,7 +109,7 @@ impl World {
         let node_keys: Vec<SigningKey> = (0..plan.nodes)
             .map(|_| SigningKey::from_seed(key_id.clone(), rng.seed32()))
             .collect();
-        let mut ring = KeyRing::new(false);
+        let mut ring = KeyRing::default();
         for (i, key) in node_keys.iter().enumerate() {
             ring.pin(node_name(i), key_id.clone(), key.verify_key());
         }
