@@ -19,8 +19,6 @@
 //! dependency tree names no runtime.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
-// lints pending: see workspace lints
-#![allow(unreachable_pub, clippy::unwrap_used)]
 
 pub mod client;
 pub mod dns;

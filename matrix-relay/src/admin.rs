@@ -9,7 +9,7 @@ use serde::Serialize;
 
 /// Flags of `queues`.
 #[derive(Args, Debug)]
-pub struct QueuesArgs {
+pub(crate) struct QueuesArgs {
     /// The relay's database, as `serve --database` takes it.
     #[arg(long, default_value = "sqlite:relay.db")]
     database: String,
@@ -20,7 +20,7 @@ pub struct QueuesArgs {
 
 /// Flags of `purge`.
 #[derive(Args, Debug)]
-pub struct PurgeArgs {
+pub(crate) struct PurgeArgs {
     /// The relay's database, as `serve --database` takes it.
     #[arg(long, default_value = "sqlite:relay.db")]
     database: String,
@@ -58,7 +58,7 @@ fn print(line: &Line<'_>) -> Result<(), String> {
 
 /// Runs `queues`: one JSON line per destination with something queued,
 /// most bytes first.
-pub fn queues(args: QueuesArgs) -> Result<(), String> {
+pub(crate) fn queues(args: QueuesArgs) -> Result<(), String> {
     let store = open(&args.database)?;
     let list = store.destinations(args.limit).map_err(|e| e.to_string())?;
     for usage in &list {
@@ -72,7 +72,7 @@ pub fn queues(args: QueuesArgs) -> Result<(), String> {
 }
 
 /// Runs `purge`: deletes the destination's queue and prints what went.
-pub fn purge(args: PurgeArgs) -> Result<(), String> {
+pub(crate) fn purge(args: PurgeArgs) -> Result<(), String> {
     let destination = ServerName::parse(&args.destination)
         .map_err(|_| format!("--destination {:?} is not a server name", args.destination))?;
     let store = open(&args.database)?;

@@ -10,7 +10,7 @@ use relay_core::signing::SigningKey;
 /// A new key with a seed from the OS. `key_id` is `ed25519:VERSION` or the
 /// bare `VERSION` (as the key file spells it); the default version is the
 /// first 8 hex characters of the public key, so it is stable and readable.
-pub fn generate(key_id: Option<&str>) -> Result<SigningKey, String> {
+pub(crate) fn generate(key_id: Option<&str>) -> Result<SigningKey, String> {
     let mut seed = [0u8; 32];
     getrandom::fill(&mut seed).map_err(|e| format!("no randomness from the OS: {e}"))?;
     let provisional = SigningKey::from_seed(KeyId::ed25519("0").map_err(|e| e.to_string())?, seed);
@@ -42,7 +42,7 @@ pub fn generate(key_id: Option<&str>) -> Result<SigningKey, String> {
 }
 
 /// Writes `key` to a new file at `path` (mode 0600), refusing to overwrite.
-pub fn write_new(path: &Path, key: &SigningKey) -> Result<(), String> {
+pub(crate) fn write_new(path: &Path, key: &SigningKey) -> Result<(), String> {
     let mut options = OpenOptions::new();
     options.write(true).create_new(true);
     #[cfg(unix)]
@@ -59,14 +59,14 @@ pub fn write_new(path: &Path, key: &SigningKey) -> Result<(), String> {
 }
 
 /// Reads the key at `path`.
-pub fn read(path: &Path) -> Result<SigningKey, String> {
+pub(crate) fn read(path: &Path) -> Result<SigningKey, String> {
     let text = std::fs::read_to_string(path)
         .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
     SigningKey::parse_synapse(&text).map_err(|e| format!("{}: {e}", path.display()))
 }
 
 /// Reads the key at `path`, creating it first if there is none.
-pub fn load_or_create(path: &Path) -> Result<SigningKey, String> {
+pub(crate) fn load_or_create(path: &Path) -> Result<SigningKey, String> {
     if path.exists() {
         return read(path);
     }
@@ -82,7 +82,7 @@ pub fn load_or_create(path: &Path) -> Result<SigningKey, String> {
 }
 
 /// `matrix-relay keygen`.
-pub fn keygen(out: &Path, key_id: Option<&str>) -> Result<(), String> {
+pub(crate) fn keygen(out: &Path, key_id: Option<&str>) -> Result<(), String> {
     let key = generate(key_id)?;
     write_new(out, &key)?;
     let public = key.verify_key();

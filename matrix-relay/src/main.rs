@@ -1,7 +1,5 @@
 //! `matrix-relay`: a Matrix federation relay server and its tools.
 #![forbid(unsafe_code)]
-// lints pending: see workspace lints
-#![allow(unreachable_pub, clippy::unwrap_used)]
 
 mod admin;
 mod keys;

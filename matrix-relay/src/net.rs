@@ -9,7 +9,7 @@ use clap::Args;
 
 /// How this node connects to other servers (besides `--resolve`).
 #[derive(Args, Debug, Default)]
-pub struct NetArgs {
+pub(crate) struct NetArgs {
     /// A PEM file of CA certificates trusted besides the public roots
     /// (repeatable), e.g. a private federation's CA.
     #[arg(long = "tls-ca", value_name = "FILE")]
@@ -28,13 +28,13 @@ pub struct NetArgs {
 
 impl NetArgs {
     /// The client options these flags describe.
-    pub fn client_options(&self) -> Result<ClientOptions, String> {
+    pub(crate) fn client_options(&self) -> Result<ClientOptions, String> {
         client_options(&self.tls_ca, &self.connect_to, self.dns_server.as_deref())
     }
 }
 
 /// The client options of `--tls-ca`, `--connect-to` and `--dns-server`.
-pub fn client_options(
+pub(crate) fn client_options(
     tls_ca: &[PathBuf],
     connect_to: &[String],
     dns_server: Option<&str>,

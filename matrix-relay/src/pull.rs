@@ -20,7 +20,7 @@ use crate::{keys, on_runtime};
 
 /// Flags of `pull`.
 #[derive(Args, Debug)]
-pub struct PullArgs {
+pub(crate) struct PullArgs {
     /// This node's server name: whose queue is drained.
     #[arg(long)]
     server_name: String,
@@ -46,7 +46,7 @@ pub struct PullArgs {
 }
 
 /// Runs `pull`; `Ok(true)` when every relay was drained.
-pub fn pull(args: PullArgs) -> Result<bool, String> {
+pub(crate) fn pull(args: PullArgs) -> Result<bool, String> {
     let name = ServerName::parse(&args.server_name)
         .map_err(|_| format!("--server-name {:?} is not a server name", args.server_name))?;
     let relays = args

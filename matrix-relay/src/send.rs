@@ -17,7 +17,7 @@ use crate::{keys, on_runtime};
 
 /// Flags of `send`.
 #[derive(Args, Debug)]
-pub struct SendArgs {
+pub(crate) struct SendArgs {
     /// This node's server name (the origin).
     #[arg(long)]
     server_name: String,
@@ -75,7 +75,7 @@ fn describe(target: &Target) -> String {
 }
 
 /// Runs `send`; `Ok(true)` when delivered.
-pub fn send(args: SendArgs) -> Result<bool, String> {
+pub(crate) fn send(args: SendArgs) -> Result<bool, String> {
     let origin = server_name(&args.server_name, "--server-name")?;
     let destination = server_name(&args.destination, "--destination")?;
     let relays = args

@@ -24,7 +24,7 @@ use crate::{Runtime, keys, on_runtime};
 /// `serve-for = ["…"]`); flags win.
 #[derive(Args, Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
-pub struct ServeArgs {
+pub(crate) struct ServeArgs {
     /// Address to bind; port 0 picks a free port [default: 127.0.0.1:8448].
     #[arg(long)]
     listen: Option<SocketAddr>,
@@ -241,7 +241,7 @@ fn relay_config(
 }
 
 /// Runs `serve`.
-pub fn serve(args: ServeArgs) -> Result<(), String> {
+pub(crate) fn serve(args: ServeArgs) -> Result<(), String> {
     let args = match args.config.clone() {
         Some(path) => args.merge(read_config(&path)?),
         None => args,

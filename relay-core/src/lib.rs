@@ -16,8 +16,6 @@
 //! - [`store`]: the records the machines ask the storage adapter to keep.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
-// lints pending: see workspace lints
-#![allow(unreachable_pub, clippy::unwrap_used)]
 // Unit tests read the clock once for a base instant and pass it in, as an
 // adapter would; clippy.toml keeps the library itself off the clock.
 #![cfg_attr(test, allow(clippy::disallowed_methods))]
