@@ -16,15 +16,15 @@
 //! - [`store`]: the records the machines ask the storage adapter to keep.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
-// Unit tests read the clock once for a base instant and pass it in, as an
-// adapter would; clippy.toml keeps the library itself off the clock.
-#![cfg_attr(test, allow(clippy::disallowed_methods))]
 
 pub mod auth;
 pub mod b64;
 mod backoff;
 pub mod canonical;
 mod drive;
+#[cfg(test)]
+#[path = "../tests/support/epoch.rs"]
+mod epoch;
 pub mod error;
 #[cfg(feature = "fuzzing")]
 pub mod fuzzing;

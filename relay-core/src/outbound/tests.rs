@@ -8,6 +8,7 @@ mod queue;
 mod restore;
 mod rules;
 
+use crate::epoch::epoch;
 use std::collections::BTreeMap;
 use std::time::Duration;
 
@@ -144,7 +145,7 @@ impl Harness {
     fn with_seed(config: OutboundConfig, seed: [u8; 32]) -> Self {
         Self {
             out: Outbound::new(config, seed),
-            now: Instant::now(),
+            now: epoch(),
             unix: T0,
             store: MemStore::default(),
         }

@@ -1,5 +1,6 @@
 //! Unit tables for the relay machine: request in, outputs out.
 
+use crate::epoch::epoch;
 use std::collections::HashSet;
 
 use serde_json::{Value, json};
@@ -82,7 +83,7 @@ const TXN: &str = r#"{"origin":"liar.example","origin_server_ts":1,"pdus":[{"a":
 
 /// Feeds one request and returns every output it produced at once.
 fn run(relay: &mut Relay, request: Request) -> (RequestId, Vec<Output>) {
-    let id = relay.handle_request(Instant::now(), NOW_MS, request);
+    let id = relay.handle_request(epoch(), NOW_MS, request);
     (id, std::iter::from_fn(|| relay.poll_output()).collect())
 }
 
@@ -407,15 +408,11 @@ fn store_then_respond() {
     assert!(relay.poll_timeout().is_none());
 
     // A report for an unknown or wrong-kind op changes nothing.
-    relay.handle_fetched(Instant::now(), *op, Ok(None));
-    relay.handle_stored(
-        Instant::now(),
-        OpId(999),
-        Ok(InsertOutcome::Stored(EntryId(1))),
-    );
+    relay.handle_fetched(epoch(), *op, Ok(None));
+    relay.handle_stored(epoch(), OpId(999), Ok(InsertOutcome::Stored(EntryId(1))));
     assert!(relay.poll_output().is_none());
 
-    relay.handle_stored(Instant::now(), *op, Ok(InsertOutcome::Stored(EntryId(1))));
+    relay.handle_stored(epoch(), *op, Ok(InsertOutcome::Stored(EntryId(1))));
     assert!(
         relay.poll_timeout().is_some(),
         "output waiting: timer is now"
@@ -459,7 +456,7 @@ fn store_outcomes() {
         let Some(Output::Store { op, .. }) = outputs.into_iter().next() else {
             panic!("no store");
         };
-        relay.handle_stored(Instant::now(), op, result);
+        relay.handle_stored(epoch(), op, result);
         let response = only_response(relay.poll_output().into_iter().collect());
         assert_eq!(
             (response.status, errcode(&response).as_str()),
@@ -475,7 +472,7 @@ fn remembered_key_answers_200_empty() {
     let [Output::Store { op, .. }] = outputs.as_slice() else {
         panic!("expected a store, got {outputs:?}");
     };
-    relay.handle_stored(Instant::now(), *op, Ok(InsertOutcome::AlreadyDelivered));
+    relay.handle_stored(epoch(), *op, Ok(InsertOutcome::AlreadyDelivered));
     assert_eq!(
         relay.poll_output(),
         Some(Output::Respond {
@@ -497,7 +494,7 @@ fn acked_keys_setting_reaches_the_store() {
     let mut relay = Relay::new(c);
     let later = NOW_MS.saturating_add_ms(1_234);
 
-    let id = relay.handle_request(Instant::now(), later, put("t", "@a:dest.example", TXN));
+    let id = relay.handle_request(epoch(), later, put("t", "@a:dest.example", TXN));
     let Some(Output::Store { entry, quota, .. }) = relay.poll_output() else {
         panic!("expected a store for {id:?}");
     };
@@ -509,7 +506,7 @@ fn acked_keys_setting_reaches_the_store() {
         &key_for(2),
         r#"{"entry_id":3}"#,
     );
-    relay.handle_request(Instant::now(), later, get);
+    relay.handle_request(epoch(), later, get);
     let Some(Output::Fetch { ack, .. }) = relay.poll_output() else {
         panic!("expected a fetch");
     };
@@ -578,7 +575,7 @@ fn fetch_and_ack() {
             txn_id: TxnId::parse("t8").unwrap(),
             transaction: br#"{"origin":"origin.example","pdus":[]}"#.to_vec(),
         };
-        relay.handle_fetched(Instant::now(), *op, Ok(Some(entry)));
+        relay.handle_fetched(epoch(), *op, Ok(Some(entry)));
         let Some(Output::Respond { request, response }) = relay.poll_output() else {
             panic!("no response");
         };
@@ -596,7 +593,7 @@ fn fetch_and_ack() {
     let [Output::Fetch { op, .. }] = outputs.as_slice() else {
         panic!("expected a fetch");
     };
-    relay.handle_fetched(Instant::now(), *op, Ok(None));
+    relay.handle_fetched(epoch(), *op, Ok(None));
     let response = only_response(relay.poll_output().into_iter().collect());
     let v: Value = serde_json::from_slice(&response.body).unwrap();
     assert_eq!(
@@ -615,7 +612,7 @@ fn fetch_and_ack() {
     let [Output::Fetch { op, .. }] = outputs.as_slice() else {
         panic!("expected a fetch");
     };
-    relay.handle_fetched(Instant::now(), *op, Err(StoreError("gone".into())));
+    relay.handle_fetched(epoch(), *op, Err(StoreError("gone".into())));
     let response = only_response(relay.poll_output().into_iter().collect());
     assert_eq!(
         (response.status, errcode(&response).as_str()),
@@ -715,7 +712,7 @@ mod fetch_keys {
     }
 
     fn at(relay: &mut Relay, unix: UnixMillis, request: Request) -> Vec<Output> {
-        relay.handle_request(Instant::now(), unix, request);
+        relay.handle_request(epoch(), unix, request);
         std::iter::from_fn(|| relay.poll_output()).collect()
     }
 
@@ -742,12 +739,7 @@ mod fetch_keys {
             at(&mut relay, NOW_MS, from_far("t2")).is_empty(),
             "one fetch per server"
         );
-        relay.handle_keys(
-            Instant::now(),
-            NOW_MS,
-            op,
-            doc(NOW_MS.saturating_add_ms(60_000)),
-        );
+        relay.handle_keys(epoch(), NOW_MS, op, doc(NOW_MS.saturating_add_ms(60_000)));
         let outputs: Vec<Output> = std::iter::from_fn(|| relay.poll_output()).collect();
         assert_eq!(outputs.len(), 2);
         assert!(outputs.iter().all(
@@ -796,7 +788,7 @@ mod fetch_keys {
         for outcome in cases {
             let mut relay = relay();
             let op = fetch_op(&at(&mut relay, NOW_MS, from_far("t1")));
-            relay.handle_keys(Instant::now(), NOW_MS, op, outcome.clone());
+            relay.handle_keys(epoch(), NOW_MS, op, outcome.clone());
             let response = only_response(std::iter::from_fn(|| relay.poll_output()).collect());
             assert_eq!(
                 (response.status, errcode(&response).as_str()),

@@ -1,3 +1,4 @@
+use crate::epoch::epoch;
 use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
@@ -141,7 +142,7 @@ fn no_lookup_for_ip_literals_and_explicit_ports() {
         ),
     ] {
         let mut world = World::default().well_known(server, r#"{"m.server":"x.example"}"#);
-        let e = world.run(&mut Resolver::default(), Instant::now(), server);
+        let e = world.run(&mut Resolver::default(), epoch(), server);
         assert_eq!(show(&e), want, "{server}");
         assert!(world.asked().is_empty(), "{server}");
     }
@@ -156,7 +157,7 @@ fn overrides_win_over_everything() {
     ])
     .unwrap();
     let mut world = World::default().well_known("b.example", r#"{"m.server":"x.example"}"#);
-    let now = Instant::now();
+    let now = epoch();
     assert_eq!(
         show(&world.run(&mut r, now, "b.example")),
         "http://127.0.0.1:9000 tls=127.0.0.1 host=b.example"
@@ -185,7 +186,7 @@ fn well_known_delegation_used_as_is() {
     ] {
         let body = format!(r#"{{"m.server":"{m_server}"}}"#);
         let mut world = World::default().well_known("a.example", &body);
-        let e = world.run(&mut Resolver::default(), Instant::now(), "a.example");
+        let e = world.run(&mut Resolver::default(), epoch(), "a.example");
         assert_eq!(show(&e), want, "{m_server}");
         assert_eq!(world.asked(), ["wk a.example"], "{m_server}");
     }
@@ -193,7 +194,7 @@ fn well_known_delegation_used_as_is() {
 
 #[test]
 fn delegated_name_goes_through_srv_then_legacy_srv_then_8448() {
-    let now = Instant::now();
+    let now = epoch();
     let body = r#"{"m.server":"deleg.example"}"#;
 
     let mut world = World::default()
@@ -266,7 +267,7 @@ fn without_valid_well_known_the_hostname_goes_through_srv() {
             .srv("_matrix-fed._tcp.a.example", &[(0, 0, 1, "fed.example")])
             .srv("x.example", &[]);
         world.well_known.insert("a.example".into(), answer.clone());
-        let e = world.run(&mut Resolver::default(), Instant::now(), "a.example");
+        let e = world.run(&mut Resolver::default(), epoch(), "a.example");
         assert_eq!(
             show(&e),
             "https://fed.example:1 tls=a.example host=a.example",
@@ -280,7 +281,7 @@ fn without_valid_well_known_the_hostname_goes_through_srv() {
     }
 
     let mut world = World::default().srv("_matrix._tcp.a.example", &[(0, 0, 2, "old.example")]);
-    let e = world.run(&mut Resolver::default(), Instant::now(), "a.example");
+    let e = world.run(&mut Resolver::default(), epoch(), "a.example");
     assert_eq!(
         show(&e),
         "https://old.example:2 tls=a.example host=a.example"
@@ -291,7 +292,7 @@ fn without_valid_well_known_the_hostname_goes_through_srv() {
         "_matrix-fed._tcp.a.example".into(),
         SrvAnswer::Failed("timeout".into()),
     );
-    let e = world.run(&mut Resolver::default(), Instant::now(), "a.example");
+    let e = world.run(&mut Resolver::default(), epoch(), "a.example");
     assert_eq!(
         show(&e),
         "https://a.example:8448 tls=a.example host=a.example"
@@ -311,7 +312,7 @@ fn without_valid_well_known_the_hostname_goes_through_srv() {
 fn srv_order(records: &[(u16, u16, u16, &str)], seed: u64) -> Vec<String> {
     let mut world = World::default().srv("_matrix-fed._tcp.a.example", records);
     world
-        .run_seeded(&mut Resolver::default(), Instant::now(), "a.example", seed)
+        .run_seeded(&mut Resolver::default(), epoch(), "a.example", seed)
         .iter()
         .map(|e| format!("{}:{}", e.host, e.port))
         .collect()
@@ -432,7 +433,7 @@ fn weight_zero_records_get_a_small_chance() {
 
 #[test]
 fn failover_targets_carry_the_srv_base_name() {
-    let t0 = Instant::now();
+    let t0 = epoch();
     let mut r = Resolver::default();
     let mut world = World::default()
         .well_known("a.example", r#"{"m.server":"deleg.example"}"#)
@@ -461,7 +462,7 @@ fn failover_targets_carry_the_srv_base_name() {
 
 #[test]
 fn unreachable_targets_come_last_for_a_minute() {
-    let t0 = Instant::now();
+    let t0 = epoch();
     let mut r = Resolver::default();
     let mut world = World::default().well_known("a.example", "{}").srv(
         "_matrix-fed._tcp.a.example",
@@ -519,7 +520,7 @@ fn well_known_down_is_asked_again_soon_and_no_delegation_after_an_hour() {
         (ok("not json", None), WELL_KNOWN_INVALID),
         (ok(r#"{"m.server":"bad_name!"}"#, None), WELL_KNOWN_INVALID),
     ] {
-        let t0 = Instant::now();
+        let t0 = epoch();
         let mut r = Resolver::default();
         let mut world = World::default();
         world.well_known.insert("a.example".into(), answer.clone());
@@ -538,7 +539,7 @@ fn well_known_down_is_asked_again_soon_and_no_delegation_after_an_hour() {
 
 #[test]
 fn a_delegation_outlives_its_lifetime_while_the_server_is_down() {
-    let t0 = Instant::now();
+    let t0 = epoch();
     let second = Duration::from_secs(1);
     let lifetime = Duration::from_secs(600);
     let delegated = "https://d.example:1 tls=d.example host=d.example:1";
@@ -588,7 +589,7 @@ fn a_delegation_outlives_its_lifetime_while_the_server_is_down() {
 #[test]
 fn cached_outcomes_skip_lookups_until_they_expire() {
     let mut r = Resolver::default();
-    let t0 = Instant::now();
+    let t0 = epoch();
     let mut world = World::default()
         .well_known("a.example", r#"{"m.server":"deleg.example"}"#)
         .srv("_matrix-fed._tcp.deleg.example", &[(0, 0, 7, "t.example")]);
@@ -632,7 +633,7 @@ fn cached_outcomes_skip_lookups_until_they_expire() {
 #[test]
 fn a_failed_dns_exchange_is_remembered_briefly() {
     let mut r = Resolver::default();
-    let t0 = Instant::now();
+    let t0 = epoch();
     let mut world = World::default().well_known("a.example", r#"{"m.server":"d.example"}"#);
     world.srv.insert(
         "_matrix-fed._tcp.d.example".into(),
@@ -653,7 +654,7 @@ fn a_failed_dns_exchange_is_remembered_briefly() {
 #[test]
 fn answers_nobody_asked_for_are_ignored() {
     let mut r = Resolver::default();
-    let now = Instant::now();
+    let now = epoch();
     let mut d = r.discover(&name("a.example"), 0);
     r.handle_srv(now, &mut d, SrvAnswer::Records(vec![]));
     assert_eq!(
@@ -686,7 +687,7 @@ fn answers_nobody_asked_for_are_ignored() {
 fn the_cache_is_bounded() {
     let mut r = Resolver::default().with_cache_capacity(3);
     let mut world = World::default();
-    let t0 = Instant::now();
+    let t0 = epoch();
     for i in 0..10 {
         let at = t0 + Duration::from_secs(i);
         world.run(&mut r, at, &format!("s{i}.example"));
@@ -736,7 +737,7 @@ fn well_known_lifetimes() {
 #[test]
 fn valid_well_known_uses_its_lifetime() {
     let mut r = Resolver::default();
-    let t0 = Instant::now();
+    let t0 = epoch();
     let mut world = World::default();
     world.well_known.insert(
         "a.example".into(),
@@ -946,14 +947,14 @@ fn an_attempt_fails_over_only_past_unreachable_targets() {
         (0, vec![], vec!["failed: no endpoint to try"]),
     ];
     for (targets, reports, want) in cases {
-        let got = attempt_steps(&mut Resolver::default(), Instant::now(), targets, &reports);
+        let got = attempt_steps(&mut Resolver::default(), epoch(), targets, &reports);
         assert_eq!(got, want, "{targets} targets, {reports:?}");
     }
 }
 
 #[test]
 fn an_attempt_marks_unreachable_only_targets_with_others_left_to_try_first() {
-    let t0 = Instant::now();
+    let t0 = epoch();
     let mut r = Resolver::default();
     let mut world = World::default().well_known("a.example", "{}").srv(
         "_matrix-fed._tcp.a.example",
@@ -1010,7 +1011,7 @@ fn an_attempt_ignores_reports_nobody_asked_for() {
         host_header: host.into(),
     };
     let mut r = Resolver::default();
-    let now = Instant::now();
+    let now = epoch();
     let mut a = Attempt::new(vec![endpoint("a.example"), endpoint("b.example")]);
     // Before any try.
     r.handle_tried(now, &mut a, Tried::Answered);

@@ -7,6 +7,7 @@
 //! holds the machine to "an item whose `TxnFinished` was persisted is never
 //! sent again".
 
+use crate::epoch::epoch;
 use std::collections::{HashMap, HashSet, VecDeque};
 
 use proptest::prelude::*;
@@ -140,7 +141,7 @@ impl World {
     fn new(config: OutboundConfig) -> Self {
         Self {
             out: Outbound::new(config, [0; 32]),
-            now: Instant::now(),
+            now: epoch(),
             unix: T0,
             store: MemStore::default(),
             restarts: 0,

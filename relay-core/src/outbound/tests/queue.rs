@@ -2,6 +2,7 @@
 //! enqueue errors, forgetting idle destinations, timers, txn IDs.
 
 use super::*;
+use crate::epoch::epoch;
 use serde_json::json;
 
 use crate::store::StoreError;
@@ -131,7 +132,7 @@ fn persistence_comes_before_what_depends_on_it() {
 #[test]
 fn persist_failures_are_reported() {
     let mut out = Outbound::new(config(), [7; 32]);
-    let now = Instant::now();
+    let now = epoch();
     out.handle_enqueue(now, T0, name(DEST), ItemKind::Pdu, pdu(1))
         .unwrap();
     assert_eq!(out.poll_timeout(), Some(now));
@@ -164,7 +165,7 @@ fn persist_failures_are_reported() {
 #[test]
 fn an_enqueue_is_answered_once_its_item_is_stored() {
     let mut out = Outbound::new(config(), [7; 32]);
-    let now = Instant::now();
+    let now = epoch();
     let enqueue = |out: &mut Outbound, json: Vec<u8>| {
         let id = out.handle_enqueue(now, T0, name(DEST), ItemKind::Pdu, json);
         (
@@ -273,7 +274,7 @@ fn idle_destinations_are_forgotten() {
 fn poll_timeout_is_now_while_output_waits() {
     let mut out = Outbound::new(config(), [7; 32]);
     assert_eq!(out.poll_timeout(), None);
-    let now = Instant::now() + Duration::from_secs(5);
+    let now = epoch() + Duration::from_secs(5);
     out.handle_enqueue(now, T0, name(DEST), ItemKind::Pdu, pdu(1))
         .unwrap();
     let mut started = None;
@@ -302,7 +303,7 @@ fn poll_timeout_is_now_while_output_waits() {
 #[test]
 fn a_new_transaction_is_sent_only_once_its_txn_id_is_stored() {
     let mut out = Outbound::new(config(), [7; 32]);
-    let now = Instant::now();
+    let now = epoch();
     out.handle_enqueue(now, T0, name(DEST), ItemKind::Pdu, pdu(1))
         .unwrap();
     let outputs: Vec<Output> = std::iter::from_fn(|| out.poll_output()).collect();

@@ -1,6 +1,7 @@
 //! Restarts: what [`Outbound::restore`] rebuilds from persisted records.
 
 use super::*;
+use crate::epoch::epoch;
 
 fn record(items: Vec<Item>, txn: Option<(&str, Vec<u64>)>, retry: RetryState) -> DestinationRecord {
     DestinationRecord {
@@ -93,7 +94,7 @@ fn restored_deadlines_are_clamped() {
             next_retry,
             ..RetryState::default()
         };
-        let now = Instant::now();
+        let now = epoch();
         let out = Outbound::restore(
             config(),
             [1; 32],
@@ -149,7 +150,7 @@ fn restored_blacklist_waits_for_peer_alive() {
 
 #[test]
 fn restore_tolerates_odd_records() {
-    let now = Instant::now();
+    let now = epoch();
     let offline = RetryState {
         direct_failures: 3,
         ..RetryState::default()

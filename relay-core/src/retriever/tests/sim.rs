@@ -1,6 +1,7 @@
 //! Test support: a relay made of the real [`Relay`] machine over an
 //! in-memory queue, and helpers to read a retriever's outputs.
 
+use crate::epoch::epoch;
 use serde_json::{Value, json};
 
 use super::super::*;
@@ -150,7 +151,7 @@ impl Node {
         relays: &[&str],
         seen: Vec<Vec<DedupeKey>>,
     ) -> Self {
-        let now = Instant::now();
+        let now = epoch();
         let mut r = Retriever::restore(config, [7; 32], seen);
         r.set_relays(now, relays.iter().map(|s| name(s)).collect());
         r.handle_timeout(now);
