@@ -5,15 +5,24 @@
 //! and [`UnixMillis`] (wall clock, where the protocol needs it); the adapters
 //! perform the effects the state machines ask for and report the results back.
 //!
-//! - [`id`]: server names, user IDs, transaction IDs, entry IDs, key IDs.
-//! - [`canonical`], [`b64`], [`signing`], [`xmatrix`], [`auth`]: Matrix
-//!   canonical JSON, signing keys, the `X-Matrix` header and request
-//!   authentication.
+//! - [`id`]: server names, user IDs, transaction IDs, entry IDs, key IDs;
+//!   [`error`]: Matrix error codes and their HTTP statuses.
+//! - [`canonical`], [`b64`], [`signing`], [`xmatrix`], [`auth`],
+//!   [`server_keys`]: Matrix canonical JSON, signing keys, the `X-Matrix`
+//!   header, request authentication, key documents (ours and fetched ones).
 //! - [`request`]: routing of raw request targets.
 //! - [`relay`]: the relay server machine.
 //! - [`outbound`]: the sender machine; [`retriever`]: the recipient
-//!   machine; [`http`]: the requests they send.
+//!   machine; [`http`]: the requests they send and the outcomes they get.
+//! - [`resolve`]: server discovery (`.well-known`, SRV, failover between
+//!   targets), as decisions the client performs.
 //! - [`store`]: the records the machines ask the storage adapter to keep.
+//! - [`rng`]: the seeded generator behind every machine's jitter.
+//! - `fuzzing` (feature `fuzzing`, for the fuzz targets and tests only):
+//!   the fuzz entry points.
+//!
+//! The three machines share one drive rule, one backoff and one way of
+//! keeping `now`; the repository's `docs/architecture.md` draws the loop.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
