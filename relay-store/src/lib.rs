@@ -47,7 +47,7 @@ pub mod testing;
 
 pub use memory::{MemoryDedupeStore, MemoryOutboundStore, MemoryStore};
 pub use postgres::{DEFAULT_MAX_CONNECTIONS, POSTGRES_SCHEMA_VERSION, PostgresStore};
-pub use sqlite::{SCHEMA_VERSION, SqliteStore};
+pub use sqlite::{SQLITE_SCHEMA_VERSION, SqliteStore};
 
 /// A durable queue of transactions, one FIFO per destination.
 ///

@@ -18,7 +18,7 @@ mod schema;
 mod sql;
 mod writer;
 
-pub use schema::SCHEMA_VERSION as POSTGRES_SCHEMA_VERSION;
+pub use schema::POSTGRES_SCHEMA_VERSION;
 
 /// Connections a store opens at most, unless told otherwise.
 pub const DEFAULT_MAX_CONNECTIONS: usize = 10;

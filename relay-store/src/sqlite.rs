@@ -22,7 +22,7 @@ mod queue_sql;
 mod rows;
 mod schema;
 
-pub use schema::SCHEMA_VERSION;
+pub use schema::SQLITE_SCHEMA_VERSION;
 
 /// Most operations committed in one transaction.
 const MAX_BATCH: usize = 512;
@@ -99,14 +99,14 @@ fn db_err(what: &str) -> impl Fn(rusqlite::Error) -> StoreError + '_ {
 impl SqliteStore {
     /// Opens (creating if missing) and migrates the database at `path`, and
     /// starts the writer thread. Refuses a database whose schema version is
-    /// newer than [`SCHEMA_VERSION`].
+    /// newer than [`SQLITE_SCHEMA_VERSION`].
     pub fn open(path: impl AsRef<Path>) -> Result<Self, StoreError> {
         Self::open_inner(path.as_ref(), true)
     }
 
     /// Opens an existing relay database at `path` without changing its
     /// schema: refuses a missing file, and one that is not a relay
-    /// database of exactly [`SCHEMA_VERSION`] (for tools that must not
+    /// database of exactly [`SQLITE_SCHEMA_VERSION`] (for tools that must not
     /// create or migrate one under a running relay).
     pub fn open_existing(path: impl AsRef<Path>) -> Result<Self, StoreError> {
         let path = path.as_ref();

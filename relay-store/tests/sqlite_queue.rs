@@ -5,7 +5,7 @@ use std::path::Path;
 
 use relay_store::{
     Ack, AckNext, AckedKeys, EntryId, InsertOutcome, NewEntry, QueueStore, Quota, QuotaKind,
-    SCHEMA_VERSION, ServerName, SqliteStore, TxnId, UnixMillis,
+    SQLITE_SCHEMA_VERSION, ServerName, SqliteStore, TxnId, UnixMillis,
 };
 use rusqlite::Connection;
 
@@ -160,8 +160,8 @@ fn fresh_database_gets_the_current_schema_version() {
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("relay.db");
     drop(SqliteStore::open(&path).expect("open"));
-    assert_eq!(user_version(&path), i64::from(SCHEMA_VERSION));
-    const { assert!(SCHEMA_VERSION >= 1) };
+    assert_eq!(user_version(&path), i64::from(SQLITE_SCHEMA_VERSION));
+    const { assert!(SQLITE_SCHEMA_VERSION >= 1) };
     let mode: String = Connection::open(&path)
         .expect("raw open")
         .pragma_query_value(None, "journal_mode", |r| r.get(0))
@@ -169,7 +169,7 @@ fn fresh_database_gets_the_current_schema_version() {
     assert_eq!(mode, "wal");
     // Reopening migrates nothing and keeps the version.
     drop(SqliteStore::open(&path).expect("reopen"));
-    assert_eq!(user_version(&path), i64::from(SCHEMA_VERSION));
+    assert_eq!(user_version(&path), i64::from(SQLITE_SCHEMA_VERSION));
 }
 
 #[test]
@@ -186,7 +186,7 @@ fn newer_schema_version_is_refused() {
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("relay.db");
     drop(SqliteStore::open(&path).expect("open"));
-    let newer = i64::from(SCHEMA_VERSION) + 1;
+    let newer = i64::from(SQLITE_SCHEMA_VERSION) + 1;
     Connection::open(&path)
         .expect("raw open")
         .pragma_update(None, "user_version", newer)

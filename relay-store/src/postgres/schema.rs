@@ -13,7 +13,7 @@ const MIGRATIONS: &[&str] = &[V1, V2];
 
 /// The schema version this build writes. A database with a higher version
 /// was written by a newer build and is refused.
-pub const SCHEMA_VERSION: u32 = MIGRATIONS.len() as u32;
+pub const POSTGRES_SCHEMA_VERSION: u32 = MIGRATIONS.len() as u32;
 
 /// The key of the transaction-scoped advisory lock that serialises
 /// migrations ("mrelay" and a 1), the same in every build.
@@ -154,7 +154,7 @@ CREATE INDEX acked_by_time ON acked (acked_at);
 "#;
 
 /// Checks, changing nothing, that the database holds the relay's tables
-/// at exactly [`SCHEMA_VERSION`].
+/// at exactly [`POSTGRES_SCHEMA_VERSION`].
 pub(super) fn check(client: &mut Client) -> Result<(), StoreError> {
     let version: Option<i32> = client
         .query_opt("SELECT version FROM matrix_relay_schema WHERE id = 0", &[])
@@ -162,16 +162,16 @@ pub(super) fn check(client: &mut Client) -> Result<(), StoreError> {
         .flatten()
         .and_then(|row| row.try_get(0).ok());
     match version {
-        Some(v) if u32::try_from(v) == Ok(SCHEMA_VERSION) => Ok(()),
+        Some(v) if u32::try_from(v) == Ok(POSTGRES_SCHEMA_VERSION) => Ok(()),
         found => Err(StoreError(format!(
-            "PostgreSQL: not a matrix-relay database of schema version {SCHEMA_VERSION} \
+            "PostgreSQL: not a matrix-relay database of schema version {POSTGRES_SCHEMA_VERSION} \
              (found {}); this build's `serve` creates or migrates one",
             found.map_or_else(|| "none".to_owned(), |v| format!("version {v}"))
         ))),
     }
 }
 
-/// Brings the schema up to [`SCHEMA_VERSION`], one transaction per step.
+/// Brings the schema up to [`POSTGRES_SCHEMA_VERSION`], one transaction per step.
 ///
 /// Implementation note: every step first takes a transaction-scoped
 /// advisory lock (`pg_advisory_xact_lock`), then reads the version, so two
@@ -194,13 +194,13 @@ pub(super) fn migrate(client: &mut Client) -> Result<(), StoreError> {
                 "database schema version {version} is not one matrix-relay writes"
             )));
         };
-        if version > SCHEMA_VERSION {
+        if version > POSTGRES_SCHEMA_VERSION {
             return Err(StoreError(format!(
                 "database schema version {version} is newer than this build supports \
-                 ({SCHEMA_VERSION}); refusing to open it (upgrade matrix-relay)"
+                 ({POSTGRES_SCHEMA_VERSION}); refusing to open it (upgrade matrix-relay)"
             )));
         }
-        if version >= SCHEMA_VERSION {
+        if version >= POSTGRES_SCHEMA_VERSION {
             tx.commit().map_err(pg_err("commit schema check"))?;
             return Ok(());
         }

@@ -13,7 +13,7 @@ const MIGRATIONS: &[&str] = &[V1, V2, V3, V4];
 
 /// The schema version this build writes. A database with a higher
 /// `user_version` was written by a newer build and is refused.
-pub const SCHEMA_VERSION: u32 = MIGRATIONS.len() as u32;
+pub const SQLITE_SCHEMA_VERSION: u32 = MIGRATIONS.len() as u32;
 
 /// Version 1: the queue, plus usage counters kept by triggers.
 ///
@@ -173,26 +173,26 @@ CREATE INDEX acked_by_time ON acked (acked_at);
 "#;
 
 /// Checks, changing nothing, that the database is a relay database of
-/// exactly [`SCHEMA_VERSION`].
+/// exactly [`SQLITE_SCHEMA_VERSION`].
 pub(super) fn check(conn: &Connection) -> Result<(), StoreError> {
     let version: i64 = conn
         .pragma_query_value(None, "user_version", |row| row.get(0))
         .map_err(db_err("read schema version"))?;
-    if version != i64::from(SCHEMA_VERSION) {
+    if version != i64::from(SQLITE_SCHEMA_VERSION) {
         return Err(StoreError(format!(
-            "sqlite: not a matrix-relay database of schema version {SCHEMA_VERSION} \
+            "sqlite: not a matrix-relay database of schema version {SQLITE_SCHEMA_VERSION} \
              (found version {version}); this build's `serve` creates or migrates one"
         )));
     }
     Ok(())
 }
 
-/// Brings the schema up to [`SCHEMA_VERSION`], one transaction per step.
+/// Brings the schema up to [`SQLITE_SCHEMA_VERSION`], one transaction per step.
 pub(super) fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
-    migrate_to(conn, SCHEMA_VERSION)
+    migrate_to(conn, SQLITE_SCHEMA_VERSION)
 }
 
-/// Brings the schema up to `target` (at most [`SCHEMA_VERSION`]; tests build
+/// Brings the schema up to `target` (at most [`SQLITE_SCHEMA_VERSION`]; tests build
 /// older databases with it), one transaction per step.
 ///
 /// Implementation note: the version is read inside `BEGIN IMMEDIATE`, so two
@@ -210,10 +210,10 @@ pub(super) fn migrate_to(conn: &mut Connection, target: u32) -> Result<(), Store
                 "database schema version {version} is not one matrix-relay writes"
             )));
         };
-        if version > SCHEMA_VERSION {
+        if version > SQLITE_SCHEMA_VERSION {
             return Err(StoreError(format!(
                 "database schema version {version} is newer than this build supports \
-                 ({SCHEMA_VERSION}); refusing to open it (upgrade matrix-relay)"
+                 ({SQLITE_SCHEMA_VERSION}); refusing to open it (upgrade matrix-relay)"
             )));
         }
         if version >= target {

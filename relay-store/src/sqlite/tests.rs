@@ -285,7 +285,7 @@ fn a_version_1_database_is_migrated_keeping_its_queue() {
     let store = SqliteStore::open(&path).expect("open migrates");
     assert_eq!(
         user_version(&connect(&path).expect("connect")),
-        i64::from(SCHEMA_VERSION)
+        i64::from(SQLITE_SCHEMA_VERSION)
     );
     let d = server("d.example");
     assert_eq!(store.queued(&d), Ok(2), "the counters survived");
@@ -322,7 +322,7 @@ fn a_version_1_database_is_migrated_keeping_its_queue() {
     // A newer version is refused, by both kinds of open.
     connect(&path)
         .expect("connect")
-        .pragma_update(None, "user_version", SCHEMA_VERSION + 1)
+        .pragma_update(None, "user_version", SQLITE_SCHEMA_VERSION + 1)
         .expect("set user_version");
     let err = SqliteStore::open(&path).expect_err("a newer version is refused");
     assert!(err.0.contains("newer"), "{err}");
@@ -454,7 +454,7 @@ fn a_version_2_database_is_migrated_keeping_its_data() {
         .pragma_query_value(None, "user_version", |r| r.get(0))
         .expect("user_version");
     assert_eq!(version, 4);
-    assert_eq!(version, i64::from(SCHEMA_VERSION));
+    assert_eq!(version, i64::from(SQLITE_SCHEMA_VERSION));
     assert_eq!(table_count(&raw, "retriever_seen"), 1);
     assert_eq!(store.load(), Ok(want_records), "the sender state survived");
     let d = server("d.example");
@@ -504,7 +504,7 @@ fn a_version_3_database_is_migrated_and_remembers_acks() {
         .expect("connect")
         .pragma_query_value(None, "user_version", |r| r.get(0))
         .expect("user_version");
-    assert_eq!(version, i64::from(SCHEMA_VERSION));
+    assert_eq!(version, i64::from(SQLITE_SCHEMA_VERSION));
     let d = server("d.example");
     assert_eq!(store.queued(&d), Ok(2), "the queue survived");
     let ack = Ack {
