@@ -13,7 +13,7 @@ use relay_core::store::StoreError;
 use relay_core::{Instant, ServerName};
 use relay_store::DedupeStore;
 
-use super::{Wake, next_wake, persist};
+use super::{NodeDriver, Wake, persist, run_node};
 use crate::Runtime;
 use crate::client::HttpClient;
 use crate::task::{Task, spawn_task};
@@ -100,31 +100,14 @@ async fn drive<R: Runtime>(
     let (persist_tx, persister) = persist::spawn(&rt, apply, move |results| {
         let _ = persisted.try_send(Completion::Persisted(results));
     });
-    let mut driver = Driver {
+    let driver = Driver {
         machine,
         client,
         done: done_tx,
         received,
         changes: Vec::new(),
     };
-    loop {
-        // 1. Feed one event.
-        let deadline = driver.machine.poll_timeout();
-        let wake = next_wake(&rt, &commands, &done, deadline).await;
-        if driver.feed(Instant::now(), wake).is_break() {
-            break;
-        }
-        // 2. Drain every output.
-        while let Some(output) = driver.machine.poll_output() {
-            driver.perform(output);
-        }
-        if !driver.changes.is_empty() {
-            let _ = persist_tx.try_send(std::mem::take(&mut driver.changes));
-        }
-        // 3. The timer is re-armed from poll_timeout at the top of the loop.
-    }
-    drop(persist_tx);
-    let _ = persister.await;
+    run_node(&rt, driver, commands, done, (persist_tx, persister)).await;
 }
 
 /// The drive loop's state: the machine, and where its outputs go.
@@ -138,9 +121,16 @@ struct Driver<R: Runtime> {
     changes: Vec<(OpId, WindowChange)>,
 }
 
-impl<R: Runtime> Driver<R> {
-    /// Step 1: hands the machine what woke the loop; `Break` once every
-    /// handle is gone.
+impl<R: Runtime> NodeDriver for Driver<R> {
+    type Command = Command;
+    type Completion = Completion;
+    type Output = Output;
+    type Change = (OpId, WindowChange);
+
+    fn poll_timeout(&self) -> Option<Instant> {
+        self.machine.poll_timeout()
+    }
+
     fn feed(&mut self, now: Instant, wake: Wake<Command, Completion>) -> ControlFlow<()> {
         let machine = &mut self.machine;
         match wake {
@@ -161,7 +151,10 @@ impl<R: Runtime> Driver<R> {
         ControlFlow::Continue(())
     }
 
-    /// Step 2, for one output.
+    fn poll_output(&mut self) -> Option<Output> {
+        self.machine.poll_output()
+    }
+
     fn perform(&mut self, output: Output) {
         match output {
             Output::Transmit {
@@ -181,5 +174,9 @@ impl<R: Runtime> Driver<R> {
                 let _ = self.received.try_send(Received::Event(event));
             }
         }
+    }
+
+    fn take_changes(&mut self) -> Vec<(OpId, WindowChange)> {
+        std::mem::take(&mut self.changes)
     }
 }
