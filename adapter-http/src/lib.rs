@@ -19,6 +19,8 @@
 //! dependency tree names no runtime.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
+// No function over 80 lines of code (clippy.toml).
+#![warn(clippy::too_many_lines)]
 
 pub mod client;
 pub mod dns;

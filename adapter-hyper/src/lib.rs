@@ -7,6 +7,8 @@
 //! `adapter-http`; this crate maps its [`Runtime`] trait onto tokio.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
+// No function over 80 lines of code (clippy.toml).
+#![warn(clippy::too_many_lines)]
 
 use std::future::Future;
 use std::io;

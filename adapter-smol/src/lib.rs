@@ -8,6 +8,8 @@
 //! started here; `tests/no_tokio.rs` checks the dependency tree.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
+// No function over 80 lines of code (clippy.toml).
+#![warn(clippy::too_many_lines)]
 
 use std::future::Future;
 use std::io;

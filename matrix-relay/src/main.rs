@@ -1,5 +1,7 @@
 //! `matrix-relay`: a Matrix federation relay server and its tools.
 #![forbid(unsafe_code)]
+// No function over 80 lines of code (clippy.toml).
+#![warn(clippy::too_many_lines)]
 
 mod admin;
 mod keys;

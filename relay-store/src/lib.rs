@@ -22,6 +22,10 @@
 //! feature of that name; `testing` has the PostgreSQL test databases).
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
+// No function over 80 lines of code (clippy.toml), but for tests: a
+// table test reads best whole.
+#![warn(clippy::too_many_lines)]
+#![cfg_attr(test, allow(clippy::too_many_lines))]
 
 use std::sync::Arc;
 

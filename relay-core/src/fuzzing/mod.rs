@@ -12,6 +12,9 @@
 //!
 //! Text inputs are read as UTF-8 with invalid sequences replaced (lossy), so
 //! random bytes still reach the parsers.
+// Test support: a target checks one input's invariants in sequence, and
+// reads best as one function.
+#![allow(clippy::too_many_lines)]
 
 use std::borrow::Cow;
 
