@@ -10,6 +10,8 @@
 //! names) and `memory` (storage out of the measurement). Each store is
 //! measured in turn with the same load, and with more than one a table puts
 //! the figures side by side, e.g. `BENCH_STORE=sqlite,postgres`.
+//! Then ingest on one core against two, per runtime ([`cores`]; `BENCH_CORES=0`
+//! skips it, `BENCH_CORES_TXNS` sets its load).
 //! `BENCH_ACKED_RETENTION_SECS`: how long acknowledged keys are remembered
 //! (`--acked-retention-secs`; default as the relay's, 0 to measure without).
 //!
@@ -19,6 +21,8 @@
 //! storage, HTTP), not the client's signing. Fetch+ack requests depend on the
 //! previous answer, so they are signed on the fly, and that figure includes
 //! the client's signing (~30 µs per request).
+
+mod cores;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -163,6 +167,9 @@ async fn serve_on<R: adapter_hyper::Runtime>(
 }
 
 fn main() {
+    if cores::run_child_if_asked() {
+        return;
+    }
     let load = Load {
         txns: env_or("BENCH_TXNS", 20_000),
         conns: env_or("BENCH_CONNS", 64),
@@ -229,16 +236,15 @@ fn main() {
             );
         }
     }
+    if std::env::var("BENCH_CORES").map_or(true, |v| v != "0") {
+        cores::run(&runtimes);
+    }
 }
 
-/// Stores `load.txns` transactions into a relay on `store`, then drains them.
-fn run(kind: &str, runtime: &str, store: Arc<dyn relay_store::QueueStore>, load: Load) -> Figures {
-    let Load {
-        txns,
-        conns,
-        dests,
-        pdu_bytes,
-    } = load;
+/// The relay's configuration for `dests` destinations, all serving keys
+/// pinned: the origin's signing key and each destination's name and key.
+/// Deterministic, so a relay in a child process gets the same.
+fn bench_config(dests: usize) -> (RelayConfig, SigningKey, Vec<(ServerName, SigningKey)>) {
     let origin_key = SigningKey::from_seed(KeyId::parse("ed25519:1").expect("key id"), [1; 32]);
     let dest_keys: Vec<(ServerName, SigningKey)> = (0..dests)
         .map(|i| {
@@ -269,6 +275,18 @@ fn run(kind: &str, runtime: &str, store: Arc<dyn relay_store::QueueStore>, load:
         config.quota.acked.retention_ms = secs.saturating_mul(1000);
     }
 
+    (config, origin_key, dest_keys)
+}
+
+/// Stores `load.txns` transactions into a relay on `store`, then drains them.
+fn run(kind: &str, runtime: &str, store: Arc<dyn relay_store::QueueStore>, load: Load) -> Figures {
+    let Load {
+        txns,
+        conns,
+        dests,
+        pdu_bytes,
+    } = load;
+    let (config, origin_key, dest_keys) = bench_config(dests);
     let server = Server::start(runtime, config, store);
     let addr = server.addr;
 
@@ -278,44 +296,9 @@ fn run(kind: &str, runtime: &str, store: Arc<dyn relay_store::QueueStore>, load:
         .build()
         .expect("client runtime");
 
-    // Pre-sign every PUT.
-    let relay = name("relay.example");
-    let origin = name("origin.example");
-    let pdu = json!({"type": "m.room.message", "content": {"body": "x".repeat(pdu_bytes)}});
-    let puts: Vec<(String, String, Vec<u8>)> = (0..txns)
-        .map(|i| {
-            let (dest, _) = &dest_keys[i % dests];
-            let target = format!("/_matrix/federation/v1/send_relay/t{i}/@u:{dest}");
-            let body = json!({"origin": "origin.example", "origin_server_ts": i, "pdus": [pdu], "edus": []});
-            let auth = sign_request(&origin_key, &origin, &relay, "PUT", &target, Some(&body)).expect("sign");
-            (target, auth, body.to_string().into_bytes())
-        })
-        .collect();
-    let puts = Arc::new(puts);
-
+    let puts = presign(&origin_key, &dest_keys, txns, 1, pdu_bytes);
     let start = Instant::now();
-    let mut latencies: Vec<Duration> = client_rt.block_on(async {
-        let mut tasks = Vec::new();
-        for c in 0..conns {
-            let puts = puts.clone();
-            tasks.push(tokio::spawn(async move {
-                let mut client = Client::connect(addr).await;
-                let mut lat = Vec::new();
-                for (target, auth, body) in puts.iter().skip(c).step_by(conns) {
-                    let t = Instant::now();
-                    let (status, body) = client.send("PUT", target, auth, body.clone()).await;
-                    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
-                    lat.push(t.elapsed());
-                }
-                lat
-            }));
-        }
-        let mut all = Vec::new();
-        for t in tasks {
-            all.extend(t.await.expect("task"));
-        }
-        all
-    });
+    let mut latencies = client_rt.block_on(put_all(addr, conns, puts));
     let store_secs = start.elapsed().as_secs_f64();
     latencies.sort();
     let (p50, p99) = (percentile(&latencies, 0.5), percentile(&latencies, 0.99));
@@ -325,6 +308,7 @@ fn run(kind: &str, runtime: &str, store: Arc<dyn relay_store::QueueStore>, load:
         txns as f64 / store_secs,
     );
 
+    let relay = name("relay.example");
     let start = Instant::now();
     let fetched: usize = client_rt.block_on(async {
         let mut tasks = Vec::new();
@@ -374,4 +358,60 @@ fn run(kind: &str, runtime: &str, store: Arc<dyn relay_store::QueueStore>, load:
         p99,
         fetched_per_sec: fetched as f64 / fetch_secs,
     }
+}
+
+/// `txns` PUTs of `pdus` PDUs of about `pdu_bytes` each, round-robin over
+/// `dest_keys`, signed by `origin.example` with `origin_key`.
+fn presign(
+    origin_key: &SigningKey,
+    dest_keys: &[(ServerName, SigningKey)],
+    txns: usize,
+    pdus: usize,
+    pdu_bytes: usize,
+) -> Arc<Vec<(String, String, Vec<u8>)>> {
+    let relay = name("relay.example");
+    let origin = name("origin.example");
+    let pdu = json!({"type": "m.room.message", "content": {"body": "x".repeat(pdu_bytes)}});
+    let pdus: Vec<Value> = (0..pdus).map(|_| pdu.clone()).collect();
+    Arc::new(
+        (0..txns)
+            .map(|i| {
+                let (dest, _) = &dest_keys[i % dest_keys.len()];
+                let target = format!("/_matrix/federation/v1/send_relay/t{i}/@u:{dest}");
+                let body = json!({"origin": "origin.example", "origin_server_ts": i, "pdus": pdus, "edus": []});
+                let auth = sign_request(origin_key, &origin, &relay, "PUT", &target, Some(&body))
+                    .expect("sign");
+                (target, auth, body.to_string().into_bytes())
+            })
+            .collect(),
+    )
+}
+
+/// Sends every PUT of `puts` over `conns` keep-alive connections to
+/// `addr`, each expecting 200; the latency of each.
+async fn put_all(
+    addr: SocketAddr,
+    conns: usize,
+    puts: Arc<Vec<(String, String, Vec<u8>)>>,
+) -> Vec<Duration> {
+    let mut tasks = Vec::new();
+    for c in 0..conns {
+        let puts = puts.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut client = Client::connect(addr).await;
+            let mut lat = Vec::new();
+            for (target, auth, body) in puts.iter().skip(c).step_by(conns) {
+                let t = Instant::now();
+                let (status, body) = client.send("PUT", target, auth, body.clone()).await;
+                assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+                lat.push(t.elapsed());
+            }
+            lat
+        }));
+    }
+    let mut all = Vec::new();
+    for t in tasks {
+        all.extend(t.await.expect("task"));
+    }
+    all
 }

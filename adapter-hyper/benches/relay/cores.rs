@@ -1,0 +1,163 @@
+//! Ingest on one core against two: does request work spread over cores?
+//!
+//! The relay runs in a child process (this benchmark, re-run with
+//! `BENCH_CORES_CHILD=<runtime>`) pinned with `taskset` to core 0, then to
+//! cores 0 and 1, on a memory store so that verification and HTTP dominate.
+//! The load runs in this process pinned to the last core, from PUTs signed
+//! before the clock starts: 5 PDUs of 1 KiB each over 16 keep-alive
+//! connections. With two cores the load shares the relay's second core, so
+//! the ratio is a lower bound of what two free cores give.
+
+use std::io::{BufRead, BufReader, Write};
+use std::net::SocketAddr;
+use std::process::{Child, Command, Stdio};
+use std::time::Instant;
+
+use adapter_http::{Listen, Shutdown};
+
+use crate::{bench_config, env_or, presign, put_all};
+
+/// The environment variable that makes this benchmark a relay child.
+const CHILD: &str = "BENCH_CORES_CHILD";
+
+/// Destinations the load is spread over.
+const DESTS: usize = 16;
+
+/// If this process is a relay child, serves until standard input closes
+/// and returns `true`.
+pub(crate) fn run_child_if_asked() -> bool {
+    let Ok(runtime) = std::env::var(CHILD) else {
+        return false;
+    };
+    let (config, _, _) = bench_config(DESTS);
+    let store = std::sync::Arc::new(relay_store::MemoryStore::new());
+    let serve = |addr_out: SocketAddr| {
+        println!("{addr_out}");
+        let _ = std::io::stdout().flush();
+    };
+    let result = match runtime.as_str() {
+        "tokio" => adapter_hyper::block_on(|rt| child_serve(rt, config, store, serve)),
+        "smol" => adapter_smol::block_on(|rt| child_serve(rt, config, store, serve)),
+        other => panic!("{CHILD}={other:?}: expected tokio or smol"),
+    };
+    result.expect("runtime").expect("serve");
+    true
+}
+
+async fn child_serve<R: adapter_hyper::Runtime>(
+    rt: R,
+    config: relay_core::relay::RelayConfig,
+    store: std::sync::Arc<relay_store::MemoryStore>,
+    on_listening: impl FnOnce(SocketAddr),
+) -> std::io::Result<()> {
+    let mut options = adapter_http::ServeOptions::new(
+        Listen::Addr(SocketAddr::from(([127, 0, 0, 1], 0))),
+        config,
+        store,
+    );
+    // The parent closes standard input to stop the relay.
+    let (stop, stopped) = async_channel::bounded::<()>(1);
+    std::thread::spawn(move || {
+        let _ = std::io::stdin().read_line(&mut String::new());
+        stop.close();
+    });
+    options.shutdown = Shutdown::On(Box::pin(async move {
+        let _ = stopped.recv().await;
+    }));
+    adapter_http::run(rt, options, on_listening).await
+}
+
+/// A relay child pinned to `cpus` (a `taskset` list).
+struct Relay {
+    child: Child,
+    addr: SocketAddr,
+}
+
+impl Relay {
+    fn start(runtime: &str, cpus: &str) -> Self {
+        let exe = std::env::current_exe().expect("this benchmark's path");
+        let mut child = Command::new("taskset")
+            .args(["-c", cpus])
+            .arg(exe)
+            .env(CHILD, runtime)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("start the relay child with taskset");
+        let mut line = String::new();
+        BufReader::new(child.stdout.as_mut().expect("stdout"))
+            .read_line(&mut line)
+            .expect("the child's address");
+        let addr = line.trim().parse().expect("an address");
+        Self { child, addr }
+    }
+
+    fn stop(mut self) {
+        drop(self.child.stdin.take());
+        let _ = self.child.wait();
+    }
+}
+
+/// Pins this thread (and the threads it starts from now on) to `cpu`.
+fn pin_to(cpu: usize) {
+    let mut set = rustix::thread::CpuSet::new();
+    set.set(cpu);
+    rustix::thread::sched_setaffinity(None, &set).expect("sched_setaffinity");
+}
+
+/// Measures ingest on 1 and 2 cores for each runtime and prints the ratio.
+pub(crate) fn run(runtimes: &[&str]) {
+    let cpus = std::thread::available_parallelism().map_or(1, usize::from);
+    if cpus < 2 {
+        println!("== cores: skipped, this machine has {cpus} core");
+        return;
+    }
+    let txns = env_or("BENCH_CORES_TXNS", 20_000);
+    let conns = 16;
+    let (_, origin_key, dest_keys) = bench_config(DESTS);
+    let rows: Vec<(String, f64, f64)> = std::thread::scope(|scope| {
+        scope
+            .spawn(|| {
+                pin_to(cpus - 1);
+                let client_rt = tokio::runtime::Builder::new_multi_thread()
+                    .worker_threads(1)
+                    .enable_all()
+                    .build()
+                    .expect("client runtime");
+                let mut rows = Vec::new();
+                for runtime in runtimes {
+                    let rate = |cores: &str| {
+                        let puts = presign(&origin_key, &dest_keys, txns, 5, 1024);
+                        let relay = Relay::start(runtime, cores);
+                        let start = Instant::now();
+                        client_rt.block_on(put_all(relay.addr, conns, puts));
+                        let rate = txns as f64 / start.elapsed().as_secs_f64();
+                        relay.stop();
+                        rate
+                    };
+                    let one = rate("0");
+                    let two = rate(&format!("0,{}", cpus - 1));
+                    rows.push(((*runtime).to_owned(), one, two));
+                }
+                rows
+            })
+            .join()
+            .expect("load thread")
+    });
+    println!(
+        "== cores: ingest on a memory store, {txns} PUTs of 5 x 1 KiB PDUs over {conns} connections"
+    );
+    println!(
+        "{:<8} {:>14} {:>14} {:>7}",
+        "runtime", "1 core /s", "2 cores /s", "ratio"
+    );
+    for (runtime, one, two) in rows {
+        println!(
+            "{:<8} {:>14.0} {:>14.0} {:>6.2}x",
+            runtime,
+            one,
+            two,
+            two / one
+        );
+    }
+}
