@@ -50,7 +50,10 @@ const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 /// each inside its own savepoint so a failing operation is rolled back
 /// alone, and answers every caller only after `COMMIT` returned. One fsync
 /// then covers a whole batch. If the batch cannot commit, every operation
-/// in it fails and nothing is half-stored. An `apply` or `apply_window` is
+/// in it fails and nothing is half-stored; if a write in it found the disk
+/// full, it is rolled back whole, its inserts are answered
+/// [`InsertOutcome::DiskLow`] and its other operations are written again
+/// without them (after the [`DiskGuard`]'s reserve is released). An `apply` or `apply_window` is
 /// one operation, so its changes share one savepoint. Reads that change
 /// nothing (`ack_and_next` without an ack, `queued`, `load`,
 /// `load_window`) use a separate reader connection and never wait for a

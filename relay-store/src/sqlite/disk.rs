@@ -51,18 +51,22 @@ impl FreeSpace for Statvfs {
 ///   and the writes other than inserts are tried again, so that
 ///   acknowledgements (which need room for WAL frames) go through and the
 ///   queue can drain. While it is missing, inserts are refused; it comes
-///   back once the filesystem has `min_free_bytes` beside it.
+///   back once the filesystem has `min_free_bytes` beside it (checkpointing
+///   and truncating the WAL first when that makes the room).
 ///
 /// Implementation note: free space is read at most once per `refresh`,
 /// before a group-commit batch, so an insert costs no system call; each
-/// admitted insert is charged twice its size (its WAL frames, then its
-/// database pages) until the next reading.
+/// admitted insert is charged twice its size plus 16 KiB (its WAL frames,
+/// then its database pages) until the next reading. The database's free
+/// pages count as free because the file never shrinks: without them, a
+/// disk filled once would refuse inserts for good after the queue drained.
 ///
 /// [`InsertOutcome::DiskLow`]: relay_core::store::InsertOutcome::DiskLow
 #[derive(Debug, Clone)]
 pub struct DiskGuard {
-    /// Free bytes below which inserts are refused; 0 refuses them only
-    /// once a write found the disk full.
+    /// Free bytes below which inserts are refused; with 0, they are
+    /// refused only after a write found the disk full, until the reserve
+    /// is back.
     pub min_free_bytes: u64,
     /// Size of the reserve file; 0 keeps none.
     pub reserve_bytes: u64,
