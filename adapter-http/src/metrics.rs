@@ -179,7 +179,7 @@ impl Metrics {
             InsertOutcome::Duplicate(_) | InsertOutcome::AlreadyDelivered => {
                 self.duplicates.inc();
             }
-            InsertOutcome::QuotaExceeded(_) => {}
+            InsertOutcome::QuotaExceeded(_) | InsertOutcome::DiskLow => {}
         }
     }
 

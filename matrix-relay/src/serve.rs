@@ -55,6 +55,12 @@ pub(crate) struct ServeArgs {
     /// ignored for SQLite [default: 10].
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
     database_max_connections: Option<u32>,
+    /// Refuse new transactions (503, retried later by senders) while the
+    /// filesystem of the SQLite database has fewer free bytes than this;
+    /// acknowledgements always go on. 0 refuses them only once the disk is
+    /// full. Ignored for PostgreSQL [default: 268435456, 256 MiB].
+    #[arg(long, value_name = "BYTES")]
+    min_free_disk_bytes: Option<u64>,
     /// A destination server this relay stores transactions for (repeatable).
     #[arg(long = "serve-for", value_name = "NAME")]
     #[serde(default)]
@@ -153,6 +159,7 @@ impl ServeArgs {
             signing_key,
             database,
             database_max_connections,
+            min_free_disk_bytes,
             max_body_bytes,
             max_queue_entries,
             max_queue_bytes,
@@ -312,6 +319,9 @@ fn open_store(args: &ServeArgs) -> Result<(Arc<dyn QueueStore>, String), String>
         Some(0) => return Err("--database-max-connections must be at least 1".into()),
         Some(n) => open.max_connections = usize::try_from(n).unwrap_or(usize::MAX),
         None => {}
+    }
+    if let Some(n) = args.min_free_disk_bytes {
+        open.min_free_disk_bytes = n;
     }
     let store =
         relay_store::open_with(database, &open).map_err(|e| format!("--database {shown}: {e}"))?;

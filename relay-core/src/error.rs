@@ -27,6 +27,9 @@ pub enum ErrCode {
     UnrecognizedMethod,
     /// 500: the relay failed (storage); nothing was half-done.
     Unknown,
+    /// 503 `M_LIMIT_EXCEEDED`: the relay is short of a resource it will get
+    /// back (its disk nearly full); senders treat it as transient.
+    Unavailable,
 }
 
 impl ErrCode {
@@ -40,7 +43,7 @@ impl ErrCode {
             Self::InvalidUsername => "M_INVALID_USERNAME",
             Self::InvalidParam => "M_INVALID_PARAM",
             Self::TooLarge => "M_TOO_LARGE",
-            Self::LimitExceeded => "M_LIMIT_EXCEEDED",
+            Self::LimitExceeded | Self::Unavailable => "M_LIMIT_EXCEEDED",
             Self::UnrecognizedPath | Self::UnrecognizedMethod => "M_UNRECOGNIZED",
             Self::Unknown => "M_UNKNOWN",
         }
@@ -57,6 +60,7 @@ impl ErrCode {
             Self::UnrecognizedPath => 404,
             Self::UnrecognizedMethod => 405,
             Self::Unknown => 500,
+            Self::Unavailable => 503,
         }
     }
 }
@@ -69,7 +73,7 @@ pub struct MatrixError {
     pub code: ErrCode,
     /// Human-readable text.
     pub message: String,
-    /// For 429: how long to wait, where known.
+    /// For 429 and 503: how long to wait, where known.
     pub retry_after_ms: Option<u64>,
 }
 

@@ -148,6 +148,10 @@ pub enum InsertOutcome {
     AlreadyDelivered,
     /// Refused: a quota is full. Nothing was stored.
     QuotaExceeded(QuotaKind),
+    /// Refused: the disk holding the store is short of free space (below
+    /// the store's floor, or a write found it full). Nothing was stored;
+    /// room comes back as destinations acknowledge their entries.
+    DiskLow,
 }
 
 /// The storage backend failed; the operation had no effect.

@@ -11,8 +11,9 @@
 //! - [`MemoryStore`], [`MemoryOutboundStore`], [`MemoryDedupeStore`]: the
 //!   reference models; no durability.
 //! - [`SqliteStore`] (all three traits): the embedded default; WAL,
-//!   `synchronous=FULL`, group commit on one writer thread. A relay and a
-//!   node may share one database file or use their own.
+//!   `synchronous=FULL`, group commit on one writer thread, and a
+//!   [`DiskGuard`] that refuses inserts before the disk is full. A relay
+//!   and a node may share one database file or use their own.
 //! - [`PostgresStore`] ([`QueueStore`] only): the relay's queue in
 //!   PostgreSQL, shared by any number of relay processes.
 //!
@@ -51,7 +52,10 @@ pub mod testing;
 
 pub use memory::{MemoryDedupeStore, MemoryOutboundStore, MemoryStore};
 pub use postgres::{DEFAULT_MAX_CONNECTIONS, POSTGRES_SCHEMA_VERSION, PostgresStore};
-pub use sqlite::{SQLITE_SCHEMA_VERSION, SqliteStore};
+pub use sqlite::{
+    DEFAULT_DISK_REFRESH, DEFAULT_DISK_RESERVE_BYTES, DEFAULT_MIN_FREE_DISK_BYTES, DiskGuard,
+    FreeSpace, SQLITE_SCHEMA_VERSION, SqliteStore, Statvfs,
+};
 
 /// A durable queue of transactions, one FIFO per destination.
 ///
@@ -82,8 +86,9 @@ pub trait QueueStore: Send + Sync + 'static {
     /// Stores `entry` unless the same (origin, destination, txn ID) is queued
     /// already (`Duplicate` with the existing ID), was acknowledged within
     /// `quota.acked` before `entry.received` (`AlreadyDelivered`), or a
-    /// quota would be exceeded (`QuotaExceeded`, nothing stored). Durable
-    /// before it returns `Ok(Stored(_))`.
+    /// quota would be exceeded (`QuotaExceeded`, nothing stored), or (a
+    /// SQLite store) its disk is short of space (`DiskLow`, nothing
+    /// stored; checked last). Durable before it returns `Ok(Stored(_))`.
     fn insert(&self, entry: NewEntry, quota: &Quota) -> Result<InsertOutcome, StoreError>;
 
     /// If `ack` is given, deletes entry `ack.entry_id` if it is queued for
@@ -253,6 +258,11 @@ pub struct OpenOptions {
     /// creating and migrating nothing (as operator tools must, beside a
     /// running relay). Default `false`.
     pub existing: bool,
+    /// Free bytes below which a SQLite store refuses inserts
+    /// ([`InsertOutcome::DiskLow`]), with the rest of [`DiskGuard`] at its
+    /// defaults (not for `existing`, which leaves the disk to the relay);
+    /// PostgreSQL ignores it. Default [`DEFAULT_MIN_FREE_DISK_BYTES`].
+    pub min_free_disk_bytes: u64,
 }
 
 impl Default for OpenOptions {
@@ -260,6 +270,7 @@ impl Default for OpenOptions {
         Self {
             max_connections: DEFAULT_MAX_CONNECTIONS,
             existing: false,
+            min_free_disk_bytes: DEFAULT_MIN_FREE_DISK_BYTES,
         }
     }
 }
@@ -278,7 +289,10 @@ pub fn open_with(url: &str, options: &OpenOptions) -> Result<Arc<dyn QueueStore>
     if options.existing {
         return Ok(Arc::new(SqliteStore::open_existing(path)?));
     }
-    Ok(Arc::new(SqliteStore::open(path)?))
+    Ok(Arc::new(SqliteStore::open_guarded(
+        path,
+        DiskGuard::new(options.min_free_disk_bytes),
+    )?))
 }
 
 /// `url` as it may be logged: the password of a `scheme://user:password@…`

@@ -1,10 +1,11 @@
 //! The SQLite backend: WAL, `synchronous=FULL`, group commit.
 
+use std::cell::Cell;
 use std::path::{Path, PathBuf};
 use std::sync::mpsc::{self, Receiver, Sender};
 use std::sync::{Mutex, MutexGuard};
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use rusqlite::{Connection, TransactionBehavior};
 
@@ -17,12 +18,19 @@ use crate::shared::{self, Reply};
 use crate::{AckNext, DedupeStore, DestinationUsage, OutboundStore, QueueStore, QueueTotals};
 
 mod dedupe_sql;
+mod disk;
 mod outbound_sql;
 mod queue_sql;
 mod rows;
 mod schema;
 
+pub use disk::{
+    DEFAULT_DISK_REFRESH, DEFAULT_DISK_RESERVE_BYTES, DEFAULT_MIN_FREE_DISK_BYTES, DiskGuard,
+    FreeSpace, Statvfs,
+};
 pub use schema::SQLITE_SCHEMA_VERSION;
+
+use disk::Disk;
 
 /// Most operations committed in one transaction.
 const MAX_BATCH: usize = 512;
@@ -42,7 +50,10 @@ const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 /// each inside its own savepoint so a failing operation is rolled back
 /// alone, and answers every caller only after `COMMIT` returned. One fsync
 /// then covers a whole batch. If the batch cannot commit, every operation
-/// in it fails and nothing is half-stored. An `apply` or `apply_window` is
+/// in it fails and nothing is half-stored; if a write in it found the disk
+/// full, it is rolled back whole, its inserts are answered
+/// [`InsertOutcome::DiskLow`] and its other operations are written again
+/// without them (after the [`DiskGuard`]'s reserve is released). An `apply` or `apply_window` is
 /// one operation, so its changes share one savepoint. Reads that change
 /// nothing (`ack_and_next` without an ack, `queued`, `load`,
 /// `load_window`) use a separate reader connection and never wait for a
@@ -91,9 +102,25 @@ enum Answer {
     Purged(Reply<QueueTotals>, Result<QueueTotals, StoreError>),
 }
 
+thread_local! {
+    /// Whether a statement on this thread failed with `SQLITE_FULL` since
+    /// the writer last cleared it.
+    ///
+    /// Implementation note: the SQL helpers answer [`StoreError`], which
+    /// has no kinds; every rusqlite error passes through [`db_err`], which
+    /// notes this one here, so the writer learns of a full disk without
+    /// reading error text.
+    static DISK_FULL: Cell<bool> = const { Cell::new(false) };
+}
+
 /// Maps a rusqlite error to a [`StoreError`] saying what was being done.
 fn db_err(what: &str) -> impl Fn(rusqlite::Error) -> StoreError + '_ {
-    move |e| StoreError(format!("sqlite: {what}: {e}"))
+    move |e| {
+        if e.sqlite_error_code() == Some(rusqlite::ErrorCode::DiskFull) {
+            DISK_FULL.set(true);
+        }
+        StoreError(format!("sqlite: {what}: {e}"))
+    }
 }
 
 impl SqliteStore {
@@ -101,7 +128,16 @@ impl SqliteStore {
     /// starts the writer thread. Refuses a database whose schema version is
     /// newer than [`SQLITE_SCHEMA_VERSION`].
     pub fn open(path: impl AsRef<Path>) -> Result<Self, StoreError> {
-        Self::open_inner(path.as_ref(), true)
+        Self::open_inner(path.as_ref(), true, None)
+    }
+
+    /// [`SqliteStore::open`], keeping room on the disk as `guard` says:
+    /// inserts are refused ([`InsertOutcome::DiskLow`]) while free space
+    /// is short, and a reserve file lets acknowledgements through when the
+    /// disk fills. Without a guard an insert is refused only once a write
+    /// found the disk full. One process should guard a database file.
+    pub fn open_guarded(path: impl AsRef<Path>, guard: DiskGuard) -> Result<Self, StoreError> {
+        Self::open_inner(path.as_ref(), true, Some(guard))
     }
 
     /// Opens an existing relay database at `path` without changing its
@@ -116,10 +152,14 @@ impl SqliteStore {
                 path.display()
             )));
         }
-        Self::open_inner(path, false)
+        Self::open_inner(path, false, None)
     }
 
-    fn open_inner(path: &Path, migrate: bool) -> Result<Self, StoreError> {
+    fn open_inner(
+        path: &Path,
+        migrate: bool,
+        guard: Option<DiskGuard>,
+    ) -> Result<Self, StoreError> {
         let path = path.to_path_buf();
         let mut writer = connect(&path)?;
         if !migrate {
@@ -151,10 +191,11 @@ impl SqliteStore {
             .pragma_update(None, "query_only", true)
             .map_err(db_err("configure reader"))?;
 
+        let disk = guard.map(|guard| Disk::open(&path, guard, &writer));
         let (ops, queue) = mpsc::channel();
         let thread = std::thread::Builder::new()
             .name("relay-store-writer".into())
-            .spawn(move || write_loop(writer, queue))
+            .spawn(move || write_loop(writer, queue, disk))
             .map_err(|e| StoreError(format!("cannot start the SQLite writer thread: {e}")))?;
         tracing::debug!(path = %path.display(), "opened SQLite queue store");
         Ok(Self {
@@ -195,6 +236,10 @@ fn connect(path: &Path) -> Result<Connection, StoreError> {
         .map_err(db_err("set synchronous=FULL"))?;
     conn.pragma_update(None, "foreign_keys", true)
         .map_err(db_err("enable foreign keys"))?;
+    // Sorts and temporary tables in memory: no file to write when the disk
+    // is full.
+    conn.pragma_update(None, "temp_store", "MEMORY")
+        .map_err(db_err("set temp_store=MEMORY"))?;
     Ok(conn)
 }
 
@@ -297,7 +342,7 @@ impl DedupeStore for SqliteStore {
 }
 
 /// The writer thread: batches until every sender is gone.
-fn write_loop(mut conn: Connection, ops: Receiver<Op>) {
+fn write_loop(mut conn: Connection, ops: Receiver<Op>, mut disk: Option<Disk>) {
     while let Ok(first) = ops.recv() {
         let mut batch = vec![first];
         while batch.len() < MAX_BATCH {
@@ -306,22 +351,75 @@ fn write_loop(mut conn: Connection, ops: Receiver<Op>) {
                 Err(_) => break,
             }
         }
-        for answer in run_batch(&mut conn, batch) {
+        if let Some(disk) = disk.as_mut() {
+            disk.refresh(&conn, Instant::now());
+        }
+        for answer in write_batch(&mut conn, &batch, disk.as_mut()) {
             answer.send();
         }
     }
 }
 
+/// Runs `batch` in one transaction. If a write found the disk full, nothing
+/// of it was stored: its inserts are refused as [`InsertOutcome::DiskLow`],
+/// the disk reserve is given back, and the other operations (which free
+/// space, or hold a node's state) run again, in a transaction without the
+/// inserts.
+fn write_batch(conn: &mut Connection, batch: &[Op], mut disk: Option<&mut Disk>) -> Vec<Answer> {
+    let all: Vec<&Op> = batch.iter().collect();
+    let first = run_batch(conn, &all, &mut |len| {
+        disk.as_deref_mut().is_none_or(|d| d.admit(len))
+    });
+    let Err(DiskFull) = first else {
+        return first.unwrap_or_default();
+    };
+    let released = disk.is_some_and(|d| d.hit_full(Instant::now()));
+    let (inserts, rest): (Vec<&Op>, Vec<&Op>) = all.into_iter().partition(|op| op.is_insert());
+    tracing::warn!(
+        inserts = inserts.len(),
+        others = rest.len(),
+        released,
+        "the disk is full: refusing the batch's inserts, writing the rest again"
+    );
+    let mut answers: Vec<Answer> = inserts.into_iter().map(Op::disk_low).collect();
+    if rest.is_empty() {
+        return answers;
+    }
+    match run_batch(conn, &rest, &mut |_| false) {
+        Ok(done) => answers.extend(done),
+        Err(DiskFull) => {
+            let err = StoreError("sqlite: the disk is full".into());
+            tracing::error!(%err, size = rest.len(), "storage batch failed; nothing of it was stored");
+            answers.extend(rest.into_iter().map(|op| op.fail(err.clone())));
+        }
+    }
+    answers
+}
+
+/// A write found the disk full; the batch was rolled back whole.
+#[derive(Debug)]
+struct DiskFull;
+
 /// Runs `batch` in one transaction and returns the answers to send, which
-/// are all errors unless the transaction committed.
-fn run_batch(conn: &mut Connection, batch: Vec<Op>) -> Vec<Answer> {
+/// are all errors unless the transaction committed; `room` admits each
+/// insert's bytes. `Err` if a write found the disk full (then nothing was
+/// committed).
+fn run_batch(
+    conn: &mut Connection,
+    batch: &[&Op],
+    room: &mut dyn FnMut(u64) -> bool,
+) -> Result<Vec<Answer>, DiskFull> {
+    DISK_FULL.set(false);
     let size = batch.len();
     let tx = match conn.transaction_with_behavior(TransactionBehavior::Immediate) {
         Ok(tx) => tx,
         Err(e) => {
             let err = db_err("begin transaction")(e);
+            if DISK_FULL.get() {
+                return Err(DiskFull);
+            }
             tracing::error!(%err, size, "storage batch failed");
-            return batch.into_iter().map(|op| op.fail(err.clone())).collect();
+            return Ok(batch.iter().map(|op| op.fail(err.clone())).collect());
         }
     };
     let mut answers = Vec::with_capacity(size);
@@ -331,11 +429,16 @@ fn run_batch(conn: &mut Connection, batch: Vec<Op>) -> Vec<Answer> {
             answers.push(op.fail(StoreError::clone(err)));
             continue;
         }
-        let (answer, state) = run_in_savepoint(&tx, op);
+        let (answer, state) = run_in_savepoint(&tx, op, room);
         answers.push(answer);
         if let Err(err) = state {
             broken = Some(err);
         }
+    }
+    // Nothing of a batch that found the disk full is kept, even if what
+    // is left could commit: its inserts are refused, the rest tried again.
+    if DISK_FULL.get() {
+        return Err(DiskFull);
     }
     let outcome = match broken {
         // The transaction is unusable; dropping it rolls back what is left.
@@ -345,11 +448,12 @@ fn run_batch(conn: &mut Connection, batch: Vec<Op>) -> Vec<Answer> {
     match outcome {
         Ok(()) => {
             tracing::trace!(size, "committed storage batch");
-            answers
+            Ok(answers)
         }
+        Err(_) if DISK_FULL.get() => Err(DiskFull),
         Err(err) => {
             tracing::error!(%err, size, "storage batch failed; nothing of it was stored");
-            answers.into_iter().map(|a| a.fail(err.clone())).collect()
+            Ok(answers.into_iter().map(|a| a.fail(err.clone())).collect())
         }
     }
 }
@@ -357,12 +461,16 @@ fn run_batch(conn: &mut Connection, batch: Vec<Op>) -> Vec<Answer> {
 /// Runs one operation inside a savepoint, rolling it back alone if it
 /// fails. The second result is an error when the enclosing transaction can
 /// no longer commit.
-fn run_in_savepoint(conn: &Connection, op: Op) -> (Answer, Result<(), StoreError>) {
+fn run_in_savepoint(
+    conn: &Connection,
+    op: &Op,
+    room: &mut dyn FnMut(u64) -> bool,
+) -> (Answer, Result<(), StoreError>) {
     if let Err(e) = conn.execute_batch("SAVEPOINT op") {
         let err = db_err("begin savepoint")(e);
         return (op.fail(err.clone()), Err(err));
     }
-    let answer = op.run(conn);
+    let answer = op.run(conn, room);
     let end = if answer.error().is_none() {
         "RELEASE op"
     } else {
@@ -384,47 +492,65 @@ fn run_in_savepoint(conn: &Connection, op: Op) -> (Answer, Result<(), StoreError
     (answer, state)
 }
 
+/// Operations run by reference, their replies cloned into the answers, so
+/// that a batch that found the disk full can run again.
 impl Op {
-    fn run(self, conn: &Connection) -> Answer {
+    fn run(&self, conn: &Connection, room: &mut dyn FnMut(u64) -> bool) -> Answer {
         match self {
             Op::Insert {
                 entry,
                 quota,
                 reply,
-            } => Answer::Insert(reply, queue_sql::insert(conn, &entry, &quota)),
+            } => Answer::Insert(reply.clone(), queue_sql::insert(conn, entry, quota, room)),
             Op::AckAndNext {
                 destination,
                 ack,
                 reply,
             } => {
-                let result = queue_sql::ack(conn, &destination, &ack).and_then(|acked| {
-                    let next = queue_sql::next(conn, &destination)?;
+                let result = queue_sql::ack(conn, destination, ack).and_then(|acked| {
+                    let next = queue_sql::next(conn, destination)?;
                     Ok(AckNext { acked, next })
                 });
-                Answer::Next(reply, result)
+                Answer::Next(reply.clone(), result)
             }
             Op::Apply { changes, reply } => {
-                Answer::Applied(reply, outbound_sql::apply(conn, &changes))
+                Answer::Applied(reply.clone(), outbound_sql::apply(conn, changes))
             }
             Op::ApplyWindow { changes, reply } => {
-                Answer::Applied(reply, dedupe_sql::apply(conn, &changes))
+                Answer::Applied(reply.clone(), dedupe_sql::apply(conn, changes))
             }
             Op::PurgeSome {
                 destination,
                 limit,
                 reply,
-            } => Answer::Purged(reply, queue_sql::purge_some(conn, &destination, limit)),
+            } => Answer::Purged(
+                reply.clone(),
+                queue_sql::purge_some(conn, destination, *limit),
+            ),
         }
     }
 
-    fn fail(self, err: StoreError) -> Answer {
+    fn is_insert(&self) -> bool {
+        matches!(self, Op::Insert { .. })
+    }
+
+    /// The answer to an insert refused for want of disk space (to any other
+    /// operation, that the disk is full).
+    fn disk_low(&self) -> Answer {
         match self {
-            Op::Insert { reply, .. } => Answer::Insert(reply, Err(err)),
-            Op::AckAndNext { reply, .. } => Answer::Next(reply, Err(err)),
+            Op::Insert { reply, .. } => Answer::Insert(reply.clone(), Ok(InsertOutcome::DiskLow)),
+            other => other.fail(StoreError("sqlite: the disk is full".into())),
+        }
+    }
+
+    fn fail(&self, err: StoreError) -> Answer {
+        match self {
+            Op::Insert { reply, .. } => Answer::Insert(reply.clone(), Err(err)),
+            Op::AckAndNext { reply, .. } => Answer::Next(reply.clone(), Err(err)),
             Op::Apply { reply, .. } | Op::ApplyWindow { reply, .. } => {
-                Answer::Applied(reply, Err(err))
+                Answer::Applied(reply.clone(), Err(err))
             }
-            Op::PurgeSome { reply, .. } => Answer::Purged(reply, Err(err)),
+            Op::PurgeSome { reply, .. } => Answer::Purged(reply.clone(), Err(err)),
         }
     }
 }

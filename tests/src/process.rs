@@ -72,6 +72,7 @@ pub struct RelayBuilder {
     args: Vec<String>,
     database: Option<String>,
     signing_key: Option<PathBuf>,
+    wrapper: Vec<OsString>,
 }
 
 impl Default for RelayBuilder {
@@ -88,6 +89,7 @@ impl RelayBuilder {
             args: Vec::new(),
             database: None,
             signing_key: None,
+            wrapper: Vec::new(),
         }
     }
 
@@ -152,6 +154,18 @@ impl RelayBuilder {
         self
     }
 
+    /// Runs the binary under a wrapper command: `program_and_args`, then
+    /// the binary and its arguments (as `unshare …`, `env …` or
+    /// `sh -c '… exec "$@"' ARG0` take them). [`RelayProcess::pid`] is the
+    /// wrapper's, the relay's own when the wrapper execs it.
+    pub fn wrapper<I: IntoIterator<Item = S>, S: Into<OsString>>(
+        mut self,
+        program_and_args: I,
+    ) -> Self {
+        self.wrapper = program_and_args.into_iter().map(Into::into).collect();
+        self
+    }
+
     /// Starts the relay in a fresh temporary directory and waits for its
     /// `listening on` line; panics (with its stderr) if it does not come.
     #[track_caller]
@@ -190,6 +204,7 @@ impl RelayBuilder {
             child: None,
             addr: SocketAddr::from(([127, 0, 0, 1], 0)),
             argv,
+            wrapper: self.wrapper,
             server_name: self.server_name,
             database,
             signing_key,
@@ -213,6 +228,7 @@ pub struct RelayProcess {
     child: Option<Child>,
     addr: SocketAddr,
     argv: Vec<OsString>,
+    wrapper: Vec<OsString>,
     server_name: String,
     database: String,
     signing_key: PathBuf,
@@ -421,7 +437,15 @@ impl RelayProcess {
             .join(format!("stderr.{}.log", self.generation));
         let stderr = File::create(&self.stderr_path).expect("create the stderr log file");
         let bin = relay_binary();
-        let mut child = Command::new(&bin)
+        let mut command = match self.wrapper.split_first() {
+            Some((program, args)) => {
+                let mut c = Command::new(program);
+                c.args(args).arg(&bin);
+                c
+            }
+            None => Command::new(&bin),
+        };
+        let mut child = command
             .args(&self.argv)
             .current_dir(self.dir.path())
             .stdin(Stdio::null())

@@ -371,13 +371,14 @@ pub fn relay_request(now: Instant, data: &[u8]) {
 }
 
 fn store_answer(answers: u8) -> Result<InsertOutcome, StoreError> {
-    match (answers & 0x0f) % 7 {
+    match (answers & 0x0f) % 8 {
         0 => Ok(InsertOutcome::Stored(EntryId(u64::from(answers) + 1))),
         1 => Ok(InsertOutcome::Duplicate(EntryId(1))),
         2 => Ok(InsertOutcome::QuotaExceeded(QuotaKind::Destination)),
         3 => Ok(InsertOutcome::QuotaExceeded(QuotaKind::Origin)),
         4 => Ok(InsertOutcome::QuotaExceeded(QuotaKind::Total)),
         5 => Ok(InsertOutcome::AlreadyDelivered),
+        6 => Ok(InsertOutcome::DiskLow),
         _ => Err(StoreError("disk \"full\"\n\u{0}".to_owned())),
     }
 }
@@ -400,7 +401,7 @@ fn fetch_answer(answers: u8) -> Result<Option<QueuedEntry>, StoreError> {
 }
 
 /// Every code, so that a response's `errcode` can be mapped back.
-const ALL_CODES: [ErrCode; 11] = [
+const ALL_CODES: [ErrCode; 12] = [
     ErrCode::Unauthorized,
     ErrCode::Forbidden,
     ErrCode::NotJson,
@@ -412,6 +413,7 @@ const ALL_CODES: [ErrCode; 11] = [
     ErrCode::UnrecognizedPath,
     ErrCode::UnrecognizedMethod,
     ErrCode::Unknown,
+    ErrCode::Unavailable,
 ];
 
 /// Fails to compile when a code is added, as a reminder to list it in
@@ -427,7 +429,8 @@ const _: fn(ErrCode) = |code| match code {
     | ErrCode::LimitExceeded
     | ErrCode::UnrecognizedPath
     | ErrCode::UnrecognizedMethod
-    | ErrCode::Unknown => {}
+    | ErrCode::Unknown
+    | ErrCode::Unavailable => {}
 };
 
 fn check_response(response: &Response) {
@@ -440,7 +443,7 @@ fn check_response(response: &Response) {
     });
     assert!(body.is_object(), "response body is not an object: {text:?}");
     assert!(
-        response.retry_after_secs.is_none() || response.status == 429,
+        response.retry_after_secs.is_none() || matches!(response.status, 429 | 503),
         "Retry-After on a {} response",
         response.status
     );

@@ -257,6 +257,11 @@ fn server_keys(config: &RelayConfig, unix: UnixMillis) -> Result<Response, Matri
     Ok(Response::ok(doc.to_string().into_bytes()))
 }
 
+/// How long a sender is asked to wait when the disk is short: the
+/// recipient's poll interval, within which an online destination drains
+/// its queue and so gives room back.
+const DISK_LOW_RETRY_AFTER_MS: u64 = 30_000;
+
 pub(super) fn stored_response(result: Result<InsertOutcome, StoreError>) -> Response {
     let error = match result {
         Ok(
@@ -274,6 +279,10 @@ pub(super) fn stored_response(result: Result<InsertOutcome, StoreError>) -> Resp
             };
             MatrixError::new(ErrCode::LimitExceeded, what)
         }
+        Ok(InsertOutcome::DiskLow) => MatrixError {
+            retry_after_ms: Some(DISK_LOW_RETRY_AFTER_MS),
+            ..MatrixError::new(ErrCode::Unavailable, "the relay is short of disk space")
+        },
         Err(e) => MatrixError::new(ErrCode::Unknown, e.to_string()),
     };
     Response::error(&error)

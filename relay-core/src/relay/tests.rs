@@ -449,6 +449,7 @@ fn store_outcomes() {
             "M_LIMIT_EXCEEDED",
         ),
         (Err(StoreError("disk".into())), 500, "M_UNKNOWN"),
+        (Ok(InsertOutcome::DiskLow), 503, "M_LIMIT_EXCEEDED"),
     ];
     for (result, status, code) in cases {
         let mut relay = Relay::new(config());
@@ -462,6 +463,9 @@ fn store_outcomes() {
             (response.status, errcode(&response).as_str()),
             (status, code)
         );
+        // Only a shortage the relay will get over asks for a wait.
+        let retry = (status == 503).then_some(30);
+        assert_eq!(response.retry_after_secs, retry);
     }
 }
 

@@ -11,12 +11,14 @@ use crate::quota_rules::{PRUNE_BATCH, Usage, acked_cutoff, millis, refused_by};
 use crate::shared::{counters, destination_usage, entry_id, queued_entry};
 use crate::{DestinationUsage, QueueTotals};
 
-/// Inserts `entry` unless it is a duplicate or over quota. Runs inside the
-/// writer's transaction, so the checks and the insert are atomic.
+/// Inserts `entry` unless it is a duplicate, over quota, or `room` does not
+/// admit its bytes (checked last). Runs inside the writer's transaction, so
+/// the checks and the insert are atomic.
 pub(super) fn insert(
     conn: &Connection,
     entry: &NewEntry,
     quota: &Quota,
+    room: &mut dyn FnMut(u64) -> bool,
 ) -> Result<InsertOutcome, StoreError> {
     let origin = entry.origin.as_str();
     let destination = entry.destination.as_str();
@@ -72,6 +74,9 @@ pub(super) fn insert(
     )?;
     if let Some(kind) = refused_by(quota, destination_usage, origin_usage, total, len) {
         return Ok(InsertOutcome::QuotaExceeded(kind));
+    }
+    if !room(len) {
+        return Ok(InsertOutcome::DiskLow);
     }
 
     let id: i64 = conn

@@ -82,7 +82,7 @@ fn count(conn: &Connection) -> i64 {
 }
 
 fn run_and_send(conn: &mut Connection, batch: Vec<Op>) {
-    for answer in run_batch(conn, batch) {
+    for answer in write_batch(conn, &batch, None) {
         answer.send();
     }
 }
@@ -268,7 +268,8 @@ fn a_version_1_database_is_migrated_keeping_its_queue() {
         schema::migrate_to(&mut v1, 1).expect("migrate to version 1");
         assert_eq!(user_version(&v1), 1);
         for t in ["a", "b", "c"] {
-            queue_sql::insert(&v1, &new_entry(t), &quota_before_v4()).expect("insert");
+            queue_sql::insert(&v1, &new_entry(t), &quota_before_v4(), &mut |_| true)
+                .expect("insert");
         }
         v1.execute("DELETE FROM queue WHERE entry_id = 2", [])
             .expect("ack");
@@ -436,7 +437,8 @@ fn a_version_2_database_is_migrated_keeping_its_data() {
         let mut v2 = connect(&path).expect("connect");
         schema::migrate_to(&mut v2, 2).expect("migrate to version 2");
         for t in ["a", "b"] {
-            queue_sql::insert(&v2, &new_entry(t), &quota_before_v4()).expect("insert");
+            queue_sql::insert(&v2, &new_entry(t), &quota_before_v4(), &mut |_| true)
+                .expect("insert");
         }
         outbound_sql::apply(&v2, &sender_state).expect("sender state");
         assert_eq!(
@@ -487,7 +489,8 @@ fn a_version_3_database_is_migrated_and_remembers_acks() {
         let mut v3 = connect(&path).expect("connect");
         schema::migrate_to(&mut v3, 3).expect("migrate to version 3");
         for t in ["a", "b"] {
-            queue_sql::insert(&v3, &new_entry(t), &quota_before_v4()).expect("insert");
+            queue_sql::insert(&v3, &new_entry(t), &quota_before_v4(), &mut |_| true)
+                .expect("insert");
         }
         let acked: i64 = v3
             .query_row(
@@ -551,3 +554,5 @@ fn an_ack_and_its_remembered_key_are_one_operation() {
     assert!(err.0.contains("test hook"), "{err}");
     assert_eq!(count(&conn), 1, "the entry was not deleted either");
 }
+
+mod disk;
