@@ -53,11 +53,11 @@ impl HttpOutcome {
         }
     }
 
-    /// How long a 429 asks to wait: `retry_after_ms` from the Matrix error
-    /// body, else the `Retry-After` header in seconds.
+    /// How long a 429 or a 503 asks to wait: `retry_after_ms` from the
+    /// Matrix error body, else the `Retry-After` header in seconds.
     pub fn retry_after_ms(&self) -> Option<u64> {
         let Self::Response {
-            status: 429,
+            status: 429 | 503,
             body,
             retry_after,
         } = self
@@ -95,10 +95,13 @@ mod tests {
         );
         assert_eq!(r(429, "{}", Some("9")).retry_after_ms(), Some(9000));
         assert_eq!(r(429, "nope", None).retry_after_ms(), None);
+        // A relay short of disk or memory says when to come back.
         assert_eq!(
             r(503, r#"{"retry_after_ms":1500}"#, None).retry_after_ms(),
-            None
+            Some(1500)
         );
+        assert_eq!(r(503, "{}", Some("30")).retry_after_ms(), Some(30_000));
+        assert_eq!(r(500, "{}", Some("30")).retry_after_ms(), None);
         assert_eq!(HttpOutcome::Timeout.retry_after_ms(), None);
     }
 }

@@ -61,8 +61,8 @@
 //! - An attempt in which nobody accepted the transaction is a failed
 //!   attempt: the next one waits `backoff_base × 2^(n−1)` for the n-th
 //!   consecutive failed attempt, times a jitter in ×0.8–1.4 from the
-//!   machine's seeded RNG, capped at `backoff_cap`; a 429 waits at least
-//!   its `retry_after_ms` (or `Retry-After`). After
+//!   machine's seeded RNG, capped at `backoff_cap`; a 429 or a 503 waits at
+//!   least its `retry_after_ms` (or `Retry-After`). After
 //!   `failures_until_blacklist` consecutive failed attempts the destination
 //!   is blacklisted: nothing is sent until [`Outbound::handle_peer_alive`].
 //! - A direct 2xx clears offline, backoff and blacklist. A direct 4xx other
