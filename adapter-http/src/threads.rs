@@ -13,6 +13,7 @@
 use std::future::Future;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll};
 
@@ -68,13 +69,23 @@ impl std::fmt::Display for JobError {
 
 /// A queued job's result, once a thread has run it.
 #[must_use]
-pub(crate) struct Pending<T>(oneshot::Receiver<Result<T, String>>);
+pub(crate) struct Pending<T> {
+    result: oneshot::Receiver<Result<T, String>>,
+    started: Arc<AtomicBool>,
+}
+
+impl<T> Pending<T> {
+    /// Whether a thread has started the job (it then runs to its end).
+    pub(crate) fn started(&self) -> bool {
+        self.started.load(Ordering::Acquire)
+    }
+}
 
 impl<T> Future for Pending<T> {
     type Output = Result<T, JobError>;
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        Pin::new(&mut self.0)
+        Pin::new(&mut self.result)
             .poll(cx)
             .map(|received| match received {
                 Ok(Ok(value)) => Ok(value),
@@ -129,13 +140,15 @@ impl ThreadPool {
         deadline: Option<Instant>,
         f: impl FnOnce() -> T + Send + 'static,
     ) -> Pending<T> {
-        let (tx, rx) = oneshot::channel();
-        let skip_stale = self.shared.skip_stale;
+        let (tx, result) = oneshot::channel();
+        let started = Arc::new(AtomicBool::new(false));
+        let (skip_stale, start) = (self.shared.skip_stale, started.clone());
         let job: Job = Box::new(move || {
             let stale = tx.is_canceled() || deadline.is_some_and(|d| Instant::now() >= d);
             if skip_stale && stale {
                 return;
             }
+            start.store(true, Ordering::Release);
             let _ = tx.send(catch_unwind(AssertUnwindSafe(f)).map_err(panic_message));
         });
         // The pool holds a receiver, so the queue never closes while a
@@ -143,7 +156,7 @@ impl ThreadPool {
         if self.jobs.send(job).await.is_ok() {
             self.shared.grow();
         }
-        Pending(rx)
+        Pending { result, started }
     }
 
     /// Threads started so far.
@@ -279,6 +292,7 @@ mod tests {
         let dropped = block_on(pool.submit(None, job(2)));
         drop(dropped);
         let kept = block_on(pool.submit(None, job(3)));
+        assert!(!kept.started());
         release.send(()).expect("the busy job waits");
         assert_eq!(block_on(busy), Ok(true));
         assert_eq!(block_on(late), Err(JobError::NotRun));

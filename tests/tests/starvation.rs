@@ -5,7 +5,7 @@
 //! while they wait.
 
 use std::io::Write;
-use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
+use std::net::TcpStream;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::thread;
@@ -20,32 +20,6 @@ const MAX_THREADS: usize = 64;
 /// How long the relay's key fetch may take (its `KEY_FETCH_TIMEOUT`): no
 /// request of the flood is answered for lack of keys before it.
 const KEY_FETCH_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// A nameserver on `127.0.0.1` that takes every question (UDP, and TCP on
-/// the same port) and never answers one.
-struct SilentNameserver {
-    addr: SocketAddr,
-    _udp: UdpSocket,
-    _tcp: TcpListener,
-}
-
-impl SilentNameserver {
-    fn start() -> Self {
-        // UDP and TCP on one port number: retry until both binds succeed.
-        for _ in 0..100 {
-            let udp = UdpSocket::bind("127.0.0.1:0").expect("bind UDP");
-            let addr = udp.local_addr().expect("UDP address");
-            if let Ok(tcp) = TcpListener::bind(addr) {
-                return Self {
-                    addr,
-                    _udp: udp,
-                    _tcp: tcp,
-                };
-            }
-        }
-        panic!("no port free for both UDP and TCP");
-    }
-}
 
 /// `Threads:` of `/proc/<pid>/status`.
 fn threads_of(pid: u32) -> usize {
@@ -99,13 +73,14 @@ fn unanswered(stream: &TcpStream) -> bool {
 
 #[test]
 fn key_fetches_that_hang_in_dns_hold_few_threads_and_storage_still_answers() {
-    let dns = SilentNameserver::start();
+    let dns = FakeDns::start();
+    dns.silence();
     let (node, dest) = (Server::p2p([1; 32]), Server::p2p([2; 32]));
     let bob = dest.user("bob");
     let relay = RelayProcess::builder()
         .p2p_keys()
         .serve_for(dest.name())
-        .args(["--fetch-keys", "--dns-server", &dns.addr.to_string()])
+        .args(["--fetch-keys", "--dns-server", &dns.addr().to_string()])
         .start();
     let pid = relay.pid().expect("the relay runs");
     // Signed before the clock starts: the flood arrives at once.

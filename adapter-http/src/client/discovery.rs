@@ -238,8 +238,17 @@ impl<R: Runtime> HttpClient<R> {
             crate::dns::query_srv(nameserver, &query)
         };
         let within = deadline.checked_duration_since(Instant::now())?;
-        let queued = timeout(&self.runtime, within, self.dns.submit(Some(deadline), ask)).await?;
-        match queued.await {
+        let mut queued =
+            timeout(&self.runtime, within, self.dns.submit(Some(deadline), ask)).await?;
+        let within = deadline.saturating_duration_since(Instant::now());
+        let answer = match timeout(&self.runtime, within, &mut queued).await {
+            Some(answer) => answer,
+            // Running: it ends within its own time limit.
+            None if queued.started() => queued.await,
+            // Still queued: dropped, so never run.
+            None => return None,
+        };
+        match answer {
             Ok(answer) => Some(answer),
             Err(JobError::Panicked(e)) => Some(SrvAnswer::Failed(format!("SRV {name}: {e}"))),
             Err(JobError::NotRun) => None,
