@@ -5,8 +5,8 @@
 //! tokio runtime, which the smol adapter must not start. Discovery needs
 //! only SRV records, rarely (answers are cached), so this builds and parses
 //! the messages with `hickory-proto` and exchanges them with blocking std
-//! sockets, run on the runtime's blocking pool. The nameserver is
-//! `--dns-server`, else the first usable `nameserver` of
+//! sockets, run on the client's bounded DNS pool (never the runtime's).
+//! The nameserver is `--dns-server`, else the first usable `nameserver` of
 //! `/etc/resolv.conf`, else `127.0.0.1:53`; the resolver's own search list
 //! and options are not used (the query names are absolute).
 

@@ -8,6 +8,8 @@
 //!   machine; [`metrics`]: what it counts, served on a listener of its own.
 //! - [`HttpClient`]: server discovery, sending, timeouts, TLS and
 //!   connection reuse; [`dns`]: its SRV queries.
+//! - `threads`: the bounded thread pools blocking work runs on (storage
+//!   calls, DNS lookups), apart from the runtime's.
 //! - [`outbound`] and [`retriever`]: the tasks driving the sender and the
 //!   recipient machines.
 //!
@@ -29,13 +31,14 @@ pub mod metrics;
 mod runtime;
 mod server;
 mod task;
+mod threads;
 pub mod tls;
 
 pub use client::{ClientOptions, ConnectTo, HttpClient};
 pub use drive::{outbound, retriever};
 pub use metrics::Metrics;
 pub use runtime::{Runtime, TlsTarget};
-pub use server::{Listen, ServeOptions, Shutdown, run};
+pub use server::{DEFAULT_STORAGE_THREADS, Listen, ServeOptions, Shutdown, run};
 pub use task::{Task, spawn_task, timeout};
 pub use tls::{ServerTls, TlsFiles};
 

@@ -28,8 +28,7 @@ use relay_core::request::{self, Route};
 use relay_core::store::InsertOutcome;
 use relay_store::{QueueStore, QueueTotals};
 
-use crate::Runtime;
-use crate::task::unblock;
+use crate::threads::ThreadPool;
 
 /// Every metric's name starts with this (and `_`).
 pub const PREFIX: &str = "matrix_relay";
@@ -225,9 +224,10 @@ pub const HEALTH_PATH: &str = "/health";
 /// Answers one request on the metrics listener: `GET /metrics` is the
 /// exposition, with the queue totals read from `store` now; `GET /health`
 /// is 200 `ok` when that read works, else 503; HEAD answers as GET without
-/// the body; other paths are 404, other methods 405.
-pub(crate) async fn handle_scrape<R: Runtime>(
-    rt: &R,
+/// the body; other paths are 404, other methods 405. The read runs on
+/// `storage`, the pool of the relay's storage calls.
+pub(crate) async fn handle_scrape(
+    storage: &ThreadPool,
     metrics: &Metrics,
     store: &Arc<dyn QueueStore>,
     req: hyper::Request<Incoming>,
@@ -246,14 +246,14 @@ pub(crate) async fn handle_scrape<R: Runtime>(
     }
     let health = req.uri().path() == HEALTH_PATH;
     let store = Arc::clone(store);
-    let totals = match unblock(rt, move || store.totals()).await {
+    let totals = match storage.run(move || store.totals()).await {
         Ok(Ok(totals)) => Some(totals),
         Ok(Err(e)) => {
             tracing::warn!(error = %e, "metrics: cannot read the queue totals");
             None
         }
-        Err(panic) => {
-            tracing::warn!(%panic, "metrics: reading the queue totals panicked");
+        Err(e) => {
+            tracing::warn!(error = %e, "metrics: reading the queue totals failed");
             None
         }
     };

@@ -7,17 +7,13 @@ use std::sync::Arc;
 
 use relay_core::Instant;
 
-/// Where a TLS connection goes: the TCP address and the name the
-/// certificate must match.
+/// What a TLS client connection checks: the name the certificate must
+/// match, and the configuration.
 #[derive(Clone)]
 pub struct TlsTarget {
-    /// Host name (or IP literal, without brackets) to connect to.
-    pub host: String,
-    /// TCP port.
-    pub port: u16,
     /// The name sent as SNI and verified against the certificate (an IP
     /// literal without brackets); with SRV or `--connect-to` it differs
-    /// from `host`.
+    /// from the host connected to.
     pub name: String,
     /// The client configuration (ring provider, webpki roots).
     pub config: Arc<rustls::ClientConfig>,
@@ -27,7 +23,8 @@ pub struct TlsTarget {
 ///
 /// Implementation note: every method is what tokio and smol both offer under
 /// different names; nothing here decides anything. Futures are `Send` so the
-/// shared tasks run on multi-threaded executors.
+/// shared tasks run on multi-threaded executors. Names are resolved by the
+/// shared layer, on a bounded pool of its own, never by the runtime.
 pub trait Runtime: Clone + Send + Sync + 'static {
     /// A bound TCP listener.
     type Listener: Send + Sync + 'static;
@@ -44,7 +41,9 @@ pub trait Runtime: Clone + Send + Sync + 'static {
     /// Runs `task` in the background, detached.
     fn spawn(&self, task: impl Future<Output = ()> + Send + 'static);
 
-    /// Runs blocking `f` off the executor threads.
+    /// Runs blocking `f` off the executor threads, on the runtime's own
+    /// (bounded) blocking pool; for rare work only (re-reading certificate
+    /// files): storage and DNS lookups have pools of their own.
     fn spawn_blocking<T: Send + 'static>(
         &self,
         f: impl FnOnce() -> T + Send + 'static,
@@ -73,12 +72,12 @@ pub trait Runtime: Clone + Send + Sync + 'static {
         config: Arc<rustls::ServerConfig>,
     ) -> impl Future<Output = io::Result<Self::TlsServerIo>> + Send;
 
-    /// Connects to `host:port` (resolving the name), with `TCP_NODELAY`.
-    fn connect(&self, host: &str, port: u16) -> impl Future<Output = io::Result<Self::Io>> + Send;
+    /// Connects to `addr`, with `TCP_NODELAY`.
+    fn connect(&self, addr: SocketAddr) -> impl Future<Output = io::Result<Self::Io>> + Send;
 
-    /// Connects and runs the TLS handshake.
+    /// Runs the client side of the TLS handshake on connected `io`.
     fn connect_tls(
-        &self,
+        io: Self::Io,
         target: TlsTarget,
     ) -> impl Future<Output = io::Result<Self::TlsIo>> + Send;
 

@@ -56,22 +56,3 @@ pub(crate) async fn sleep_until<R: Runtime>(runtime: &R, deadline: Option<Instan
         None => std::future::pending().await,
     }
 }
-
-/// Runs blocking `f` off the executor; `Err` with the panic message if it
-/// panicked (the same on every runtime).
-pub(crate) async fn unblock<R: Runtime, T: Send + 'static>(
-    runtime: &R,
-    f: impl FnOnce() -> T + Send + 'static,
-) -> Result<T, String> {
-    runtime
-        .spawn_blocking(move || {
-            std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).map_err(|panic| {
-                panic
-                    .downcast_ref::<&str>()
-                    .map(|s| (*s).to_owned())
-                    .or_else(|| panic.downcast_ref::<String>().cloned())
-                    .unwrap_or_else(|| "a blocking task panicked".to_owned())
-            })
-        })
-        .await
-}

@@ -85,19 +85,17 @@ impl Runtime for Tokio {
         Ok(TokioIo::new(tls))
     }
 
-    async fn connect(&self, host: &str, port: u16) -> io::Result<Self::Io> {
-        let stream = TcpStream::connect((host, port)).await?;
+    async fn connect(&self, addr: SocketAddr) -> io::Result<Self::Io> {
+        let stream = TcpStream::connect(addr).await?;
         let _ = stream.set_nodelay(true);
         Ok(TokioIo::new(stream))
     }
 
-    async fn connect_tls(&self, target: TlsTarget) -> io::Result<Self::TlsIo> {
-        let name = rustls::pki_types::ServerName::try_from(target.name.clone())
+    async fn connect_tls(io: Self::Io, target: TlsTarget) -> io::Result<Self::TlsIo> {
+        let name = rustls::pki_types::ServerName::try_from(target.name)
             .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
-        let stream = TcpStream::connect((target.host.as_str(), target.port)).await?;
-        let _ = stream.set_nodelay(true);
-        let tls = tokio_rustls::TlsConnector::from(Arc::clone(&target.config))
-            .connect(name, stream)
+        let tls = tokio_rustls::TlsConnector::from(target.config)
+            .connect(name, io.into_inner())
             .await?;
         Ok(TokioIo::new(tls))
     }
@@ -126,10 +124,17 @@ impl Runtime for Tokio {
     }
 }
 
-/// Runs `main` to completion on a new multi-threaded tokio runtime.
+/// Threads of tokio's blocking pool at most. The shared layer runs storage
+/// calls and DNS lookups on bounded pools of its own; this pool only
+/// re-reads certificate files.
+pub const MAX_BLOCKING_THREADS: usize = 4;
+
+/// Runs `main` to completion on a new multi-threaded tokio runtime (one
+/// worker thread per core, at most [`MAX_BLOCKING_THREADS`] blocking ones).
 pub fn block_on<F: Future>(main: impl FnOnce(Tokio) -> F) -> io::Result<F::Output> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
+        .max_blocking_threads(MAX_BLOCKING_THREADS)
         .build()?;
     Ok(runtime.block_on(main(Tokio)))
 }

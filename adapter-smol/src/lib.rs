@@ -28,6 +28,10 @@ pub type HttpClient = adapter_http::HttpClient<Smol>;
 
 /// Executor threads besides the one that calls [`block_on`].
 const WORKER_THREADS: usize = 2;
+/// Threads of the `blocking` crate's pool at most (its default is 500).
+/// The shared layer runs storage calls and DNS lookups on bounded pools of
+/// its own; this pool only re-reads certificate files.
+pub const MAX_BLOCKING_THREADS: usize = 4;
 
 /// A handle on the executor [`block_on`] runs; tasks spawned through it run
 /// on its threads.
@@ -97,19 +101,17 @@ impl Runtime for Smol {
         Ok(FuturesIo::new(tls))
     }
 
-    async fn connect(&self, host: &str, port: u16) -> io::Result<Self::Io> {
-        let stream = TcpStream::connect((host, port)).await?;
+    async fn connect(&self, addr: SocketAddr) -> io::Result<Self::Io> {
+        let stream = TcpStream::connect(addr).await?;
         let _ = stream.set_nodelay(true);
         Ok(FuturesIo::new(stream))
     }
 
-    async fn connect_tls(&self, target: TlsTarget) -> io::Result<Self::TlsIo> {
-        let name = rustls::pki_types::ServerName::try_from(target.name.clone())
+    async fn connect_tls(io: Self::Io, target: TlsTarget) -> io::Result<Self::TlsIo> {
+        let name = rustls::pki_types::ServerName::try_from(target.name)
             .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
-        let stream = TcpStream::connect((target.host.as_str(), target.port)).await?;
-        let _ = stream.set_nodelay(true);
-        let tls = futures_rustls::TlsConnector::from(Arc::clone(&target.config))
-            .connect(name, stream)
+        let tls = futures_rustls::TlsConnector::from(target.config)
+            .connect(name, io.into_inner())
             .await?;
         Ok(FuturesIo::new(tls))
     }
@@ -141,8 +143,12 @@ impl Runtime for Smol {
 
 /// Runs `main` to completion on a new executor: the calling thread and two
 /// worker threads (`smol-worker-N`) run its tasks; blocking work goes to
-/// the `blocking` pool. Tasks still running when `main` returns are dropped.
+/// the `blocking` pool, capped at [`MAX_BLOCKING_THREADS`] for the whole
+/// process. Tasks still running when `main` returns are dropped.
 pub fn block_on<F: Future>(main: impl FnOnce(Smol) -> F) -> io::Result<F::Output> {
+    if let Some(max) = std::num::NonZeroUsize::new(MAX_BLOCKING_THREADS) {
+        blocking::set_max_blocking_threads(max);
+    }
     let executor = Arc::new(Executor::new());
     let (stop, stopped) = async_channel::bounded::<()>(1);
     let mut workers = Vec::with_capacity(WORKER_THREADS);

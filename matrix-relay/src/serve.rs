@@ -269,7 +269,7 @@ pub(crate) fn serve(args: ServeArgs) -> Result<(), String> {
         crate::net::client_options(&args.tls_ca, &args.connect_to, args.dns_server.as_deref())?;
     let tls = server_tls(&args)?;
     let config = relay_config(&args, server_name, keys::load_or_create(key_path)?)?;
-    let (store, shown) = open_store(&args)?;
+    let (store, shown, storage_threads) = open_store(&args)?;
     let listen = args
         .listen
         .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 8448)));
@@ -286,6 +286,7 @@ pub(crate) fn serve(args: ServeArgs) -> Result<(), String> {
     on_runtime!(runtime, |rt| {
         let options = ServeOptions {
             metrics_listen: args.metrics_listen,
+            storage_threads,
             resolver,
             client,
             tls,
@@ -308,9 +309,11 @@ fn server_tls(args: &ServeArgs) -> Result<Option<Arc<ServerTls>>, String> {
     }
 }
 
-/// The store of `--database`, and its URL as it may be shown (without a
-/// password).
-fn open_store(args: &ServeArgs) -> Result<(Arc<dyn QueueStore>, String), String> {
+/// The store of `--database`, its URL as it may be shown (without a
+/// password), and how many threads its calls run on: PostgreSQL's
+/// connection count (more could only wait for a connection), else
+/// [`adapter_http::DEFAULT_STORAGE_THREADS`].
+fn open_store(args: &ServeArgs) -> Result<(Arc<dyn QueueStore>, String, usize), String> {
     let database = args.database.as_deref().unwrap_or("sqlite:relay.db");
     let shown = relay_store::redact_url(database);
     let mut open = relay_store::OpenOptions::default();
@@ -325,7 +328,12 @@ fn open_store(args: &ServeArgs) -> Result<(Arc<dyn QueueStore>, String), String>
     }
     let store =
         relay_store::open_with(database, &open).map_err(|e| format!("--database {shown}: {e}"))?;
-    Ok((store, shown))
+    let threads = if relay_store::is_postgres(database) {
+        open.max_connections
+    } else {
+        adapter_http::DEFAULT_STORAGE_THREADS
+    };
+    Ok((store, shown, threads))
 }
 
 /// Raises the soft limit on open files to the hard one, as servers do: every

@@ -80,8 +80,8 @@ pub use sqlite::{
 /// - Acknowledgement deletes exactly one entry of one destination.
 ///
 /// Implementation note: blocking on purpose. The async adapters call it
-/// from their blocking pools (`spawn_blocking`, `blocking::unblock`), so one
-/// implementation serves every runtime.
+/// from a bounded thread pool of their own, so one implementation serves
+/// every runtime.
 pub trait QueueStore: Send + Sync + 'static {
     /// Stores `entry` unless the same (origin, destination, txn ID) is queued
     /// already (`Duplicate` with the existing ID), was acknowledged within
@@ -337,8 +337,8 @@ pub fn redact_url(url: &str) -> String {
     out
 }
 
-/// Whether `url` names a PostgreSQL database.
-fn is_postgres(url: &str) -> bool {
+/// Whether `url` names a PostgreSQL database (else an SQLite file).
+pub fn is_postgres(url: &str) -> bool {
     url.starts_with("postgres://") || url.starts_with("postgresql://")
 }
 

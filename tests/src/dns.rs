@@ -33,6 +33,8 @@ enum Entry {
 struct Shared {
     table: Mutex<HashMap<String, Entry>>,
     asked: Mutex<Vec<(String, &'static str)>>,
+    /// Record questions, answer none.
+    silent: AtomicBool,
     stop: AtomicBool,
 }
 
@@ -104,6 +106,13 @@ impl FakeDns {
     /// server answers nothing else meanwhile).
     pub fn srv_slow(&self, name: &str, delay: Duration, records: &[Srv]) -> &Self {
         self.set(name, Entry::Slow(delay, records.to_vec()))
+    }
+
+    /// From now on records every question and answers none, as a
+    /// nameserver that is down (a client waits out its own timeout).
+    pub fn silence(&self) -> &Self {
+        self.shared.silent.store(true, Ordering::SeqCst);
+        self
     }
 
     /// Answers questions for `name` with SERVFAIL.
@@ -182,6 +191,9 @@ fn answer(query: &[u8], shared: &Shared, transport: &'static str) -> Option<Vec<
     let name = key(&question.name.to_ascii());
     if let Ok(mut asked) = shared.asked.lock() {
         asked.push((name.clone(), transport));
+    }
+    if shared.silent.load(Ordering::SeqCst) {
+        return None;
     }
     let entry = shared.table.lock().ok()?.get(&name).cloned();
     let mut response = Message::response(query.metadata.id, query.metadata.op_code);

@@ -12,10 +12,11 @@
 //! what order, how long each connection may take, and when to give up are
 //! the [`Resolver`]'s decisions ([`Attempt`]); this client performs the
 //! lookups and connections it asks for (the `.well-known` fetch over
-//! itself, SRV queries via [`crate::dns`] on the blocking pool), reports
-//! how they went, and applies `--connect-to` redirections and extra
-//! trusted roots.
+//! itself, SRV queries via [`crate::dns`] and host names' addresses on a
+//! DNS pool of its own), reports how they went, and applies `--connect-to`
+//! redirections and extra trusted roots.
 
+mod connect;
 mod discovery;
 mod options;
 mod pool;
@@ -36,7 +37,8 @@ pub use options::{ClientOptions, ConnectTo, ConnectToError};
 
 use crate::runtime::Runtime;
 use crate::task::timeout;
-use discovery::{Inflight, first_seed};
+use crate::threads::ThreadPool;
+use discovery::{Inflight, Permits, first_seed};
 use options::tls_config;
 use pool::{Exchange, ExchangeError, Pool};
 
@@ -44,6 +46,17 @@ use pool::{Exchange, ExchangeError, Pool};
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
 /// Largest response body read (a relay_txn answer holds up to 50 PDUs).
 pub const MAX_RESPONSE_BYTES: usize = 16 << 20;
+/// Most discoveries of uncached servers under way at once, per client;
+/// past it, a request waits for one to end, within its own time limit.
+pub const MAX_DISCOVERIES: usize = 64;
+/// Threads of a client's DNS pool, which runs SRV queries and looks up
+/// host names' addresses: its blocking lookups never hold a thread
+/// anything else needs, and a nameserver that never answers holds at most
+/// these.
+pub const DNS_THREADS: usize = 16;
+/// Lookups waiting for a thread of the DNS pool at most; past it, a
+/// lookup waits for room, within its request's time limit.
+const DNS_QUEUE: usize = 256;
 
 /// Sends [`OutgoingRequest`]s on runtime `R`. Cheap to clone; clones share
 /// connections and the discovery caches.
@@ -55,7 +68,11 @@ pub struct HttpClient<R> {
     idle: Arc<Pool>,
     connect_to: Arc<HashMap<(String, u16), (String, u16)>>,
     dns_server: Option<SocketAddr>,
+    /// Where SRV queries and host name lookups run.
+    dns: ThreadPool,
     inflight: Arc<Inflight>,
+    /// One per discovery under way ([`MAX_DISCOVERIES`]).
+    discoveries: Arc<Permits>,
     /// The next discovery run's seed: drawn from the OS once, then stepped.
     seeds: Arc<AtomicU64>,
 }
@@ -70,7 +87,9 @@ impl<R: Clone> Clone for HttpClient<R> {
             idle: self.idle.clone(),
             connect_to: self.connect_to.clone(),
             dns_server: self.dns_server,
+            dns: self.dns.clone(),
             inflight: self.inflight.clone(),
+            discoveries: self.discoveries.clone(),
             seeds: self.seeds.clone(),
         }
     }
@@ -113,7 +132,9 @@ impl<R: Runtime> HttpClient<R> {
             idle: Arc::default(),
             connect_to: Arc::new(connect_to),
             dns_server: options.dns_server,
+            dns: ThreadPool::skipping_stale("relay-dns", DNS_THREADS, DNS_QUEUE),
             inflight: Arc::default(),
+            discoveries: Arc::new(Permits::new(MAX_DISCOVERIES)),
             seeds: Arc::new(AtomicU64::new(first_seed())),
         })
     }
@@ -125,22 +146,22 @@ impl<R: Runtime> HttpClient<R> {
 
     /// Sends `request` and reports how it ended; never fails otherwise.
     pub async fn send(&self, request: OutgoingRequest) -> HttpOutcome {
-        timeout(&self.runtime, self.timeout, self.send_inner(request))
-            .await
-            .unwrap_or(HttpOutcome::Timeout)
+        let deadline = Instant::now() + self.timeout;
+        timeout(
+            &self.runtime,
+            self.timeout,
+            self.send_inner(request, deadline),
+        )
+        .await
+        .unwrap_or(HttpOutcome::Timeout)
     }
 
-    async fn send_inner(&self, request: OutgoingRequest) -> HttpOutcome {
+    async fn send_inner(&self, request: OutgoingRequest, deadline: Instant) -> HttpOutcome {
         let endpoints = match self.known_endpoints(&request.server) {
             Some(endpoints) => endpoints,
-            None => match self.discover_shared(&request.server).await {
-                Some(endpoints) => endpoints,
-                None => {
-                    return HttpOutcome::ConnectionFailed(format!(
-                        "discovery of {} was cancelled",
-                        request.server
-                    ));
-                }
+            None => match self.discover_until(&request.server, deadline).await {
+                Ok(endpoints) => endpoints,
+                Err(e) => return HttpOutcome::ConnectionFailed(e),
             },
         };
         let mut headers = HeaderMap::new();

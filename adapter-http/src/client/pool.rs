@@ -185,23 +185,16 @@ impl<R: Runtime> HttpClient<R> {
         let host = unbracketed(host);
         match endpoint.scheme {
             Scheme::Http => {
-                let io = self
-                    .runtime
-                    .connect(host, port)
-                    .await
-                    .map_err(|e| e.to_string())?;
+                let io = self.open(host, port).await.map_err(|e| e.to_string())?;
                 self.handshake(io).await
             }
             Scheme::Https => {
                 let target = TlsTarget {
-                    host: host.to_owned(),
-                    port,
                     name: endpoint.tls_name.clone(),
                     config: self.tls.clone(),
                 };
                 let io = self
-                    .runtime
-                    .connect_tls(target)
+                    .open_tls(host, port, target)
                     .await
                     .map_err(|e| error_chain(&e))?;
                 self.handshake(io).await

@@ -12,7 +12,8 @@ use relay_store::{AckNext, QueueStore};
 
 use crate::client::HttpClient;
 use crate::metrics::Metrics;
-use crate::task::{Task, spawn_task, unblock};
+use crate::task::{Task, spawn_task};
+use crate::threads::ThreadPool;
 use crate::{Runtime, unix_now};
 
 /// What the driver task reacts to.
@@ -45,6 +46,7 @@ impl DriverHandle {
 pub(crate) fn spawn<R: Runtime>(
     relay: Relay,
     store: Arc<dyn QueueStore>,
+    storage: ThreadPool,
     client: HttpClient<R>,
     metrics: Arc<Metrics>,
 ) -> (DriverHandle, Task<()>) {
@@ -55,7 +57,7 @@ pub(crate) fn spawn<R: Runtime>(
     let runtime = client.runtime().clone();
     let task = spawn_task(
         &runtime,
-        drive(relay, store, client, metrics, rx, tx.downgrade()),
+        drive(relay, store, storage, client, metrics, rx, tx.downgrade()),
     );
     drop(tx);
     (handle, task)
@@ -71,6 +73,7 @@ fn complete(done: &async_channel::WeakSender<Event>, event: Event) {
 async fn drive<R: Runtime>(
     relay: Relay,
     store: Arc<dyn QueueStore>,
+    storage: ThreadPool,
     client: HttpClient<R>,
     metrics: Arc<Metrics>,
     events: async_channel::Receiver<Event>,
@@ -80,6 +83,7 @@ async fn drive<R: Runtime>(
     let mut driver = Driver {
         relay,
         store,
+        storage,
         client,
         metrics,
         completions,
@@ -111,6 +115,8 @@ async fn drive<R: Runtime>(
 struct Driver<R: Runtime> {
     relay: Relay,
     store: Arc<dyn QueueStore>,
+    /// Where storage calls run.
+    storage: ThreadPool,
     client: HttpClient<R>,
     metrics: Arc<Metrics>,
     /// Where storage operations and key fetches report back.
@@ -141,9 +147,10 @@ impl<R: Runtime> Driver<R> {
         match output {
             Output::Store { op, entry, quota } => {
                 let (store, metrics) = (self.store.clone(), self.metrics.clone());
-                let done = self.completions.clone();
-                rt.clone().spawn(async move {
-                    let result = unblock(&rt, move || store.insert(entry, &quota))
+                let (storage, done) = (self.storage.clone(), self.completions.clone());
+                rt.spawn(async move {
+                    let result = storage
+                        .run(move || store.insert(entry, &quota))
                         .await
                         .unwrap_or_else(|e| Err(StoreError(format!("storage task failed: {e}"))));
                     if let Ok(outcome) = &result {
@@ -158,9 +165,10 @@ impl<R: Runtime> Driver<R> {
                 ack,
             } => {
                 let (store, metrics) = (self.store.clone(), self.metrics.clone());
-                let done = self.completions.clone();
-                rt.clone().spawn(async move {
-                    let result = unblock(&rt, move || store.ack_and_next(&destination, ack))
+                let (storage, done) = (self.storage.clone(), self.completions.clone());
+                rt.spawn(async move {
+                    let result = storage
+                        .run(move || store.ack_and_next(&destination, ack))
                         .await
                         .unwrap_or_else(|e| Err(StoreError(format!("storage task failed: {e}"))));
                     if matches!(result, Ok(AckNext { acked: true, .. })) {

@@ -14,6 +14,8 @@
 //! skips it, `BENCH_CORES_TXNS` sets its load).
 //! `BENCH_ACKED_RETENTION_SECS`: how long acknowledged keys are remembered
 //! (`--acked-retention-secs`; default as the relay's, 0 to measure without).
+//! `BENCH_STORAGE_THREADS`: the threads of the relay's storage pool
+//! (default `adapter_http::DEFAULT_STORAGE_THREADS`).
 //!
 //! Implementation note: the relay runs in this process on its own tokio
 //! runtime; the load runs on a second runtime. PUTs are signed before the
@@ -160,6 +162,10 @@ async fn serve_on<R: adapter_hyper::Runtime>(
     let listener = rt.bind(SocketAddr::from(([127, 0, 0, 1], 0))).await?;
     let _ = addr_tx.send(R::local_addr(&listener)?);
     let mut options = adapter_http::ServeOptions::new(Listen::Bound(listener), config, store);
+    options.storage_threads = env_or(
+        "BENCH_STORAGE_THREADS",
+        adapter_http::DEFAULT_STORAGE_THREADS,
+    );
     options.shutdown = Shutdown::On(Box::pin(async move {
         let _ = stopped.recv().await;
     }));
