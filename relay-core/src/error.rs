@@ -21,6 +21,10 @@ pub enum ErrCode {
     TooLarge,
     /// 429: a quota is full.
     LimitExceeded,
+    /// 503 `M_LIMIT_EXCEEDED`: the relay is short of a resource it will get
+    /// back (such as room for request bodies in memory); sent with
+    /// `Retry-After`.
+    Unavailable,
     /// 404 `M_UNRECOGNIZED`: no such endpoint.
     UnrecognizedPath,
     /// 405 `M_UNRECOGNIZED`: known endpoint, wrong method.
@@ -40,7 +44,7 @@ impl ErrCode {
             Self::InvalidUsername => "M_INVALID_USERNAME",
             Self::InvalidParam => "M_INVALID_PARAM",
             Self::TooLarge => "M_TOO_LARGE",
-            Self::LimitExceeded => "M_LIMIT_EXCEEDED",
+            Self::LimitExceeded | Self::Unavailable => "M_LIMIT_EXCEEDED",
             Self::UnrecognizedPath | Self::UnrecognizedMethod => "M_UNRECOGNIZED",
             Self::Unknown => "M_UNKNOWN",
         }
@@ -57,6 +61,7 @@ impl ErrCode {
             Self::UnrecognizedPath => 404,
             Self::UnrecognizedMethod => 405,
             Self::Unknown => 500,
+            Self::Unavailable => 503,
         }
     }
 }
@@ -69,7 +74,7 @@ pub struct MatrixError {
     pub code: ErrCode,
     /// Human-readable text.
     pub message: String,
-    /// For 429: how long to wait, where known.
+    /// For 429 and 503: how long to wait, where known.
     pub retry_after_ms: Option<u64>,
 }
 
@@ -135,6 +140,8 @@ mod tests {
             String::from_utf8(e.to_json()).unwrap(),
             r#"{"errcode":"M_LIMIT_EXCEEDED","error":"full","retry_after_ms":1500}"#
         );
+        let e = MatrixError::new(ErrCode::Unavailable, "busy");
+        assert_eq!((e.status(), e.code.as_str()), (503, "M_LIMIT_EXCEEDED"));
         let e = MatrixError::new(ErrCode::UnrecognizedMethod, "no");
         assert_eq!((e.status(), e.code.as_str()), (405, "M_UNRECOGNIZED"));
     }

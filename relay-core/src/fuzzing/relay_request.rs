@@ -400,7 +400,7 @@ fn fetch_answer(answers: u8) -> Result<Option<QueuedEntry>, StoreError> {
 }
 
 /// Every code, so that a response's `errcode` can be mapped back.
-const ALL_CODES: [ErrCode; 11] = [
+const ALL_CODES: [ErrCode; 12] = [
     ErrCode::Unauthorized,
     ErrCode::Forbidden,
     ErrCode::NotJson,
@@ -409,6 +409,7 @@ const ALL_CODES: [ErrCode; 11] = [
     ErrCode::InvalidParam,
     ErrCode::TooLarge,
     ErrCode::LimitExceeded,
+    ErrCode::Unavailable,
     ErrCode::UnrecognizedPath,
     ErrCode::UnrecognizedMethod,
     ErrCode::Unknown,
@@ -425,6 +426,7 @@ const _: fn(ErrCode) = |code| match code {
     | ErrCode::InvalidParam
     | ErrCode::TooLarge
     | ErrCode::LimitExceeded
+    | ErrCode::Unavailable
     | ErrCode::UnrecognizedPath
     | ErrCode::UnrecognizedMethod
     | ErrCode::Unknown => {}
