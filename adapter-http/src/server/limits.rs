@@ -88,12 +88,16 @@ impl ServerLimits {
         }
         let body = u64::try_from(max_body_bytes).unwrap_or(u64::MAX);
         if body > ceiling(self.max_buffered_bytes, body) {
+            // Bodies over SMALL_BODY_BYTES get three quarters of the budget.
+            let least = if body <= SMALL_BODY_BYTES {
+                body
+            } else {
+                body.saturating_mul(4).div_ceil(3)
+            };
             return Err(format!(
                 "a body budget of {} bytes cannot hold one body of the {max_body_bytes}-byte \
-                 limit: bodies over {SMALL_BODY_BYTES} bytes get three quarters of it, so it \
-                 must be at least {}",
+                 limit; it must be at least {least}",
                 self.max_buffered_bytes,
-                body.saturating_mul(4).div_ceil(3)
             ));
         }
         Ok(())
@@ -502,13 +506,20 @@ mod tests {
             ..limits
         };
         assert_eq!(tight.check(3 * MIB as usize), Ok(()));
-        assert!(tight.check(3 * MIB as usize + 1).is_err());
+        let error = tight.check(3 * MIB as usize + 1).unwrap_err();
+        assert!(error.ends_with(" at least 4194306"), "{error}");
+        let least = ServerLimits {
+            max_buffered_bytes: 4_194_306,
+            ..limits
+        };
+        assert_eq!(least.check(3 * MIB as usize + 1), Ok(()));
         // Small bodies may use it all.
         let tiny = ServerLimits {
             max_buffered_bytes: 1000,
             ..limits
         };
         assert_eq!(tiny.check(1000), Ok(()));
+        assert!(tiny.check(1001).unwrap_err().ends_with(" at least 1001"));
         let closed = ServerLimits {
             max_connections: 0,
             ..limits
