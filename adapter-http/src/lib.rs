@@ -38,7 +38,10 @@ pub use client::{ClientOptions, ConnectTo, HttpClient};
 pub use drive::{outbound, retriever};
 pub use metrics::Metrics;
 pub use runtime::{Runtime, TlsTarget};
-pub use server::{DEFAULT_STORAGE_THREADS, Listen, ServeOptions, Shutdown, run};
+pub use server::{
+    DEFAULT_MAX_BUFFERED_BYTES, DEFAULT_MAX_CONNECTIONS, DEFAULT_MAX_CONNECTIONS_PER_IP,
+    DEFAULT_STORAGE_THREADS, Listen, SMALL_BODY_BYTES, ServeOptions, ServerLimits, Shutdown, run,
+};
 pub use task::{Task, spawn_task, timeout};
 pub use tls::{ServerTls, TlsFiles};
 

@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use adapter_http::{Listen, ServeOptions, ServerTls, TlsFiles};
+use adapter_http::{Listen, ServeOptions, ServerLimits, ServerTls, TlsFiles};
 use clap::Args;
 use relay_core::ServerName;
 use relay_core::auth::KeyRing;
@@ -105,6 +105,20 @@ pub(crate) struct ServeArgs {
     /// Request body limit in bytes [default: 4325376, 50 PDUs of 64 KiB plus 1 MiB].
     #[arg(long)]
     max_body_bytes: Option<usize>,
+    /// Most connections open at once, in all; one more is answered 503
+    /// and closed [default: 1024].
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    max_connections: Option<u32>,
+    /// Most connections open at once from one client address (an IPv6
+    /// address's /64); loopback counts too [default: 128].
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    max_connections_per_ip: Option<u32>,
+    /// Most bytes of request bodies held in memory at once, over all
+    /// connections; a body that finds no room within a second is answered
+    /// 503. A quarter is kept for bodies of at most 64 KiB [default:
+    /// 67108864, 64 MiB].
+    #[arg(long, value_name = "N")]
+    max_buffered_bytes: Option<u64>,
     /// Refuse transactions from this origin (repeatable).
     #[arg(long = "deny-origin", value_name = "NAME")]
     #[serde(default)]
@@ -161,6 +175,9 @@ impl ServeArgs {
             database_max_connections,
             min_free_disk_bytes,
             max_body_bytes,
+            max_connections,
+            max_connections_per_ip,
+            max_buffered_bytes,
             max_queue_entries,
             max_queue_bytes,
             max_origin_entries,
@@ -269,6 +286,7 @@ pub(crate) fn serve(args: ServeArgs) -> Result<(), String> {
         crate::net::client_options(&args.tls_ca, &args.connect_to, args.dns_server.as_deref())?;
     let tls = server_tls(&args)?;
     let config = relay_config(&args, server_name, keys::load_or_create(key_path)?)?;
+    let limits = server_limits(&args, config.max_body_bytes)?;
     let (store, shown, storage_threads) = open_store(&args)?;
     let listen = args
         .listen
@@ -287,6 +305,7 @@ pub(crate) fn serve(args: ServeArgs) -> Result<(), String> {
         let options = ServeOptions {
             metrics_listen: args.metrics_listen,
             storage_threads,
+            limits,
             resolver,
             client,
             tls,
@@ -295,6 +314,31 @@ pub(crate) fn serve(args: ServeArgs) -> Result<(), String> {
         adapter_http::run(rt, options, on_listening)
     })?
     .map_err(|e| format!("cannot serve on {listen}: {e}"))
+}
+
+/// What clients can make the relay hold, from the flags; `Err` if the
+/// body budget cannot hold one body of `max_body_bytes`.
+fn server_limits(args: &ServeArgs, max_body_bytes: usize) -> Result<ServerLimits, String> {
+    let d = ServerLimits::default();
+    let count = |n: Option<u32>, default: usize, flag: &str| match n {
+        // The flags' parser refuses 0 too; this is for the TOML file.
+        Some(0) => Err(format!("{flag} must be at least 1")),
+        Some(n) => Ok(usize::try_from(n).unwrap_or(usize::MAX)),
+        None => Ok(default),
+    };
+    let limits = ServerLimits {
+        max_connections: count(args.max_connections, d.max_connections, "--max-connections")?,
+        max_connections_per_ip: count(
+            args.max_connections_per_ip,
+            d.max_connections_per_ip,
+            "--max-connections-per-ip",
+        )?,
+        max_buffered_bytes: args.max_buffered_bytes.unwrap_or(d.max_buffered_bytes),
+    };
+    limits
+        .check(max_body_bytes)
+        .map_err(|e| format!("--max-buffered-bytes: {e} (or lower --max-body-bytes)"))?;
+    Ok(limits)
 }
 
 /// The certificate of `--tls-cert` and `--tls-key`, if given.

@@ -28,7 +28,8 @@ pub enum ErrCode {
     /// 500: the relay failed (storage); nothing was half-done.
     Unknown,
     /// 503 `M_LIMIT_EXCEEDED`: the relay is short of a resource it will get
-    /// back (its disk nearly full); senders treat it as transient.
+    /// back (its disk nearly full, no room for request bodies in memory);
+    /// sent with `Retry-After`, and senders treat it as transient.
     Unavailable,
 }
 
@@ -139,6 +140,8 @@ mod tests {
             String::from_utf8(e.to_json()).unwrap(),
             r#"{"errcode":"M_LIMIT_EXCEEDED","error":"full","retry_after_ms":1500}"#
         );
+        let e = MatrixError::new(ErrCode::Unavailable, "busy");
+        assert_eq!((e.status(), e.code.as_str()), (503, "M_LIMIT_EXCEEDED"));
         let e = MatrixError::new(ErrCode::UnrecognizedMethod, "no");
         assert_eq!((e.status(), e.code.as_str()), (405, "M_UNRECOGNIZED"));
     }

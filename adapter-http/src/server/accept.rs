@@ -12,23 +12,30 @@ use hyper::body::Incoming;
 use hyper::service::service_fn;
 use relay_core::Instant;
 
+use super::limits::ConnectionGate;
+use super::stall::{SEND_STALL_TIMEOUT, StallWatch};
 use crate::Runtime;
 use crate::task::timeout;
 
 /// How long a client may take to send its request headers.
 const HEADER_TIMEOUT: Duration = Duration::from_secs(30);
+/// Most bytes hyper buffers per connection (a request head past it gets
+/// 431): what a connection holds besides its body is bounded, so that
+/// `--max-connections` bounds them all.
+const MAX_CONNECTION_BUFFER: usize = 64 << 10;
 /// How long shutdown waits for requests in flight.
 pub(super) const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// Accepts connections on `listener`, serving each with `service`, until
-/// `shutdown` completes; then asks every connection to finish and waits
-/// for them for at most [`DRAIN_TIMEOUT`]. `false` if some were still
-/// open then. `service` (and what it holds) is dropped once every
-/// connection has ended.
+/// Accepts connections on `listener` as `gate` lets them in, serving each
+/// with `service`, until `shutdown` completes; then asks every connection
+/// to finish and waits for them for at most [`DRAIN_TIMEOUT`]. `false` if
+/// some were still open then. `service` (and what it holds) is dropped
+/// once every connection has ended.
 pub(super) async fn accept_until<R, S, F>(
     rt: &R,
     listener: R::Listener,
     tls: Option<Arc<rustls::ServerConfig>>,
+    gate: ConnectionGate,
     shutdown: impl Future<Output = ()>,
     service: S,
 ) -> bool
@@ -40,7 +47,8 @@ where
     let mut builder = hyper::server::conn::http1::Builder::new();
     builder
         .timer(rt.timer())
-        .header_read_timeout(HEADER_TIMEOUT);
+        .header_read_timeout(HEADER_TIMEOUT)
+        .max_buf_size(MAX_CONNECTION_BUFFER);
     // Closing `stop` asks every connection to finish gracefully; each holds
     // a clone of `open`, so `all_closed` ends when the last one is gone.
     let (stop_tx, stop) = async_channel::bounded::<()>(1);
@@ -64,17 +72,28 @@ where
                 continue;
             }
         };
+        let slot = match gate.admit(peer.ip()) {
+            Ok(slot) => slot,
+            Err(refusal) => {
+                tracing::debug!(%peer, ?refusal, "connection refused");
+                // Over TLS a refusal would cost a handshake: just closed.
+                if tls.is_none() {
+                    gate.refuse(rt, io, refusal);
+                }
+                continue;
+            }
+        };
         let (builder, service, stop, open) =
             (builder.clone(), service.clone(), stop.clone(), open.clone());
         let (rt2, tls) = (rt.clone(), tls.clone());
         rt.spawn(async move {
             let served = match tls {
-                None => serve_connection(&builder, io, service, &stop).await,
+                None => serve_connection(&rt2, &builder, io, service, &stop).await,
                 // The handshake runs here, not in the accept loop, so a slow
                 // client holds up only itself; it gets as long as headers do.
                 Some(config) => {
                     match timeout(&rt2, HEADER_TIMEOUT, R::accept_tls(io, config)).await {
-                        Some(Ok(io)) => serve_connection(&builder, io, service, &stop).await,
+                        Some(Ok(io)) => serve_connection(&rt2, &builder, io, service, &stop).await,
                         Some(Err(e)) => Err(format!("TLS handshake failed: {e}")),
                         None => Err("TLS handshake timed out".to_owned()),
                     }
@@ -83,7 +102,7 @@ where
             if let Err(e) = served {
                 tracing::debug!(%peer, error = %e, "connection ended with an error");
             }
-            drop(open);
+            drop((slot, open));
         });
     }
     drop(listener);
@@ -96,31 +115,54 @@ where
 }
 
 /// Serves HTTP/1.1 on one connection until it ends, or finishes it
-/// gracefully once `stop` closes.
-async fn serve_connection<I, S, F>(
+/// gracefully once `stop` closes; ends it when a response has waited
+/// [`SEND_STALL_TIMEOUT`] for the client to take any of it.
+async fn serve_connection<R, I, S, F>(
+    rt: &R,
     builder: &hyper::server::conn::http1::Builder,
     io: I,
     service: S,
     stop: &async_channel::Receiver<()>,
 ) -> Result<(), String>
 where
+    R: Runtime,
     I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
     S: Fn(hyper::Request<Incoming>) -> F + Send + Sync + 'static,
     F: Future<Output = Result<hyper::Response<Full<Bytes>>, Infallible>> + Send + 'static,
 {
+    let (io, stalled) = StallWatch::new(io);
     let conn = builder.serve_connection(io, service_fn(service));
     let mut conn = pin!(conn);
-    let first = futures_lite::future::or(async { Some(conn.as_mut().await) }, async {
-        let _ = stop.recv().await;
-        None
-    })
-    .await;
-    let result = match first {
-        Some(result) => result,
-        None => {
+    let stop_or_stall = futures_lite::future::or(
+        async {
+            let _ = stop.recv().await;
+            Ended::Stop
+        },
+        async {
+            stalled.wait(rt).await;
+            Ended::Stalled
+        },
+    );
+    let first =
+        futures_lite::future::or(async { Ended::Served(conn.as_mut().await) }, stop_or_stall).await;
+    match first {
+        Ended::Served(result) => result.map_err(|e| e.to_string()),
+        Ended::Stalled => Err(format!(
+            "closed: the client took none of the response for {SEND_STALL_TIMEOUT:?}"
+        )),
+        Ended::Stop => {
             conn.as_mut().graceful_shutdown();
-            conn.await
+            conn.await.map_err(|e| e.to_string())
         }
-    };
-    result.map_err(|e| e.to_string())
+    }
+}
+
+/// What ended [`serve_connection`]'s first wait.
+enum Ended {
+    /// The connection, with this result.
+    Served(Result<(), hyper::Error>),
+    /// Shutdown.
+    Stop,
+    /// A response the client did not take.
+    Stalled,
 }

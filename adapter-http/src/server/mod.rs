@@ -1,10 +1,14 @@
 //! The relay server: starting it ([`run`]), accepting connections
-//! (`accept`), turning HTTP into core requests and back (`request`), and
-//! picking up renewed certificates (`reload`).
+//! (`accept`), bounding what clients hold at once (`limits`) and for how
+//! long a response waits for its client (`stall`), turning HTTP into core
+//! requests and back (`request`), and picking up renewed certificates
+//! (`reload`).
 
 mod accept;
+mod limits;
 mod reload;
 mod request;
+mod stall;
 
 use std::future::Future;
 use std::io;
@@ -19,6 +23,11 @@ use relay_core::resolve::Resolver;
 use relay_store::QueueStore;
 
 use self::accept::{DRAIN_TIMEOUT, accept_until};
+use self::limits::{BodyBudget, ConnectionGate};
+pub use self::limits::{
+    DEFAULT_MAX_BUFFERED_BYTES, DEFAULT_MAX_CONNECTIONS, DEFAULT_MAX_CONNECTIONS_PER_IP,
+    SMALL_BODY_BYTES, ServerLimits,
+};
 use self::reload::spawn_reloader;
 use self::request::handle_http;
 use crate::Runtime;
@@ -40,6 +49,9 @@ pub const DEFAULT_STORAGE_THREADS: usize = 32;
 /// Storage calls waiting for a thread at most; past it, a call waits for
 /// room.
 const STORAGE_QUEUE: usize = 256;
+/// Most connections open at once to the metrics listener (and from one
+/// address): it is for the operator's scraper.
+const METRICS_MAX_CONNECTIONS: usize = 64;
 
 /// Where the relay listens.
 pub enum Listen<L> {
@@ -67,6 +79,8 @@ pub struct ServeOptions<R: Runtime> {
     pub metrics_listen: Option<SocketAddr>,
     /// The relay's configuration.
     pub config: RelayConfig,
+    /// What clients can make the relay hold at once.
+    pub limits: ServerLimits,
     /// The queue storage.
     pub store: Arc<dyn QueueStore>,
     /// Threads that run the store's calls (inserts, fetches, the metrics
@@ -98,6 +112,7 @@ impl<R: Runtime> ServeOptions<R> {
             listen,
             metrics_listen: None,
             config,
+            limits: ServerLimits::default(),
             store,
             storage_threads: DEFAULT_STORAGE_THREADS,
             resolver: Resolver::default(),
@@ -112,7 +127,9 @@ impl<R: Runtime> ServeOptions<R> {
 /// accepting, lets requests in flight finish (for at most 30 s), stops the
 /// driver, and returns. `on_listening` is called once with the bound
 /// address, after the signal handlers (if any) are installed and the
-/// metrics listener (if any) is bound and logged.
+/// metrics listener (if any) is bound and logged. `Err` at once if
+/// `options.limits` do not [`check`](ServerLimits::check) against the
+/// configured body limit.
 pub async fn run<R: Runtime>(
     runtime: R,
     options: ServeOptions<R>,
@@ -122,6 +139,7 @@ pub async fn run<R: Runtime>(
         listen,
         metrics_listen,
         config,
+        limits,
         store,
         storage_threads,
         resolver,
@@ -130,6 +148,9 @@ pub async fn run<R: Runtime>(
         shutdown,
     } = options;
     let storage = ThreadPool::new("relay-storage", storage_threads, STORAGE_QUEUE);
+    limits
+        .check(config.max_body_bytes)
+        .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
     // Handlers first: a signal that arrives as soon as the address is
     // announced must already mean "shut down gracefully".
     let (shutdown, hangups) = stop_signals(&runtime, shutdown)?;
@@ -177,20 +198,16 @@ pub async fn run<R: Runtime>(
         )
     });
     let tls = tls.map(|tls| tls.config());
+    let settings = Settings {
+        config,
+        limits,
+        tls,
+    };
     let stop = async move {
         shutdown.await;
         drop(stop);
     };
-    let served = serve(
-        listener,
-        config,
-        (store, storage),
-        client,
-        metrics,
-        tls,
-        stop,
-    )
-    .await;
+    let served = serve(listener, settings, (store, storage), client, metrics, stop).await;
     if let Some(task) = metrics_task {
         let _ = task.await;
     }
@@ -222,28 +239,42 @@ fn stop_signals<R: Runtime>(
     }
 }
 
-/// Serves the relay on `listener` (on `client`'s runtime), counting into
-/// `metrics`, over TLS with `tls`, until `shutdown` completes, then drains
+/// How the relay is served: its configuration, limits and TLS.
+struct Settings {
+    config: RelayConfig,
+    limits: ServerLimits,
+    tls: Option<Arc<rustls::ServerConfig>>,
+}
+
+/// Serves the relay on `listener` (on `client`'s runtime) as `settings`
+/// say, counting into `metrics`, until `shutdown` completes, then drains
 /// requests in flight (for at most 30 s) and stops the driver.
 async fn serve<R: Runtime>(
     listener: R::Listener,
-    config: RelayConfig,
+    settings: Settings,
     (store, storage): (Arc<dyn QueueStore>, ThreadPool),
     client: HttpClient<R>,
     metrics: Arc<Metrics>,
-    tls: Option<Arc<rustls::ServerConfig>>,
     shutdown: impl Future<Output = ()>,
 ) -> io::Result<()> {
+    let Settings {
+        config,
+        limits,
+        tls,
+    } = settings;
     let rt = client.runtime().clone();
     let relay = Relay::new(config);
     let max_body = relay.max_body_bytes();
     let (handle, driver_task) = driver::spawn(relay, store, storage, client, metrics.clone());
+    let budget = BodyBudget::new(limits.max_buffered_bytes);
+    let gate = ConnectionGate::new(limits.max_connections, limits.max_connections_per_ip);
     let rt2 = rt.clone();
     let service = move |req: hyper::Request<Incoming>| {
         let (handle, rt, metrics) = (handle.clone(), rt2.clone(), metrics.clone());
-        async move { Ok(handle_http(&rt, &handle, &metrics, req, max_body).await) }
+        let budget = budget.clone();
+        async move { Ok(handle_http(&rt, &handle, &metrics, &budget, req, max_body).await) }
     };
-    if !accept_until(&rt, listener, tls, shutdown, service).await {
+    if !accept_until(&rt, listener, tls, gate, shutdown, service).await {
         tracing::warn!("requests still in flight after {DRAIN_TIMEOUT:?}; stopping anyway");
         return Ok(());
     }
@@ -266,7 +297,8 @@ async fn serve_metrics<R: Runtime>(
         let (storage, metrics, store) = (storage.clone(), metrics.clone(), store.clone());
         async move { crate::metrics::handle_scrape(&storage, &metrics, &store, req).await }
     };
-    if !accept_until(&rt, listener, None, shutdown, service).await {
+    let gate = ConnectionGate::new(METRICS_MAX_CONNECTIONS, METRICS_MAX_CONNECTIONS);
+    if !accept_until(&rt, listener, None, gate, shutdown, service).await {
         tracing::warn!("metrics scrapes still in flight after {DRAIN_TIMEOUT:?}");
     }
 }

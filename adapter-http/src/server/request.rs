@@ -10,6 +10,7 @@ use hyper::header::{AUTHORIZATION, CONTENT_LENGTH, CONTENT_TYPE, HeaderValue, RE
 use relay_core::relay::{Request, RequestBody, Response};
 use relay_core::{ErrCode, Instant, MatrixError};
 
+use super::limits::BodyBudget;
 use crate::Runtime;
 use crate::drive::relay::DriverHandle;
 use crate::metrics::{Metrics, RouteLabel};
@@ -23,12 +24,13 @@ pub(super) async fn handle_http<R: Runtime>(
     rt: &R,
     driver: &DriverHandle,
     metrics: &Metrics,
+    budget: &BodyBudget,
     req: hyper::Request<Incoming>,
     max_body: usize,
 ) -> hyper::Response<Full<Bytes>> {
     let started = Instant::now();
     let route = RouteLabel::of(req.method().as_str(), req.uri().path());
-    let response = answer(rt, driver, req, max_body).await;
+    let response = answer(rt, driver, budget, req, max_body).await;
     metrics.observe_request(route, response.status().as_u16(), started.elapsed());
     response
 }
@@ -36,6 +38,7 @@ pub(super) async fn handle_http<R: Runtime>(
 async fn answer<R: Runtime>(
     rt: &R,
     driver: &DriverHandle,
+    budget: &BodyBudget,
     req: hyper::Request<Incoming>,
     max_body: usize,
 ) -> hyper::Response<Full<Bytes>> {
@@ -55,6 +58,11 @@ async fn answer<R: Runtime>(
         .get(CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok()?.parse::<u64>().ok())
         .is_some_and(|n| n > max_body as u64);
+    // Room for the body before any of it is read, kept until the answer.
+    let _room = match budget.reserve(rt, &body, max_body).await {
+        Ok(room) => room,
+        Err(busy) => return busy,
+    };
     let body = if declared_too_large {
         RequestBody::TooLarge
     } else {

@@ -97,7 +97,7 @@ pub struct Response {
     pub status: u16,
     /// JSON body.
     pub body: Vec<u8>,
-    /// For 429: the `Retry-After` header, in seconds.
+    /// For 429 and 503: the `Retry-After` header, in seconds.
     pub retry_after_secs: Option<u64>,
 }
 
@@ -110,8 +110,8 @@ impl Response {
         }
     }
 
-    /// The response carrying `e`: its status, JSON body and, for a 429,
-    /// `Retry-After`. Also for errors the adapter answers itself (a body
+    /// The response carrying `e`: its status, JSON body and, where it says
+    /// how long to wait, `Retry-After`. Also for errors the adapter answers itself (a body
     /// that took too long, a relay shutting down).
     pub fn error(e: &MatrixError) -> Self {
         Self {
