@@ -390,6 +390,7 @@ impl Relay {
                         target: "/_matrix/key/v2/server".to_owned(),
                         authorization: String::new(),
                         body: Vec::new(),
+                        max_response_bytes: server_keys::MAX_KEY_DOCUMENT_BYTES,
                     },
                 });
                 self.awaiting_keys.insert(server, vec![(id, request)]);
