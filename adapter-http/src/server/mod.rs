@@ -202,12 +202,11 @@ async fn serve<R: Runtime>(
 ) -> io::Result<()> {
     let rt = client.runtime().clone();
     let relay = Relay::new(config);
-    let max_body = relay.max_body_bytes();
     let (handle, driver_task) = driver::spawn(relay, store, client, metrics.clone());
     let rt2 = rt.clone();
     let service = move |req: hyper::Request<Incoming>| {
         let (handle, rt, metrics) = (handle.clone(), rt2.clone(), metrics.clone());
-        async move { Ok(handle_http(&rt, &handle, &metrics, req, max_body).await) }
+        async move { Ok(handle_http(&rt, &handle, &metrics, req).await) }
     };
     if !accept_until(&rt, listener, tls, shutdown, service).await {
         tracing::warn!("requests still in flight after {DRAIN_TIMEOUT:?}; stopping anyway");
