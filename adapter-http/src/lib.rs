@@ -3,7 +3,8 @@
 //! trait.
 //!
 //! - [`run`]: the one way to start a relay server: HTTP to
-//!   [`relay_core::relay::Request`] and back, the accept loop and graceful
+//!   [`relay_core::relay::RequestHead`] (and the body, read and checked
+//!   only when the core asks) and back, the accept loop and graceful
 //!   shutdown, and the task driving the [`Relay`](relay_core::relay::Relay)
 //!   machine; [`metrics`]: what it counts, served on a listener of its own.
 //! - [`HttpClient`]: server discovery, sending, timeouts, TLS and

@@ -136,6 +136,7 @@ fn get(server: &str) -> OutgoingRequest {
         target: VERSION.to_owned(),
         authorization: String::new(),
         body: Vec::new(),
+        max_response_bytes: relay_core::http::DEFAULT_MAX_RESPONSE_BYTES,
     }
 }
 

@@ -47,6 +47,7 @@ fn get(server: &str) -> OutgoingRequest {
         target: "/_matrix/federation/v1/version".to_owned(),
         authorization: String::new(),
         body: Vec::new(),
+        max_response_bytes: relay_core::http::DEFAULT_MAX_RESPONSE_BYTES,
     }
 }
 

@@ -27,6 +27,7 @@ fn get(server: &str, target: &str) -> OutgoingRequest {
         target: target.to_owned(),
         authorization: String::new(),
         body: Vec::new(),
+        max_response_bytes: relay_core::http::DEFAULT_MAX_RESPONSE_BYTES,
     }
 }
 

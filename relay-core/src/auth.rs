@@ -262,13 +262,9 @@ pub fn parse_authorization<'a>(
     })
 }
 
-/// Verification steps 4 and 5: resolves the claimed key and checks the
-/// signature over the request as received (`uri` raw, `content` the parsed
-/// body when the body is non-empty).
-///
-/// A key ID of another algorithm than ed25519 is an unknown key; a signature
-/// that is not base64 of 64 bytes, or a `content` without a canonical form,
-/// is a bad signature.
+/// Verification steps 4 and 5: resolves the claimed key
+/// ([`resolve_key`]) and checks the signature over the request as received
+/// ([`verify_signature`]).
 pub fn verify_claimed(
     claimed: &Claimed,
     our_name: &ServerName,
@@ -278,6 +274,17 @@ pub fn verify_claimed(
     keys: &impl KeyLookup,
     at: UnixMillis,
 ) -> Result<(), AuthError> {
+    let key = resolve_key(claimed, keys, at)?;
+    verify_signature(claimed, &key, our_name, method, uri, content)
+}
+
+/// Verification step 4: the claimed key, if known at `at`. A key ID of
+/// another algorithm than ed25519 is an unknown key.
+pub fn resolve_key(
+    claimed: &Claimed,
+    keys: &impl KeyLookup,
+    at: UnixMillis,
+) -> Result<VerifyKey, AuthError> {
     let unknown = || AuthError::UnknownKey {
         origin: claimed.origin.clone(),
         key_id: claimed.key_id.clone(),
@@ -285,9 +292,24 @@ pub fn verify_claimed(
     if claimed.key_id.algorithm() != "ed25519" {
         return Err(unknown());
     }
-    let key = keys
-        .verify_key(&claimed.origin, &claimed.key_id, at)
-        .ok_or_else(unknown)?;
+    keys.verify_key(&claimed.origin, &claimed.key_id, at)
+        .ok_or_else(unknown)
+}
+
+/// Verification step 5: checks the signature by `key` over the request as
+/// received (`uri` raw, `content` the parsed body when the body is
+/// non-empty).
+///
+/// A signature that is not base64 of 64 bytes, or a `content` without a
+/// canonical form, is a bad signature.
+pub fn verify_signature(
+    claimed: &Claimed,
+    key: &VerifyKey,
+    our_name: &ServerName,
+    method: &str,
+    uri: &str,
+    content: Option<&Value>,
+) -> Result<(), AuthError> {
     let bad = || AuthError::BadSignature {
         origin: claimed.origin.clone(),
         key_id: claimed.key_id.clone(),

@@ -7,6 +7,10 @@
 
 use crate::id::ServerName;
 
+/// The answer limit of a request that names no smaller one: a `relay_txn`
+/// answer holds up to 50 PDUs.
+pub const DEFAULT_MAX_RESPONSE_BYTES: usize = 16 << 20;
+
 /// A signed federation request to send.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OutgoingRequest {
@@ -20,6 +24,9 @@ pub struct OutgoingRequest {
     pub authorization: String,
     /// The JSON body; empty for none.
     pub body: Vec<u8>,
+    /// Largest answer body to read: one declaring more, or sending more
+    /// while it is read, is a failed request.
+    pub max_response_bytes: usize,
 }
 
 /// How a request ended.

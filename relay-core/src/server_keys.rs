@@ -7,12 +7,20 @@ use serde_json::{Map, Value, json};
 
 use crate::canonical::CanonicalJsonError;
 use crate::id::{KeyId, ServerName};
-use crate::signing::{SigningKey, VerifyKey, sign_json, verify_json};
+use crate::signing::{SigningKey, VerifyKey, sign_json, verify_json_by_any};
 use crate::time::UnixMillis;
 
 /// Longest a fetched key is trusted, whatever `valid_until_ts` says (a spec
 /// MUST).
 pub const MAX_KEY_CACHE_MS: u64 = 7 * 24 * 60 * 60 * 1000;
+
+/// Largest fetched key document read, in bytes: a server publishes one or
+/// two keys in well under a kilobyte.
+pub const MAX_KEY_DOCUMENT_BYTES: usize = 64 * 1024;
+
+/// Most `verify_keys` a fetched document may list; one listing more is
+/// refused.
+pub const MAX_VERIFY_KEYS: usize = 32;
 
 /// The key document of `server_name`, signed with `key`, valid until
 /// `valid_until`.
@@ -61,16 +69,30 @@ pub enum KeyDocError {
     /// `valid_until_ts` is in the past.
     #[error("the document expired")]
     Expired,
+    /// Over [`MAX_KEY_DOCUMENT_BYTES`].
+    #[error("the document is over {MAX_KEY_DOCUMENT_BYTES} bytes")]
+    TooLarge,
+    /// Over [`MAX_VERIFY_KEYS`] keys in `verify_keys`.
+    #[error("the document lists more than {MAX_VERIFY_KEYS} keys")]
+    TooManyKeys,
 }
 
-/// Checks a key document fetched from `server` at `now`: its
+/// Checks a key document fetched from `server` at `now`: its size, its
 /// `server_name`, its self-signature by one of its `verify_keys`, and its
 /// validity. Keys with other algorithms are ignored.
+///
+/// Implementation note: the cost is bounded by the document, not by what
+/// it claims: at most [`MAX_KEY_DOCUMENT_BYTES`] are parsed, at most
+/// [`MAX_VERIFY_KEYS`] keys are considered, the document is canonicalised
+/// once and each key's signature checked once.
 pub fn check_document(
     body: &[u8],
     server: &ServerName,
     now: UnixMillis,
 ) -> Result<FetchedKeys, KeyDocError> {
+    if body.len() > MAX_KEY_DOCUMENT_BYTES {
+        return Err(KeyDocError::TooLarge);
+    }
     let doc: Value = serde_json::from_slice(body).map_err(|_| KeyDocError::Shape("not JSON"))?;
     let name = doc
         .get("server_name")
@@ -90,6 +112,9 @@ pub fn check_document(
         .get("verify_keys")
         .and_then(Value::as_object)
         .ok_or(KeyDocError::Shape("no verify_keys"))?;
+    if listed.len() > MAX_VERIFY_KEYS {
+        return Err(KeyDocError::TooManyKeys);
+    }
     let mut keys = HashMap::new();
     for (id, entry) in listed {
         let Ok(key_id) = KeyId::parse(id) else {
@@ -106,12 +131,7 @@ pub fn check_document(
             keys.insert(key_id, key);
         }
     }
-    let self_signed = keys
-        .iter()
-        .any(|(id, key)| verify_json(server.as_str(), id, key, &doc).is_ok());
-    if !self_signed {
-        return Err(KeyDocError::NotSelfSigned);
-    }
+    verify_json_by_any(server.as_str(), &keys, &doc).map_err(|_| KeyDocError::NotSelfSigned)?;
     Ok(FetchedKeys {
         keys,
         expires: UnixMillis(valid_until.min(now.0.saturating_add(MAX_KEY_CACHE_MS))),
@@ -176,6 +196,26 @@ mod tests {
         forged["verify_keys"] = doc["verify_keys"].clone();
         forged["signatures"] = document(&name, &stranger, valid).unwrap()["signatures"].clone();
         assert_eq!(check(&forged, &name), Err(KeyDocError::NotSelfSigned));
+        // More keys than considered, each with a (bogus) signature: refused
+        // before any is checked.
+        let mut crowded = doc.clone();
+        for i in 0..MAX_VERIFY_KEYS {
+            let id = format!("ed25519:x{i}");
+            crowded["verify_keys"][&id] = json!({"key": key.verify_key().to_base64()});
+            crowded["signatures"]["keys.example"][&id] = json!("AAAA");
+        }
+        sign_json("keys.example", &key, &mut crowded).unwrap();
+        assert_eq!(check(&crowded, &name), Err(KeyDocError::TooManyKeys));
+        // As many as considered: the one good signature among them counts.
+        crowded["verify_keys"]
+            .as_object_mut()
+            .unwrap()
+            .remove("ed25519:x0");
+        sign_json("keys.example", &key, &mut crowded).unwrap();
+        assert_eq!(check(&crowded, &name).unwrap().keys.len(), MAX_VERIFY_KEYS);
+        let mut padded = doc.clone();
+        padded["pad"] = json!("x".repeat(MAX_KEY_DOCUMENT_BYTES));
+        assert_eq!(check(&padded, &name), Err(KeyDocError::TooLarge));
         let mut no_keys = doc;
         no_keys.as_object_mut().unwrap().remove("verify_keys");
         assert_eq!(

@@ -194,14 +194,42 @@ pub fn verify_json(
     key: &VerifyKey,
     value: &Value,
 ) -> Result<(), VerifyError> {
-    let sig = value
-        .get("signatures")
-        .and_then(|s| s.get(entity))
-        .and_then(|s| s.get(key_id.as_str()))
-        .ok_or(VerifyError::Missing)?;
-    let sig = sig.as_str().ok_or(VerifyError::Malformed)?;
-    let signed = to_canonical_string_for_signing(value)?;
-    key.verify(signed.as_bytes(), sig)
+    verify_json_by_any(entity, [(key_id, key)], value)
+}
+
+/// Checks `entity`'s signatures on `value` by each of `keys` in turn, until
+/// one verifies. The error is the last key's: [`VerifyError::Missing`] if
+/// none of them signed.
+///
+/// Implementation note: the signing form is computed once, and only when a
+/// signature is there to check, so the work is one canonicalisation of
+/// `value` plus one signature check per key, however many keys there are.
+pub fn verify_json_by_any<'k>(
+    entity: &str,
+    keys: impl IntoIterator<Item = (&'k KeyId, &'k VerifyKey)>,
+    value: &Value,
+) -> Result<(), VerifyError> {
+    let signatures = value.get("signatures").and_then(|s| s.get(entity));
+    let mut signed: Option<String> = None;
+    let mut last = VerifyError::Missing;
+    for (key_id, key) in keys {
+        let Some(sig) = signatures.and_then(|s| s.get(key_id.as_str())) else {
+            continue;
+        };
+        let Some(sig) = sig.as_str() else {
+            last = VerifyError::Malformed;
+            continue;
+        };
+        let signed = match &signed {
+            Some(signed) => signed,
+            None => signed.insert(to_canonical_string_for_signing(value)?),
+        };
+        match key.verify(signed.as_bytes(), sig) {
+            Ok(()) => return Ok(()),
+            Err(e) => last = e,
+        }
+    }
+    Err(last)
 }
 
 #[cfg(test)]
@@ -308,6 +336,31 @@ mod tests {
             verify_json("domain", &k1, &vk, &float),
             Err(VerifyError::Canonical(CanonicalJsonError::BadNumber(_)))
         ));
+    }
+
+    #[test]
+    fn verify_json_by_any_key() {
+        let key = spec_key();
+        let mut value = json!({"one": 1});
+        sign_json("domain", &key, &mut value).unwrap();
+        let good = (key_id("ed25519:1"), key.verify_key());
+        let other = (
+            key_id("ed25519:2"),
+            SigningKey::from_seed(key_id("ed25519:2"), [7; 32]).verify_key(),
+        );
+        let unsigned = (key_id("ed25519:3"), other.1);
+        let check = |keys: &[&(KeyId, VerifyKey)], value: &Value| {
+            verify_json_by_any("domain", keys.iter().map(|(id, k)| (id, k)), value)
+        };
+        assert_eq!(check(&[&unsigned, &good], &value), Ok(()));
+        assert_eq!(check(&[&unsigned], &value), Err(VerifyError::Missing));
+        assert_eq!(check(&[], &value), Err(VerifyError::Missing));
+        // A signature under another key's ID does not verify with this key.
+        value["signatures"]["domain"]["ed25519:2"] =
+            value["signatures"]["domain"]["ed25519:1"].clone();
+        assert_eq!(check(&[&other], &value), Err(VerifyError::Mismatch));
+        assert_eq!(check(&[&other, &good], &value), Ok(()));
+        assert_eq!(check(&[&good, &other], &value), Ok(()));
     }
 
     #[test]

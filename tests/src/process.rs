@@ -312,6 +312,23 @@ impl RelayProcess {
         self.child.as_ref().map(Child::id)
     }
 
+    /// The CPU time it has used so far (user and system, all threads),
+    /// from `/proc/<pid>/stat`, to the clock tick (usually 10 ms).
+    pub fn cpu_time(&self) -> Duration {
+        let pid = self.pid().expect("the relay is running");
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("read its stat");
+        // Fields after the command name, which is in parentheses and may
+        // hold spaces: state is field 3, utime and stime fields 14 and 15.
+        let after_name = &stat[stat.rfind(')').expect("a stat line") + 2..];
+        let fields: Vec<&str> = after_name.split_whitespace().collect();
+        let ticks: u64 =
+            fields[11].parse::<u64>().expect("utime") + fields[12].parse::<u64>().expect("stime");
+        // SAFETY: sysconf(3) has no memory-safety preconditions.
+        let per_second = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+        let per_second = u64::try_from(per_second).expect("a clock tick rate");
+        Duration::from_millis(ticks * 1000 / per_second)
+    }
+
     /// Lines it printed to stdout so far (since the first start).
     pub fn stdout_lines(&self) -> Vec<String> {
         self.stdout.lock().map(|l| l.clone()).unwrap_or_default()

@@ -188,3 +188,37 @@ fn draining_while_writers_write_loses_nothing() {
     assert_eq!(expected.len(), 8 * PER_WRITER);
     check_exactly_once(DESTS[0], &got, &expected);
 }
+
+/// More requests at once than the relay's driver queues (256): their
+/// connections wait for room, storage results still come back (they have
+/// a queue of their own), and every request is answered and stored.
+#[test]
+fn more_requests_at_once_than_the_driver_queues_are_all_answered() {
+    const CLIENTS: usize = 320;
+    let origin = Server::named("o0.example");
+    let dest = Server::named(DESTS[0]);
+    let relay = relay_for(std::slice::from_ref(&origin), std::slice::from_ref(&dest));
+    let addr = relay.addr();
+    let start = Arc::new(std::sync::Barrier::new(CLIENTS));
+    let handles: Vec<_> = (0..CLIENTS)
+        .map(|i| {
+            let marker = format!("c{i:03}-000");
+            let target = send_relay_path(&marker, &dest.user("me"));
+            let body = serde_json::to_vec(&txn_body(origin.name(), &marker)).expect("serialise");
+            let request = signed_request(&origin, RELAY_NAME, "PUT", &target, &body);
+            let start = Arc::clone(&start);
+            thread::spawn(move || {
+                start.wait();
+                let resp = request.send(addr);
+                assert_eq!(resp.status, 200, "{marker}:\n{resp:?}");
+                marker
+            })
+        })
+        .collect();
+    let expected: BTreeSet<String> = handles
+        .into_iter()
+        .map(|h| h.join().expect("client thread"))
+        .collect();
+    let pulled = drain(&relay, &dest, &dest.user("me"));
+    check_exactly_once(dest.name(), &pulled, &expected);
+}

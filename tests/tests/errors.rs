@@ -586,8 +586,9 @@ fn unknown_paths_are_404_and_wrong_methods_405_m_unrecognized() {
 
 // ------------------------------------------------------------ order of checks
 
-/// PROTOCOL §3: header (401) → destination (401) → body parses (400
-/// M_NOT_JSON) → key (401) → signature (401) → policy (403) → content (400).
+/// PROTOCOL §3 (amended): header (401) → destination (401) → key (401) →
+/// body parses (400 M_NOT_JSON) → signature (401) → policy (403) → content
+/// (400).
 #[test]
 fn checks_come_in_protocol_order() {
     let origin = Server::origin_example();
@@ -629,10 +630,10 @@ fn checks_come_in_protocol_order() {
             errcode: "M_UNAUTHORIZED",
         },
         Case {
-            what: "a body that is not JSON beats an unknown key",
+            what: "an unknown key beats a body that is not JSON",
             req: signed(&stranger, RELAY_NAME, "PUT", &put("o3", ALICE), not_json),
-            status: 400,
-            errcode: "M_NOT_JSON",
+            status: 401,
+            errcode: "M_UNAUTHORIZED",
         },
         Case {
             what: "a body that is not JSON beats a bad signature",

@@ -141,3 +141,76 @@ fn an_unreachable_key_server_is_401() {
     )
     .assert_error(401, "M_UNAUTHORIZED");
 }
+
+/// A key document of `server` (valid for an hour, self-signed) listing
+/// `extra` more keys, each with a signature that does not verify.
+fn crowded_document_of(server: &Server, extra: usize) -> String {
+    let mut doc: serde_json::Value =
+        serde_json::from_str(&document_of(server, 3_600_000)).expect("a document");
+    let bogus = "A".repeat(86);
+    for i in 0..extra {
+        let id = format!("ed25519:k{i}");
+        doc["verify_keys"][&id] = serde_json::json!({"key": server.public_key_base64()});
+        doc["signatures"][server.name()][&id] = serde_json::json!(bogus);
+    }
+    doc.to_string()
+}
+
+/// The CPU time (user and system) `relay` spends answering `request`.
+fn cpu_spent(relay: &RelayProcess, request: impl FnOnce()) -> std::time::Duration {
+    let before = relay.cpu_time();
+    request();
+    relay.cpu_time().saturating_sub(before)
+}
+
+/// Whatever a key server answers, the relay reads at most 64 KiB of it,
+/// considers at most 32 keys, canonicalises the document once and checks
+/// each signature once: a document of thousands of keys with bogus
+/// signatures, or of 10 MiB, costs it a few milliseconds of CPU, and the
+/// request it was fetched for gets 401.
+#[test]
+fn key_documents_cost_little_whatever_their_size() {
+    let good = Server::named("good.example");
+    let many = Server::named("many.example");
+    let crowded = Server::named("crowded.example");
+    let huge = Server::named("huge.example");
+    let mut padded: serde_json::Value =
+        serde_json::from_str(&document_of(&huge, 3_600_000)).expect("a document");
+    padded["pad"] = serde_json::json!("x".repeat(10 << 20));
+    let under_the_size_limit = crowded_document_of(&crowded, 330);
+    assert!(under_the_size_limit.len() < server_keys::MAX_KEY_DOCUMENT_BYTES);
+    let stubs = [
+        (&good, document_of(&good, 3_600_000)),
+        (&many, crowded_document_of(&many, 4_000)),
+        (&crowded, under_the_size_limit),
+        (&huge, padded.to_string()),
+    ]
+    .map(|(server, doc)| (server, StubServer::always(Reply::Json(200, doc))));
+    let mut builder = RelayProcess::builder()
+        .serve_for(DEST_NAME)
+        .arg("--fetch-keys");
+    for (server, stub) in &stubs {
+        builder = builder.args(["--resolve", &format!("{}={}", server.name(), stub.url())]);
+    }
+    let relay = builder.start();
+    // The first fetch (and connection) of the relay's client, as a baseline.
+    store(&relay, &good, "t0", "@bob:dest.example", "warm");
+    for (server, stub) in &stubs[1..] {
+        let spent = cpu_spent(&relay, || {
+            put_txn(
+                &relay,
+                server,
+                "t1",
+                "@bob:dest.example",
+                &txn_body(server.name(), "x"),
+            )
+            .assert_error(401, "M_UNAUTHORIZED");
+        });
+        assert_eq!(stub.count(), 1, "{}'s keys were asked for", server.name());
+        assert!(
+            spent < std::time::Duration::from_millis(50),
+            "{}: {spent:?} of CPU",
+            server.name()
+        );
+    }
+}

@@ -46,7 +46,9 @@ impl Sampler {
         let (stop2, most2) = (stop.clone(), most.clone());
         let thread = thread::spawn(move || {
             while !stop2.load(Ordering::SeqCst) {
-                let Some(threads) = threads_of(pid) else { break };
+                let Some(threads) = threads_of(pid) else {
+                    break;
+                };
                 most2.fetch_max(threads, Ordering::SeqCst);
                 thread::sleep(Duration::from_millis(20));
             }
@@ -82,7 +84,12 @@ fn key_fetches_that_hang_in_dns_hold_few_threads_and_storage_still_answers() {
         .serve_for(dest.name())
         .args(["--fetch-keys", "--dns-server", &dns.addr().to_string()])
         // The flood comes from one address, past the default caps.
-        .args(["--max-connections", "2000", "--max-connections-per-ip", "2000"])
+        .args([
+            "--max-connections",
+            "2000",
+            "--max-connections-per-ip",
+            "2000",
+        ])
         .start();
     let pid = relay.pid().expect("the relay runs");
     // Signed before the clock starts: the flood arrives at once.

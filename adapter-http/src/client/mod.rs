@@ -44,8 +44,6 @@ use pool::{Exchange, ExchangeError, Pool};
 
 /// Default time a whole request (connect, send, read the answer) may take.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
-/// Largest response body read (a relay_txn answer holds up to 50 PDUs).
-pub const MAX_RESPONSE_BYTES: usize = 16 << 20;
 /// Most discoveries of uncached servers under way at once, per client;
 /// past it, a request waits for one to end, within its own time limit.
 pub const MAX_DISCOVERIES: usize = 64;
@@ -193,7 +191,7 @@ impl<R: Runtime> HttpClient<R> {
                 target: &request.target,
                 headers: headers.clone(),
                 body: body.clone(),
-                max_body: MAX_RESPONSE_BYTES,
+                max_body: request.max_response_bytes,
             };
             let tried = match self.exchange(&endpoint, exchange, connect_within).await {
                 Ok(a) => {

@@ -9,6 +9,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::StatusCode;
+use hyper::body::Body as _;
 use hyper::client::conn::http1::{self, SendRequest};
 use hyper::header::{HOST, HeaderMap, HeaderValue};
 use relay_core::Instant;
@@ -247,6 +248,12 @@ impl<R: Runtime> HttpClient<R> {
             }
         };
         let (parts, body) = response.into_parts();
+        // An answer declaring more than the limit is refused unread.
+        if body.size_hint().lower() > max_body as u64 {
+            return Err(ExchangeError::Other(format!(
+                "{url}: the answer is over {max_body} bytes"
+            )));
+        }
         match Limited::new(body, max_body).collect().await {
             Ok(body) => {
                 self.put_idle(key, sender);

@@ -1,48 +1,94 @@
 //! The task that owns the [`Relay`] machine and drives it.
+//!
+//! Implementation note: connections reach the task through a bounded
+//! queue, so a flood of requests waits at its connections rather than in
+//! memory here; storage results and key fetches come back on a queue of
+//! their own, unbounded (there is at most one per operation in flight),
+//! so a full request queue never holds them up. The task does O(1) work
+//! per event: bodies and key documents are checked by the connection or
+//! the fetch that brought them, on any executor thread.
 
 use std::collections::HashMap;
+use std::ops::ControlFlow;
 use std::sync::Arc;
 
 use futures_channel::oneshot;
-use relay_core::Instant;
-use relay_core::http::HttpOutcome;
-use relay_core::relay::{OpId, Output, Relay, Request, RequestId, Response};
-use relay_core::store::{InsertOutcome, QueuedEntry, StoreError};
+use relay_core::relay::{
+    BodyCheck, Checked, CheckedKeys, OpId, Output, Relay, RequestHead, RequestId, Response,
+};
+use relay_core::store::{Ack, InsertOutcome, NewEntry, QueuedEntry, Quota, StoreError};
+use relay_core::{Instant, ServerName};
 use relay_store::{AckNext, QueueStore};
 
+use super::{Wake, next_wake};
 use crate::client::HttpClient;
 use crate::metrics::Metrics;
 use crate::task::{Task, spawn_task};
 use crate::threads::ThreadPool;
 use crate::{Runtime, unix_now};
 
-/// What the driver task reacts to.
-enum Event {
-    Request(Request, oneshot::Sender<Response>),
-    Stored(OpId, Result<InsertOutcome, StoreError>),
-    Fetched(OpId, Result<Option<QueuedEntry>, StoreError>),
-    Keys(OpId, HttpOutcome),
-    Timeout,
+/// Most requests (heads and checked bodies) waiting for the driver; past
+/// it, connections wait to hand theirs over.
+const REQUEST_QUEUE: usize = 256;
+
+/// What connections hand the driver.
+enum Command {
+    Head(RequestHead, oneshot::Sender<HeadReply>),
+    Body(Checked, oneshot::Sender<Response>),
 }
 
-/// A cheap handle connections use to submit requests to the driver.
+/// What storage and key fetches report back.
+enum Completion {
+    Stored(OpId, Result<InsertOutcome, StoreError>),
+    Fetched(OpId, Result<Option<QueuedEntry>, StoreError>),
+    Keys(OpId, CheckedKeys),
+}
+
+/// What a request's head leads to.
+pub(crate) enum HeadReply {
+    /// The answer; the body was not read and never will be.
+    Respond(Response),
+    /// Read the body, at most `limit` bytes, judge it with `check`, and
+    /// hand the result over with [`DriverHandle::body`].
+    ReadBody {
+        /// The most bytes to read.
+        limit: usize,
+        /// What judges the body.
+        check: Box<BodyCheck>,
+    },
+}
+
+/// A connection waiting for the machine.
+enum Waiting {
+    Head(oneshot::Sender<HeadReply>),
+    Body(oneshot::Sender<Response>),
+}
+
+/// A cheap handle connections use to hand requests to the driver.
 #[derive(Clone)]
 pub(crate) struct DriverHandle {
-    events: async_channel::Sender<Event>,
+    commands: async_channel::Sender<Command>,
 }
 
 impl DriverHandle {
-    /// Submits `request` and waits for its response; `None` if the driver
-    /// has stopped.
-    pub(crate) async fn submit(&self, request: Request) -> Option<Response> {
+    /// Hands over a request's head and waits for what follows; `None` if
+    /// the driver has stopped.
+    pub(crate) async fn head(&self, head: RequestHead) -> Option<HeadReply> {
         let (tx, rx) = oneshot::channel();
-        self.events.send(Event::Request(request, tx)).await.ok()?;
+        self.commands.send(Command::Head(head, tx)).await.ok()?;
+        rx.await.ok()
+    }
+
+    /// Hands over a judged body and waits for the response; `None` if the
+    /// driver has stopped.
+    pub(crate) async fn body(&self, checked: Checked) -> Option<Response> {
+        let (tx, rx) = oneshot::channel();
+        self.commands.send(Command::Body(checked, tx)).await.ok()?;
         rx.await.ok()
     }
 }
 
-/// Starts the driver task; it ends when every [`DriverHandle`] is dropped
-/// and no storage operation is outstanding.
+/// Starts the driver task; it ends when every [`DriverHandle`] is dropped.
 pub(crate) fn spawn<R: Runtime>(
     relay: Relay,
     store: Arc<dyn QueueStore>,
@@ -50,37 +96,10 @@ pub(crate) fn spawn<R: Runtime>(
     client: HttpClient<R>,
     metrics: Arc<Metrics>,
 ) -> (DriverHandle, Task<()>) {
-    let (tx, rx) = async_channel::unbounded();
-    let handle = DriverHandle { events: tx.clone() };
-    // The driver keeps only a weak sender for completions, so that dropping
-    // every connection's handle lets it finish.
+    let (commands, received) = async_channel::bounded(REQUEST_QUEUE);
+    let (completions, done) = async_channel::unbounded();
     let runtime = client.runtime().clone();
-    let task = spawn_task(
-        &runtime,
-        drive(relay, store, storage, client, metrics, rx, tx.downgrade()),
-    );
-    drop(tx);
-    (handle, task)
-}
-
-/// Sends a completion if the driver still runs.
-fn complete(done: &async_channel::WeakSender<Event>, event: Event) {
-    if let Some(done) = done.upgrade() {
-        let _ = done.try_send(event);
-    }
-}
-
-async fn drive<R: Runtime>(
-    relay: Relay,
-    store: Arc<dyn QueueStore>,
-    storage: ThreadPool,
-    client: HttpClient<R>,
-    metrics: Arc<Metrics>,
-    events: async_channel::Receiver<Event>,
-    completions: async_channel::WeakSender<Event>,
-) {
-    let rt = client.runtime().clone();
-    let mut driver = Driver {
+    let driver = Driver {
         relay,
         store,
         storage,
@@ -89,20 +108,22 @@ async fn drive<R: Runtime>(
         completions,
         waiting: HashMap::new(),
     };
+    let task = spawn_task(&runtime, drive(driver, received, done));
+    (DriverHandle { commands }, task)
+}
+
+async fn drive<R: Runtime>(
+    mut driver: Driver<R>,
+    commands: async_channel::Receiver<Command>,
+    done: async_channel::Receiver<Completion>,
+) {
+    let rt = driver.client.runtime().clone();
     loop {
         // 1. Feed one event.
-        let event = match driver.relay.poll_timeout() {
-            Some(deadline) => {
-                futures_lite::future::race(async { events.recv().await.ok() }, async {
-                    rt.sleep_until(deadline).await;
-                    Some(Event::Timeout)
-                })
-                .await
-            }
-            None => events.recv().await.ok(),
-        };
-        let Some(event) = event else { break };
-        driver.feed(Instant::now(), event);
+        let wake = next_wake(&rt, &commands, &done, driver.relay.poll_timeout()).await;
+        if driver.feed(Instant::now(), wake).is_break() {
+            break;
+        }
         // 2. Drain every output.
         while let Some(output) = driver.relay.poll_output() {
             driver.perform(output);
@@ -120,77 +141,112 @@ struct Driver<R: Runtime> {
     client: HttpClient<R>,
     metrics: Arc<Metrics>,
     /// Where storage operations and key fetches report back.
-    completions: async_channel::WeakSender<Event>,
-    /// Requests not yet answered.
-    waiting: HashMap<RequestId, oneshot::Sender<Response>>,
+    completions: async_channel::Sender<Completion>,
+    /// Requests waiting for the machine.
+    waiting: HashMap<RequestId, Waiting>,
 }
 
 impl<R: Runtime> Driver<R> {
-    /// Step 1: hands the machine what woke the loop.
-    fn feed(&mut self, now: Instant, event: Event) {
+    /// Step 1: hands the machine what woke the loop; `Break` once every
+    /// handle is gone.
+    fn feed(&mut self, now: Instant, wake: Wake<Command, Completion>) -> ControlFlow<()> {
         let relay = &mut self.relay;
-        match event {
-            Event::Request(request, reply) => {
-                let id = relay.handle_request(now, unix_now(), request);
-                self.waiting.insert(id, reply);
+        match wake {
+            Wake::Command(None) => return ControlFlow::Break(()),
+            Wake::Command(Some(Command::Head(head, reply))) => {
+                let id = relay.handle_head(now, unix_now(), head);
+                self.waiting.insert(id, Waiting::Head(reply));
             }
-            Event::Stored(op, result) => relay.handle_stored(now, op, result),
-            Event::Fetched(op, result) => relay.handle_fetched(now, op, result),
-            Event::Keys(op, outcome) => relay.handle_keys(now, unix_now(), op, outcome),
-            Event::Timeout => relay.handle_timeout(now),
+            Wake::Command(Some(Command::Body(checked, reply))) => {
+                self.waiting.insert(checked.request(), Waiting::Body(reply));
+                relay.handle_body(now, unix_now(), checked);
+            }
+            Wake::Done(Completion::Stored(op, result)) => relay.handle_stored(now, op, result),
+            Wake::Done(Completion::Fetched(op, result)) => relay.handle_fetched(now, op, result),
+            Wake::Done(Completion::Keys(op, checked)) => {
+                relay.handle_keys(now, unix_now(), op, checked);
+            }
+            Wake::Timeout => relay.handle_timeout(now),
         }
+        ControlFlow::Continue(())
     }
 
     /// Step 2, for one output.
     fn perform(&mut self, output: Output) {
-        let rt = self.client.runtime().clone();
         match output {
-            Output::Store { op, entry, quota } => {
-                let (store, metrics) = (self.store.clone(), self.metrics.clone());
-                let (storage, done) = (self.storage.clone(), self.completions.clone());
-                rt.spawn(async move {
-                    let result = storage
-                        .run(move || store.insert(entry, &quota))
-                        .await
-                        .unwrap_or_else(|e| Err(StoreError(format!("storage task failed: {e}"))));
-                    if let Ok(outcome) = &result {
-                        metrics.observe_insert(outcome);
+            Output::ReadBody {
+                request,
+                limit,
+                check,
+            } => {
+                if let Some(Waiting::Head(reply)) = self.waiting.remove(&request) {
+                    // The client may have gone; then nothing is read.
+                    let check = Box::new(check);
+                    let _ = reply.send(HeadReply::ReadBody { limit, check });
+                }
+            }
+            Output::Respond { request, response } => match self.waiting.remove(&request) {
+                Some(Waiting::Head(reply)) => {
+                    let _ = reply.send(HeadReply::Respond(response));
+                }
+                Some(Waiting::Body(reply)) => {
+                    let _ = reply.send(response);
+                }
+                None => {}
+            },
+            Output::FetchKeys { op, request, check } => {
+                let (client, done) = (self.client.clone(), self.completions.clone());
+                self.client.runtime().spawn(async move {
+                    let outcome = client.send(request).await;
+                    // Checked here, not on the driver's task.
+                    let checked = check.run(unix_now(), &outcome);
+                    if let Some(why) = checked.failure() {
+                        tracing::debug!(error = why, "fetching keys failed");
                     }
-                    complete(&done, Event::Stored(op, result));
+                    let _ = done.try_send(Completion::Keys(op, checked));
                 });
             }
+            Output::Store { op, entry, quota } => self.store(op, entry, quota),
             Output::Fetch {
                 op,
                 destination,
                 ack,
-            } => {
-                let (store, metrics) = (self.store.clone(), self.metrics.clone());
-                let (storage, done) = (self.storage.clone(), self.completions.clone());
-                rt.spawn(async move {
-                    let result = storage
-                        .run(move || store.ack_and_next(&destination, ack))
-                        .await
-                        .unwrap_or_else(|e| Err(StoreError(format!("storage task failed: {e}"))));
-                    if matches!(result, Ok(AckNext { acked: true, .. })) {
-                        metrics.observe_acknowledgement();
-                    }
-                    let result = result.map(|found| found.next);
-                    complete(&done, Event::Fetched(op, result));
-                });
-            }
-            Output::FetchKeys { op, request } => {
-                let (client, done) = (self.client.clone(), self.completions.clone());
-                rt.spawn(async move {
-                    let outcome = client.send(request).await;
-                    complete(&done, Event::Keys(op, outcome));
-                });
-            }
-            Output::Respond { request, response } => {
-                if let Some(reply) = self.waiting.remove(&request) {
-                    // The client may have gone; its response is moot.
-                    let _ = reply.send(response);
-                }
-            }
+            } => self.fetch(op, destination, ack),
         }
+    }
+
+    /// Performs [`Output::Store`] on the storage pool, reported back as a
+    /// completion.
+    fn store(&self, op: OpId, entry: NewEntry, quota: Quota) {
+        let (store, metrics) = (self.store.clone(), self.metrics.clone());
+        let (storage, done) = (self.storage.clone(), self.completions.clone());
+        self.client.runtime().spawn(async move {
+            let result = storage
+                .run(move || store.insert(entry, &quota))
+                .await
+                .unwrap_or_else(|e| Err(StoreError(format!("storage task failed: {e}"))));
+            if let Ok(outcome) = &result {
+                metrics.observe_insert(outcome);
+            }
+            let _ = done.try_send(Completion::Stored(op, result));
+        });
+    }
+
+    /// Performs [`Output::Fetch`] on the storage pool, reported back as a
+    /// completion.
+    fn fetch(&self, op: OpId, destination: ServerName, ack: Option<Ack>) {
+        let (store, metrics) = (self.store.clone(), self.metrics.clone());
+        let (storage, done) = (self.storage.clone(), self.completions.clone());
+        self.client.runtime().spawn(async move {
+            let result = storage
+                .run(move || store.ack_and_next(&destination, ack))
+                .await
+                .unwrap_or_else(|e| Err(StoreError(format!("storage task failed: {e}"))));
+            if matches!(result, Ok(AckNext { acked: true, .. })) {
+                metrics.observe_acknowledgement();
+            }
+            let result = result.map(|found| found.next);
+            let _ = done.try_send(Completion::Fetched(op, result));
+        });
     }
 }

@@ -264,7 +264,6 @@ async fn serve<R: Runtime>(
     } = settings;
     let rt = client.runtime().clone();
     let relay = Relay::new(config);
-    let max_body = relay.max_body_bytes();
     let (handle, driver_task) = driver::spawn(relay, store, storage, client, metrics.clone());
     let budget = BodyBudget::new(limits.max_buffered_bytes);
     let gate = ConnectionGate::new(limits.max_connections, limits.max_connections_per_ip);
@@ -272,7 +271,7 @@ async fn serve<R: Runtime>(
     let service = move |req: hyper::Request<Incoming>| {
         let (handle, rt, metrics) = (handle.clone(), rt2.clone(), metrics.clone());
         let budget = budget.clone();
-        async move { Ok(handle_http(&rt, &handle, &metrics, &budget, req, max_body).await) }
+        async move { Ok(handle_http(&rt, &handle, &metrics, &budget, req).await) }
     };
     if !accept_until(&rt, listener, tls, gate, shutdown, service).await {
         tracing::warn!("requests still in flight after {DRAIN_TIMEOUT:?}; stopping anyway");

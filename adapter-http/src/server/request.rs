@@ -1,18 +1,21 @@
-//! One federation request: HTTP in, a core [`Request`] to the driver, its
+//! One federation request: its head to the driver, its body read (and
+//! checked, on this connection's task) only if the driver asks for it, its
 //! [`Response`] back out as HTTP.
 
 use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
-use hyper::body::Incoming;
-use hyper::header::{AUTHORIZATION, CONTENT_LENGTH, CONTENT_TYPE, HeaderValue, RETRY_AFTER};
-use relay_core::relay::{Request, RequestBody, Response};
+use hyper::body::{Body as _, Incoming};
+use hyper::header::{
+    AUTHORIZATION, CONNECTION, CONTENT_LENGTH, CONTENT_TYPE, HeaderValue, RETRY_AFTER,
+};
+use relay_core::relay::{RequestHead, Response};
 use relay_core::{ErrCode, Instant, MatrixError};
 
 use super::limits::BodyBudget;
 use crate::Runtime;
-use crate::drive::relay::DriverHandle;
+use crate::drive::relay::{DriverHandle, HeadReply};
 use crate::metrics::{Metrics, RouteLabel};
 use crate::task::timeout;
 
@@ -26,11 +29,10 @@ pub(super) async fn handle_http<R: Runtime>(
     metrics: &Metrics,
     budget: &BodyBudget,
     req: hyper::Request<Incoming>,
-    max_body: usize,
 ) -> hyper::Response<Full<Bytes>> {
     let started = Instant::now();
     let route = RouteLabel::of(req.method().as_str(), req.uri().path());
-    let response = answer(rt, driver, budget, req, max_body).await;
+    let response = answer(rt, driver, budget, req).await;
     metrics.observe_request(route, response.status().as_u16(), started.elapsed());
     response
 }
@@ -40,7 +42,6 @@ async fn answer<R: Runtime>(
     driver: &DriverHandle,
     budget: &BodyBudget,
     req: hyper::Request<Incoming>,
-    max_body: usize,
 ) -> hyper::Response<Full<Bytes>> {
     let (parts, body) = req.into_parts();
     let target = parts
@@ -53,48 +54,91 @@ async fn answer<R: Runtime>(
         .iter()
         .filter_map(|v| v.to_str().ok().map(str::to_owned))
         .collect();
-    let declared_too_large = parts
+    let content_length = parts
         .headers
         .get(CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok()?.parse::<u64>().ok())
-        .is_some_and(|n| n > max_body as u64);
-    // Room for the body before any of it is read, kept until the answer.
-    let _room = match budget.reserve(rt, &body, max_body).await {
+        .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+    let head = RequestHead {
+        method: parts.method.as_str().to_owned(),
+        target,
+        authorization,
+        content_length,
+    };
+    let method_and_target = tracing::enabled!(tracing::Level::DEBUG)
+        .then(|| format!("{} {}", head.method, head.target));
+    // A body not read to its end is left unread: the connection closes
+    // after the answer, rather than reading a stranger's body to reuse it.
+    let unread = !body.is_end_stream();
+    let (limit, check) = match driver.head(head).await {
+        Some(HeadReply::ReadBody { limit, check }) => (limit, check),
+        Some(HeadReply::Respond(response)) => {
+            return answered(response, unread, method_and_target.as_deref());
+        }
+        None => return shutting_down(unread),
+    };
+    // Room for the body before any of it is read, kept until the answer:
+    // only a request whose sender is known gets this far.
+    let _room = match budget.reserve(rt, &body, limit).await {
         Ok(room) => room,
         Err(busy) => return busy,
     };
-    let body = if declared_too_large {
-        RequestBody::TooLarge
-    } else {
-        match timeout(rt, BODY_TIMEOUT, Limited::new(body, max_body).collect()).await {
-            Some(Ok(collected)) => RequestBody::Complete(collected.to_bytes().to_vec()),
-            Some(Err(e)) if e.downcast_ref::<LengthLimitError>().is_some() => RequestBody::TooLarge,
-            Some(Err(e)) => {
-                tracing::debug!(error = %e, "reading the body failed");
-                return error_response(ErrCode::BadJson, "the request body could not be read");
-            }
-            None => return error_response(ErrCode::BadJson, "the request body took too long"),
+    // The check is pure work in proportion to the body: it runs here, on
+    // this connection's task, so bodies are checked on every executor
+    // thread at once while the driver's task stays free.
+    let checked = match timeout(rt, BODY_TIMEOUT, Limited::new(body, limit).collect()).await {
+        Some(Ok(collected)) => check.run(&collected.to_bytes()),
+        Some(Err(e)) if e.downcast_ref::<LengthLimitError>().is_some() => {
+            let response = driver.body(check.too_large()).await;
+            return match response {
+                Some(response) => answered(response, true, method_and_target.as_deref()),
+                None => shutting_down(true),
+            };
+        }
+        Some(Err(e)) => {
+            tracing::debug!(error = %e, "reading the body failed");
+            let response = error_response(ErrCode::BadJson, "the request body could not be read");
+            return closing(response, true);
+        }
+        None => {
+            let response = error_response(ErrCode::BadJson, "the request body took too long");
+            return closing(response, true);
         }
     };
-    let method = parts.method.as_str().to_owned();
-    let request = Request {
-        method,
-        target,
-        authorization,
-        body,
-    };
-    let method_and_target = tracing::enabled!(tracing::Level::DEBUG)
-        .then(|| format!("{} {}", request.method, request.target));
-    let Some(response) = driver.submit(request).await else {
-        return error_response(ErrCode::Unknown, "the relay is shutting down");
-    };
+    match driver.body(checked).await {
+        Some(response) => answered(response, false, method_and_target.as_deref()),
+        None => shutting_down(false),
+    }
+}
+
+/// The HTTP answer for `response`, logged; `unread` closes the connection.
+fn answered(
+    response: Response,
+    unread: bool,
+    method_and_target: Option<&str>,
+) -> hyper::Response<Full<Bytes>> {
     if response.status >= 500 {
         tracing::warn!(status = response.status, body = %String::from_utf8_lossy(&response.body), "request failed");
     }
     if let Some(line) = method_and_target {
         tracing::debug!(status = response.status, "{line}");
     }
-    to_http(response)
+    closing(to_http(response), unread)
+}
+
+fn shutting_down(unread: bool) -> hyper::Response<Full<Bytes>> {
+    closing(
+        error_response(ErrCode::Unknown, "the relay is shutting down"),
+        unread,
+    )
+}
+
+/// `http`, with `Connection: close` if `close`.
+fn closing(mut http: hyper::Response<Full<Bytes>>, close: bool) -> hyper::Response<Full<Bytes>> {
+    if close {
+        http.headers_mut()
+            .insert(CONNECTION, HeaderValue::from_static("close"));
+    }
+    http
 }
 
 fn error_response(code: ErrCode, message: &str) -> hyper::Response<Full<Bytes>> {

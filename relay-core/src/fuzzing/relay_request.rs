@@ -10,10 +10,9 @@ use crate::auth::{KeyRing, sign_request};
 use crate::error::ErrCode;
 use crate::http::HttpOutcome;
 use crate::id::{EntryId, KeyId, ServerName, TxnId};
-use crate::relay::{
-    MAX_PDUS, Output, Relay, RelayConfig, Request, RequestBody, Response, ServePolicy,
-};
+use crate::relay::{MAX_PDUS, Output, Relay, RelayConfig, RequestHead, Response, ServePolicy};
 use crate::request::{self, Route};
+use crate::server_keys::MAX_KEY_DOCUMENT_BYTES;
 use crate::signing::SigningKey;
 use crate::store::{InsertOutcome, QueuedEntry, QuotaKind, StoreError};
 use crate::time::{Instant, UnixMillis};
@@ -30,7 +29,8 @@ pub const FLAG_P2P: u8 = 0x08;
 pub const FLAG_OPEN: u8 = 0x10;
 /// `relay_request` flag: `origin.example` is a denied origin.
 pub const FLAG_DENY: u8 = 0x20;
-/// `relay_request` flag: the body was over the limit.
+/// `relay_request` flag: the body is over the limit (declared so when the
+/// body field is empty, found so while it is read otherwise).
 pub const FLAG_TOO_LARGE: u8 = 0x40;
 /// `relay_request` flag: the signed header goes after the fuzzed
 /// `Authorization` values instead of before them.
@@ -130,7 +130,9 @@ fn fixture() -> &'static Fixture {
 ///   pinned; 2: a P2P hex name, known only with P2P on; 3: `unknown.example`,
 ///   unknown); bit 3 turns P2P names on; bit 4 serves every destination
 ///   (else `dest.example` and the P2P name); bit 5 denies `origin.example`;
-///   bit 6 marks the body as over the limit; bit 7 puts the signed header
+///   bit 6 makes the body over the limit (an empty body field declares a
+///   `Content-Length` over it; a non-empty one is sent without a length
+///   and turns out over it as it is read); bit 7 puts the signed header
 ///   last.
 /// - `answers`: the low nibble picks the insert result (mod 7: stored,
 ///   duplicate, already delivered, three quotas, storage error), bits 4–5
@@ -139,16 +141,24 @@ fn fixture() -> &'static Fixture {
 ///   answers a key fetch with `unknown.example`'s valid key document
 ///   instead of a timeout.
 ///
+/// The relay is driven in two phases, as an adapter does: the head first,
+/// then, if the relay asks for it, the body, judged by the check it hands
+/// out.
+///
 /// Invariants: the request gets exactly one response, with its request ID;
 /// every response body is a JSON object; a status other than 200 carries a
 /// Matrix error whose `errcode` maps to that status; `Retry-After` only
-/// with 429; at most one storage operation, only for an origin whose key the
-/// relay knows, matching the path and policy (a store of a valid
-/// transaction whose `origin` is the sender, for a served destination and an
-/// allowed origin; a fetch for the sender's own queue); a request properly
-/// signed with a key the relay knows is never refused with 401; reports for
-/// an operation already answered, or of the wrong kind, are ignored; nothing
-/// is pending at the end.
+/// with 429; the body is asked for at most once, only for an origin whose
+/// key the relay knows, never when the declared length is over the limit,
+/// and with the configured limit; a request refused before its body is read
+/// is refused with 401, 404, 405 or 413 only; at most one storage
+/// operation, only for an origin whose key the relay knows, matching the
+/// path and policy (a store of a valid transaction whose `origin` is the
+/// sender, for a served destination and an allowed origin; a fetch for the
+/// sender's own queue); a request properly signed with a key the relay
+/// knows is never refused with 401; a key fetch reads at most
+/// [`MAX_KEY_DOCUMENT_BYTES`]; reports for an operation already answered,
+/// or of the wrong kind, are ignored; nothing is pending at the end.
 pub fn relay_request(now: Instant, data: &[u8]) {
     let [flags, answers, rest @ ..] = data else {
         return;
@@ -225,21 +235,26 @@ pub fn relay_request(now: Instant, data: &[u8]) {
     if flags & FLAG_DENY != 0 {
         config.denied_origins.insert(fx.signers[0].0.clone());
     }
-    let body = if flags & FLAG_TOO_LARGE != 0 {
-        RequestBody::TooLarge
+    let too_large = flags & FLAG_TOO_LARGE != 0;
+    let declared_too_large = too_large && body.is_empty();
+    let content_length = if declared_too_large {
+        Some(config.max_body_bytes as u64 + 1)
+    } else if too_large {
+        None
     } else {
-        RequestBody::Complete(body.to_vec())
+        Some(body.len() as u64)
     };
 
+    let unix = UnixMillis(1_700_000_000_000);
     let mut relay = Relay::new(config);
-    let id = relay.handle_request(
+    let id = relay.handle_head(
         now,
-        UnixMillis(1_700_000_000_000),
-        Request {
+        unix,
+        RequestHead {
             method: method.clone(),
             target: target.clone(),
             authorization,
-            body,
+            content_length,
         },
     );
 
@@ -247,9 +262,33 @@ pub fn relay_request(now: Instant, data: &[u8]) {
     let mut status = 0;
     let mut operations = 0;
     let mut key_fetches = 0;
+    let mut body_reads = 0;
     while let Some(output) = relay.poll_output() {
         match output {
-            Output::FetchKeys { op, request } => {
+            Output::ReadBody {
+                request,
+                limit,
+                check,
+            } => {
+                assert_eq!(request, id, "a body read for another request");
+                assert_eq!(check.request(), id, "a check for another request");
+                assert_eq!(limit, relay.config().max_body_bytes, "another body limit");
+                assert!(!declared_too_large, "a body read past its declared length");
+                assert!(
+                    known(check.origin()),
+                    "a body read for unauthenticated {}",
+                    check.origin()
+                );
+                body_reads += 1;
+                let checked = if too_large {
+                    check.too_large()
+                } else {
+                    check.run(body)
+                };
+                assert_eq!(checked.request(), id);
+                relay.handle_body(now, unix, checked);
+            }
+            Output::FetchKeys { op, request, check } => {
                 assert!(fetch_keys, "a key fetch with fetch_keys off");
                 assert!(
                     !fx.pinned.contains(&request.server),
@@ -258,6 +297,7 @@ pub fn relay_request(now: Instant, data: &[u8]) {
                 );
                 assert_eq!(request.method, "GET");
                 assert_eq!(request.target, "/_matrix/key/v2/server");
+                assert_eq!(request.max_response_bytes, MAX_KEY_DOCUMENT_BYTES);
                 key_fetches += 1;
                 // Always `unknown.example`'s document: for any other origin
                 // it names the wrong server and must be refused.
@@ -270,14 +310,23 @@ pub fn relay_request(now: Instant, data: &[u8]) {
                 } else {
                     HttpOutcome::Timeout
                 };
-                let unix = UnixMillis(1_700_000_000_000);
-                relay.handle_keys(now, unix, op, outcome.clone());
-                relay.handle_keys(now, unix, op, outcome);
+                let checked = check.run(unix, &outcome);
+                relay.handle_keys(now, unix, op, checked.clone());
+                relay.handle_keys(now, unix, op, checked);
                 relay.handle_stored(now, op, Ok(InsertOutcome::Stored(EntryId(1))));
             }
             Output::Respond { request, response } => {
                 assert_eq!(request, id, "response for another request");
                 check_response(&response);
+                let needs_auth = matches!(
+                    request::route(&method, &target),
+                    Ok(Route::SendRelay { .. } | Route::RelayTxn { .. })
+                );
+                assert!(
+                    body_reads > 0 || !needs_auth || matches!(response.status, 401 | 413),
+                    "{} before the body was read",
+                    response.status
+                );
                 responses += 1;
                 status = response.status;
             }
@@ -360,7 +409,8 @@ pub fn relay_request(now: Instant, data: &[u8]) {
     assert_eq!(responses, 1, "every request gets exactly one response");
     assert!(operations <= 1, "at most one storage operation per request");
     assert!(key_fetches <= 1, "at most one key fetch per request");
-    if let Some(origin) = signed_first.filter(|o| known(o) && flags & FLAG_TOO_LARGE == 0) {
+    assert!(body_reads <= 1, "at most one body read per request");
+    if let Some(origin) = signed_first.filter(|o| known(o) && !too_large) {
         assert_ne!(
             status, 401,
             "a request properly signed by {origin} was refused"

@@ -6,7 +6,7 @@ use serde_json::{Map, Value};
 use super::{Item, ItemId, ItemKind, OutboundConfig, Target};
 use crate::auth::sign_request;
 use crate::canonical::{MAX_SAFE_INTEGER, to_canonical_string};
-use crate::http::OutgoingRequest;
+use crate::http::{DEFAULT_MAX_RESPONSE_BYTES, OutgoingRequest};
 use crate::id::{ServerName, TxnId};
 use crate::request::percent_encode_segment;
 use crate::rng::Rng;
@@ -118,6 +118,7 @@ impl Txn {
             target: path,
             authorization,
             body: body.bytes.clone(),
+            max_response_bytes: DEFAULT_MAX_RESPONSE_BYTES,
         })
     }
 }

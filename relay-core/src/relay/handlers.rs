@@ -1,33 +1,30 @@
-//! Per-request policy: everything between the raw request and the storage
-//! operation or response it leads to.
+//! Per-request policy before the body: everything between a request's
+//! head and the key its body will be checked with, and the responses to
+//! storage results.
 
 use serde::Serialize;
+use serde_json::json;
 use serde_json::value::RawValue;
-use serde_json::{Value, json};
 
-use super::config::{MAX_EDUS, MAX_PDU_BYTES, MAX_PDUS, RelayConfig};
-use super::{Request, RequestBody, Response};
-use crate::auth::{self, AuthError, KeyCache, KeyLookup, KeyRing};
-use crate::canonical;
+use super::check::{ClaimedHead, Intent, too_large, unauthorized};
+use super::config::RelayConfig;
+use super::{RequestHead, Response};
+use crate::auth::{self, KeyCache, KeyLookup, KeyRing};
 use crate::error::{ErrCode, MatrixError};
 use crate::id::{EntryId, KeyId, ServerName};
 use crate::request::{self, Route};
 use crate::server_keys;
 use crate::signing::VerifyKey;
-use crate::store::{InsertOutcome, NewEntry, QueuedEntry, QuotaKind, StoreError};
+use crate::store::{InsertOutcome, QueuedEntry, QuotaKind, StoreError};
 use crate::time::UnixMillis;
 
-/// What a request leads to.
-pub(super) enum Action {
+/// What a request's head leads to.
+pub(super) enum Head {
+    /// An answer without the body: an endpoint that needs none, or a
+    /// refusal.
     Respond(Response),
-    Store(NewEntry),
-    Fetch {
-        destination: ServerName,
-        ack: Option<EntryId>,
-    },
-    /// The origin's key is unknown but may be fetched: ask again once the
-    /// keys of this server were fetched.
-    NeedKeys(ServerName),
+    /// Its origin's key is to be resolved, then its body read.
+    Authenticate(ClaimedHead),
 }
 
 /// The keys requests are verified with: the configured ones, then those
@@ -45,209 +42,99 @@ impl KeyLookup for VerifyKeys<'_> {
     }
 }
 
-/// Why a request got no further.
-enum Fail {
-    Refuse(MatrixError),
-    NeedKeys(ServerName),
-}
-
-impl From<MatrixError> for Fail {
-    fn from(e: MatrixError) -> Self {
-        Self::Refuse(e)
+/// Route (404, 405) → declared size (413) → `X-Matrix` header (401) →
+/// its destination (401); the permission is decided here too, and
+/// reported only after the signature.
+pub(super) fn head(config: &RelayConfig, unix: UnixMillis, head: RequestHead) -> Head {
+    match head_inner(config, unix, head) {
+        Ok(next) => next,
+        Err(e) => Head::Respond(Response::error(&e)),
     }
 }
 
-/// Handles `request`; `may_fetch` says whether an unknown origin's keys
-/// may be fetched (else an unknown key is 401 at once).
-pub(super) fn handle(
+fn head_inner(
     config: &RelayConfig,
-    keys: &VerifyKeys<'_>,
     unix: UnixMillis,
-    request: &Request,
-    may_fetch: &dyn Fn(&ServerName) -> bool,
-) -> Action {
-    match handle_inner(config, keys, unix, request, may_fetch) {
-        Ok(action) => action,
-        Err(Fail::Refuse(e)) => Action::Respond(Response::error(&e)),
-        Err(Fail::NeedKeys(server)) => Action::NeedKeys(server),
-    }
-}
-
-fn handle_inner(
-    config: &RelayConfig,
-    keys: &VerifyKeys<'_>,
-    unix: UnixMillis,
-    request: &Request,
-    may_fetch: &dyn Fn(&ServerName) -> bool,
-) -> Result<Action, Fail> {
-    match request::route(&request.method, &request.target)? {
-        Route::ServerKeys => Ok(Action::Respond(server_keys(config, unix)?)),
+    head: RequestHead,
+) -> Result<Head, MatrixError> {
+    let decision = match request::route(&head.method, &head.target)? {
+        Route::ServerKeys => return Ok(Head::Respond(server_keys(config, unix)?)),
         Route::Version => {
             let body = json!({"server": {"name": "matrix-relay", "version": config.version}});
-            Ok(Action::Respond(Response::ok(body.to_string().into_bytes())))
+            return Ok(Head::Respond(Response::ok(body.to_string().into_bytes())));
         }
         Route::SendRelay { txn_id, user_id } => {
-            let (origin, content) = authenticate(config, keys, unix, request, may_fetch)?;
-            // A bad user ID names no destination to check policy for; a
-            // bad txn ID is content, checked after policy.
-            let destination = request::user_id(user_id)?.server_name();
-            if config.denied_origins.contains(&origin) {
-                return Err(forbidden(format!("{origin} may not use this relay")).into());
-            }
-            if !config.serve.serves(&destination) {
-                return Err(forbidden(format!("this relay does not serve {destination}")).into());
-            }
-            let txn_id = request::txn_id(txn_id)?;
-            canonical_content(content.as_ref())?;
-            let transaction = transaction(content, &origin)?;
-            Ok(Action::Store(NewEntry {
-                origin,
-                destination,
-                txn_id,
-                transaction,
-                received: unix,
-            }))
+            let claimed = claim(config, &head)?;
+            let decision = may_store(config, &claimed.origin, txn_id, user_id);
+            (claimed, decision)
         }
         Route::RelayTxn { user_id } => {
-            let (origin, content) = authenticate(config, keys, unix, request, may_fetch)?;
-            let destination = request::user_id(user_id)?.server_name();
-            if origin != destination {
-                return Err(forbidden("only the destination may read its queue").into());
-            }
-            let ack = entry_id(content.as_ref())?;
-            canonical_content(content.as_ref())?;
-            Ok(Action::Fetch { destination, ack })
+            let claimed = claim(config, &head)?;
+            let decision = may_fetch(&claimed.origin, user_id);
+            (claimed, decision)
         }
+    };
+    let (claimed, decision) = decision;
+    Ok(Head::Authenticate(ClaimedHead {
+        method: head.method,
+        target: head.target,
+        claimed,
+        decision,
+    }))
+}
+
+/// The declared size, then the `X-Matrix` header and its destination.
+fn claim(config: &RelayConfig, head: &RequestHead) -> Result<auth::Claimed, MatrixError> {
+    if head
+        .content_length
+        .is_some_and(|n| n > config.max_body_bytes as u64)
+    {
+        return Err(too_large(config.max_body_bytes));
     }
+    auth::parse_authorization(
+        head.authorization.iter().map(String::as_str),
+        &config.server_name,
+    )
+    .map_err(unauthorized)
+}
+
+/// Whether `origin` may store for the user of `user_id` under `txn_id`. A
+/// bad user ID names no destination to check policy for; a bad txn ID is
+/// content, checked after policy.
+fn may_store(
+    config: &RelayConfig,
+    origin: &ServerName,
+    txn_id: &str,
+    user_id: &str,
+) -> Result<Intent, MatrixError> {
+    let destination = request::user_id(user_id)?.server_name();
+    if config.denied_origins.contains(origin) {
+        return Err(forbidden(format!("{origin} may not use this relay")));
+    }
+    if !config.serve.serves(&destination) {
+        return Err(forbidden(format!(
+            "this relay does not serve {destination}"
+        )));
+    }
+    let txn_id = request::txn_id(txn_id)?;
+    Ok(Intent::Store {
+        destination,
+        txn_id,
+    })
+}
+
+/// Whether `origin` may read the queue of `user_id`'s server: only that
+/// server may.
+fn may_fetch(origin: &ServerName, user_id: &str) -> Result<Intent, MatrixError> {
+    let destination = request::user_id(user_id)?.server_name();
+    if *origin != destination {
+        return Err(forbidden("only the destination may read its queue"));
+    }
+    Ok(Intent::Fetch { destination })
 }
 
 fn forbidden(message: impl Into<String>) -> MatrixError {
     MatrixError::new(ErrCode::Forbidden, message)
-}
-
-fn bad_json(message: impl Into<String>) -> MatrixError {
-    MatrixError::new(ErrCode::BadJson, message)
-}
-
-/// Size (413) → header (401) → destination (401) → body parses (400) →
-/// key (401, or fetch it first) → signature (401). Returns the verified
-/// origin and the parsed body.
-fn authenticate(
-    config: &RelayConfig,
-    keys: &VerifyKeys<'_>,
-    unix: UnixMillis,
-    request: &Request,
-    may_fetch: &dyn Fn(&ServerName) -> bool,
-) -> Result<(ServerName, Option<Value>), Fail> {
-    let RequestBody::Complete(body) = &request.body else {
-        return Err(MatrixError::new(
-            ErrCode::TooLarge,
-            format!("request body is over {} bytes", config.max_body_bytes),
-        )
-        .into());
-    };
-    let unauthorized = |e: AuthError| MatrixError::new(ErrCode::Unauthorized, e.to_string());
-    let claimed = auth::parse_authorization(
-        request.authorization.iter().map(String::as_str),
-        &config.server_name,
-    )
-    .map_err(unauthorized)?;
-    let content = if body.is_empty() {
-        None
-    } else {
-        let value: Value = serde_json::from_slice(body)
-            .map_err(|e| MatrixError::new(ErrCode::NotJson, format!("body is not JSON: {e}")))?;
-        Some(value)
-    };
-    let verified = auth::verify_claimed(
-        &claimed,
-        &config.server_name,
-        &request.method,
-        &request.target,
-        content.as_ref(),
-        keys,
-        unix,
-    );
-    match verified {
-        Ok(()) => Ok((claimed.origin, content)),
-        Err(AuthError::UnknownKey { origin, .. })
-            if !config.keys.is_pinned(&origin) && may_fetch(&origin) =>
-        {
-            Err(Fail::NeedKeys(origin))
-        }
-        Err(e) => Err(unauthorized(e).into()),
-    }
-}
-
-/// A body must have a canonical JSON form (no fractions, no integers beyond
-/// ±(2^53−1)): what is stored is relayed and signed again, and Matrix has
-/// no such numbers. Checked after authentication and permission.
-fn canonical_content(content: Option<&Value>) -> Result<(), MatrixError> {
-    match content.map(canonical::to_canonical_string) {
-        Some(Err(e)) => Err(bad_json(e.to_string())),
-        _ => Ok(()),
-    }
-}
-
-/// Checks a send_relay body and returns the transaction to store, its
-/// `origin` set to the authenticated sender.
-fn transaction(content: Option<Value>, origin: &ServerName) -> Result<Vec<u8>, MatrixError> {
-    let Some(content) = content else {
-        return Err(MatrixError::new(
-            ErrCode::NotJson,
-            "a transaction body is required",
-        ));
-    };
-    let Value::Object(mut txn) = content else {
-        return Err(bad_json("the transaction must be a JSON object"));
-    };
-    let Some(Value::Array(pdus)) = txn.get("pdus") else {
-        return Err(bad_json("`pdus` must be an array"));
-    };
-    if pdus.len() > MAX_PDUS {
-        return Err(bad_json(format!("max {MAX_PDUS} pdus / {MAX_EDUS} edus")));
-    }
-    // The shape first (400), then the sizes within it (413).
-    match txn.get("edus") {
-        None | Some(Value::Null) => {}
-        Some(Value::Array(edus)) if edus.len() <= MAX_EDUS => {}
-        Some(Value::Array(_)) => {
-            return Err(bad_json(format!("max {MAX_PDUS} pdus / {MAX_EDUS} edus")));
-        }
-        Some(_) => return Err(bad_json("`edus` must be an array")),
-    }
-    for pdu in pdus {
-        let size = serde_json::to_vec(pdu).map_or(usize::MAX, |v| v.len());
-        if size > MAX_PDU_BYTES {
-            return Err(MatrixError::new(
-                ErrCode::TooLarge,
-                format!("a PDU is over {MAX_PDU_BYTES} bytes"),
-            ));
-        }
-    }
-    txn.insert(
-        "origin".to_owned(),
-        Value::String(origin.as_str().to_owned()),
-    );
-    serde_json::to_vec(&txn).map_err(|e| bad_json(e.to_string()))
-}
-
-/// The `entry_id` of a relay_txn body: absent body means 0, which acks
-/// nothing.
-fn entry_id(content: Option<&Value>) -> Result<Option<EntryId>, MatrixError> {
-    let Some(content) = content else {
-        return Ok(None);
-    };
-    let id = content
-        .as_object()
-        .and_then(|o| o.get("entry_id"))
-        .ok_or_else(|| bad_json("expected {\"entry_id\": <integer >= 0>}"))?;
-    match id.as_u64() {
-        Some(0) => Ok(None),
-        Some(n) => Ok(Some(EntryId(n))),
-        None if id.as_i64().is_some() => Err(bad_json("entry_id must not be negative")),
-        None => Err(bad_json("entry_id must be an integer")),
-    }
 }
 
 fn server_keys(config: &RelayConfig, unix: UnixMillis) -> Result<Response, MatrixError> {

@@ -1,20 +1,31 @@
-//! The relay server machine: request in, storage effects out, response back.
+//! The relay server machine: a request's head in, the check of its body
+//! out, storage effects out, response back.
 //!
 //! # Driving a `Relay`
 //!
-//! The machine is owned by one caller (`&mut self`, no locks inside). The
-//! adapter drives it with one loop:
+//! The machine is owned by one caller (`&mut self`, no locks inside), and
+//! does O(1) work per event; what costs time in proportion to a body or a
+//! key document (JSON, canonical form, signatures) is a pure check it hands
+//! out, for the adapter to run on any thread. The adapter drives it with
+//! one loop:
 //!
-//! 1. Feed an event: [`Relay::handle_request`] for each complete request,
-//!    [`Relay::handle_stored`] / [`Relay::handle_fetched`] when a storage
-//!    operation it asked for has finished, [`Relay::handle_keys`] when a key
-//!    document it asked for has arrived (or not), [`Relay::handle_timeout`]
-//!    when the timer fires.
+//! 1. Feed an event: [`Relay::handle_head`] for each request as soon as
+//!    its head has arrived, before reading its body;
+//!    [`Relay::handle_body`] with the [`Checked`] body of a request it
+//!    asked to read; [`Relay::handle_stored`] / [`Relay::handle_fetched`]
+//!    when a storage operation it asked for has finished;
+//!    [`Relay::handle_keys`] with the [`CheckedKeys`] of a key document it
+//!    asked for; [`Relay::handle_timeout`] when the timer fires.
 //! 2. Drain [`Relay::poll_output`] until it returns `None`, performing each
-//!    [`Output`]: run `Store` / `Fetch` on the storage backend (off the
-//!    event loop) and report each result back with the operation's
-//!    [`OpId`]; send `FetchKeys`' request and report its outcome; send each
-//!    `Respond` to the connection that made the request.
+//!    [`Output`]: for `ReadBody`, read at most `limit` bytes of the body,
+//!    run the [`BodyCheck`] on it ([`BodyCheck::too_large`] past the
+//!    limit) off the task that owns the machine, and feed the result back;
+//!    run `Store` / `Fetch` on the storage backend (off the event loop)
+//!    and report each result back with the operation's [`OpId`]; send
+//!    `FetchKeys`' request, run its [`KeyCheck`] on the outcome off the
+//!    machine's task, and report back; send each `Respond` to the
+//!    connection that made the request, closing the connection after it if
+//!    the body was never read.
 //! 3. Re-arm the timer from [`Relay::poll_timeout`].
 //!
 //! ```no_run
@@ -22,18 +33,29 @@
 //! # use relay_core::{Instant, UnixMillis};
 //! # fn store(_: &relay_core::store::NewEntry) -> Result<relay_core::store::InsertOutcome, relay_core::store::StoreError> { Ok(relay_core::store::InsertOutcome::Stored(relay_core::EntryId(1))) }
 //! # fn send(_: RequestId, _: Response) {}
-//! # fn drive(relay: &mut Relay, request: Request) {
-//! relay.handle_request(Instant::now(), UnixMillis(1_700_000_000_000), request);
+//! # fn read_body(_: RequestId, _limit: usize) -> Option<Vec<u8>> { Some(Vec::new()) }
+//! # fn fetch(_: &relay_core::http::OutgoingRequest) -> relay_core::http::HttpOutcome { relay_core::http::HttpOutcome::Timeout }
+//! # fn drive(relay: &mut Relay, head: RequestHead) {
+//! let unix = UnixMillis(1_700_000_000_000);
+//! relay.handle_head(Instant::now(), unix, head);
 //! while let Some(output) = relay.poll_output() {
 //!     match output {
+//!         Output::ReadBody { request, limit, check } => {
+//!             // On the connection's task, in real code.
+//!             let checked = match read_body(request, limit) {
+//!                 Some(body) => check.run(&body),
+//!                 None => check.too_large(),
+//!             };
+//!             relay.handle_body(Instant::now(), unix, checked);
+//!         }
 //!         Output::Store { op, entry, quota: _ } => {
 //!             let result = store(&entry); // on a blocking pool, in real code
 //!             relay.handle_stored(Instant::now(), op, result);
 //!         }
 //!         Output::Fetch { op, .. } => relay.handle_fetched(Instant::now(), op, Ok(None)),
-//!         Output::FetchKeys { op, .. } => {
-//!             let unix = UnixMillis(1_700_000_000_000);
-//!             relay.handle_keys(Instant::now(), unix, op, relay_core::http::HttpOutcome::Timeout);
+//!         Output::FetchKeys { op, request, check } => {
+//!             let checked = check.run(unix, &fetch(&request)); // off the loop
+//!             relay.handle_keys(Instant::now(), unix, op, checked);
 //!         }
 //!         Output::Respond { request, response } => send(request, response),
 //!     }
@@ -41,11 +63,12 @@
 //! # }
 //! ```
 //!
-//! All policy lives here: the order of checks (route, size, `X-Matrix`
-//! header, body, key, signature, path parameters, permission, content), the
-//! serving policy, the `relay_txn` origin check, quotas and limits, and every
-//! error of the protocol tables.
+//! All policy lives here: the order of checks (route, declared size,
+//! `X-Matrix` header, key, then the body: size, JSON, signature, path
+//! parameters, permission, content), the serving policy, the `relay_txn`
+//! origin check, quotas and limits, and every error of the protocol tables.
 
+mod check;
 mod config;
 mod handlers;
 #[cfg(test)]
@@ -53,40 +76,33 @@ mod tests;
 
 use std::collections::HashMap;
 
+pub use check::{BodyCheck, Checked, CheckedKeys, KeyCheck};
 pub use config::{
     DEFAULT_MAX_BODY_BYTES, MAX_EDUS, MAX_PDU_BYTES, MAX_PDUS, RelayConfig, ServePolicy,
 };
 
-use crate::auth::KeyCache;
+use self::check::{ClaimedHead, Verdict, unauthorized};
+use crate::auth::{self, AuthError, KeyCache};
 use crate::drive::{IdCounter, LastNow, Outputs};
 use crate::error::MatrixError;
-use crate::http::{HttpOutcome, OutgoingRequest};
+use crate::http::OutgoingRequest;
 use crate::id::ServerName;
-use crate::server_keys;
+use crate::server_keys::MAX_KEY_DOCUMENT_BYTES;
 use crate::store::{Ack, InsertOutcome, NewEntry, QueuedEntry, Quota, StoreError};
 use crate::time::{Instant, UnixMillis};
 
-/// One HTTP request as the adapter received it.
+/// The head of one HTTP request as the adapter received it: all of it but
+/// the body, which is read only once the machine asks for it.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Request {
+pub struct RequestHead {
     /// The method, upper case (`GET`, `PUT`).
     pub method: String,
     /// The raw request target (path and query) exactly as received.
     pub target: String,
     /// Every `Authorization` header value, in order.
     pub authorization: Vec<String>,
-    /// The body.
-    pub body: RequestBody,
-}
-
-/// A request body, or the fact that it was over the limit.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum RequestBody {
-    /// The whole body (possibly empty).
-    Complete(Vec<u8>),
-    /// The body exceeded [`Relay::max_body_bytes`]; the adapter stopped
-    /// reading it.
-    TooLarge,
+    /// The declared `Content-Length`, if any.
+    pub content_length: Option<u64>,
 }
 
 /// An HTTP response to send. The content type is always
@@ -136,6 +152,17 @@ pub struct OpId(u64);
 #[must_use]
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Output {
+    /// Read `request`'s body, at most `limit` bytes, judge it with `check`
+    /// (off the machine's task: it is pure, and costs time in proportion
+    /// to the body), then call [`Relay::handle_body`] with the result.
+    ReadBody {
+        /// The request whose body to read.
+        request: RequestId,
+        /// The most bytes to read; past it, use [`BodyCheck::too_large`].
+        limit: usize,
+        /// What judges the body.
+        check: BodyCheck,
+    },
     /// Store `entry` durably, within `quota`, unless its key is queued or
     /// was acknowledged within `quota.acked` before `entry.received`; then
     /// call [`Relay::handle_stored`] with `op`.
@@ -159,13 +186,16 @@ pub enum Output {
         ack: Option<Ack>,
     },
     /// Send `request` (`GET /_matrix/key/v2/server` of an origin whose key
-    /// is unknown), then call [`Relay::handle_keys`] with `op`. Only with
-    /// [`RelayConfig::fetch_keys`].
+    /// is unknown), judge its outcome with `check` (off the machine's
+    /// task), then call [`Relay::handle_keys`] with `op` and the result.
+    /// Only with [`RelayConfig::fetch_keys`].
     FetchKeys {
         /// Echo this back.
         op: OpId,
         /// The unsigned request.
         request: OutgoingRequest,
+        /// What judges the answer.
+        check: KeyCheck,
     },
     /// Send `response` for `request`.
     Respond {
@@ -225,6 +255,10 @@ enum KeyFetch {
 /// Most requests held while their origin's keys are fetched; past it, an
 /// unknown key is 401 at once.
 pub const MAX_HELD_REQUESTS: usize = 1024;
+/// Most bytes of request heads held while their origins' keys are fetched
+/// (a head is held without its body); past it, an unknown key is 401 at
+/// once.
+pub const MAX_HELD_BYTES: usize = 1 << 20;
 /// How long a server whose keys could not be fetched is not asked again.
 pub const KEY_FETCH_RETRY_MS: u64 = 60_000;
 /// Most servers remembered as failing to give their keys.
@@ -239,9 +273,11 @@ pub struct Relay {
     /// Keys fetched from servers, apart from the configured ones.
     fetched_keys: KeyCache,
     pending: HashMap<OpId, PendingOp>,
-    /// Requests waiting for a server's keys.
-    awaiting_keys: HashMap<ServerName, Vec<(RequestId, Request)>>,
+    /// Request heads waiting for a server's keys.
+    awaiting_keys: HashMap<ServerName, Vec<(RequestId, ClaimedHead)>>,
+    /// How many heads `awaiting_keys` holds, and roughly how many bytes.
     held: usize,
+    held_bytes: usize,
     fetch_failed: HashMap<ServerName, UnixMillis>,
     outputs: Outputs<Output>,
     ids: IdCounter,
@@ -257,6 +293,7 @@ impl Relay {
             pending: HashMap::new(),
             awaiting_keys: HashMap::new(),
             held: 0,
+            held_bytes: 0,
             fetch_failed: HashMap::new(),
             outputs: Outputs::default(),
             ids: IdCounter::default(),
@@ -269,46 +306,84 @@ impl Relay {
         &self.config
     }
 
-    /// The largest request body to read; past it, pass
-    /// [`RequestBody::TooLarge`].
-    pub fn max_body_bytes(&self) -> usize {
-        self.config.max_body_bytes
-    }
-
-    /// Takes a complete request. Its response comes out of
-    /// [`Relay::poll_output`] as [`Output::Respond`] with the returned id,
-    /// at once or after the storage operation it needs.
-    pub fn handle_request(
-        &mut self,
-        now: Instant,
-        unix: UnixMillis,
-        request: Request,
-    ) -> RequestId {
+    /// Takes a request's head, before its body is read. What follows comes
+    /// out of [`Relay::poll_output`] with the returned id: an
+    /// [`Output::Respond`] (an endpoint that needs no body, or a refusal:
+    /// the body is then never read), or an [`Output::ReadBody`], at once or
+    /// once the origin's keys were fetched.
+    pub fn handle_head(&mut self, now: Instant, unix: UnixMillis, head: RequestHead) -> RequestId {
         self.last_now.advance(now);
         let id = RequestId(self.fresh_id());
-        self.process(unix, id, request, KeyFetch::Allowed);
+        match handlers::head(&self.config, unix, head) {
+            handlers::Head::Respond(response) => self.respond(id, response),
+            handlers::Head::Authenticate(head) => {
+                self.authenticate(unix, id, head, KeyFetch::Allowed);
+            }
+        }
         id
     }
 
-    /// Reports the outcome of [`Output::FetchKeys`] `op`, and goes on with
-    /// the requests that waited for it. An unknown `op` is ignored.
-    pub fn handle_keys(&mut self, now: Instant, unix: UnixMillis, op: OpId, outcome: HttpOutcome) {
+    /// Takes the judged body of [`Output::ReadBody`]; its request's
+    /// response follows, at once or after the storage operation it needs.
+    pub fn handle_body(&mut self, now: Instant, unix: UnixMillis, checked: Checked) {
+        self.last_now.advance(now);
+        let Checked { request, verdict } = checked;
+        match verdict {
+            Verdict::Refused(e) => self.respond(request, Response::error(&e)),
+            Verdict::Store {
+                origin,
+                destination,
+                txn_id,
+                transaction,
+            } => {
+                let op = OpId(self.fresh_id());
+                self.pending
+                    .insert(op, PendingOp::AwaitingStore { request });
+                let entry = NewEntry {
+                    origin,
+                    destination,
+                    txn_id,
+                    transaction,
+                    received: unix,
+                };
+                self.outputs.push(Output::Store {
+                    op,
+                    entry,
+                    quota: self.config.quota,
+                });
+            }
+            Verdict::Fetch { destination, ack } => {
+                let op = OpId(self.fresh_id());
+                self.pending
+                    .insert(op, PendingOp::AwaitingFetch { request });
+                let ack = ack.map(|entry_id| Ack {
+                    entry_id,
+                    at: unix,
+                    keys: self.config.quota.acked,
+                });
+                self.outputs.push(Output::Fetch {
+                    op,
+                    destination,
+                    ack,
+                });
+            }
+        }
+    }
+
+    /// Reports the checked outcome of [`Output::FetchKeys`] `op`, and goes
+    /// on with the requests that waited for it. An unknown `op` is
+    /// ignored.
+    pub fn handle_keys(&mut self, now: Instant, unix: UnixMillis, op: OpId, checked: CheckedKeys) {
         self.last_now.advance(now);
         let Some(server) = self.take_pending(op, PendingOp::keys_of) else {
             return;
         };
-        let checked = match &outcome {
-            HttpOutcome::Response {
-                status: 200, body, ..
-            } => server_keys::check_document(body, &server, unix).map_err(|e| e.to_string()),
-            other => Err(other.describe()),
-        };
-        match checked {
-            Ok(keys) => {
+        match checked.keys {
+            Ok(keys) if checked.server == server => {
                 self.fetch_failed.remove(&server);
                 self.fetched_keys.insert(server.clone(), keys, unix);
             }
-            Err(_) => {
+            _ => {
                 if self.fetch_failed.len() >= MAX_FAILED_FETCHES {
                     self.fetch_failed.retain(|_, until| *until > unix);
                 }
@@ -321,80 +396,90 @@ impl Relay {
         let Some(held) = self.awaiting_keys.remove(&server) else {
             return;
         };
-        self.held -= held.len();
-        for (id, request) in held {
+        for (id, head) in held {
+            self.held -= 1;
+            self.held_bytes -= head.held_bytes();
             // No second fetch: a key still unknown now is 401.
-            self.process(unix, id, request, KeyFetch::Tried);
+            self.authenticate(unix, id, head, KeyFetch::Tried);
         }
     }
 
-    fn process(&mut self, unix: UnixMillis, id: RequestId, request: Request, fetch: KeyFetch) {
-        let may_fetch = |origin: &ServerName| {
-            fetch == KeyFetch::Allowed
-                && self.config.fetch_keys
-                && self.held < MAX_HELD_REQUESTS
-                && self
-                    .fetch_failed
-                    .get(origin)
-                    .is_none_or(|until| *until <= unix)
-        };
+    /// Resolves the origin's key: then the body is to be read; or its keys
+    /// are to be fetched first; or 401.
+    fn authenticate(
+        &mut self,
+        unix: UnixMillis,
+        id: RequestId,
+        head: ClaimedHead,
+        fetch: KeyFetch,
+    ) {
         let keys = handlers::VerifyKeys {
             configured: &self.config.keys,
             fetched: &self.fetched_keys,
         };
-        match handlers::handle(&self.config, &keys, unix, &request, &may_fetch) {
-            handlers::Action::Respond(response) => self.respond(id, response),
-            handlers::Action::Store(entry) => {
-                let op = OpId(self.fresh_id());
-                self.pending
-                    .insert(op, PendingOp::AwaitingStore { request: id });
-                self.outputs.push(Output::Store {
-                    op,
-                    entry,
-                    quota: self.config.quota,
+        match auth::resolve_key(&head.claimed, &keys, unix) {
+            Ok(key) => {
+                let limit = self.config.max_body_bytes;
+                let check = head.into_check(id, key, self.config.server_name.clone(), limit);
+                self.outputs.push(Output::ReadBody {
+                    request: id,
+                    limit,
+                    check,
                 });
             }
-            handlers::Action::Fetch { destination, ack } => {
-                let op = OpId(self.fresh_id());
-                self.pending
-                    .insert(op, PendingOp::AwaitingFetch { request: id });
-                let ack = ack.map(|entry_id| Ack {
-                    entry_id,
-                    at: unix,
-                    keys: self.config.quota.acked,
-                });
-                self.outputs.push(Output::Fetch {
-                    op,
-                    destination,
-                    ack,
-                });
+            Err(AuthError::UnknownKey { origin, .. })
+                if fetch == KeyFetch::Allowed && self.may_fetch(&origin, unix, &head) =>
+            {
+                self.hold(id, origin, head);
             }
-            handlers::Action::NeedKeys(server) => {
-                self.held += 1;
-                if let Some(held) = self.awaiting_keys.get_mut(&server) {
-                    held.push((id, request));
-                    return;
-                }
-                let op = OpId(self.fresh_id());
-                self.pending.insert(
-                    op,
-                    PendingOp::AwaitingKeys {
-                        server: server.clone(),
-                    },
-                );
-                self.outputs.push(Output::FetchKeys {
-                    op,
-                    request: OutgoingRequest {
-                        server: server.clone(),
-                        method: "GET",
-                        target: "/_matrix/key/v2/server".to_owned(),
-                        authorization: String::new(),
-                        body: Vec::new(),
-                    },
-                });
-                self.awaiting_keys.insert(server, vec![(id, request)]);
-            }
+            Err(e) => self.respond(id, Response::error(&unauthorized(e))),
         }
+    }
+
+    /// Whether `head`, whose `origin` has no known key, may wait for the
+    /// origin's keys.
+    fn may_fetch(&self, origin: &ServerName, unix: UnixMillis, head: &ClaimedHead) -> bool {
+        self.config.fetch_keys
+            && !self.config.keys.is_pinned(origin)
+            && self.held < MAX_HELD_REQUESTS
+            && self.held_bytes + head.held_bytes() <= MAX_HELD_BYTES
+            && self
+                .fetch_failed
+                .get(origin)
+                .is_none_or(|until| *until <= unix)
+    }
+
+    /// Holds `head` until `server`'s keys come, asking for them unless a
+    /// fetch is under way.
+    fn hold(&mut self, id: RequestId, server: ServerName, head: ClaimedHead) {
+        self.held += 1;
+        self.held_bytes += head.held_bytes();
+        if let Some(held) = self.awaiting_keys.get_mut(&server) {
+            held.push((id, head));
+            return;
+        }
+        let op = OpId(self.fresh_id());
+        self.pending.insert(
+            op,
+            PendingOp::AwaitingKeys {
+                server: server.clone(),
+            },
+        );
+        self.outputs.push(Output::FetchKeys {
+            op,
+            request: OutgoingRequest {
+                server: server.clone(),
+                method: "GET",
+                target: "/_matrix/key/v2/server".to_owned(),
+                authorization: String::new(),
+                body: Vec::new(),
+                max_response_bytes: MAX_KEY_DOCUMENT_BYTES,
+            },
+            check: KeyCheck {
+                server: server.clone(),
+            },
+        });
+        self.awaiting_keys.insert(server, vec![(id, head)]);
     }
 
     /// Reports the result of [`Output::Store`] `op`. An unknown or

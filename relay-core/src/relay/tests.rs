@@ -1,5 +1,7 @@
 //! Unit tables for the relay machine: request in, outputs out.
 
+mod phases;
+
 use crate::epoch::epoch;
 use std::collections::HashSet;
 
@@ -15,6 +17,41 @@ const SPEC_SEED: &str = "YJDBA9Xnr2sVqXD9Vj7XVUnmFZcZrlw8Md7kMW+3XA1";
 const VECTOR_A_SIG: &str =
     "STBA1xu0p9jKYatO5IAB/Um7OEkoMewBqfy6Anp5JbAOubPnQvKeAl3yn0wEw0IMPo5QVBTzKVOaFZxsV78FBA";
 const NOW_MS: UnixMillis = UnixMillis(1_700_000_000_000);
+
+/// A whole request, as the tables write it; [`run`] feeds its head, then
+/// its body when the machine asks for it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Request {
+    method: String,
+    target: String,
+    authorization: Vec<String>,
+    body: RequestBody,
+}
+
+/// A request body, or the fact that it turns out over the limit as it is
+/// read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum RequestBody {
+    Complete(Vec<u8>),
+    TooLarge,
+}
+
+impl Request {
+    /// Its head: the length of a complete body is declared; one that turns
+    /// out too large is sent without a length (chunked).
+    fn head(&self) -> RequestHead {
+        let content_length = match &self.body {
+            RequestBody::Complete(body) => Some(body.len() as u64),
+            RequestBody::TooLarge => None,
+        };
+        RequestHead {
+            method: self.method.clone(),
+            target: self.target.clone(),
+            authorization: self.authorization.clone(),
+            content_length,
+        }
+    }
+}
 
 fn name(s: &str) -> ServerName {
     ServerName::parse(s).unwrap()
@@ -83,8 +120,38 @@ const TXN: &str = r#"{"origin":"liar.example","origin_server_ts":1,"pdus":[{"a":
 
 /// Feeds one request and returns every output it produced at once.
 fn run(relay: &mut Relay, request: Request) -> (RequestId, Vec<Output>) {
-    let id = relay.handle_request(epoch(), NOW_MS, request);
-    (id, std::iter::from_fn(|| relay.poll_output()).collect())
+    run_at(relay, NOW_MS, request)
+}
+
+/// [`run`] at `unix`.
+fn run_at(relay: &mut Relay, unix: UnixMillis, request: Request) -> (RequestId, Vec<Output>) {
+    let id = relay.handle_head(epoch(), unix, request.head());
+    (id, drain(relay, unix, &request.body))
+}
+
+/// Drains the relay's outputs as a driver does, reading `body` for every
+/// request whose body it asks for; returns the other outputs.
+fn drain(relay: &mut Relay, unix: UnixMillis, body: &RequestBody) -> Vec<Output> {
+    let mut outputs = Vec::new();
+    while let Some(output) = relay.poll_output() {
+        let Output::ReadBody {
+            request,
+            limit,
+            check,
+        } = output
+        else {
+            outputs.push(output);
+            continue;
+        };
+        assert_eq!(check.request(), request);
+        let checked = match body {
+            RequestBody::Complete(bytes) if bytes.len() <= limit => check.run(bytes),
+            _ => check.too_large(),
+        };
+        assert_eq!(checked.request(), request);
+        relay.handle_body(epoch(), unix, checked);
+    }
+    outputs
 }
 
 fn only_response(outputs: Vec<Output>) -> Response {
@@ -498,8 +565,8 @@ fn acked_keys_setting_reaches_the_store() {
     let mut relay = Relay::new(c);
     let later = NOW_MS.saturating_add_ms(1_234);
 
-    let id = relay.handle_request(epoch(), later, put("t", "@a:dest.example", TXN));
-    let Some(Output::Store { entry, quota, .. }) = relay.poll_output() else {
+    let (id, outputs) = run_at(&mut relay, later, put("t", "@a:dest.example", TXN));
+    let Some(Output::Store { entry, quota, .. }) = outputs.into_iter().next() else {
         panic!("expected a store for {id:?}");
     };
     assert_eq!((entry.received, quota.acked), (later, keys));
@@ -510,8 +577,8 @@ fn acked_keys_setting_reaches_the_store() {
         &key_for(2),
         r#"{"entry_id":3}"#,
     );
-    relay.handle_request(epoch(), later, get);
-    let Some(Output::Fetch { ack, .. }) = relay.poll_output() else {
+    let (_, outputs) = run_at(&mut relay, later, get);
+    let Some(Output::Fetch { ack, .. }) = outputs.into_iter().next() else {
         panic!("expected a fetch");
     };
     assert_eq!(
@@ -716,13 +783,34 @@ mod fetch_keys {
     }
 
     fn at(relay: &mut Relay, unix: UnixMillis, request: Request) -> Vec<Output> {
-        relay.handle_request(epoch(), unix, request);
-        std::iter::from_fn(|| relay.poll_output()).collect()
+        run_at(relay, unix, request).1
+    }
+
+    /// The key fetch's outcome, checked as a driver does.
+    fn checked(outcome: &HttpOutcome) -> CheckedKeys {
+        let check = KeyCheck {
+            server: name("far.example"),
+        };
+        check.run(NOW_MS, outcome)
+    }
+
+    /// What follows the keys: the held requests, their bodies read.
+    fn after_keys(relay: &mut Relay) -> Vec<Output> {
+        drain(
+            relay,
+            NOW_MS,
+            &RequestBody::Complete(TXN.as_bytes().to_vec()),
+        )
     }
 
     fn fetch_op(outputs: &[Output]) -> OpId {
         match outputs {
-            [Output::FetchKeys { op, request }] => {
+            [Output::FetchKeys { op, request, check }] => {
+                assert_eq!(check.server, request.server);
+                assert_eq!(
+                    request.max_response_bytes,
+                    crate::server_keys::MAX_KEY_DOCUMENT_BYTES
+                );
                 assert_eq!(
                     (request.method, request.target.as_str()),
                     ("GET", "/_matrix/key/v2/server")
@@ -743,8 +831,9 @@ mod fetch_keys {
             at(&mut relay, NOW_MS, from_far("t2")).is_empty(),
             "one fetch per server"
         );
-        relay.handle_keys(epoch(), NOW_MS, op, doc(NOW_MS.saturating_add_ms(60_000)));
-        let outputs: Vec<Output> = std::iter::from_fn(|| relay.poll_output()).collect();
+        let keys = checked(&doc(NOW_MS.saturating_add_ms(60_000)));
+        relay.handle_keys(epoch(), NOW_MS, op, keys);
+        let outputs = after_keys(&mut relay);
         assert_eq!(outputs.len(), 2);
         assert!(outputs.iter().all(
             |o| matches!(o, Output::Store { entry, .. } if entry.origin == name("far.example"))
@@ -792,8 +881,8 @@ mod fetch_keys {
         for outcome in cases {
             let mut relay = relay();
             let op = fetch_op(&at(&mut relay, NOW_MS, from_far("t1")));
-            relay.handle_keys(epoch(), NOW_MS, op, outcome.clone());
-            let response = only_response(std::iter::from_fn(|| relay.poll_output()).collect());
+            relay.handle_keys(epoch(), NOW_MS, op, checked(&outcome));
+            let response = only_response(after_keys(&mut relay));
             assert_eq!(
                 (response.status, errcode(&response).as_str()),
                 (401, "M_UNAUTHORIZED"),

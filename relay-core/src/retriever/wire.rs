@@ -10,7 +10,7 @@ use sha2::{Digest, Sha256};
 use super::DedupeKey;
 use crate::auth::sign_request;
 use crate::canonical::{CanonicalJsonError, MAX_SAFE_INTEGER, to_canonical_string};
-use crate::http::{HttpOutcome, OutgoingRequest};
+use crate::http::{DEFAULT_MAX_RESPONSE_BYTES, HttpOutcome, OutgoingRequest};
 use crate::id::{EntryId, ServerName, TxnId};
 use crate::request::percent_encode_segment;
 use crate::signing::SigningKey;
@@ -39,6 +39,7 @@ pub(super) fn relay_txn_request(
         target,
         authorization,
         body: content.to_string().into_bytes(),
+        max_response_bytes: DEFAULT_MAX_RESPONSE_BYTES,
     })
 }
 

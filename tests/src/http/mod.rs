@@ -375,6 +375,13 @@ impl PartialRequest {
         }
     }
 
+    /// Reads the response without sending the rest of the request (a
+    /// server that answers before reading the body).
+    pub fn response(mut self) -> Result<HttpResponse, HttpError> {
+        let _ = self.stream.set_read_timeout(Some(DEFAULT_TIMEOUT));
+        read_response(&mut self.stream, self.received, self.head)
+    }
+
     /// Sends the rest of the request and reads the final response.
     pub fn finish(mut self) -> Result<HttpResponse, HttpError> {
         let _ = self.stream.set_read_timeout(Some(DEFAULT_TIMEOUT));

@@ -3,7 +3,7 @@
 
 use relay_core::auth::KeyRing;
 use relay_core::http::{HttpOutcome, OutgoingRequest};
-use relay_core::relay::{Output, Relay, RelayConfig, Request, RequestBody, ServePolicy};
+use relay_core::relay::{Output, Relay, RelayConfig, RequestHead, ServePolicy};
 use relay_core::signing::SigningKey;
 use relay_core::{EntryId, Instant, ServerName, TxnId, UnixMillis};
 use relay_store::{InsertOutcome, MemoryStore, QueueStore};
@@ -69,29 +69,37 @@ impl RelayHost {
         self.store.queued(destination).unwrap_or(u64::MAX)
     }
 
-    /// Serves `request` by the machine's drive rule (handle the request,
-    /// drain every output, performing storage at once, re-arm the timer)
-    /// and returns the response and what it did.
+    /// Serves `request` by the machine's drive rule (handle its head,
+    /// drain every output, reading and checking the body and performing
+    /// storage at once, re-arm the timer) and returns the response and what
+    /// it did.
     pub fn serve(
         &mut self,
         now: Instant,
         unix: UnixMillis,
         request: &OutgoingRequest,
     ) -> (HttpOutcome, Effect) {
-        let id = self.machine.handle_request(
+        let id = self.machine.handle_head(
             now,
             unix,
-            Request {
+            RequestHead {
                 method: request.method.to_owned(),
                 target: request.target.clone(),
                 authorization: vec![request.authorization.clone()],
-                body: RequestBody::Complete(request.body.clone()),
+                content_length: Some(request.body.len() as u64),
             },
         );
         let mut effect = Effect::None;
         let mut answer = None;
         while let Some(output) = self.machine.poll_output() {
             match output {
+                Output::ReadBody {
+                    request: r, check, ..
+                } => {
+                    assert_eq!(r, id, "a relay read another request's body");
+                    self.machine
+                        .handle_body(now, unix, check.run(&request.body));
+                }
                 Output::Store { op, entry, quota } => {
                     let (origin, destination, txn_id) = (
                         entry.origin.clone(),
@@ -128,11 +136,12 @@ impl RelayHost {
                     }
                     self.machine.handle_fetched(now, op, result);
                 }
-                Output::FetchKeys { op, .. } => {
+                Output::FetchKeys { op, check, .. } => {
                     // Keys are pinned, and fetching is off: never asked.
                     let failed =
                         HttpOutcome::ConnectionFailed("the simulation fetches no keys".into());
-                    self.machine.handle_keys(now, unix, op, failed);
+                    self.machine
+                        .handle_keys(now, unix, op, check.run(unix, &failed));
                 }
                 Output::Respond { request, response } => {
                     assert_eq!(request, id, "a relay answered another request");

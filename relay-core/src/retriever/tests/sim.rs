@@ -8,7 +8,7 @@ use super::super::*;
 use crate::auth::KeyRing;
 use crate::http::HttpOutcome;
 use crate::id::KeyId;
-use crate::relay::{self, Relay, RelayConfig, RequestBody, ServePolicy};
+use crate::relay::{self, Relay, RelayConfig, RequestHead, ServePolicy};
 use crate::signing::SigningKey;
 use crate::store::QueuedEntry;
 use crate::time::UnixMillis;
@@ -224,18 +224,22 @@ impl FakeRelay {
     /// oldest entry left.
     pub(crate) fn serve(&mut self, now: Instant, request: &OutgoingRequest) -> HttpOutcome {
         assert_eq!(request.server, self.name);
-        self.relay.handle_request(
+        let unix = UnixMillis(1_700_000_000_000);
+        self.relay.handle_head(
             now,
-            UnixMillis(1_700_000_000_000),
-            relay::Request {
+            unix,
+            RequestHead {
                 method: request.method.to_owned(),
                 target: request.target.clone(),
                 authorization: vec![request.authorization.clone()],
-                body: RequestBody::Complete(request.body.clone()),
+                content_length: Some(request.body.len() as u64),
             },
         );
         while let Some(output) = self.relay.poll_output() {
             match output {
+                relay::Output::ReadBody { check, .. } => {
+                    self.relay.handle_body(now, unix, check.run(&request.body));
+                }
                 relay::Output::Fetch {
                     op,
                     destination,
