@@ -28,7 +28,7 @@ use std::time::{Duration, Instant};
 use relay_tests::api::send_relay_path;
 use relay_tests::http::Request;
 use relay_tests::identity::{RELAY_NAME, Server, signed_request};
-use relay_tests::process::{RelayBuilder, RelayProcess};
+use relay_tests::process::{RelayBuilder, RelayProcess, proc_status};
 use relay_tests::stub::{Reply, StubServer};
 use serde_json::json;
 
@@ -69,34 +69,6 @@ fn main() {
             other => panic!("unknown attack {other:?}; known: {all:?}"),
         }
     }
-}
-
-/// A field of `/proc/<pid>/status`, e.g. `VmHWM` (kB) or `Threads`.
-fn status_field(relay: &RelayProcess, field: &str) -> u64 {
-    let pid = relay.pid().expect("the relay runs");
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix(&format!("{field}:")))
-        .and_then(|v| v.split_whitespace().next()?.parse().ok())
-        .unwrap_or(0)
-}
-
-/// The relay's CPU time so far (user + system).
-fn cpu_time(relay: &RelayProcess) -> Duration {
-    let pid = relay.pid().expect("the relay runs");
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    // Fields after the command name, which is in parentheses.
-    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
-    let fields: Vec<u64> = rest
-        .split_whitespace()
-        .map(|f| f.parse().unwrap_or(0))
-        .collect();
-    // utime and stime are fields 14 and 15 of the whole line: 12 and 13 here.
-    let ticks = fields.get(11).copied().unwrap_or(0) + fields.get(12).copied().unwrap_or(0);
-    // SAFETY: sysconf reads a constant of the system.
-    let per_sec = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1);
-    Duration::from_secs_f64(ticks as f64 / per_sec as f64)
 }
 
 fn mib(kb: u64) -> String {
@@ -182,8 +154,8 @@ fn bodies(p2p_header: bool) {
         "{}: {opened} connections, {} MiB of bodies sent in 6 s; relay peak RSS {}, now {}; an honest send meanwhile: {} in {:?}",
         if p2p_header { "p2p-bodies" } else { "bodies" },
         sent >> 20,
-        mib(status_field(&relay, "VmHWM")),
-        mib(status_field(&relay, "VmRSS")),
+        mib(relay.peak_rss() >> 10),
+        mib(proc_status(relay.pid().expect("the relay runs"), "VmRSS").unwrap_or(0)),
         honest.0,
         honest.1
     );
@@ -252,7 +224,7 @@ fn keydoc(doc: KeyDoc) {
     let stop = Arc::new(AtomicBool::new(false));
     let timer = time_version(relay.addr(), stop.clone());
     thread::sleep(Duration::from_millis(200));
-    let before = cpu_time(&relay);
+    let before = relay.cpu_time();
     let attacker = Server::named(origin);
     let started = Instant::now();
     let (status, _) = {
@@ -267,7 +239,7 @@ fn keydoc(doc: KeyDoc) {
     };
     let took = started.elapsed();
     thread::sleep(Duration::from_millis(200));
-    let cpu = cpu_time(&relay).saturating_sub(before);
+    let cpu = relay.cpu_time().saturating_sub(before);
     stop.store(true, Ordering::SeqCst);
     let version = timer.join().expect("timer");
     println!(
@@ -315,9 +287,9 @@ fn cpu() {
             })
         })
         .collect();
-    let before = cpu_time(&relay);
+    let before = relay.cpu_time();
     thread::sleep(Duration::from_secs(10));
-    let cpu = cpu_time(&relay).saturating_sub(before);
+    let cpu = relay.cpu_time().saturating_sub(before);
     stop.store(true, Ordering::SeqCst);
     let mut statuses = Vec::new();
     for s in senders {
@@ -388,7 +360,7 @@ fn dns() {
     let threads = (0..10)
         .map(|_| {
             thread::sleep(Duration::from_millis(100));
-            status_field(&relay, "Threads")
+            proc_status(relay.pid().expect("the relay runs"), "Threads").unwrap_or(0)
         })
         .max()
         .unwrap_or(0);

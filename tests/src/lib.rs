@@ -48,7 +48,7 @@ pub use cli::{CliCommand, CliOutput, Node};
 pub use dns::FakeDns;
 pub use http::{HttpResponse, Request, send, send_raw};
 pub use identity::{DEST_NAME, ORIGIN_NAME, RELAY_NAME, Server, signed_request};
-pub use process::{RelayBuilder, RelayProcess};
+pub use process::{RelayBuilder, RelayProcess, proc_status};
 pub use rng::Rng;
 pub use stub::{Recorded, Reply, StubServer, closed_addr};
 pub use tls::TestCa;

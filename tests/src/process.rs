@@ -219,6 +219,16 @@ impl RelayBuilder {
     }
 }
 
+/// The number in field `field` of `/proc/<pid>/status` (kB for the `Vm`
+/// fields, a count for `Threads`); `None` once the process is gone.
+pub fn proc_status(pid: u32, field: &str) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+}
+
 /// A running `matrix-relay serve` child process, killed on drop.
 ///
 /// When dropped during a panic (a failing test), it prints the relay's
@@ -327,6 +337,12 @@ impl RelayProcess {
         let per_second = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
         let per_second = u64::try_from(per_second).expect("a clock tick rate");
         Duration::from_millis(ticks * 1000 / per_second)
+    }
+
+    /// Its peak resident memory (`VmHWM`), in bytes.
+    pub fn peak_rss(&self) -> u64 {
+        let pid = self.pid().expect("the relay is running");
+        proc_status(pid, "VmHWM").expect("VmHWM in /proc/<pid>/status") * 1024
     }
 
     /// Lines it printed to stdout so far (since the first start).

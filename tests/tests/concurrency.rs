@@ -197,7 +197,13 @@ fn more_requests_at_once_than_the_driver_queues_are_all_answered() {
     const CLIENTS: usize = 320;
     let origin = Server::named("o0.example");
     let dest = Server::named(DESTS[0]);
-    let relay = relay_for(std::slice::from_ref(&origin), std::slice::from_ref(&dest));
+    // Every client is on one address: past the default per-address cap.
+    let relay = RelayProcess::builder()
+        .serve_for(dest.name())
+        .trust(&dest)
+        .trust(&origin)
+        .args(["--max-connections-per-ip", "1000"])
+        .start();
     let addr = relay.addr();
     let start = Arc::new(std::sync::Barrier::new(CLIENTS));
     let handles: Vec<_> = (0..CLIENTS)

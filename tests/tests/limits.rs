@@ -288,21 +288,6 @@ fn a_body_past_the_budget_waits_then_gets_503_while_small_ones_pass() {
     assert_eq!(stored, ["small", "first", "second"]);
 }
 
-/// Peak resident memory (VmHWM) of process `pid`, in bytes.
-fn peak_rss(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("read status");
-    let line = status
-        .lines()
-        .find(|l| l.starts_with("VmHWM:"))
-        .expect("VmHWM in /proc/<pid>/status");
-    let kib: u64 = line
-        .split_whitespace()
-        .nth(1)
-        .and_then(|n| n.parse().ok())
-        .expect("VmHWM in kB");
-    kib * 1024
-}
-
 /// One attacking connection: the head and all but the last byte of a
 /// body, written as far as the socket takes it.
 struct Attacker {
@@ -372,8 +357,7 @@ fn four_hundred_held_back_bodies_stay_under_the_memory_ceiling() {
         .args(["--max-connections-per-ip", "1000"])
         .start();
     let addr = relay.addr();
-    let pid = relay.pid().expect("the relay runs");
-    let before = peak_rss(pid);
+    let before = relay.peak_rss();
     // A P2P origin (its name is its key) with a well-formed header: the
     // relay reads its body.
     let stranger = Server::p2p([7; 32]);
@@ -413,7 +397,7 @@ fn four_hundred_held_back_bodies_stay_under_the_memory_ceiling() {
             std::thread::sleep(Duration::from_millis(20));
         }
     }
-    let peak = peak_rss(pid);
+    let peak = relay.peak_rss();
     eprintln!(
         "relay VmHWM {} MiB before, {} MiB after 6 s of {CONNECTIONS} connections \
          ({} MiB written, {closed} connections refused and reopened)",

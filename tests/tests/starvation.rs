@@ -21,15 +21,6 @@ const MAX_THREADS: usize = 64;
 /// request of the flood is answered for lack of keys before it.
 const KEY_FETCH_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// `Threads:` of `/proc/<pid>/status`; `None` once the process is gone.
-fn threads_of(pid: u32) -> Option<usize> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("Threads:"))
-        .and_then(|n| n.trim().parse().ok())
-}
-
 /// Samples `pid`'s thread count every 20 ms until stopped; the most seen.
 struct Sampler {
     stop: Arc<AtomicBool>,
@@ -46,10 +37,13 @@ impl Sampler {
         let (stop2, most2) = (stop.clone(), most.clone());
         let thread = thread::spawn(move || {
             while !stop2.load(Ordering::SeqCst) {
-                let Some(threads) = threads_of(pid) else {
+                let Some(threads) = proc_status(pid, "Threads") else {
                     break;
                 };
-                most2.fetch_max(threads, Ordering::SeqCst);
+                most2.fetch_max(
+                    usize::try_from(threads).unwrap_or(usize::MAX),
+                    Ordering::SeqCst,
+                );
                 thread::sleep(Duration::from_millis(20));
             }
         });
