@@ -7,7 +7,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use relay_core::Instant;
@@ -31,7 +30,7 @@ pub(super) const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
 /// to finish and waits for them for at most [`DRAIN_TIMEOUT`]. `false` if
 /// some were still open then. `service` (and what it holds) is dropped
 /// once every connection has ended.
-pub(super) async fn accept_until<R, S, F>(
+pub(super) async fn accept_until<R, S, F, B>(
     rt: &R,
     listener: R::Listener,
     tls: Option<Arc<rustls::ServerConfig>>,
@@ -42,7 +41,8 @@ pub(super) async fn accept_until<R, S, F>(
 where
     R: Runtime,
     S: Fn(hyper::Request<Incoming>) -> F + Clone + Send + Sync + 'static,
-    F: Future<Output = Result<hyper::Response<Full<Bytes>>, Infallible>> + Send + 'static,
+    F: Future<Output = Result<hyper::Response<B>, Infallible>> + Send + 'static,
+    B: hyper::body::Body<Data = Bytes, Error = Infallible> + Send + 'static,
 {
     let mut builder = hyper::server::conn::http1::Builder::new();
     builder
@@ -117,7 +117,7 @@ where
 /// Serves HTTP/1.1 on one connection until it ends, or finishes it
 /// gracefully once `stop` closes; ends it when a response has waited
 /// [`SEND_STALL_TIMEOUT`] for the client to take any of it.
-async fn serve_connection<R, I, S, F>(
+async fn serve_connection<R, I, S, F, B>(
     rt: &R,
     builder: &hyper::server::conn::http1::Builder,
     io: I,
@@ -128,7 +128,8 @@ where
     R: Runtime,
     I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
     S: Fn(hyper::Request<Incoming>) -> F + Send + Sync + 'static,
-    F: Future<Output = Result<hyper::Response<Full<Bytes>>, Infallible>> + Send + 'static,
+    F: Future<Output = Result<hyper::Response<B>, Infallible>> + Send + 'static,
+    B: hyper::body::Body<Data = Bytes, Error = Infallible> + Send + 'static,
 {
     let (io, stalled) = StallWatch::new(io);
     let conn = builder.serve_connection(io, service_fn(service));

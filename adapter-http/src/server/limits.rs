@@ -126,6 +126,12 @@ fn reservation(hint: &SizeHint, max_body: usize) -> u64 {
     }
 }
 
+/// The bytes an answer of `len` bytes reserves: none for a small one.
+fn answer_reservation(len: usize) -> u64 {
+    let len = u64::try_from(len).unwrap_or(u64::MAX);
+    if len <= SMALL_BODY_BYTES { 0 } else { len }
+}
+
 /// The request bytes held in memory at once. Cheap to clone; clones share
 /// the budget.
 #[derive(Clone)]
@@ -170,6 +176,43 @@ impl BodyBudget {
         max_body: usize,
     ) -> Result<BodyPermit, hyper::Response<Full<Bytes>>> {
         let bytes = reservation(&body.size_hint(), max_body);
+        self.reserve_bytes(rt, bytes, "too many request bodies are in memory")
+            .await
+    }
+
+    /// Reserves room for an answer of `bytes` already made, waiting for it
+    /// at most [`BODY_WAIT`]; `Err` is the 503 to answer instead. Answers
+    /// of at most [`SMALL_BODY_BYTES`] take no room.
+    ///
+    /// Implementation note: a large answer (a `relay_txn` entry of up to a
+    /// few MiB) is held until the client has taken it, which a client that
+    /// does not read can make last; counted here, such answers share the
+    /// budget with request bodies instead of adding to memory without
+    /// bound. Dropping the answer loses nothing: its entry stays queued,
+    /// and an acknowledgement that came with the request is exact and may
+    /// be repeated.
+    pub(super) async fn hold_answer<R: Runtime>(
+        &self,
+        rt: &R,
+        bytes: usize,
+    ) -> Result<Option<BodyPermit>, hyper::Response<Full<Bytes>>> {
+        let bytes = answer_reservation(bytes);
+        if bytes == 0 {
+            return Ok(None);
+        }
+        self.reserve_bytes(rt, bytes, "too many answers are in memory")
+            .await
+            .map(Some)
+    }
+
+    /// A permit for `bytes`, waiting for room at most [`BODY_WAIT`];
+    /// `Err` is the 503 that says `busy`.
+    async fn reserve_bytes<R: Runtime>(
+        &self,
+        rt: &R,
+        bytes: u64,
+        busy: &str,
+    ) -> Result<BodyPermit, hyper::Response<Full<Bytes>>> {
         let deadline = Instant::now() + BODY_WAIT;
         loop {
             let freed = match self.try_reserve(bytes) {
@@ -182,11 +225,8 @@ impl BodyBudget {
             })
             .await;
             if !woken {
-                tracing::debug!(bytes, "no room for a request body");
-                return Err(busy_response(
-                    "too many request bodies are in memory",
-                    BODY_RETRY_AFTER,
-                ));
+                tracing::debug!(bytes, busy, "no room in the body budget");
+                return Err(busy_response(busy, BODY_RETRY_AFTER));
             }
         }
     }
@@ -234,6 +274,43 @@ impl Drop for BodyPermit {
         for waiter in waiters {
             let _ = waiter.send(());
         }
+    }
+}
+
+/// A response body with the budget its bytes hold, given back once hyper
+/// has written it (and dropped it).
+pub(super) struct HeldBody {
+    body: Full<Bytes>,
+    _permit: Option<BodyPermit>,
+}
+
+impl HeldBody {
+    /// `body`, holding `permit` as long as it lives.
+    pub(super) fn new(body: Full<Bytes>, permit: Option<BodyPermit>) -> Self {
+        Self {
+            body,
+            _permit: permit,
+        }
+    }
+}
+
+impl hyper::body::Body for HeldBody {
+    type Data = Bytes;
+    type Error = std::convert::Infallible;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Bytes>, Self::Error>>> {
+        Pin::new(&mut self.get_mut().body).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.body.size_hint()
     }
 }
 
@@ -485,6 +562,25 @@ mod tests {
             drop(budget.try_reserve(1).err().unwrap());
         }
         assert_eq!(budget.0.lock().waiters.len(), 1);
+    }
+
+    #[test]
+    fn a_large_answer_holds_its_room_until_its_body_is_dropped() {
+        use hyper::body::Body as _;
+        assert_eq!(answer_reservation(SMALL_BODY_BYTES as usize), 0);
+        let len = 2 * MIB as usize;
+        assert_eq!(answer_reservation(len), 2 * MIB);
+        let budget = BodyBudget::new(4 * MIB);
+        let permit = budget.try_reserve(answer_reservation(len)).ok();
+        let body = HeldBody::new(Full::new(Bytes::from(vec![b'x'; len])), permit);
+        assert_eq!(body.size_hint().exact(), Some(2 * MIB));
+        assert_eq!(budget.used(), 2 * MIB);
+        assert!(
+            budget.try_reserve(2 * MIB).is_err(),
+            "big ones share three quarters"
+        );
+        drop(body);
+        assert_eq!(budget.used(), 0);
     }
 
     #[test]

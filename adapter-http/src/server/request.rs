@@ -13,7 +13,7 @@ use hyper::header::{
 use relay_core::relay::{RequestHead, Response};
 use relay_core::{ErrCode, Instant, MatrixError};
 
-use super::limits::BodyBudget;
+use super::limits::{BodyBudget, HeldBody};
 use crate::Runtime;
 use crate::drive::relay::{DriverHandle, HeadReply};
 use crate::metrics::{Metrics, RouteLabel};
@@ -29,12 +29,23 @@ pub(super) async fn handle_http<R: Runtime>(
     metrics: &Metrics,
     budget: &BodyBudget,
     req: hyper::Request<Incoming>,
-) -> hyper::Response<Full<Bytes>> {
+) -> hyper::Response<HeldBody> {
     let started = Instant::now();
     let route = RouteLabel::of(req.method().as_str(), req.uri().path());
     let response = answer(rt, driver, budget, req).await;
+    // A large answer holds room in the budget until it is written.
+    let response = match budget.hold_answer(rt, body_len(&response)).await {
+        Ok(permit) => response.map(|body| HeldBody::new(body, permit)),
+        Err(busy) => busy.map(|body| HeldBody::new(body, None)),
+    };
     metrics.observe_request(route, response.status().as_u16(), started.elapsed());
     response
+}
+
+/// The length of an answer's body.
+fn body_len(response: &hyper::Response<Full<Bytes>>) -> usize {
+    let hint = response.body().size_hint();
+    usize::try_from(hint.exact().unwrap_or(hint.lower())).unwrap_or(usize::MAX)
 }
 
 async fn answer<R: Runtime>(
