@@ -38,7 +38,7 @@ pub mod tls;
 pub use client::{ClientOptions, ConnectTo, HttpClient};
 pub use drive::{outbound, retriever};
 pub use metrics::Metrics;
-pub use runtime::{Runtime, TlsTarget};
+pub use runtime::{Runtime, TlsTarget, bind_listener};
 pub use server::{
     DEFAULT_MAX_BUFFERED_BYTES, DEFAULT_MAX_CONNECTIONS, DEFAULT_MAX_CONNECTIONS_PER_IP,
     DEFAULT_STORAGE_THREADS, Listen, SMALL_BODY_BYTES, ServeOptions, ServerLimits, Shutdown, run,

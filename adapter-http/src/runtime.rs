@@ -55,7 +55,8 @@ pub trait Runtime: Clone + Send + Sync + 'static {
     /// hyper's timer on this runtime.
     fn timer(&self) -> Self::Timer;
 
-    /// Binds a TCP listener.
+    /// Binds a TCP listener; an implementation takes it from
+    /// [`bind_listener`], so every runtime listens alike.
     fn bind(&self, addr: SocketAddr) -> impl Future<Output = io::Result<Self::Listener>> + Send;
 
     /// The address `listener` is bound to.
@@ -88,4 +89,18 @@ pub trait Runtime: Clone + Send + Sync + 'static {
     /// Installs a SIGHUP handler now (so SIGHUP no longer ends the
     /// process) and calls `f` on each SIGHUP, from a task of its own.
     fn on_hangup(&self, f: impl Fn() + Send + Sync + 'static) -> io::Result<()>;
+}
+
+/// Connections the kernel completes and holds until they are accepted.
+const LISTEN_BACKLOG: i32 = 1024;
+
+/// A non-blocking TCP listener on `addr`, with a listen backlog of 1,024
+/// (std's is 128): a burst of connections past the backlog has its SYNs
+/// dropped and retried a second later.
+pub fn bind_listener(addr: SocketAddr) -> io::Result<std::net::TcpListener> {
+    let listener = std::net::TcpListener::bind(addr)?;
+    // listen(2) again on a listening socket only sets its backlog.
+    rustix::net::listen(&listener, LISTEN_BACKLOG)?;
+    listener.set_nonblocking(true)?;
+    Ok(listener)
 }

@@ -62,7 +62,7 @@ impl Runtime for Tokio {
     }
 
     async fn bind(&self, addr: SocketAddr) -> io::Result<TcpListener> {
-        TcpListener::bind(addr).await
+        TcpListener::from_std(adapter_http::bind_listener(addr)?)
     }
 
     fn local_addr(listener: &TcpListener) -> io::Result<SocketAddr> {

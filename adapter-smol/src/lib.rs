@@ -78,7 +78,7 @@ impl Runtime for Smol {
     }
 
     async fn bind(&self, addr: SocketAddr) -> io::Result<TcpListener> {
-        TcpListener::bind(addr).await
+        TcpListener::try_from(adapter_http::bind_listener(addr)?)
     }
 
     fn local_addr(listener: &TcpListener) -> io::Result<SocketAddr> {
