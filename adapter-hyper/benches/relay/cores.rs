@@ -98,6 +98,20 @@ impl Relay {
     }
 }
 
+/// CPU time (user and system) process `pid` has used, from
+/// `/proc/<pid>/stat`; `"self"` is this process.
+fn cpu_secs(pid: &str) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let after_name = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
+    let fields: Vec<f64> = after_name
+        .split_whitespace()
+        .map(|f| f.parse().unwrap_or(0.0))
+        .collect();
+    // utime and stime: fields 14 and 15 of the line, 12 and 13 after the name.
+    let ticks = fields.get(11).copied().unwrap_or(0.0) + fields.get(12).copied().unwrap_or(0.0);
+    ticks / rustix::param::clock_ticks_per_second() as f64
+}
+
 /// Pins this thread (and the threads it starts from now on) to `cpu`.
 fn pin_to(cpu: usize) {
     let mut set = rustix::thread::CpuSet::new();
@@ -113,9 +127,9 @@ pub(crate) fn run(runtimes: &[&str]) {
         return;
     }
     let txns = env_or("BENCH_CORES_TXNS", 20_000);
-    let conns = 16;
+    let conns = env_or("BENCH_CORES_CONNS", 16);
     let (_, origin_key, dest_keys) = bench_config(DESTS);
-    let rows: Vec<(String, f64, f64)> = std::thread::scope(|scope| {
+    let rows: Vec<(String, Rate, Rate)> = std::thread::scope(|scope| {
         scope
             .spawn(|| {
                 pin_to(cpus - 1);
@@ -129,9 +143,16 @@ pub(crate) fn run(runtimes: &[&str]) {
                     let rate = |cores: &str| {
                         let puts = presign(&origin_key, &dest_keys, txns, 5, 1024);
                         let relay = Relay::start(runtime, cores);
+                        let pid = relay.child.id().to_string();
+                        let (relay_cpu, load_cpu) = (cpu_secs(&pid), cpu_secs("self"));
                         let start = Instant::now();
                         client_rt.block_on(put_all(relay.addr, conns, puts));
-                        let rate = txns as f64 / start.elapsed().as_secs_f64();
+                        let secs = start.elapsed().as_secs_f64();
+                        let rate = Rate {
+                            per_sec: txns as f64 / secs,
+                            relay_cores: (cpu_secs(&pid) - relay_cpu) / secs,
+                            load_cores: (cpu_secs("self") - load_cpu) / secs,
+                        };
                         relay.stop();
                         rate
                     };
@@ -148,16 +169,33 @@ pub(crate) fn run(runtimes: &[&str]) {
         "== cores: ingest on a memory store, {txns} PUTs of 5 x 1 KiB PDUs over {conns} connections"
     );
     println!(
-        "{:<8} {:>14} {:>14} {:>7}",
-        "runtime", "1 core /s", "2 cores /s", "ratio"
+        "{:<8} {:>12} {:>12} {:>7}   {:>22} {:>22}",
+        "runtime",
+        "1 core /s",
+        "2 cores /s",
+        "ratio",
+        "cores busy: relay/load",
+        "(1 core; 2 cores)"
     );
     for (runtime, one, two) in rows {
         println!(
-            "{:<8} {:>14.0} {:>14.0} {:>6.2}x",
+            "{:<8} {:>12.0} {:>12.0} {:>6.2}x   {:>10.2} / {:<9.2} {:>10.2} / {:.2}",
             runtime,
-            one,
-            two,
-            two / one
+            one.per_sec,
+            two.per_sec,
+            two.per_sec / one.per_sec,
+            one.relay_cores,
+            one.load_cores,
+            two.relay_cores,
+            two.load_cores,
         );
     }
+}
+
+/// One measurement: transactions stored per second, and how many cores
+/// the relay and the load kept busy meanwhile.
+struct Rate {
+    per_sec: f64,
+    relay_cores: f64,
+    load_cores: f64,
 }

@@ -11,7 +11,7 @@
 //! measured in turn with the same load, and with more than one a table puts
 //! the figures side by side, e.g. `BENCH_STORE=sqlite,postgres`.
 //! Then ingest on one core against two, per runtime ([`cores`]; `BENCH_CORES=0`
-//! skips it, `BENCH_CORES_TXNS` sets its load).
+//! skips it, `BENCH_CORES_TXNS` and `BENCH_CORES_CONNS` set its load).
 //! `BENCH_ACKED_RETENTION_SECS`: how long acknowledged keys are remembered
 //! (`--acked-retention-secs`; default as the relay's, 0 to measure without).
 //! `BENCH_STORAGE_THREADS`: the threads of the relay's storage pool
