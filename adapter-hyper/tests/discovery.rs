@@ -120,6 +120,7 @@ fn world() -> World {
         extra_roots: vec![ca.cert()],
         connect_to,
         dns_server: Some(dns.addr()),
+        ..ClientOptions::default()
     };
     World {
         _ca: ca,
@@ -334,6 +335,7 @@ async fn failover<R: Runtime>(rt: R) {
             .map(|c| c.parse().expect("connect-to"))
             .collect(),
         dns_server: Some(dns.addr()),
+        ..ClientOptions::default()
     };
     let client =
         HttpClient::with_options(rt, Resolver::default(), Duration::from_secs(20), options)

@@ -6,6 +6,8 @@ use std::path::PathBuf;
 
 use adapter_http::{ClientOptions, ConnectTo};
 use clap::Args;
+use relay_core::addr_policy::AddressPolicy;
+use relay_core::cidr::Cidr;
 
 /// How this node connects to other servers (besides `--resolve`).
 #[derive(Args, Debug, Default)]
@@ -24,20 +26,33 @@ pub(crate) struct NetArgs {
     /// first of /etc/resolv.conf].
     #[arg(long = "dns-server", value_name = "ADDR")]
     pub dns_server: Option<String>,
+    /// Connect to addresses in this network (`ADDR/LEN`) even where
+    /// discovery leads to a special-purpose one (loopback, private,
+    /// link-local, …), which is refused by default; `--resolve` and
+    /// `--connect-to` targets are never refused (repeatable).
+    #[arg(long = "allow-fetch-from", value_name = "CIDR")]
+    pub allow_fetch_from: Vec<String>,
 }
 
 impl NetArgs {
     /// The client options these flags describe.
     pub(crate) fn client_options(&self) -> Result<ClientOptions, String> {
-        client_options(&self.tls_ca, &self.connect_to, self.dns_server.as_deref())
+        client_options(
+            &self.tls_ca,
+            &self.connect_to,
+            self.dns_server.as_deref(),
+            &self.allow_fetch_from,
+        )
     }
 }
 
-/// The client options of `--tls-ca`, `--connect-to` and `--dns-server`.
+/// The client options of `--tls-ca`, `--connect-to`, `--dns-server` and
+/// `--allow-fetch-from`.
 pub(crate) fn client_options(
     tls_ca: &[PathBuf],
     connect_to: &[String],
     dns_server: Option<&str>,
+    allow_fetch_from: &[String],
 ) -> Result<ClientOptions, String> {
     let mut extra_roots = Vec::new();
     for path in tls_ca {
@@ -59,9 +74,14 @@ pub(crate) fn client_options(
                 .map_err(|_| format!("--dns-server: expected IP or IP:PORT, got {s:?}"))
         })
         .transpose()?;
+    let allow = allow_fetch_from
+        .iter()
+        .map(|c| Cidr::parse(c).map_err(|e| format!("--allow-fetch-from: {e}")))
+        .collect::<Result<_, _>>()?;
     Ok(ClientOptions {
         extra_roots,
         connect_to,
         dns_server,
+        address_policy: AddressPolicy::new(allow),
     })
 }

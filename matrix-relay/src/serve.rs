@@ -102,6 +102,13 @@ pub(crate) struct ServeArgs {
     /// first of /etc/resolv.conf].
     #[arg(long = "dns-server", value_name = "ADDR")]
     dns_server: Option<String>,
+    /// Connect to addresses in this network (`ADDR/LEN`) even where
+    /// discovery or a key fetch leads to a special-purpose one (loopback,
+    /// private, link-local, …), which is refused by default; `--resolve`
+    /// and `--connect-to` targets are never refused (repeatable).
+    #[arg(long = "allow-fetch-from", value_name = "CIDR")]
+    #[serde(default)]
+    allow_fetch_from: Vec<String>,
     /// Request body limit in bytes [default: 4325376, 50 PDUs of 64 KiB plus 1 MiB].
     #[arg(long)]
     max_body_bytes: Option<usize>,
@@ -197,6 +204,7 @@ impl ServeArgs {
             resolve,
             tls_ca,
             connect_to,
+            allow_fetch_from,
             deny_origin
         );
         self.open |= file.open;
@@ -282,8 +290,12 @@ pub(crate) fn serve(args: ServeArgs) -> Result<(), String> {
         .ok_or("--signing-key is required")?;
     let resolver = Resolver::from_flags(args.resolve.iter().map(String::as_str))
         .map_err(|e| format!("--resolve: {e}"))?;
-    let client =
-        crate::net::client_options(&args.tls_ca, &args.connect_to, args.dns_server.as_deref())?;
+    let client = crate::net::client_options(
+        &args.tls_ca,
+        &args.connect_to,
+        args.dns_server.as_deref(),
+        &args.allow_fetch_from,
+    )?;
     let tls = server_tls(&args)?;
     let config = relay_config(&args, server_name, keys::load_or_create(key_path)?)?;
     let limits = server_limits(&args, config.max_body_bytes)?;

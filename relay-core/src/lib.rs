@@ -15,7 +15,9 @@
 //! - [`outbound`]: the sender machine; [`retriever`]: the recipient
 //!   machine; [`http`]: the requests they send and the outcomes they get.
 //! - [`resolve`]: server discovery (`.well-known`, SRV, failover between
-//!   targets), as decisions the client performs.
+//!   targets), as decisions the client performs; [`addr_policy`]: which
+//!   addresses it may connect to ([`cidr`]: the networks an operator
+//!   allows).
 //! - [`store`]: the records the machines ask the storage adapter to keep.
 //! - [`rng`]: the seeded generator behind every machine's jitter.
 //! - `fuzzing` (feature `fuzzing`, for the fuzz targets and tests only):
@@ -30,10 +32,12 @@
 #![warn(clippy::too_many_lines)]
 #![cfg_attr(test, allow(clippy::too_many_lines))]
 
+pub mod addr_policy;
 pub mod auth;
 pub mod b64;
 mod backoff;
 pub mod canonical;
+pub mod cidr;
 mod drive;
 #[cfg(test)]
 #[path = "../tests/support/epoch.rs"]

@@ -8,7 +8,7 @@
 
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
@@ -120,6 +120,8 @@ type Script = dyn Fn(usize, &Recorded) -> Reply + Send + Sync;
 struct Shared {
     requests: Mutex<Vec<Recorded>>,
     stop: AtomicBool,
+    /// TCP connections accepted.
+    connections: AtomicUsize,
     script: Box<Script>,
     tls: Option<Arc<rustls::ServerConfig>>,
 }
@@ -164,6 +166,7 @@ impl StubServer {
         let shared = Arc::new(Shared {
             requests: Mutex::new(Vec::new()),
             stop: AtomicBool::new(false),
+            connections: AtomicUsize::new(0),
             script: Box::new(script),
             tls,
         });
@@ -175,6 +178,7 @@ impl StubServer {
                         break;
                     }
                     let Ok(conn) = conn else { continue };
+                    shared.connections.fetch_add(1, Ordering::SeqCst);
                     let shared = Arc::clone(&shared);
                     thread::spawn(move || serve_one(conn, &shared));
                 }
@@ -219,6 +223,11 @@ impl StubServer {
     /// How many requests were received.
     pub fn count(&self) -> usize {
         self.shared.requests.lock().map(|r| r.len()).unwrap_or(0)
+    }
+
+    /// How many TCP connections it accepted (a request or not).
+    pub fn connections(&self) -> usize {
+        self.shared.connections.load(Ordering::SeqCst)
     }
 
     /// Waits up to `timeout` until at least `n` requests were received.

@@ -1,19 +1,43 @@
 //! Connecting by name: a host name is resolved to addresses (A/AAAA, by the
-//! system's resolver) on the client's DNS pool, and each address is tried
-//! in turn.
+//! system's resolver) on the client's DNS pool, and each address the
+//! address policy allows is tried in turn.
 
 use std::io;
 use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
+
+use relay_core::addr_policy::AddressPolicy;
 
 use super::HttpClient;
 use crate::runtime::{Runtime, TlsTarget};
 
 impl<R: Runtime> HttpClient<R> {
     /// A TCP connection to `host:port` (an IP literal without brackets, or
-    /// a name), to the first of its addresses that accepts one.
-    pub(super) async fn open(&self, host: &str, port: u16) -> io::Result<R::Io> {
+    /// a name), to the first of its addresses that `policy` (if any)
+    /// allows and that accepts one.
+    ///
+    /// Implementation note: the policy judges the very address connected
+    /// to, after every lookup (`.well-known`, SRV, A/AAAA), so no name
+    /// that resolves one way when checked and another when connected to
+    /// gets past it. A refused address fails like an unreachable one.
+    pub(super) async fn open(
+        &self,
+        host: &str,
+        port: u16,
+        policy: Option<&AddressPolicy>,
+    ) -> io::Result<R::Io> {
         let mut last = None;
         for addr in self.resolve(host, port).await? {
+            if let Some(Err(refused)) = policy.map(|p| p.check(addr.ip())) {
+                tracing::debug!(
+                    %host, %addr, reason = %refused,
+                    "not connecting: a special-purpose address (see --allow-fetch-from)"
+                );
+                last = Some(io::Error::new(
+                    io::ErrorKind::PermissionDenied,
+                    format!("not connecting to {addr}: {refused} (see --allow-fetch-from)"),
+                ));
+                continue;
+            }
             match self.runtime.connect(addr).await {
                 Ok(io) => return Ok(io),
                 Err(e) => last = Some(e),
@@ -29,9 +53,10 @@ impl<R: Runtime> HttpClient<R> {
         &self,
         host: &str,
         port: u16,
+        policy: Option<&AddressPolicy>,
         target: TlsTarget,
     ) -> io::Result<R::TlsIo> {
-        let io = self.open(host, port).await?;
+        let io = self.open(host, port, policy).await?;
         R::connect_tls(io, target).await
     }
 

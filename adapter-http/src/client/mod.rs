@@ -14,7 +14,9 @@
 //! lookups and connections it asks for (the `.well-known` fetch over
 //! itself, SRV queries via [`crate::dns`] and host names' addresses on a
 //! DNS pool of its own), reports how they went, and applies `--connect-to`
-//! redirections and extra trusted roots.
+//! redirections, extra trusted roots and the
+//! [`AddressPolicy`](relay_core::addr_policy::AddressPolicy) (checked on
+//! each address about to be connected to, after every lookup).
 
 mod connect;
 mod discovery;
@@ -30,6 +32,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use hyper::header::{AUTHORIZATION, CONTENT_TYPE, HeaderMap, HeaderValue, RETRY_AFTER};
 use relay_core::Instant;
+use relay_core::addr_policy::AddressPolicy;
 use relay_core::http::{HttpOutcome, OutgoingRequest};
 use relay_core::resolve::{Attempt, AttemptStep, Resolver, Tried};
 
@@ -66,6 +69,8 @@ pub struct HttpClient<R> {
     idle: Arc<Pool>,
     connect_to: Arc<HashMap<(String, u16), (String, u16)>>,
     dns_server: Option<SocketAddr>,
+    /// Which addresses discovery's endpoints may be connected to.
+    address_policy: Arc<AddressPolicy>,
     /// Where SRV queries and host name lookups run.
     dns: ThreadPool,
     inflight: Arc<Inflight>,
@@ -85,6 +90,7 @@ impl<R: Clone> Clone for HttpClient<R> {
             idle: self.idle.clone(),
             connect_to: self.connect_to.clone(),
             dns_server: self.dns_server,
+            address_policy: self.address_policy.clone(),
             dns: self.dns.clone(),
             inflight: self.inflight.clone(),
             discoveries: self.discoveries.clone(),
@@ -130,6 +136,7 @@ impl<R: Runtime> HttpClient<R> {
             idle: Arc::default(),
             connect_to: Arc::new(connect_to),
             dns_server: options.dns_server,
+            address_policy: Arc::new(options.address_policy),
             dns: ThreadPool::skipping_stale("relay-dns", DNS_THREADS, DNS_QUEUE),
             inflight: Arc::default(),
             discoveries: Arc::new(Permits::new(MAX_DISCOVERIES)),

@@ -1,10 +1,12 @@
 //! How the client connects besides where: `--connect-to` redirections,
-//! extra trusted roots, the nameserver, and the TLS configuration.
+//! extra trusted roots, the nameserver, which addresses discovery may lead
+//! to, and the TLS configuration.
 
 use std::net::SocketAddr;
 use std::str::FromStr;
 use std::sync::Arc;
 
+use relay_core::addr_policy::AddressPolicy;
 use relay_core::id::{split_host_port, unbracketed};
 use rustls::pki_types::CertificateDer;
 
@@ -79,6 +81,9 @@ pub struct ClientOptions {
     pub connect_to: Vec<ConnectTo>,
     /// The nameserver for SRV queries; `None`: the system's.
     pub dns_server: Option<SocketAddr>,
+    /// Which addresses a connection may go to (`--allow-fetch-from`);
+    /// `--connect-to` targets and `--resolve` endpoints are not held to it.
+    pub address_policy: AddressPolicy,
 }
 
 /// rustls with the ring provider, the webpki roots and `extra_roots`.

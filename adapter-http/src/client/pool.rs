@@ -209,7 +209,10 @@ impl<R: Runtime> HttpClient<R> {
             max_body,
         } = request;
         let base = endpoint.base_url();
-        let key = format!("{base} {}", endpoint.tls_name);
+        // A connection made for the operator's own endpoint, not held to
+        // the address policy, is never handed to discovery's same one.
+        let trust = if endpoint.trusted { " trusted" } else { "" };
+        let key = format!("{base} {}{trust}", endpoint.tls_name);
         let url = format!("{base}{target}");
         let build = || {
             let mut builder = hyper::Request::builder().method(method).uri(target);
@@ -306,18 +309,24 @@ impl<R: Runtime> HttpClient<R> {
     }
 
     /// Opens a connection to `endpoint` (or where `--connect-to` sends
-    /// it) and starts its task.
+    /// it) and starts its task. Only an address the address policy allows
+    /// is connected to, unless the operator named it (`--connect-to`, or
+    /// `--resolve` for a [`trusted`](Endpoint::trusted) endpoint).
     async fn connect(&self, endpoint: &Endpoint) -> Result<Sender, String> {
-        let (host, port) = self
+        let redirected = self
             .connect_to
-            .get(&(endpoint.host.to_ascii_lowercase(), endpoint.port))
-            .map_or((endpoint.host.as_str(), endpoint.port), |(h, p)| {
-                (h.as_str(), *p)
-            });
+            .get(&(endpoint.host.to_ascii_lowercase(), endpoint.port));
+        let (host, port) = redirected.map_or((endpoint.host.as_str(), endpoint.port), |(h, p)| {
+            (h.as_str(), *p)
+        });
         let host = unbracketed(host);
+        let policy = (redirected.is_none() && !endpoint.trusted).then_some(&*self.address_policy);
         match endpoint.scheme {
             Scheme::Http => {
-                let io = self.open(host, port).await.map_err(|e| e.to_string())?;
+                let io = self
+                    .open(host, port, policy)
+                    .await
+                    .map_err(|e| e.to_string())?;
                 self.handshake(io).await
             }
             Scheme::Https => {
@@ -326,7 +335,7 @@ impl<R: Runtime> HttpClient<R> {
                     config: self.tls.clone(),
                 };
                 let io = self
-                    .open_tls(host, port, target)
+                    .open_tls(host, port, policy, target)
                     .await
                     .map_err(|e| error_chain(&e))?;
                 self.handshake(io).await

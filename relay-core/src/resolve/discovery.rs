@@ -191,6 +191,7 @@ fn endpoint(host: &str, port: u16, tls_name: &str, host_header: &str) -> Endpoin
         port,
         tls_name: unbracketed(tls_name).to_owned(),
         host_header: host_header.to_owned(),
+        trusted: false,
     }
 }
 

@@ -106,6 +106,10 @@ pub struct Endpoint {
     pub tls_name: String,
     /// The `Host` header.
     pub host_header: String,
+    /// The operator's own (`--resolve`): connected to whatever its address,
+    /// where discovery's endpoints are held to an
+    /// [`AddressPolicy`](crate::addr_policy::AddressPolicy).
+    pub trusted: bool,
 }
 
 impl Endpoint {
@@ -273,6 +277,7 @@ fn parse_flag(flag: &str) -> Option<(ServerName, Endpoint)> {
             port: port.unwrap_or(default_port),
             tls_name,
             host_header: name.as_str().to_owned(),
+            trusted: true,
         },
     ))
 }

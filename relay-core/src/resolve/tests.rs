@@ -173,6 +173,26 @@ fn overrides_win_over_everything() {
     assert!(world.asked().is_empty());
 }
 
+/// Only the operator's overrides skip the address policy: what discovery
+/// found (an IP literal, a delegation, an SRV target, a `.well-known`
+/// fetch or its redirect) is held to it.
+#[test]
+fn only_overrides_are_trusted() {
+    let mut r = Resolver::from_flags(["b.example=http://127.0.0.1:9000"]).unwrap();
+    let now = epoch();
+    let mut world = World::default()
+        .well_known("a.example", r#"{"m.server":"127.0.0.1:9000"}"#)
+        .srv("_matrix-fed._tcp.c.example", &[(0, 0, 8448, "t.example")]);
+    assert!(world.run(&mut r, now, "b.example").trusted);
+    for server in ["127.0.0.1:9000", "a.example", "c.example"] {
+        assert!(!world.run(&mut r, now, server).trusted, "{server}");
+    }
+    let fetch = WellKnownFetch::new("a.example");
+    assert!(!fetch.request().0.trusted);
+    let (to, _) = redirect(fetch.request().0, "https://127.0.0.1/x").unwrap();
+    assert!(!to.trusted);
+}
+
 #[test]
 fn well_known_delegation_used_as_is() {
     for (m_server, want) in [
@@ -678,6 +698,7 @@ fn answers_nobody_asked_for_are_ignored() {
             port: 8448,
             tls_name: "1.2.3.4".into(),
             host_header: "1.2.3.4".into(),
+            trusted: false,
         }])
     );
     assert_eq!(r.cached(), (0, 0));
@@ -800,6 +821,7 @@ fn well_known_redirects() {
         port: 443,
         tls_name: "a.example".into(),
         host_header: "a.example".into(),
+        trusted: false,
     };
     for (location, want) in [
         (
@@ -851,6 +873,7 @@ fn attempt_steps(
             port: 8448,
             tls_name: "s.example".into(),
             host_header: "s.example".into(),
+            trusted: false,
         })
         .collect();
     let mut attempt = Attempt::new(endpoints);
@@ -1009,6 +1032,7 @@ fn an_attempt_ignores_reports_nobody_asked_for() {
         port: 8448,
         tls_name: host.into(),
         host_header: host.into(),
+        trusted: false,
     };
     let mut r = Resolver::default();
     let now = epoch();

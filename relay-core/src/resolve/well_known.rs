@@ -53,6 +53,7 @@ impl WellKnownFetch {
                 port: 443,
                 tls_name: host.to_owned(),
                 host_header: host.to_owned(),
+                trusted: false,
             },
             target: WELL_KNOWN_PATH.to_owned(),
             redirects: 0,
@@ -112,6 +113,7 @@ pub fn redirect(from: &Endpoint, location: &str) -> Option<(Endpoint, String)> {
         port: port.unwrap_or(443),
         tls_name: unbracketed(host).to_owned(),
         host_header: authority.to_owned(),
+        trusted: false,
     };
     Some((endpoint, target))
 }
