@@ -14,7 +14,7 @@ use relay_core::ServerName;
 use relay_core::resolve::Resolver;
 use relay_core::retriever::{Event, Retriever, RetrieverConfig};
 use serde::Serialize;
-use serde_json::Value;
+use serde_json::value::RawValue;
 
 use crate::{keys, on_runtime};
 
@@ -88,13 +88,12 @@ async fn drain<R: Runtime>(
         };
         match item {
             Received::Delivery(d) => {
-                let transaction: Value =
-                    serde_json::from_slice(&d.transaction).unwrap_or(Value::Null);
+                let transaction = one_line(&d.transaction);
                 let line = Line {
                     relay: d.relay.as_str(),
                     origin: d.origin.as_str(),
                     txn_id: d.txn_id.as_ref().map(|t| t.as_str()),
-                    transaction,
+                    transaction: &transaction,
                 };
                 let Ok(line) = serde_json::to_string(&line) else {
                     return false;
@@ -132,5 +131,21 @@ struct Line<'a> {
     origin: &'a str,
     /// `null` from a relay that does not say (Dendrite).
     txn_id: Option<&'a str>,
-    transaction: Value,
+    transaction: &'a RawValue,
+}
+
+/// `transaction` as the relay handed it out, on one line: its line breaks,
+/// which JSON allows only between tokens, are left out, and nothing else
+/// changes (numbers, escapes and key order are as their sender wrote them).
+/// `null` if it is not JSON, which the retriever has already ruled out.
+fn one_line(transaction: &[u8]) -> Box<RawValue> {
+    let text: Vec<u8> = transaction
+        .iter()
+        .copied()
+        .filter(|b| !matches!(b, b'\n' | b'\r'))
+        .collect();
+    String::from_utf8(text)
+        .ok()
+        .and_then(|text| RawValue::from_string(text).ok())
+        .unwrap_or_else(|| RawValue::NULL.to_owned())
 }

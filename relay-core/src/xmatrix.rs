@@ -36,10 +36,11 @@ impl XMatrix {
     ///
     /// Accepted: the scheme in any case followed by one or more spaces;
     /// spaces and tabs around commas and `=`; parameter names in any case;
-    /// quoted values with backslash escapes; unquoted tokens, which may also
-    /// contain `:`; unknown parameters, which are ignored. Rejected: a
-    /// missing `origin`, `key` or `sig`, and `origin`, `destination`, `key`
-    /// or `sig` given twice.
+    /// quoted values with backslash escapes; unquoted values of visible
+    /// ASCII other than `"`, `\` and `,` (so `key=ed25519:1` and a `sig`
+    /// holding `/`, `+` or `=`, as Synapse accepts); unknown parameters,
+    /// which are ignored. Rejected: a missing `origin`, `key` or `sig`,
+    /// and `origin`, `destination`, `key` or `sig` given twice.
     pub fn parse(header: &str) -> Result<Self, XMatrixError> {
         let header = header.trim_matches(is_ows);
         let (scheme, params) = header.split_once(is_ows).unwrap_or((header, ""));
@@ -80,6 +81,14 @@ fn is_tchar(c: char) -> bool {
     c.is_ascii_alphanumeric() || "!#$%&'*+-.^_`|~".contains(c)
 }
 
+/// A character of an unquoted value: visible ASCII other than `"`, `\`
+/// and `,`. RFC 9110 allows only `tchar`s there, but senders leave values
+/// such as `ed25519:1`, `[::1]:8448` or a base64 `sig` (`/`, `+`, `=`)
+/// unquoted, and Synapse reads an unquoted value up to the next comma.
+fn is_unquoted(c: char) -> bool {
+    c.is_ascii_graphic() && !matches!(c, '"' | '\\' | ',')
+}
+
 /// The `name=value` pairs of an `#auth-param` list; empty list elements
 /// are skipped, as RFC 9110 §5.6.1 asks of recipients.
 struct Params<'a>(std::iter::Peekable<std::str::Chars<'a>>);
@@ -110,7 +119,7 @@ impl Params<'_> {
                 }
             }
         } else {
-            while let Some(c) = self.0.next_if(|&c| is_tchar(c) || c == ':') {
+            while let Some(c) = self.0.next_if(|&c| is_unquoted(c)) {
                 value.push(c);
             }
             if value.is_empty() {
@@ -231,6 +240,13 @@ mod tests {
             format!(
                 r#"X-Matrix origin=origin.example,destination=relay.example,key=ed25519:1,sig="{SIG}""#
             ),
+            // Unquoted everywhere, `sig` with `/` and `+` (as Synapse accepts).
+            format!(
+                r#"X-Matrix origin=origin.example,destination=relay.example,key=ed25519:1,sig={SIG}"#
+            ),
+            format!(
+                "X-Matrix sig={SIG} ,\tkey = ed25519:1,destination=relay.example,origin=origin.example"
+            ),
             format!(
                 r#"X-Matrix origin="origin.example",foo=bar,destination="relay.example",x="a,b=\"c\"",key="ed25519:1",sig="{SIG}",foo=again"#
             ),
@@ -250,6 +266,45 @@ mod tests {
         assert_eq!(escapes.origin, r#"a"b\c"#);
         let ipv6 = XMatrix::parse(r#"X-Matrix origin="[::1]:8448",key=ed25519:1,sig=s"#).unwrap();
         assert_eq!(ipv6.origin, "[::1]:8448");
+    }
+
+    #[test]
+    fn unquoted_values() {
+        for (header, origin, key, sig) in [
+            ("X-Matrix origin=o,key=k:1,sig=ab/cd", "o", "k:1", "ab/cd"),
+            (
+                "X-Matrix origin=o,key=k:1,sig=a+b/c==",
+                "o",
+                "k:1",
+                "a+b/c==",
+            ),
+            ("X-Matrix origin=o,key=k:1,sig==", "o", "k:1", "="),
+            ("X-Matrix sig=/+=,key=k:1,origin=o", "o", "k:1", "/+="),
+            (
+                "X-Matrix origin=[::1]:8448,key=ed25519:a_b-c.d,sig=s",
+                "[::1]:8448",
+                "ed25519:a_b-c.d",
+                "s",
+            ),
+            (
+                "X-Matrix origin=o,key=k:1,sig=!#$%&'*+-.^_`|~;<>?@[]{}",
+                "o",
+                "k:1",
+                "!#$%&'*+-.^_`|~;<>?@[]{}",
+            ),
+            ("X-Matrix origin=o\t,\tkey=k:1 ,sig=s=\t", "o", "k:1", "s="),
+        ] {
+            assert_eq!(
+                XMatrix::parse(header),
+                Ok(XMatrix {
+                    origin: origin.into(),
+                    destination: None,
+                    key: key.into(),
+                    sig: sig.into(),
+                }),
+                "{header}"
+            );
+        }
     }
 
     #[test]
@@ -317,8 +372,13 @@ mod tests {
             "X-Matrix origin=,key=k:1,sig=s",
             r#"X-Matrix origin="o"x,key=k:1,sig=s"#,
             "X-Matrix origin=o key=k:1,sig=s",
-            "X-Matrix origin=o,key=k:1,sig=ab/cd",
-            "X-Matrix origin=[::1],key=k:1,sig=s",
+            // Unquoted values hold no quote, backslash, space or
+            // non-ASCII character.
+            r#"X-Matrix origin=o,key=k:1,sig=ab"cd"#,
+            r#"X-Matrix origin=o,key=k:1,sig=ab\cd"#,
+            "X-Matrix origin=o,key=k:1,sig=ab cd",
+            "X-Matrix origin=\u{e9},key=k:1,sig=s",
+            "X-Matrix origin=o,key=k:1,sig=s\u{7f}",
             "X-Matrix abc",
         ] {
             assert_eq!(

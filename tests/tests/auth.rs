@@ -414,6 +414,45 @@ fn lenient_header_forms_are_accepted() {
     assert_eq!(drain(&relay, &dest, ALICE).len(), forms.len());
 }
 
+/// Unquoted values everywhere, `sig` included with `/`, `+` and `=` (as
+/// Synapse accepts them): 200.
+#[test]
+fn unquoted_values_are_accepted() {
+    let origin = Server::origin_example();
+    let dest = Server::named(DEST_NAME);
+    let relay = trusted_relay();
+    let body = serde_json::to_vec(&txn_body(ORIGIN_NAME, "x")).expect("serialise");
+    // Signatures are deterministic: the first target whose signature holds
+    // both `/` and `+` is always the same.
+    let (target, sig) = (0..1_000)
+        .map(|i| send_relay_path(&format!("unquoted{i}"), ALICE))
+        .map(|target| {
+            let sig = good_sig(&origin, "PUT", &target, &body);
+            (target, sig)
+        })
+        .find(|(_, sig)| sig.contains('/') && sig.contains('+'))
+        .expect("a signature with / and +");
+    for (i, header) in [
+        format!("X-Matrix origin=origin.example,destination=relay.example,key=ed25519:1,sig={sig}"),
+        format!("X-Matrix sig={sig}== , key=ed25519:1,\torigin=origin.example"),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let resp = Request::new("PUT", &target)
+            .header("Authorization", &header)
+            .body(body.clone())
+            .send(relay.addr());
+        assert_eq!(
+            (resp.status, resp.json()),
+            (200, json!({})),
+            "{header}\n{resp:?}"
+        );
+        // The same transaction again (an idempotent repeat) on the second.
+        assert_eq!(drain(&relay, &dest, ALICE).len(), 1 - i);
+    }
+}
+
 #[test]
 fn content_type_is_not_required() {
     let origin = Server::origin_example();

@@ -331,3 +331,32 @@ fn bad_input_is_refused_with_a_clear_message() {
         .run();
     refused(&out, "--resolve");
 }
+
+/// A PDU whose numbers, escapes and key order a re-serialiser would
+/// change, pretty-printed across lines.
+const RAW_PDU: &str = "{\"type\":\"m.room.message\",\n  \"z\":-0, \"depth\":1e2, \"a\":1.0,\r\n  \"content\":{\"body\":\"caf\\u00e9 \\/\"}}";
+
+#[test]
+fn prints_pdus_as_received_on_one_line() {
+    let o1 = Server::named("o1.example");
+    let (node, b) = node_b();
+    let relay = RelayProcess::standard(&[&o1, &b]);
+    let body = format!(
+        "{{\"origin\":\"o1.example\",\"origin_server_ts\":1e12,\n\"pdus\":[{RAW_PDU}],\"edus\":[]}}"
+    );
+    let resp =
+        relay_tests::api::put_txn_bytes(&relay, &o1, "raw", &b.user("alice"), body.as_bytes());
+    assert_eq!((resp.status, resp.json()), (200, json!({})), "{resp:?}");
+    let out = node.pull().relay(&relay).run();
+    out.assert_code(0);
+    let lines = out.lines();
+    assert_eq!(lines.len(), 1, "{out:?}");
+    // Only the line breaks are gone.
+    let one_line = RAW_PDU.replace(['\r', '\n'], "");
+    let expected = format!(
+        "\"transaction\":{{\"origin\":\"o1.example\",\"origin_server_ts\":1e12,\"pdus\":[{one_line}],\"edus\":[]}}"
+    );
+    assert!(lines[0].contains(&expected), "expected {expected}\n{out:?}");
+    let (_, origin, txn_id, _) = fields(&out.json_lines()[0]);
+    assert_eq!((origin.as_str(), txn_id.as_str()), ("o1.example", "raw"));
+}

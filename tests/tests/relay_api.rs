@@ -170,6 +170,40 @@ fn transactions_come_back_exactly_as_sent() {
     assert_eq!(pulled[0].transaction, body);
 }
 
+/// PDUs and EDUs whose numbers, escapes and key order a re-serialiser
+/// would change (`-0` to `-0.0`, `1e2` to `100.0`, `\u00e9` to `é`).
+const RAW_PDUS: [&str; 2] = [
+    r#"{"type":"m.room.message","z":-0,"depth":1e2,"a":1.0,"content":{"body":"caf\u00e9 \"\/ \ud83d\ude00","b":[1E2, -0.0]},"origin_server_ts":1700000000000}"#,
+    "{ \"sender\" : \"@a:origin.example\",\n  \"n\": -0e5 }",
+];
+const RAW_EDU: &str = r#"{"edu_type":"m.typing","content":{"typing":true,"n":2E0}}"#;
+
+#[test]
+fn pdus_and_edus_are_handed_out_byte_for_byte() {
+    let origin = Server::origin_example();
+    let dest = Server::named(DEST_NAME);
+    let relay = RelayProcess::standard(&[&origin, &dest]);
+    let [pdu1, pdu2] = RAW_PDUS;
+    let body = format!(
+        "{{\"origin\":\"liar.example\",\"origin_server_ts\":1.7e12,\"pdus\":[{pdu1},\n{pdu2}],\"edus\":[{RAW_EDU}],\"x-extra\":{{\"k\": 2.0}}}}"
+    );
+    let resp = put_txn_bytes(&relay, &origin, "raw", ALICE, body.as_bytes());
+    assert_eq!((resp.status, resp.json()), (200, json!({})), "{resp:?}");
+    let resp = relay_txn(&relay, &dest, ALICE, Some(0));
+    resp.assert_status(200);
+    // The answer's text, not its parsed meaning: every element as sent,
+    // `origin` replaced and first, the other fields as sent (only the
+    // whitespace between PDUs is gone).
+    let expected = format!(
+        "{{\"transaction\":{{\"origin\":\"origin.example\",\"origin_server_ts\":1.7e12,\"pdus\":[{pdu1},{pdu2}],\"edus\":[{RAW_EDU}],\"x-extra\":{{\"k\": 2.0}}}},"
+    );
+    let text = resp.text();
+    assert!(
+        text.starts_with(&expected),
+        "expected {expected}…\ngot {text}"
+    );
+}
+
 #[test]
 fn a_hundred_transactions_come_back_oldest_first() {
     let origin = Server::origin_example();

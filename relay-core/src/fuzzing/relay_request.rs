@@ -366,6 +366,7 @@ pub fn relay_request(now: Instant, data: &[u8]) {
                     txn["pdus"].as_array().is_some_and(|p| p.len() <= MAX_PDUS),
                     "stored bad pdus"
                 );
+                assert_stored_as_sent(&txn, &entry.transaction, body);
 
                 let result = store_answer(answers);
                 relay.handle_stored(now, op, result.clone());
@@ -518,4 +519,36 @@ fn check_response(response: &Response) {
         "errcode {errcode} does not go with status {}",
         response.status
     );
+}
+
+/// The stored transaction `stored` (parsed: `txn`) is the `body` sent,
+/// `origin` aside, and each of its PDUs is in `body` byte for byte.
+fn assert_stored_as_sent(txn: &Value, stored: &[u8], body: &[u8]) {
+    let without_origin = |v: &Value| {
+        let mut v = v.clone();
+        v.as_object_mut().map(|o| o.remove("origin"));
+        v
+    };
+    let sent: Value = serde_json::from_slice(body)
+        .unwrap_or_else(|e| panic!("stored a body that is not JSON: {e}"));
+    assert_eq!(
+        without_origin(txn),
+        without_origin(&sent),
+        "stored another transaction than the one sent"
+    );
+    #[derive(serde::Deserialize)]
+    struct Pdus<'a> {
+        #[serde(borrow)]
+        pdus: Vec<&'a serde_json::value::RawValue>,
+    }
+    let pdus: Pdus<'_> = serde_json::from_slice(stored)
+        .unwrap_or_else(|e| panic!("stored pdus are not an array: {e}"));
+    for pdu in pdus.pdus {
+        let pdu = pdu.get().as_bytes();
+        assert!(
+            body.windows(pdu.len()).any(|w| w == pdu),
+            "stored PDU {:?} is not as sent",
+            String::from_utf8_lossy(pdu)
+        );
+    }
 }

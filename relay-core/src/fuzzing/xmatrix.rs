@@ -5,9 +5,10 @@ use crate::xmatrix::XMatrix;
 
 /// Parses `data` as an `X-Matrix` header value. A header that parses must
 /// format (strictly, via `Display`) to text that parses back to an equal
-/// header, and so must a lenient rendering of it that the spec allows
-/// (scheme case, spaces, name case, unquoted tokens, escapes, order, unknown
-/// parameters), its style picked by the input's first byte.
+/// header, and so must a lenient rendering of it that the spec or Synapse
+/// allows (scheme case, spaces, name case, unquoted values, a `sig` with
+/// `/`, `+` or `=` among them, escapes, order, unknown parameters), its
+/// style picked by the input's first byte.
 pub fn xmatrix(data: &[u8]) {
     let text = lossy(data);
     let Ok(parsed) = XMatrix::parse(&text) else {
@@ -62,8 +63,8 @@ fn lenient_form(header: &XMatrix, style: u8) -> String {
             out.push_str(name);
         }
         out.push_str(if on(4) { " = " } else { "=" });
-        let token = !value.is_empty() && value.chars().all(|c| is_tchar(c) || c == ':');
-        if token && on(6) {
+        let unquotable = !value.is_empty() && value.chars().all(is_unquoted);
+        if unquotable && on(6) {
             out.push_str(value);
         } else {
             out.push('"');
@@ -79,7 +80,9 @@ fn lenient_form(header: &XMatrix, style: u8) -> String {
     out
 }
 
-/// RFC 9110 `tchar`.
-fn is_tchar(c: char) -> bool {
-    c.is_ascii_alphanumeric() || "!#$%&'*+-.^_`|~".contains(c)
+/// What senders leave unquoted: RFC 9110 `tchar`s, and also `:` (a key
+/// ID, a port), `/` and `=` (base64), `[` and `]` (an IPv6 origin): any
+/// visible ASCII but `"`, `\` and `,`.
+fn is_unquoted(c: char) -> bool {
+    c.is_ascii_graphic() && !matches!(c, '"' | '\\' | ',')
 }

@@ -5,6 +5,9 @@
 
 use serde_json::Value;
 
+mod envelope;
+
+use self::envelope::RawTransaction;
 use super::RequestId;
 use super::config::{MAX_EDUS, MAX_PDU_BYTES, MAX_PDUS};
 use crate::auth::{self, AuthError, Claimed};
@@ -110,7 +113,12 @@ impl BodyCheck {
     /// [`Output::ReadBody`](super::Output::ReadBody)): JSON (400
     /// `M_NOT_JSON`), the signature (401), the permission (403, or 400 for
     /// a bad path parameter), then the content (400 `M_BAD_JSON`, 413 for a
-    /// PDU over [`MAX_PDU_BYTES`]).
+    /// PDU over [`MAX_PDU_BYTES`] as sent).
+    ///
+    /// Implementation note: the signature and the checks see the body
+    /// parsed; what is stored is the body's own bytes (see [`transaction`]),
+    /// so numbers such as `-0` or `1e2`, escapes and key order reach the
+    /// destination as their sender signed them.
     pub fn run(self, body: &[u8]) -> Checked {
         let request = self.request;
         let verdict = self.verdict(body).unwrap_or_else(Verdict::Refused);
@@ -155,7 +163,7 @@ impl BodyCheck {
                 txn_id,
             } => {
                 canonical_content(content.as_ref())?;
-                let transaction = transaction(content, &claimed.origin)?;
+                let transaction = transaction(body, content.as_ref(), &claimed.origin)?;
                 Ok(Verdict::Store {
                     origin: claimed.origin,
                     destination,
@@ -268,16 +276,21 @@ fn canonical_content(content: Option<&Value>) -> Result<(), MatrixError> {
     }
 }
 
-/// Checks a send_relay body and returns the transaction to store, its
-/// `origin` set to the authenticated sender.
-fn transaction(content: Option<Value>, origin: &ServerName) -> Result<Vec<u8>, MatrixError> {
+/// Checks a send_relay body and returns the transaction to store: `body`
+/// as sent, its `origin` set to the authenticated sender. `content` is
+/// `body` parsed, for the shape checks.
+fn transaction(
+    body: &[u8],
+    content: Option<&Value>,
+    origin: &ServerName,
+) -> Result<Vec<u8>, MatrixError> {
     let Some(content) = content else {
         return Err(MatrixError::new(
             ErrCode::NotJson,
             "a transaction body is required",
         ));
     };
-    let Value::Object(mut txn) = content else {
+    let Value::Object(txn) = content else {
         return Err(bad_json("the transaction must be a JSON object"));
     };
     let Some(Value::Array(pdus)) = txn.get("pdus") else {
@@ -295,20 +308,17 @@ fn transaction(content: Option<Value>, origin: &ServerName) -> Result<Vec<u8>, M
         }
         Some(_) => return Err(bad_json("`edus` must be an array")),
     }
-    for pdu in pdus {
-        let size = serde_json::to_vec(pdu).map_or(usize::MAX, |v| v.len());
-        if size > MAX_PDU_BYTES {
-            return Err(MatrixError::new(
-                ErrCode::TooLarge,
-                format!("a PDU is over {MAX_PDU_BYTES} bytes"),
-            ));
-        }
+    // The body parsed, so only a `pdus` sent twice, the first not an
+    // array, fails here.
+    let raw = RawTransaction::parse(body)
+        .map_err(|e| bad_json(format!("every `pdus` must be an array ({e})")))?;
+    if raw.pdus().iter().any(|pdu| pdu.get().len() > MAX_PDU_BYTES) {
+        return Err(MatrixError::new(
+            ErrCode::TooLarge,
+            format!("a PDU is over {MAX_PDU_BYTES} bytes"),
+        ));
     }
-    txn.insert(
-        "origin".to_owned(),
-        Value::String(origin.as_str().to_owned()),
-    );
-    serde_json::to_vec(&txn).map_err(|e| bad_json(e.to_string()))
+    Ok(raw.to_stored(origin))
 }
 
 /// The `entry_id` of a relay_txn body: absent body means 0, which acks
@@ -328,3 +338,6 @@ fn entry_id(content: Option<&Value>) -> Result<Option<EntryId>, MatrixError> {
         None => Err(bad_json("entry_id must be an integer")),
     }
 }
+
+#[cfg(test)]
+mod tests;

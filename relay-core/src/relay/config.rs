@@ -11,7 +11,7 @@ use crate::store::Quota;
 /// the envelope.
 pub const DEFAULT_MAX_BODY_BYTES: usize = 50 * 65_536 + 1_048_576;
 
-/// Largest PDU accepted, in bytes of JSON (the spec's limit).
+/// Largest PDU accepted, in bytes of JSON as sent (the spec's limit).
 pub const MAX_PDU_BYTES: usize = 65_536;
 /// Most PDUs in one transaction.
 pub const MAX_PDUS: usize = 50;
