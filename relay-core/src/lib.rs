@@ -11,6 +11,7 @@
 //!   [`server_keys`]: Matrix canonical JSON, signing keys, the `X-Matrix`
 //!   header, request authentication, key documents (ours and fetched ones).
 //! - [`request`]: routing of raw request targets.
+//! - [`cidr`]: address ranges (`10.0.0.0/8`).
 //! - [`relay`]: the relay server machine.
 //! - [`outbound`]: the sender machine; [`retriever`]: the recipient
 //!   machine; [`http`]: the requests they send and the outcomes they get.
@@ -34,6 +35,7 @@ pub mod auth;
 pub mod b64;
 mod backoff;
 pub mod canonical;
+pub mod cidr;
 mod drive;
 #[cfg(test)]
 #[path = "../tests/support/epoch.rs"]
@@ -55,6 +57,7 @@ pub mod store;
 mod time;
 pub mod xmatrix;
 
+pub use cidr::Cidr;
 pub use error::{ErrCode, MatrixError};
 pub use id::{EntryId, KeyId, ServerName, TxnId, UserId};
 pub use time::{Instant, UnixMillis};
