@@ -11,7 +11,8 @@
 //!   [`server_keys`]: Matrix canonical JSON, signing keys, the `X-Matrix`
 //!   header, request authentication, key documents (ours and fetched ones).
 //! - [`request`]: routing of raw request targets.
-//! - [`cidr`]: address ranges (`10.0.0.0/8`).
+//! - [`rate`]: token buckets and other rate limits in bounded memory;
+//!   [`cidr`]: address ranges (`10.0.0.0/8`).
 //! - [`relay`]: the relay server machine.
 //! - [`outbound`]: the sender machine; [`retriever`]: the recipient
 //!   machine; [`http`]: the requests they send and the outcomes they get.
@@ -46,6 +47,7 @@ pub mod fuzzing;
 pub mod http;
 pub mod id;
 pub mod outbound;
+pub mod rate;
 pub mod relay;
 pub mod request;
 pub mod resolve;
