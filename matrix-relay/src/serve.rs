@@ -5,15 +5,21 @@ use std::io::Write;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::Duration;
 
 use adapter_http::{Listen, ServeOptions, ServerLimits, ServerTls, TlsFiles};
 use clap::Args;
-use relay_core::ServerName;
 use relay_core::auth::KeyRing;
-use relay_core::relay::{DEFAULT_MAX_BODY_BYTES, RelayConfig, ServePolicy};
+use relay_core::rate::Rate;
+use relay_core::relay::{
+    DEFAULT_KEY_FETCH_INTERVAL, DEFAULT_KEY_FETCH_RATE, DEFAULT_MAX_BODY_BYTES,
+    DEFAULT_NEW_ORIGINS_PER_HOUR, DEFAULT_RELAY_TXN_RATE, DEFAULT_SEND_RELAY_RATE, RateLimits,
+    RelayConfig, ServePolicy,
+};
 use relay_core::resolve::Resolver;
 use relay_core::signing::SigningKey;
 use relay_core::store::{AckedKeys, Quota};
+use relay_core::{Cidr, ServerName};
 use relay_store::QueueStore;
 use serde::Deserialize;
 
@@ -126,6 +132,53 @@ pub(crate) struct ServeArgs {
     /// 67108864, 64 MiB].
     #[arg(long, value_name = "N")]
     max_buffered_bytes: Option<u64>,
+    /// Most `send_relay` requests a second from one client address (an
+    /// IPv6 address's /64), on average; past it and the burst, 429 with
+    /// `retry_after_ms` [default: 50].
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    max_send_relay_per_ip_per_sec: Option<u32>,
+    /// Most `send_relay` requests from one client address at once, after
+    /// a quiet time [default: 500].
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    max_send_relay_burst_per_ip: Option<u32>,
+    /// Most `relay_txn` requests a second from one client address, on
+    /// average, a budget apart from `send_relay`'s [default: 100].
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    max_relay_txn_per_ip_per_sec: Option<u32>,
+    /// Most `relay_txn` requests from one client address at once, after a
+    /// quiet time [default: 1000].
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    max_relay_txn_burst_per_ip: Option<u32>,
+    /// Most origins one client address may bring in an hour (an origin
+    /// counts the first time the address brings it in its hour; pinned
+    /// origins do not count); past it, 429 for origins new to the address
+    /// [default: 100].
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    max_new_origins_per_ip_per_hour: Option<u32>,
+    /// Most key fetches a second over all origins, on average (with
+    /// `--fetch-keys`); past it and the burst, a request whose key is
+    /// unknown is 401 without a fetch [default: 10].
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    max_key_fetches_per_sec: Option<u32>,
+    /// Most key fetches at once, after a quiet time [default: 50].
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    max_key_fetch_burst: Option<u32>,
+    /// Least time, in seconds, between two fetches of one origin's keys,
+    /// whatever the first one's outcome or the key ID asked for; meanwhile
+    /// an unknown key of that origin is 401 without a fetch [default: 300].
+    #[arg(long, value_name = "SECS")]
+    key_fetch_interval_secs: Option<u64>,
+    /// Client addresses no per-address rate limit applies to, as a range
+    /// (`10.0.0.0/8`, `2001:db8::/32`) or one address (repeatable).
+    #[arg(long = "rate-limit-exempt", value_name = "CIDR")]
+    #[serde(default)]
+    rate_limit_exempt: Vec<String>,
+    /// A reverse proxy, as a range or one address, whose `X-Forwarded-For`
+    /// names the client (repeatable); of any other peer the header is
+    /// ignored.
+    #[arg(long = "trusted-proxy", value_name = "CIDR")]
+    #[serde(default)]
+    trusted_proxy: Vec<String>,
     /// Refuse transactions from this origin (repeatable).
     #[arg(long = "deny-origin", value_name = "NAME")]
     #[serde(default)]
@@ -192,6 +245,14 @@ impl ServeArgs {
             max_total_bytes,
             acked_retention_secs,
             acked_max,
+            max_send_relay_per_ip_per_sec,
+            max_send_relay_burst_per_ip,
+            max_relay_txn_per_ip_per_sec,
+            max_relay_txn_burst_per_ip,
+            max_new_origins_per_ip_per_hour,
+            max_key_fetches_per_sec,
+            max_key_fetch_burst,
+            key_fetch_interval_secs,
             dns_server,
             runtime
         );
@@ -205,7 +266,9 @@ impl ServeArgs {
             tls_ca,
             connect_to,
             allow_fetch_from,
-            deny_origin
+            deny_origin,
+            rate_limit_exempt,
+            trusted_proxy
         );
         self.open |= file.open;
         self.p2p_keys |= file.p2p_keys;
@@ -266,10 +329,60 @@ fn relay_config(
             max: args.acked_max.unwrap_or(d.acked.max),
         },
     };
+    config.limits = rate_limits(args)?;
+    config.trusted_proxies = cidrs(&args.trusted_proxy, "--trusted-proxy")?;
     if matches!(config.serve, ServePolicy::Only(ref s) if s.is_empty()) {
         tracing::warn!("serving no destination: pass --serve-for NAME or --open");
     }
     Ok(config)
+}
+
+/// The rate limits from the flags.
+fn rate_limits(args: &ServeArgs) -> Result<RateLimits, String> {
+    let rate = |(per_sec, burst): (Option<u32>, Option<u32>), default: (u32, u32), flags: &str| {
+        // The flags' parser refuses 0 too; this is for the TOML file.
+        Rate::new(per_sec.unwrap_or(default.0), burst.unwrap_or(default.1))
+            .map(Some)
+            .ok_or_else(|| format!("{flags} must be at least 1"))
+    };
+    let new_origins = match args.max_new_origins_per_ip_per_hour {
+        Some(0) => return Err("--max-new-origins-per-ip-per-hour must be at least 1".into()),
+        given => given.unwrap_or(DEFAULT_NEW_ORIGINS_PER_HOUR),
+    };
+    Ok(RateLimits {
+        send_relay: rate(
+            (
+                args.max_send_relay_per_ip_per_sec,
+                args.max_send_relay_burst_per_ip,
+            ),
+            DEFAULT_SEND_RELAY_RATE,
+            "--max-send-relay-per-ip-per-sec and --max-send-relay-burst-per-ip",
+        )?,
+        relay_txn: rate(
+            (
+                args.max_relay_txn_per_ip_per_sec,
+                args.max_relay_txn_burst_per_ip,
+            ),
+            DEFAULT_RELAY_TXN_RATE,
+            "--max-relay-txn-per-ip-per-sec and --max-relay-txn-burst-per-ip",
+        )?,
+        new_origins: Some(new_origins),
+        exempt: cidrs(&args.rate_limit_exempt, "--rate-limit-exempt")?,
+        key_fetches: rate(
+            (args.max_key_fetches_per_sec, args.max_key_fetch_burst),
+            DEFAULT_KEY_FETCH_RATE,
+            "--max-key-fetches-per-sec and --max-key-fetch-burst",
+        )?,
+        key_fetch_interval: args
+            .key_fetch_interval_secs
+            .map_or(DEFAULT_KEY_FETCH_INTERVAL, Duration::from_secs),
+    })
+}
+
+fn cidrs(list: &[String], flag: &str) -> Result<Vec<Cidr>, String> {
+    list.iter()
+        .map(|s| Cidr::parse(s).map_err(|e| format!("{flag}: {e}")))
+        .collect()
 }
 
 /// Runs `serve`.

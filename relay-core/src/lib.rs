@@ -11,6 +11,8 @@
 //!   [`server_keys`]: Matrix canonical JSON, signing keys, the `X-Matrix`
 //!   header, request authentication, key documents (ours and fetched ones).
 //! - [`request`]: routing of raw request targets.
+//! - [`rate`]: token buckets and other rate limits in bounded memory;
+//!   [`cidr`]: address ranges (`10.0.0.0/8`).
 //! - [`relay`]: the relay server machine.
 //! - [`outbound`]: the sender machine; [`retriever`]: the recipient
 //!   machine; [`http`]: the requests they send and the outcomes they get.
@@ -20,6 +22,9 @@
 //!   allows).
 //! - [`store`]: the records the machines ask the storage adapter to keep.
 //! - [`rng`]: the seeded generator behind every machine's jitter.
+//! - [`rate`]: token buckets and per-address windows on virtual time;
+//!   [`cidr`] and [`addr_policy`]: address ranges, and the special-purpose
+//!   addresses discovery never connects to.
 //! - `fuzzing` (feature `fuzzing`, for the fuzz targets and tests only):
 //!   the fuzz entry points.
 //!
@@ -48,6 +53,7 @@ pub mod fuzzing;
 pub mod http;
 pub mod id;
 pub mod outbound;
+pub mod rate;
 pub mod relay;
 pub mod request;
 pub mod resolve;
@@ -59,6 +65,7 @@ pub mod store;
 mod time;
 pub mod xmatrix;
 
+pub use cidr::Cidr;
 pub use error::{ErrCode, MatrixError};
 pub use id::{EntryId, KeyId, ServerName, TxnId, UserId};
 pub use time::{Instant, UnixMillis};

@@ -84,6 +84,16 @@ fn key_fetches_that_hang_in_dns_hold_few_threads_and_storage_still_answers() {
             "--max-connections-per-ip",
             "2000",
         ])
+        // ... and past its rate limits, and every fetch is to start: the
+        // threads they hold are what is measured.
+        .args([
+            "--rate-limit-exempt",
+            "127.0.0.1",
+            "--max-key-fetches-per-sec",
+            "2000",
+            "--max-key-fetch-burst",
+            "2000",
+        ])
         .start();
     let pid = relay.pid().expect("the relay runs");
     // Signed before the clock starts: the flood arrives at once.

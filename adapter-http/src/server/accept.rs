@@ -2,6 +2,7 @@
 
 use std::convert::Infallible;
 use std::future::Future;
+use std::net::SocketAddr;
 use std::pin::pin;
 use std::sync::Arc;
 use std::time::Duration;
@@ -26,7 +27,8 @@ const MAX_CONNECTION_BUFFER: usize = 64 << 10;
 pub(super) const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Accepts connections on `listener` as `gate` lets them in, serving each
-/// with `service`, until `shutdown` completes; then asks every connection
+/// with `service` (given the connection's peer address with each
+/// request), until `shutdown` completes; then asks every connection
 /// to finish and waits for them for at most [`DRAIN_TIMEOUT`]. `false` if
 /// some were still open then. `service` (and what it holds) is dropped
 /// once every connection has ended.
@@ -40,7 +42,7 @@ pub(super) async fn accept_until<R, S, F, B>(
 ) -> bool
 where
     R: Runtime,
-    S: Fn(hyper::Request<Incoming>) -> F + Clone + Send + Sync + 'static,
+    S: Fn(SocketAddr, hyper::Request<Incoming>) -> F + Clone + Send + Sync + 'static,
     F: Future<Output = Result<hyper::Response<B>, Infallible>> + Send + 'static,
     B: hyper::body::Body<Data = Bytes, Error = Infallible> + Send + 'static,
 {
@@ -88,12 +90,14 @@ where
         let (rt2, tls) = (rt.clone(), tls.clone());
         rt.spawn(async move {
             let served = match tls {
-                None => serve_connection(&rt2, &builder, io, service, &stop).await,
+                None => serve_connection(&rt2, &builder, io, (peer, service), &stop).await,
                 // The handshake runs here, not in the accept loop, so a slow
                 // client holds up only itself; it gets as long as headers do.
                 Some(config) => {
                     match timeout(&rt2, HEADER_TIMEOUT, R::accept_tls(io, config)).await {
-                        Some(Ok(io)) => serve_connection(&rt2, &builder, io, service, &stop).await,
+                        Some(Ok(io)) => {
+                            serve_connection(&rt2, &builder, io, (peer, service), &stop).await
+                        }
                         Some(Err(e)) => Err(format!("TLS handshake failed: {e}")),
                         None => Err("TLS handshake timed out".to_owned()),
                     }
@@ -114,25 +118,25 @@ where
         .is_some()
 }
 
-/// Serves HTTP/1.1 on one connection until it ends, or finishes it
-/// gracefully once `stop` closes; ends it when a response has waited
-/// [`SEND_STALL_TIMEOUT`] for the client to take any of it.
+/// Serves HTTP/1.1 on one connection from `peer` until it ends, or
+/// finishes it gracefully once `stop` closes; ends it when a response has
+/// waited [`SEND_STALL_TIMEOUT`] for the client to take any of it.
 async fn serve_connection<R, I, S, F, B>(
     rt: &R,
     builder: &hyper::server::conn::http1::Builder,
     io: I,
-    service: S,
+    (peer, service): (SocketAddr, S),
     stop: &async_channel::Receiver<()>,
 ) -> Result<(), String>
 where
     R: Runtime,
     I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
-    S: Fn(hyper::Request<Incoming>) -> F + Send + Sync + 'static,
+    S: Fn(SocketAddr, hyper::Request<Incoming>) -> F + Send + Sync + 'static,
     F: Future<Output = Result<hyper::Response<B>, Infallible>> + Send + 'static,
     B: hyper::body::Body<Data = Bytes, Error = Infallible> + Send + 'static,
 {
     let (io, stalled) = StallWatch::new(io);
-    let conn = builder.serve_connection(io, service_fn(service));
+    let conn = builder.serve_connection(io, service_fn(move |req| service(peer, req)));
     let mut conn = pin!(conn);
     let stop_or_stall = futures_lite::future::or(
         async {

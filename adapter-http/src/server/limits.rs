@@ -12,7 +12,7 @@
 
 use std::collections::HashMap;
 use std::future::poll_fn;
-use std::net::{IpAddr, Ipv6Addr};
+use std::net::IpAddr;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
@@ -448,15 +448,9 @@ impl Drop for ConnectionSlot {
 }
 
 /// The address `peer` is counted under: IPv4 as is (also when mapped into
-/// IPv6), IPv6 by its /64 prefix.
+/// IPv6), IPv6 by its /64 prefix, as the core's rate limits count it.
 fn client_address(peer: IpAddr) -> IpAddr {
-    match peer.to_canonical() {
-        IpAddr::V4(v4) => IpAddr::V4(v4),
-        IpAddr::V6(v6) => {
-            let prefix = u128::from(v6) & !((1u128 << 64) - 1);
-            IpAddr::V6(Ipv6Addr::from(prefix))
-        }
-    }
+    relay_core::rate::client_key(peer)
 }
 
 /// Writes the canned 503 of `refusal` to `io` (then dropped: closed).

@@ -268,10 +268,10 @@ async fn serve<R: Runtime>(
     let budget = BodyBudget::new(limits.max_buffered_bytes);
     let gate = ConnectionGate::new(limits.max_connections, limits.max_connections_per_ip);
     let rt2 = rt.clone();
-    let service = move |req: hyper::Request<Incoming>| {
+    let service = move |peer: SocketAddr, req: hyper::Request<Incoming>| {
         let (handle, rt, metrics) = (handle.clone(), rt2.clone(), metrics.clone());
         let budget = budget.clone();
-        async move { Ok(handle_http(&rt, &handle, &metrics, &budget, req).await) }
+        async move { Ok(handle_http(&rt, &handle, &metrics, &budget, (peer.ip(), req)).await) }
     };
     if !accept_until(&rt, listener, tls, gate, shutdown, service).await {
         tracing::warn!("requests still in flight after {DRAIN_TIMEOUT:?}; stopping anyway");
@@ -292,7 +292,7 @@ async fn serve_metrics<R: Runtime>(
     (store, storage): (Arc<dyn QueueStore>, ThreadPool),
     shutdown: impl Future<Output = ()>,
 ) {
-    let service = move |req: hyper::Request<Incoming>| {
+    let service = move |_peer: SocketAddr, req: hyper::Request<Incoming>| {
         let (storage, metrics, store) = (storage.clone(), metrics.clone(), store.clone());
         async move { crate::metrics::handle_scrape(&storage, &metrics, &store, req).await }
     };

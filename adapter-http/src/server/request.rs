@@ -2,6 +2,7 @@
 //! checked, on this connection's task) only if the driver asks for it, its
 //! [`Response`] back out as HTTP.
 
+use std::net::IpAddr;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -19,20 +20,23 @@ use crate::drive::relay::{DriverHandle, HeadReply};
 use crate::metrics::{Metrics, RouteLabel};
 use crate::task::timeout;
 
+/// The header a reverse proxy names the client in.
+const X_FORWARDED_FOR: &str = "x-forwarded-for";
 /// How long a client may take to send its body.
 const BODY_TIMEOUT: Duration = Duration::from_secs(60);
 
-/// Answers one federation request, and counts it.
+/// Answers one federation request from the connection's `peer`, and
+/// counts it.
 pub(super) async fn handle_http<R: Runtime>(
     rt: &R,
     driver: &DriverHandle,
     metrics: &Metrics,
     budget: &BodyBudget,
-    req: hyper::Request<Incoming>,
+    (peer, req): (IpAddr, hyper::Request<Incoming>),
 ) -> hyper::Response<HeldBody> {
     let started = Instant::now();
     let route = RouteLabel::of(req.method().as_str(), req.uri().path());
-    let response = answer(rt, driver, budget, req).await;
+    let response = answer(rt, driver, budget, peer, req).await;
     // A large answer holds room in the budget until it is written.
     let response = match budget.hold_answer(rt, body_len(&response)).await {
         Ok(permit) => response.map(|body| HeldBody::new(body, permit)),
@@ -52,6 +56,7 @@ async fn answer<R: Runtime>(
     rt: &R,
     driver: &DriverHandle,
     budget: &BodyBudget,
+    peer: IpAddr,
     req: hyper::Request<Incoming>,
 ) -> hyper::Response<Full<Bytes>> {
     let (parts, body) = req.into_parts();
@@ -69,11 +74,21 @@ async fn answer<R: Runtime>(
         .headers
         .get(CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+    // Every value, even one that is not text: the core reads it only from
+    // a trusted proxy, and then only its right-most entries.
+    let forwarded_for = parts
+        .headers
+        .get_all(X_FORWARDED_FOR)
+        .iter()
+        .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
+        .collect();
     let head = RequestHead {
         method: parts.method.as_str().to_owned(),
         target,
         authorization,
         content_length,
+        peer,
+        forwarded_for,
     };
     let method_and_target = tracing::enabled!(tracing::Level::DEBUG)
         .then(|| format!("{} {}", head.method, head.target));

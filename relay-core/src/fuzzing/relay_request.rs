@@ -255,6 +255,8 @@ pub fn relay_request(now: Instant, data: &[u8]) {
             target: target.clone(),
             authorization,
             content_length,
+            peer: std::net::IpAddr::from([192, 0, 2, 1]),
+            forwarded_for: Vec::new(),
         },
     );
 

@@ -1,9 +1,12 @@
 //! What a relay is told at start.
 
 use std::collections::HashSet;
+use std::time::Duration;
 
 use crate::auth::KeyRing;
+use crate::cidr::Cidr;
 use crate::id::ServerName;
+use crate::rate::Rate;
 use crate::signing::SigningKey;
 use crate::store::Quota;
 
@@ -17,6 +20,72 @@ pub const MAX_PDU_BYTES: usize = 65_536;
 pub const MAX_PDUS: usize = 50;
 /// Most EDUs in one transaction.
 pub const MAX_EDUS: usize = 100;
+
+/// [`RateLimits::send_relay`] by default: 50 a second, bursts of 500.
+pub const DEFAULT_SEND_RELAY_RATE: (u32, u32) = (50, 500);
+/// [`RateLimits::relay_txn`] by default: 100 a second, bursts of 1,000.
+pub const DEFAULT_RELAY_TXN_RATE: (u32, u32) = (100, 1_000);
+/// [`RateLimits::new_origins`] by default: 100 an hour.
+pub const DEFAULT_NEW_ORIGINS_PER_HOUR: u32 = 100;
+/// The window [`RateLimits::new_origins`] counts in.
+pub const NEW_ORIGINS_WINDOW: Duration = Duration::from_secs(3_600);
+/// [`RateLimits::key_fetches`] by default: 10 a second, bursts of 50.
+pub const DEFAULT_KEY_FETCH_RATE: (u32, u32) = (10, 50);
+/// [`RateLimits::key_fetch_interval`] by default: 5 minutes.
+pub const DEFAULT_KEY_FETCH_INTERVAL: Duration = Duration::from_secs(300);
+
+/// Limits on how fast clients may make the relay work: requests and new
+/// origins per client address (429 past them), key fetches per origin and
+/// in all (401 without a fetch past them). `None` is no limit.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RateLimits {
+    /// `send_relay` requests per client address.
+    pub send_relay: Option<Rate>,
+    /// `relay_txn` requests per client address, a budget apart from
+    /// `send_relay`'s.
+    pub relay_txn: Option<Rate>,
+    /// Most origins one client address may bring in a
+    /// [`NEW_ORIGINS_WINDOW`]: an origin counts the first time the address
+    /// brings it in the window. Origins with pinned keys do not count.
+    pub new_origins: Option<u32>,
+    /// Client addresses none of the per-address limits apply to.
+    pub exempt: Vec<Cidr>,
+    /// Key fetches, over all origins.
+    pub key_fetches: Option<Rate>,
+    /// Least time between two fetches of one origin's keys, whatever the
+    /// first one's outcome and whatever key ID is asked for.
+    pub key_fetch_interval: Duration,
+}
+
+impl Default for RateLimits {
+    fn default() -> Self {
+        let rate = |(per_sec, burst)| Rate::new(per_sec, burst);
+        Self {
+            send_relay: rate(DEFAULT_SEND_RELAY_RATE),
+            relay_txn: rate(DEFAULT_RELAY_TXN_RATE),
+            new_origins: Some(DEFAULT_NEW_ORIGINS_PER_HOUR),
+            exempt: Vec::new(),
+            key_fetches: rate(DEFAULT_KEY_FETCH_RATE),
+            key_fetch_interval: DEFAULT_KEY_FETCH_INTERVAL,
+        }
+    }
+}
+
+impl RateLimits {
+    /// No limit at all, for a relay whose clients are all trusted (a
+    /// benchmark): an origin's keys may be fetched for every request that
+    /// needs them.
+    pub fn none() -> Self {
+        Self {
+            send_relay: None,
+            relay_txn: None,
+            new_origins: None,
+            exempt: Vec::new(),
+            key_fetches: None,
+            key_fetch_interval: Duration::ZERO,
+        }
+    }
+}
 
 /// Which destinations the relay stores transactions for.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -60,6 +129,11 @@ pub struct RelayConfig {
     pub max_body_bytes: usize,
     /// Storage quotas (429 past them).
     pub quota: Quota,
+    /// Rate limits.
+    pub limits: RateLimits,
+    /// Peers whose `X-Forwarded-For` names the client: reverse proxies.
+    /// Of any other peer the header is ignored.
+    pub trusted_proxies: Vec<Cidr>,
     /// How long the published key document is valid, in milliseconds.
     pub key_validity_ms: u64,
     /// The software version reported by `/_matrix/federation/v1/version`.
@@ -68,7 +142,7 @@ pub struct RelayConfig {
 
 impl RelayConfig {
     /// A configuration with defaults: serving nobody, no pinned keys, P2P
-    /// names off, default limits.
+    /// names off, no trusted proxy, default limits.
     pub fn new(server_name: ServerName, signing_key: SigningKey) -> Self {
         Self {
             server_name,
@@ -79,6 +153,8 @@ impl RelayConfig {
             fetch_keys: false,
             max_body_bytes: DEFAULT_MAX_BODY_BYTES,
             quota: Quota::default(),
+            limits: RateLimits::default(),
+            trusted_proxies: Vec::new(),
             key_validity_ms: 24 * 60 * 60 * 1000,
             version: env!("CARGO_PKG_VERSION").to_owned(),
         }

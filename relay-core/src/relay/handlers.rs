@@ -8,6 +8,7 @@ use serde_json::value::RawValue;
 
 use super::check::{ClaimedHead, Intent, too_large, unauthorized};
 use super::config::RelayConfig;
+use super::limits::Endpoint;
 use super::{RequestHead, Response};
 use crate::auth::{self, KeyCache, KeyLookup, KeyRing};
 use crate::error::{ErrCode, MatrixError};
@@ -42,11 +43,17 @@ impl KeyLookup for VerifyKeys<'_> {
     }
 }
 
-/// Route (404, 405) → declared size (413) → `X-Matrix` header (401) →
-/// its destination (401); the permission is decided here too, and
+/// Route (404, 405) → the endpoint's request budget for the client,
+/// which `admit` takes (429) → declared size (413) → `X-Matrix` header
+/// (401) → its destination (401); the permission is decided here too, and
 /// reported only after the signature.
-pub(super) fn head(config: &RelayConfig, unix: UnixMillis, head: RequestHead) -> Head {
-    match head_inner(config, unix, head) {
+pub(super) fn head(
+    config: &RelayConfig,
+    unix: UnixMillis,
+    head: RequestHead,
+    admit: impl FnOnce(Endpoint) -> Result<(), MatrixError>,
+) -> Head {
+    match head_inner(config, unix, head, admit) {
         Ok(next) => next,
         Err(e) => Head::Respond(Response::error(&e)),
     }
@@ -56,6 +63,7 @@ fn head_inner(
     config: &RelayConfig,
     unix: UnixMillis,
     head: RequestHead,
+    admit: impl FnOnce(Endpoint) -> Result<(), MatrixError>,
 ) -> Result<Head, MatrixError> {
     let decision = match request::route(&head.method, &head.target)? {
         Route::ServerKeys => return Ok(Head::Respond(server_keys(config, unix)?)),
@@ -64,11 +72,13 @@ fn head_inner(
             return Ok(Head::Respond(Response::ok(body.to_string().into_bytes())));
         }
         Route::SendRelay { txn_id, user_id } => {
+            admit(Endpoint::SendRelay)?;
             let claimed = claim(config, &head)?;
             let decision = may_store(config, &claimed.origin, txn_id, user_id);
             (claimed, decision)
         }
         Route::RelayTxn { user_id } => {
+            admit(Endpoint::RelayTxn)?;
             let claimed = claim(config, &head)?;
             let decision = may_fetch(&claimed.origin, user_id);
             (claimed, decision)

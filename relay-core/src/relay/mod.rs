@@ -63,31 +63,41 @@
 //! # }
 //! ```
 //!
-//! All policy lives here: the order of checks (route, declared size,
-//! `X-Matrix` header, key, then the body: size, JSON, signature, path
-//! parameters, permission, content), the serving policy, the `relay_txn`
-//! origin check, quotas and limits, and every error of the protocol tables.
+//! All policy lives here: the order of checks (route, request rate per
+//! client address, declared size, `X-Matrix` header, key with new origins
+//! per client address and key fetch limits, then the body: size, JSON,
+//! signature, path parameters, permission, content), the serving policy,
+//! the `relay_txn` origin check, quotas and limits, and every error of the
+//! protocol tables.
 
 mod check;
+mod client;
 mod config;
 mod handlers;
+mod keys;
+mod limits;
 #[cfg(test)]
 mod tests;
 
 use std::collections::HashMap;
+use std::net::IpAddr;
 
 pub use check::{BodyCheck, Checked, CheckedKeys, KeyCheck};
 pub use config::{
-    DEFAULT_MAX_BODY_BYTES, MAX_EDUS, MAX_PDU_BYTES, MAX_PDUS, RelayConfig, ServePolicy,
+    DEFAULT_KEY_FETCH_INTERVAL, DEFAULT_KEY_FETCH_RATE, DEFAULT_MAX_BODY_BYTES,
+    DEFAULT_NEW_ORIGINS_PER_HOUR, DEFAULT_RELAY_TXN_RATE, DEFAULT_SEND_RELAY_RATE, MAX_EDUS,
+    MAX_PDU_BYTES, MAX_PDUS, NEW_ORIGINS_WINDOW, RateLimits, RelayConfig, ServePolicy,
 };
+pub use limits::{MAX_COUNTED_ORIGINS, MAX_FETCH_RECORDS, MAX_LIMITED_ADDRESSES};
 
-use self::check::{ClaimedHead, Verdict, unauthorized};
-use crate::auth::{self, AuthError, KeyCache};
+use self::check::{ClaimedHead, Verdict};
+use self::keys::KeyFetch;
+use self::limits::{Client, Limits};
+use crate::auth::KeyCache;
 use crate::drive::{IdCounter, LastNow, Outputs};
 use crate::error::MatrixError;
 use crate::http::OutgoingRequest;
 use crate::id::ServerName;
-use crate::server_keys::MAX_KEY_DOCUMENT_BYTES;
 use crate::store::{Ack, InsertOutcome, NewEntry, QueuedEntry, Quota, StoreError};
 use crate::time::{Instant, UnixMillis};
 
@@ -103,6 +113,11 @@ pub struct RequestHead {
     pub authorization: Vec<String>,
     /// The declared `Content-Length`, if any.
     pub content_length: Option<u64>,
+    /// The address of the connection's peer.
+    pub peer: IpAddr,
+    /// Every `X-Forwarded-For` header value, in order; read only when
+    /// `peer` is one of [`RelayConfig::trusted_proxies`].
+    pub forwarded_for: Vec<String>,
 }
 
 /// An HTTP response to send. The content type is always
@@ -242,16 +257,6 @@ impl PendingOp {
     }
 }
 
-/// Whether a request whose origin's key is unknown may wait for the
-/// origin's keys to be fetched.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum KeyFetch {
-    /// Yes, if the configuration and the limits allow it.
-    Allowed,
-    /// No: they were fetched (or tried) for this request already.
-    Tried,
-}
-
 /// Most requests held while their origin's keys are fetched; past it, an
 /// unknown key is 401 at once.
 pub const MAX_HELD_REQUESTS: usize = 1024;
@@ -259,10 +264,6 @@ pub const MAX_HELD_REQUESTS: usize = 1024;
 /// (a head is held without its body); past it, an unknown key is 401 at
 /// once.
 pub const MAX_HELD_BYTES: usize = 1 << 20;
-/// How long a server whose keys could not be fetched is not asked again.
-pub const KEY_FETCH_RETRY_MS: u64 = 60_000;
-/// Most servers remembered as failing to give their keys.
-const MAX_FAILED_FETCHES: usize = 10_000;
 
 /// The relay server's request logic. See the [module docs](self) for how to
 /// drive it.
@@ -273,12 +274,13 @@ pub struct Relay {
     /// Keys fetched from servers, apart from the configured ones.
     fetched_keys: KeyCache,
     pending: HashMap<OpId, PendingOp>,
-    /// Request heads waiting for a server's keys.
-    awaiting_keys: HashMap<ServerName, Vec<(RequestId, ClaimedHead)>>,
+    /// Request heads waiting for a server's keys, with their clients.
+    awaiting_keys: HashMap<ServerName, Vec<(RequestId, Client, ClaimedHead)>>,
     /// How many heads `awaiting_keys` holds, and roughly how many bytes.
     held: usize,
     held_bytes: usize,
-    fetch_failed: HashMap<ServerName, UnixMillis>,
+    /// Rate limits, and when each origin's keys were last fetched.
+    limits: Limits,
     outputs: Outputs<Output>,
     ids: IdCounter,
     last_now: LastNow,
@@ -288,13 +290,13 @@ impl Relay {
     /// A relay with `config`.
     pub fn new(config: RelayConfig) -> Self {
         Self {
+            limits: Limits::new(&config.limits),
             config,
             fetched_keys: KeyCache::default(),
             pending: HashMap::new(),
             awaiting_keys: HashMap::new(),
             held: 0,
             held_bytes: 0,
-            fetch_failed: HashMap::new(),
             outputs: Outputs::default(),
             ids: IdCounter::default(),
             last_now: LastNow::default(),
@@ -312,12 +314,16 @@ impl Relay {
     /// the body is then never read), or an [`Output::ReadBody`], at once or
     /// once the origin's keys were fetched.
     pub fn handle_head(&mut self, now: Instant, unix: UnixMillis, head: RequestHead) -> RequestId {
-        self.last_now.advance(now);
+        let now = self.last_now.advance(now);
         let id = RequestId(self.fresh_id());
-        match handlers::head(&self.config, unix, head) {
+        let client = Client::of(&head, &self.config);
+        let limits = &mut self.limits;
+        let admit = |endpoint| limits.request(now, client, endpoint);
+        match handlers::head(&self.config, unix, head, admit) {
             handlers::Head::Respond(response) => self.respond(id, response),
             handlers::Head::Authenticate(head) => {
-                self.authenticate(unix, id, head, KeyFetch::Allowed);
+                let at = (now, unix);
+                self.authenticate(at, id, client, head, KeyFetch::Allowed);
             }
         }
         id
@@ -374,112 +380,26 @@ impl Relay {
     /// on with the requests that waited for it. An unknown `op` is
     /// ignored.
     pub fn handle_keys(&mut self, now: Instant, unix: UnixMillis, op: OpId, checked: CheckedKeys) {
-        self.last_now.advance(now);
+        let now = self.last_now.advance(now);
         let Some(server) = self.take_pending(op, PendingOp::keys_of) else {
             return;
         };
-        match checked.keys {
-            Ok(keys) if checked.server == server => {
-                self.fetch_failed.remove(&server);
-                self.fetched_keys.insert(server.clone(), keys, unix);
-            }
-            _ => {
-                if self.fetch_failed.len() >= MAX_FAILED_FETCHES {
-                    self.fetch_failed.retain(|_, until| *until > unix);
-                }
-                if self.fetch_failed.len() < MAX_FAILED_FETCHES {
-                    self.fetch_failed
-                        .insert(server.clone(), unix.saturating_add_ms(KEY_FETCH_RETRY_MS));
-                }
-            }
+        // Whatever the outcome, the fetch was recorded as it started: the
+        // origin is not asked again before its interval ends.
+        if let Ok(keys) = checked.keys
+            && checked.server == server
+        {
+            self.fetched_keys.insert(server.clone(), keys, unix);
         }
         let Some(held) = self.awaiting_keys.remove(&server) else {
             return;
         };
-        for (id, head) in held {
+        for (id, client, head) in held {
             self.held -= 1;
             self.held_bytes -= head.held_bytes();
             // No second fetch: a key still unknown now is 401.
-            self.authenticate(unix, id, head, KeyFetch::Tried);
+            self.authenticate((now, unix), id, client, head, KeyFetch::Tried);
         }
-    }
-
-    /// Resolves the origin's key: then the body is to be read; or its keys
-    /// are to be fetched first; or 401.
-    fn authenticate(
-        &mut self,
-        unix: UnixMillis,
-        id: RequestId,
-        head: ClaimedHead,
-        fetch: KeyFetch,
-    ) {
-        let keys = handlers::VerifyKeys {
-            configured: &self.config.keys,
-            fetched: &self.fetched_keys,
-        };
-        match auth::resolve_key(&head.claimed, &keys, unix) {
-            Ok(key) => {
-                let limit = self.config.max_body_bytes;
-                let check = head.into_check(id, key, self.config.server_name.clone(), limit);
-                self.outputs.push(Output::ReadBody {
-                    request: id,
-                    limit,
-                    check,
-                });
-            }
-            Err(AuthError::UnknownKey { origin, .. })
-                if fetch == KeyFetch::Allowed && self.may_fetch(&origin, unix, &head) =>
-            {
-                self.hold(id, origin, head);
-            }
-            Err(e) => self.respond(id, Response::error(&unauthorized(e))),
-        }
-    }
-
-    /// Whether `head`, whose `origin` has no known key, may wait for the
-    /// origin's keys.
-    fn may_fetch(&self, origin: &ServerName, unix: UnixMillis, head: &ClaimedHead) -> bool {
-        self.config.fetch_keys
-            && !self.config.keys.is_pinned(origin)
-            && self.held < MAX_HELD_REQUESTS
-            && self.held_bytes + head.held_bytes() <= MAX_HELD_BYTES
-            && self
-                .fetch_failed
-                .get(origin)
-                .is_none_or(|until| *until <= unix)
-    }
-
-    /// Holds `head` until `server`'s keys come, asking for them unless a
-    /// fetch is under way.
-    fn hold(&mut self, id: RequestId, server: ServerName, head: ClaimedHead) {
-        self.held += 1;
-        self.held_bytes += head.held_bytes();
-        if let Some(held) = self.awaiting_keys.get_mut(&server) {
-            held.push((id, head));
-            return;
-        }
-        let op = OpId(self.fresh_id());
-        self.pending.insert(
-            op,
-            PendingOp::AwaitingKeys {
-                server: server.clone(),
-            },
-        );
-        self.outputs.push(Output::FetchKeys {
-            op,
-            request: OutgoingRequest {
-                server: server.clone(),
-                method: "GET",
-                target: "/_matrix/key/v2/server".to_owned(),
-                authorization: String::new(),
-                body: Vec::new(),
-                max_response_bytes: MAX_KEY_DOCUMENT_BYTES,
-            },
-            check: KeyCheck {
-                server: server.clone(),
-            },
-        });
-        self.awaiting_keys.insert(server, vec![(id, head)]);
     }
 
     /// Reports the result of [`Output::Store`] `op`. An unknown or

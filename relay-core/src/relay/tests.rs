@@ -1,9 +1,11 @@
 //! Unit tables for the relay machine: request in, outputs out.
 
+mod limits;
 mod phases;
 
 use crate::epoch::epoch;
 use std::collections::HashSet;
+use std::net::IpAddr;
 
 use serde_json::{Value, json};
 
@@ -17,6 +19,8 @@ const SPEC_SEED: &str = "YJDBA9Xnr2sVqXD9Vj7XVUnmFZcZrlw8Md7kMW+3XA1";
 const VECTOR_A_SIG: &str =
     "STBA1xu0p9jKYatO5IAB/Um7OEkoMewBqfy6Anp5JbAOubPnQvKeAl3yn0wEw0IMPo5QVBTzKVOaFZxsV78FBA";
 const NOW_MS: UnixMillis = UnixMillis(1_700_000_000_000);
+/// Where the tables' requests come from.
+const PEER: IpAddr = IpAddr::V4(std::net::Ipv4Addr::new(192, 0, 2, 1));
 
 /// A whole request, as the tables write it; [`run`] feeds its head, then
 /// its body when the machine asks for it.
@@ -40,6 +44,11 @@ impl Request {
     /// Its head: the length of a complete body is declared; one that turns
     /// out too large is sent without a length (chunked).
     fn head(&self) -> RequestHead {
+        self.head_from(PEER)
+    }
+
+    /// Its head, as it came from `peer`.
+    fn head_from(&self, peer: IpAddr) -> RequestHead {
         let content_length = match &self.body {
             RequestBody::Complete(body) => Some(body.len() as u64),
             RequestBody::TooLarge => None,
@@ -49,6 +58,8 @@ impl Request {
             target: self.target.clone(),
             authorization: self.authorization.clone(),
             content_length,
+            peer,
+            forwarded_for: Vec::new(),
         }
     }
 }
@@ -123,10 +134,16 @@ fn run(relay: &mut Relay, request: Request) -> (RequestId, Vec<Output>) {
     run_at(relay, NOW_MS, request)
 }
 
-/// [`run`] at `unix`.
+/// [`run`] at `unix`, the monotonic clock as far past [`epoch`] as `unix`
+/// is past [`NOW_MS`].
 fn run_at(relay: &mut Relay, unix: UnixMillis, request: Request) -> (RequestId, Vec<Output>) {
-    let id = relay.handle_head(epoch(), unix, request.head());
+    let id = relay.handle_head(instant_at(unix), unix, request.head());
     (id, drain(relay, unix, &request.body))
+}
+
+/// The monotonic time that goes with `unix`.
+fn instant_at(unix: UnixMillis) -> Instant {
+    epoch() + std::time::Duration::from_millis(unix.0.saturating_sub(NOW_MS.0))
 }
 
 /// Drains the relay's outputs as a driver does, reading `body` for every
@@ -758,6 +775,9 @@ mod fetch_keys {
     use crate::http::HttpOutcome;
     use crate::server_keys;
 
+    /// The default interval between two fetches of one origin, in ms.
+    const INTERVAL: u64 = 300_000;
+
     fn keyed() -> SigningKey {
         SigningKey::from_seed(KeyId::parse("ed25519:f").unwrap(), [6; 32])
     }
@@ -780,6 +800,14 @@ mod fetch_keys {
         let mut c = config();
         c.fetch_keys = true;
         Relay::new(c)
+    }
+
+    #[test]
+    fn the_interval_is_the_default() {
+        assert_eq!(
+            RateLimits::default().key_fetch_interval,
+            std::time::Duration::from_millis(INTERVAL)
+        );
     }
 
     fn at(relay: &mut Relay, unix: UnixMillis, request: Request) -> Vec<Output> {
@@ -838,15 +866,22 @@ mod fetch_keys {
         assert!(outputs.iter().all(
             |o| matches!(o, Output::Store { entry, .. } if entry.origin == name("far.example"))
         ));
-        // Cached: no fetch now; fetched again once expired.
+        // Cached: no fetch now; once expired, fetched again when the
+        // interval since the last fetch is over.
         assert!(matches!(
             at(&mut relay, NOW_MS, from_far("t3")).as_slice(),
             [Output::Store { .. }]
         ));
-        fetch_op(&at(
+        let expired = only_response(at(
             &mut relay,
             NOW_MS.saturating_add_ms(60_000),
             from_far("t4"),
+        ));
+        assert_eq!(expired.status, 401);
+        fetch_op(&at(
+            &mut relay,
+            NOW_MS.saturating_add_ms(INTERVAL),
+            from_far("t5"),
         ));
     }
 
@@ -890,13 +925,13 @@ mod fetch_keys {
             );
             let again = only_response(at(
                 &mut relay,
-                NOW_MS.saturating_add_ms(59_999),
+                NOW_MS.saturating_add_ms(INTERVAL - 1),
                 from_far("t2"),
             ));
-            assert_eq!(again.status, 401, "no refetch within a minute");
+            assert_eq!(again.status, 401, "no refetch within the interval");
             fetch_op(&at(
                 &mut relay,
-                NOW_MS.saturating_add_ms(60_000),
+                NOW_MS.saturating_add_ms(INTERVAL),
                 from_far("t3"),
             ));
         }

@@ -8,7 +8,8 @@
 
 use std::fmt;
 use std::io::{self, Read, Write};
-use std::net::{Shutdown, SocketAddr, TcpStream};
+use std::net::{Ipv4Addr, Shutdown, SocketAddr, SocketAddrV4, TcpStream};
+use std::os::fd::FromRawFd;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
@@ -286,7 +287,26 @@ impl Request {
 
     /// Sends the request and reads the response.
     pub fn try_send(&self, addr: SocketAddr) -> Result<HttpResponse, HttpError> {
-        let mut stream = connect(addr)?;
+        self.exchange(connect(addr)?)
+    }
+
+    /// Sends the request from `local` (see [`connect_from`]) and reads the
+    /// response; panics with the request line on any transport failure.
+    #[track_caller]
+    pub fn send_from(&self, local: Ipv4Addr, addr: SocketAddr) -> HttpResponse {
+        let stream = connect_from(local, addr);
+        configure(&stream).unwrap_or_else(|e| panic!("{e}"));
+        match self.exchange(stream) {
+            Ok(resp) => resp,
+            Err(e) => panic!(
+                "{} {} from {local} to {addr}: {e}",
+                self.method, self.target
+            ),
+        }
+    }
+
+    /// Sends the request on `stream` and reads the response.
+    fn exchange(&self, mut stream: TcpStream) -> Result<HttpResponse, HttpError> {
         // A server may answer (e.g. 413) and close before reading all of a
         // large body; the answer is still worth reading.
         let write_result = stream.write_all(&self.to_bytes());
@@ -493,10 +513,55 @@ fn raw_exchange(
 
 fn connect(addr: SocketAddr) -> Result<TcpStream, HttpError> {
     let stream = TcpStream::connect_timeout(&addr, DEFAULT_TIMEOUT).map_err(HttpError::Connect)?;
+    configure(&stream)?;
+    Ok(stream)
+}
+
+/// The timeouts and `TCP_NODELAY` of every connection made here.
+fn configure(stream: &TcpStream) -> Result<(), HttpError> {
     stream
         .set_read_timeout(Some(DEFAULT_TIMEOUT))
         .and_then(|()| stream.set_write_timeout(Some(DEFAULT_TIMEOUT)))
         .and_then(|()| stream.set_nodelay(true))
-        .map_err(HttpError::Connect)?;
-    Ok(stream)
+        .map_err(HttpError::Connect)
+}
+
+/// A TCP connection to `relay` from `local` (any of 127/8 is loopback on
+/// Linux), so a test can be several client addresses; panics if it cannot
+/// be made.
+#[track_caller]
+pub fn connect_from(local: Ipv4Addr, relay: SocketAddr) -> TcpStream {
+    fn sockaddr(addr: SocketAddrV4) -> libc::sockaddr_in {
+        libc::sockaddr_in {
+            sin_family: libc::AF_INET as libc::sa_family_t,
+            sin_port: addr.port().to_be(),
+            sin_addr: libc::in_addr {
+                s_addr: u32::from(*addr.ip()).to_be(),
+            },
+            sin_zero: [0; 8],
+        }
+    }
+    let SocketAddr::V4(relay) = relay else {
+        panic!("the relay listens on IPv4")
+    };
+    let len = std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
+    // SAFETY: a fresh socket is owned by the TcpStream at once (closed on
+    // drop); the addresses are valid sockaddr_in values of `len` bytes.
+    unsafe {
+        let fd = libc::socket(libc::AF_INET, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0);
+        assert!(fd >= 0, "socket: {}", io::Error::last_os_error());
+        let stream = TcpStream::from_raw_fd(fd);
+        let from = sockaddr(SocketAddrV4::new(local, 0));
+        let rc = libc::bind(fd, (&raw const from).cast(), len);
+        assert_eq!(rc, 0, "bind {local}: {}", io::Error::last_os_error());
+        let to = sockaddr(relay);
+        let rc = libc::connect(fd, (&raw const to).cast(), len);
+        assert_eq!(
+            rc,
+            0,
+            "connect from {local}: {}",
+            io::Error::last_os_error()
+        );
+        stream
+    }
 }

@@ -1,6 +1,8 @@
 //! A relay: the real [`Relay`] machine over a [`MemoryStore`], its storage
 //! operations performed synchronously as the machine asks for them.
 
+use std::net::IpAddr;
+
 use relay_core::auth::KeyRing;
 use relay_core::http::{HttpOutcome, OutgoingRequest};
 use relay_core::relay::{Output, Relay, RelayConfig, RequestHead, ServePolicy};
@@ -69,14 +71,14 @@ impl RelayHost {
         self.store.queued(destination).unwrap_or(u64::MAX)
     }
 
-    /// Serves `request` by the machine's drive rule (handle its head,
-    /// drain every output, reading and checking the body and performing
-    /// storage at once, re-arm the timer) and returns the response and what
-    /// it did.
+    /// Serves `request`, sent from `peer`, by the machine's drive rule
+    /// (handle its head, drain every output, reading and checking the body
+    /// and performing storage at once, re-arm the timer) and returns the
+    /// response and what it did.
     pub fn serve(
         &mut self,
-        now: Instant,
-        unix: UnixMillis,
+        (now, unix): (Instant, UnixMillis),
+        peer: IpAddr,
         request: &OutgoingRequest,
     ) -> (HttpOutcome, Effect) {
         let id = self.machine.handle_head(
@@ -87,6 +89,8 @@ impl RelayHost {
                 target: request.target.clone(),
                 authorization: vec![request.authorization.clone()],
                 content_length: Some(request.body.len() as u64),
+                peer,
+                forwarded_for: Vec::new(),
             },
         );
         let mut effect = Effect::None;

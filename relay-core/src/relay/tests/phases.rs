@@ -102,6 +102,8 @@ fn refusals_on_the_head_alone() {
             target: target.into(),
             authorization: vec![],
             content_length: Some(u64::MAX),
+            peer: PEER,
+            forwarded_for: Vec::new(),
         };
         relay.handle_head(epoch(), NOW_MS, head);
         let response = only_response(std::iter::from_fn(|| relay.poll_output()).collect());
@@ -233,6 +235,9 @@ fn far_head(txn: usize, bytes: usize) -> Request {
 fn fetching_relay() -> Relay {
     let mut c = config();
     c.fetch_keys = true;
+    // The heads all come from one address, past its request budget: the
+    // bound on heads held is what is tested.
+    c.limits.send_relay = None;
     Relay::new(c)
 }
 

@@ -233,6 +233,8 @@ impl FakeRelay {
                 target: request.target.clone(),
                 authorization: vec![request.authorization.clone()],
                 content_length: Some(request.body.len() as u64),
+                peer: std::net::IpAddr::from([192, 0, 2, 1]),
+                forwarded_for: Vec::new(),
             },
         );
         while let Some(output) = self.relay.poll_output() {

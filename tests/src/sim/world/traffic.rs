@@ -2,6 +2,8 @@
 //! deliveries, storage), serving requests at relays and nodes, and
 //! reporting outcomes back.
 
+use std::net::{IpAddr, Ipv4Addr};
+
 use relay_core::http::HttpOutcome;
 use relay_core::outbound;
 use relay_core::retriever::{self, Delivery};
@@ -159,7 +161,10 @@ impl World {
                 }
                 let outcome = match flight.to {
                     Party::Relay(r) => {
-                        let (outcome, effect) = self.relays[r].serve(now, unix, &flight.request);
+                        // Each node has an address of its own.
+                        let peer = IpAddr::from(Ipv4Addr::from((10u32 << 24) | flight.from as u32));
+                        let served = self.relays[r].serve((now, unix), peer, &flight.request);
+                        let (outcome, effect) = served;
                         self.log(|| format!("{id} at relay {r} (late: {late}): {effect:?}"));
                         if !matches!(outcome, HttpOutcome::Response { status: 200, .. }) {
                             return Err(self.fail(format!(
