@@ -15,7 +15,7 @@
 //! itself, SRV queries via [`crate::dns`] and host names' addresses on a
 //! DNS pool of its own), reports how they went, and applies `--connect-to`
 //! redirections, extra trusted roots and the
-//! [`AddressPolicy`](relay_core::addr_policy::AddressPolicy) (checked on
+//! [`AddressPolicy`] (checked on
 //! each address about to be connected to, after every lookup).
 
 mod connect;

@@ -116,7 +116,7 @@ impl BodyCheck {
     /// PDU over [`MAX_PDU_BYTES`] as sent).
     ///
     /// Implementation note: the signature and the checks see the body
-    /// parsed; what is stored is the body's own bytes (see [`transaction`]),
+    /// parsed; what is stored is the body's own bytes (see `transaction`),
     /// so numbers such as `-0` or `1e2`, escapes and key order reach the
     /// destination as their sender signed them.
     pub fn run(self, body: &[u8]) -> Checked {
