@@ -20,6 +20,7 @@
 
 mod connect;
 mod discovery;
+mod idle;
 mod options;
 mod pool;
 
@@ -42,8 +43,9 @@ use crate::runtime::Runtime;
 use crate::task::timeout;
 use crate::threads::ThreadPool;
 use discovery::{Inflight, Permits, first_seed};
+use idle::Pool;
 use options::tls_config;
-use pool::{Exchange, ExchangeError, Pool};
+use pool::{Exchange, ExchangeError};
 
 /// Default time a whole request (connect, send, read the answer) may take.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
