@@ -89,20 +89,7 @@ where
             (builder.clone(), service.clone(), stop.clone(), open.clone());
         let (rt2, tls) = (rt.clone(), tls.clone());
         rt.spawn(async move {
-            let served = match tls {
-                None => serve_connection(&rt2, &builder, io, (peer, service), &stop).await,
-                // The handshake runs here, not in the accept loop, so a slow
-                // client holds up only itself; it gets as long as headers do.
-                Some(config) => {
-                    match timeout(&rt2, HEADER_TIMEOUT, R::accept_tls(io, config)).await {
-                        Some(Ok(io)) => {
-                            serve_connection(&rt2, &builder, io, (peer, service), &stop).await
-                        }
-                        Some(Err(e)) => Err(format!("TLS handshake failed: {e}")),
-                        None => Err("TLS handshake timed out".to_owned()),
-                    }
-                }
-            };
+            let served = serve_accepted(&rt2, &builder, io, tls, (peer, service), &stop).await;
             if let Err(e) = served {
                 tracing::debug!(%peer, error = %e, "connection ended with an error");
             }
@@ -116,6 +103,33 @@ where
     timeout(rt, DRAIN_TIMEOUT, all_closed.recv())
         .await
         .is_some()
+}
+
+/// Serves an accepted connection, over TLS with `tls` (the handshake
+/// runs here, not in the accept loop, so a slow client holds up only
+/// itself; it gets as long as headers do).
+async fn serve_accepted<R, S, F, B>(
+    rt: &R,
+    builder: &hyper::server::conn::http1::Builder,
+    io: R::Io,
+    tls: Option<Arc<rustls::ServerConfig>>,
+    peer_and_service: (SocketAddr, S),
+    stop: &async_channel::Receiver<()>,
+) -> Result<(), String>
+where
+    R: Runtime,
+    S: Fn(SocketAddr, hyper::Request<Incoming>) -> F + Send + Sync + 'static,
+    F: Future<Output = Result<hyper::Response<B>, Infallible>> + Send + 'static,
+    B: hyper::body::Body<Data = Bytes, Error = Infallible> + Send + 'static,
+{
+    let Some(config) = tls else {
+        return serve_connection(rt, builder, io, peer_and_service, stop).await;
+    };
+    match timeout(rt, HEADER_TIMEOUT, R::accept_tls(io, config)).await {
+        Some(Ok(io)) => serve_connection(rt, builder, io, peer_and_service, stop).await,
+        Some(Err(e)) => Err(format!("TLS handshake failed: {e}")),
+        None => Err("TLS handshake timed out".to_owned()),
+    }
 }
 
 /// Serves HTTP/1.1 on one connection from `peer` until it ends, or

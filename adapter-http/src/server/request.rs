@@ -60,36 +60,7 @@ async fn answer<R: Runtime>(
     req: hyper::Request<Incoming>,
 ) -> hyper::Response<Full<Bytes>> {
     let (parts, body) = req.into_parts();
-    let target = parts
-        .uri
-        .path_and_query()
-        .map_or_else(|| parts.uri.to_string(), |pq| pq.as_str().to_owned());
-    let authorization = parts
-        .headers
-        .get_all(AUTHORIZATION)
-        .iter()
-        .filter_map(|v| v.to_str().ok().map(str::to_owned))
-        .collect();
-    let content_length = parts
-        .headers
-        .get(CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
-    // Every value, even one that is not text: the core reads it only from
-    // a trusted proxy, and then only its right-most entries.
-    let forwarded_for = parts
-        .headers
-        .get_all(X_FORWARDED_FOR)
-        .iter()
-        .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
-        .collect();
-    let head = RequestHead {
-        method: parts.method.as_str().to_owned(),
-        target,
-        authorization,
-        content_length,
-        peer,
-        forwarded_for,
-    };
+    let head = request_head(&parts, peer);
     let method_and_target = tracing::enabled!(tracing::Level::DEBUG)
         .then(|| format!("{} {}", head.method, head.target));
     // A body not read to its end is left unread: the connection closes
@@ -133,6 +104,41 @@ async fn answer<R: Runtime>(
     match driver.body(checked).await {
         Some(response) => answered(response, false, method_and_target.as_deref()),
         None => shutting_down(false),
+    }
+}
+
+/// The head of a request as the core reads it, from the connection's
+/// `peer` and the request's `parts`.
+fn request_head(parts: &hyper::http::request::Parts, peer: IpAddr) -> RequestHead {
+    let target = parts
+        .uri
+        .path_and_query()
+        .map_or_else(|| parts.uri.to_string(), |pq| pq.as_str().to_owned());
+    let authorization = parts
+        .headers
+        .get_all(AUTHORIZATION)
+        .iter()
+        .filter_map(|v| v.to_str().ok().map(str::to_owned))
+        .collect();
+    let content_length = parts
+        .headers
+        .get(CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+    // Every value, even one that is not text: the core reads it only from
+    // a trusted proxy, and then only its right-most entries.
+    let forwarded_for = parts
+        .headers
+        .get_all(X_FORWARDED_FOR)
+        .iter()
+        .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
+        .collect();
+    RequestHead {
+        method: parts.method.as_str().to_owned(),
+        target,
+        authorization,
+        content_length,
+        peer,
+        forwarded_for,
     }
 }
 
