@@ -291,8 +291,9 @@ pub(super) fn destinations(
     let rows = conn.client.query(
         "SELECT destination, entries, bytes, (SELECT received FROM queue q \
          WHERE q.destination = u.destination ORDER BY entry_id LIMIT 1) \
-         FROM destination_usage u WHERE entries > 0 \
-         ORDER BY bytes DESC, destination LIMIT $1",
+         FROM (SELECT destination, entries, bytes FROM destination_usage \
+         WHERE entries > 0 ORDER BY bytes DESC, destination LIMIT $1) u \
+         ORDER BY bytes DESC, destination",
         &[&limit],
     )?;
     rows.iter()
