@@ -55,20 +55,28 @@ fn assert_counters_match(path: &Path) {
         .query_row(
             "SELECT
                (SELECT COUNT(*) FROM (
-                  SELECT destination, COUNT(*), SUM(length(body)) FROM queue GROUP BY destination
+                  SELECT destination, COUNT(*), SUM(cost) FROM queue GROUP BY destination
                   EXCEPT SELECT destination, entries, bytes FROM destination_usage))
              + (SELECT COUNT(*) FROM (
                   SELECT destination, entries, bytes FROM destination_usage
-                  EXCEPT SELECT destination, COUNT(*), SUM(length(body)) FROM queue GROUP BY destination))
+                  EXCEPT SELECT destination, COUNT(*), SUM(cost) FROM queue GROUP BY destination))
              + (SELECT COUNT(*) FROM (
-                  SELECT origin, COUNT(*), SUM(length(body)) FROM queue GROUP BY origin
+                  SELECT origin, COUNT(*), SUM(cost) FROM queue GROUP BY origin
                   EXCEPT SELECT origin, entries, bytes FROM origin_usage))
              + (SELECT COUNT(*) FROM (
                   SELECT origin, entries, bytes FROM origin_usage
-                  EXCEPT SELECT origin, COUNT(*), SUM(length(body)) FROM queue GROUP BY origin))
+                  EXCEPT SELECT origin, COUNT(*), SUM(cost) FROM queue GROUP BY origin))
+             + (SELECT COUNT(*) FROM (
+                  SELECT destination, origin, COUNT(*), SUM(cost) FROM queue
+                  GROUP BY destination, origin
+                  EXCEPT SELECT destination, origin, entries, bytes FROM pair_usage))
+             + (SELECT COUNT(*) FROM (
+                  SELECT destination, origin, entries, bytes FROM pair_usage
+                  EXCEPT SELECT destination, origin, COUNT(*), SUM(cost) FROM queue
+                  GROUP BY destination, origin))
              + (SELECT COUNT(*) FROM total_usage
                   WHERE entries != (SELECT COUNT(*) FROM queue)
-                     OR bytes != (SELECT COALESCE(SUM(length(body)), 0) FROM queue))",
+                     OR bytes != (SELECT COALESCE(SUM(cost), 0) FROM queue))",
             [],
             |r| r.get(0),
         )
