@@ -105,6 +105,7 @@ pub struct Metrics {
     stored: Counter,
     duplicates: Counter,
     acknowledgements: Counter,
+    expired: Counter,
 }
 
 impl Default for Metrics {
@@ -149,6 +150,12 @@ impl Metrics {
             "Acknowledgements (relay_txn with an entry_id) the store carried out",
             acknowledgements.clone(),
         );
+        let expired = Counter::default();
+        registry.register(
+            "entries_expired",
+            "Entries deleted unacknowledged because they were older than --max-entry-age",
+            expired.clone(),
+        );
         Self {
             registry,
             requests,
@@ -156,6 +163,7 @@ impl Metrics {
             stored,
             duplicates,
             acknowledgements,
+            expired,
         }
     }
 
@@ -185,6 +193,11 @@ impl Metrics {
     /// Counts one entry an acknowledgement deleted.
     pub fn observe_acknowledgement(&self) {
         self.acknowledgements.inc();
+    }
+
+    /// Counts `n` entries deleted as expired.
+    pub fn observe_expired(&self, n: u64) {
+        self.expired.inc_by(n);
     }
 
     /// The Prometheus text exposition (version 0.0.4) of every metric, with
@@ -330,6 +343,8 @@ mod tests {
             relay_core::store::QuotaKind::Total,
         ));
         m.observe_acknowledgement();
+        m.observe_expired(2);
+        m.observe_expired(1);
         let text = m.encode(Some(QueueTotals {
             entries: 2,
             bytes: 300,
@@ -344,6 +359,7 @@ mod tests {
             "matrix_relay_transactions_stored_total 1",
             "matrix_relay_duplicates_answered_total 2",
             "matrix_relay_acknowledgements_total 1",
+            "matrix_relay_entries_expired_total 3",
             "# TYPE matrix_relay_queued_entries gauge",
             "matrix_relay_queued_entries 2",
             "matrix_relay_queued_bytes 300",

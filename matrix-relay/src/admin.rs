@@ -35,6 +35,9 @@ struct Line<'a> {
     destination: &'a str,
     entries: u64,
     bytes: u64,
+    /// How long ago the oldest entry was received, in whole seconds.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    oldest_age_secs: Option<u64>,
 }
 
 /// Opens a relay's existing database, creating and migrating nothing: a
@@ -61,11 +64,15 @@ fn print(line: &Line<'_>) -> Result<(), String> {
 pub(crate) fn queues(args: QueuesArgs) -> Result<(), String> {
     let store = open(&args.database)?;
     let list = store.destinations(args.limit).map_err(|e| e.to_string())?;
+    let now = adapter_http::unix_now();
     for usage in &list {
         print(&Line {
             destination: usage.destination.as_str(),
             entries: usage.entries,
             bytes: usage.bytes,
+            oldest_age_secs: usage
+                .oldest_received
+                .map(|at| now.0.saturating_sub(at.0) / 1000),
         })?;
     }
     Ok(())
@@ -82,5 +89,6 @@ pub(crate) fn purge(args: PurgeArgs) -> Result<(), String> {
         destination: destination.as_str(),
         entries: purged.entries,
         bytes: purged.bytes,
+        oldest_age_secs: None,
     })
 }

@@ -186,9 +186,15 @@ pub(crate) struct ServeArgs {
     /// Most entries queued for one destination [default: 100000].
     #[arg(long)]
     max_queue_entries: Option<u64>,
-    /// Most bytes queued for one destination [default: 1 GiB].
+    /// Most bytes queued for one destination [default: 1 GiB]. Bytes are
+    /// what entries cost the store: the transaction, its names and txn ID
+    /// as stored, and a fixed overhead per entry.
     #[arg(long)]
     max_queue_bytes: Option<u64>,
+    /// The most one origin may hold of one destination's queue, in percent
+    /// of --max-queue-entries and --max-queue-bytes [default: 50].
+    #[arg(long, value_name = "PERCENT", value_parser = clap::value_parser!(u8).range(1..=100))]
+    max_origin_share: Option<u8>,
     /// Most entries one origin may have queued, over all destinations
     /// [default: 100000].
     #[arg(long)]
@@ -196,9 +202,19 @@ pub(crate) struct ServeArgs {
     /// Most bytes one origin may have queued [default: 1 GiB].
     #[arg(long)]
     max_origin_bytes: Option<u64>,
-    /// Most bytes queued in all [default: 16 GiB].
+    /// Most bytes queued in all [default: 16 GiB]; with SQLite, the
+    /// database's files stay within 1.5 times this plus 2 MiB.
     #[arg(long)]
     max_total_bytes: Option<u64>,
+    /// Most entries queued in all [default: 10000000].
+    #[arg(long, value_name = "N")]
+    max_total_entries: Option<u64>,
+    /// How long an entry is kept unacknowledged, e.g. `2s`, `90m`, `12h`,
+    /// `30d` (a plain number is seconds); `0` keeps entries until they are
+    /// acknowledged. An older entry is never handed out, and is deleted
+    /// within seconds [default: 30d].
+    #[arg(long, value_name = "DURATION")]
+    max_entry_age: Option<String>,
     /// How long, in seconds, the key (origin, destination, txn ID) of an
     /// acknowledged transaction is remembered, so that a sender's
     /// retransmission is answered 200 and not stored again; 0 remembers
@@ -209,6 +225,10 @@ pub(crate) struct ServeArgs {
     /// forgotten first) [default: 1000000].
     #[arg(long, value_name = "N")]
     acked_max: Option<u64>,
+    /// Most bytes of remembered keys of acknowledged transactions (the
+    /// oldest are forgotten first) [default: 256 MiB].
+    #[arg(long, value_name = "BYTES")]
+    acked_max_bytes: Option<u64>,
     /// TOML file with these settings; flags win.
     #[arg(long)]
     #[serde(skip)]
@@ -243,8 +263,12 @@ impl ServeArgs {
             max_origin_entries,
             max_origin_bytes,
             max_total_bytes,
+            max_origin_share,
+            max_total_entries,
+            max_entry_age,
             acked_retention_secs,
             acked_max,
+            acked_max_bytes,
             max_send_relay_per_ip_per_sec,
             max_send_relay_burst_per_ip,
             max_relay_txn_per_ip_per_sec,
@@ -315,26 +339,66 @@ fn relay_config(
     config.keys = ring;
     config.fetch_keys = args.fetch_keys;
     config.max_body_bytes = args.max_body_bytes.unwrap_or(DEFAULT_MAX_BODY_BYTES);
-    let d = Quota::default();
-    config.quota = Quota {
-        destination_entries: args.max_queue_entries.unwrap_or(d.destination_entries),
-        destination_bytes: args.max_queue_bytes.unwrap_or(d.destination_bytes),
-        origin_entries: args.max_origin_entries.unwrap_or(d.origin_entries),
-        origin_bytes: args.max_origin_bytes.unwrap_or(d.origin_bytes),
-        total_bytes: args.max_total_bytes.unwrap_or(d.total_bytes),
-        acked: AckedKeys {
-            retention_ms: args
-                .acked_retention_secs
-                .map_or(d.acked.retention_ms, |secs| secs.saturating_mul(1000)),
-            max: args.acked_max.unwrap_or(d.acked.max),
-        },
-    };
+    config.quota = quota(args)?;
+    if let Some(age) = &args.max_entry_age {
+        config.max_entry_age_ms =
+            parse_duration_ms(age).map_err(|e| format!("--max-entry-age {age:?}: {e}"))?;
+    }
     config.limits = rate_limits(args)?;
     config.trusted_proxies = cidrs(&args.trusted_proxy, "--trusted-proxy")?;
     if matches!(config.serve, ServePolicy::Only(ref s) if s.is_empty()) {
         tracing::warn!("serving no destination: pass --serve-for NAME or --open");
     }
     Ok(config)
+}
+
+/// The storage quotas from the flags.
+fn quota(args: &ServeArgs) -> Result<Quota, String> {
+    let d = Quota::default();
+    let share = args.max_origin_share.unwrap_or(d.origin_share_percent);
+    // The flag's parser checks this too; this is for the TOML file.
+    if !(1..=100).contains(&share) {
+        return Err(format!("--max-origin-share {share}: must be 1 to 100"));
+    }
+    Ok(Quota {
+        destination_entries: args.max_queue_entries.unwrap_or(d.destination_entries),
+        destination_bytes: args.max_queue_bytes.unwrap_or(d.destination_bytes),
+        origin_share_percent: share,
+        origin_entries: args.max_origin_entries.unwrap_or(d.origin_entries),
+        origin_bytes: args.max_origin_bytes.unwrap_or(d.origin_bytes),
+        total_entries: args.max_total_entries.unwrap_or(d.total_entries),
+        total_bytes: args.max_total_bytes.unwrap_or(d.total_bytes),
+        acked: AckedKeys {
+            retention_ms: args
+                .acked_retention_secs
+                .map_or(d.acked.retention_ms, |secs| secs.saturating_mul(1000)),
+            max: args.acked_max.unwrap_or(d.acked.max),
+            max_bytes: args.acked_max_bytes.unwrap_or(d.acked.max_bytes),
+        },
+    })
+}
+
+/// A duration as `--max-entry-age` takes it: a whole number with an
+/// optional unit `s`, `m`, `h` or `d` (none is seconds), in milliseconds.
+fn parse_duration_ms(text: &str) -> Result<u64, String> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let n: u64 = number
+        .parse()
+        .map_err(|_| "expected a whole number with an optional unit s, m, h or d".to_owned())?;
+    let secs_per_unit: u64 = match unit {
+        "" | "s" => 1,
+        "m" => 60,
+        "h" => 60 * 60,
+        "d" => 24 * 60 * 60,
+        other => return Err(format!("unknown unit {other:?} (use s, m, h or d)")),
+    };
+    n.checked_mul(secs_per_unit)
+        .and_then(|secs| secs.checked_mul(1000))
+        .ok_or_else(|| "too long".to_owned())
 }
 
 /// The rate limits from the flags.
@@ -525,6 +589,28 @@ fn raise_open_files_limit() {
         }
         Err(e) => {
             tracing::warn!(error = %e, soft = ?limit.current, "cannot raise the open files limit")
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_duration_ms;
+
+    #[test]
+    fn entry_ages_parse_with_their_units() {
+        for (text, ms) in [
+            ("2s", 2_000),
+            ("90m", 5_400_000),
+            ("12h", 43_200_000),
+            ("30d", 2_592_000_000),
+            ("45", 45_000),
+            ("0", 0),
+        ] {
+            assert_eq!(parse_duration_ms(text), Ok(ms), "{text}");
+        }
+        for bad in ["", "5x", "h", "-1s", "1.5h", "99999999999999999999d"] {
+            assert!(parse_duration_ms(bad).is_err(), "{bad:?} accepted");
         }
     }
 }

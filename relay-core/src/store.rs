@@ -22,8 +22,8 @@ pub struct NewEntry {
     pub txn_id: TxnId,
     /// The transaction as JSON, its `origin` set to [`NewEntry::origin`].
     pub transaction: Vec<u8>,
-    /// When the relay received it: what a remembered acknowledgement's age
-    /// is measured against.
+    /// When the relay received it: what a remembered acknowledgement's age,
+    /// and the entry's own age (expiry), are measured against.
     pub received: UnixMillis,
 }
 
@@ -53,17 +53,27 @@ pub struct QueuedEntry {
 
 /// Limits on what senders can make the relay store. An insert that would
 /// go past any of them is refused whole.
+///
+/// Bytes are what an entry costs the store, not only its transaction:
+/// [`entry_cost`] adds the names and txn ID as the row and its indexes hold
+/// them, and a fixed overhead, so that a byte limit bounds the database.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Quota {
     /// Entries queued for one destination.
     pub destination_entries: u64,
-    /// Transaction bytes queued for one destination.
+    /// Bytes queued for one destination.
     pub destination_bytes: u64,
+    /// The most one origin may hold of one destination's queue, in percent
+    /// of `destination_entries` and of `destination_bytes` (at least one
+    /// entry), so that one sender cannot lock the others out.
+    pub origin_share_percent: u8,
     /// Entries queued by one origin, over all destinations.
     pub origin_entries: u64,
-    /// Transaction bytes queued by one origin, over all destinations.
+    /// Bytes queued by one origin, over all destinations.
     pub origin_bytes: u64,
-    /// Transaction bytes queued in all.
+    /// Entries queued in all.
+    pub total_entries: u64,
+    /// Bytes queued in all.
     pub total_bytes: u64,
     /// How long, and how many, keys of acknowledged entries are remembered
     /// (a remembered key is a duplicate, never stored again).
@@ -86,6 +96,9 @@ pub struct AckedKeys {
     pub retention_ms: u64,
     /// Most keys remembered; 0 remembers nothing.
     pub max: u64,
+    /// Most bytes of keys remembered, each counted as [`acked_key_cost`];
+    /// 0 remembers nothing.
+    pub max_bytes: u64,
 }
 
 impl AckedKeys {
@@ -93,20 +106,22 @@ impl AckedKeys {
     pub const OFF: Self = Self {
         retention_ms: 0,
         max: 0,
+        max_bytes: 0,
     };
 
     /// Whether keys are remembered at all.
     pub fn enabled(&self) -> bool {
-        self.retention_ms > 0 && self.max > 0
+        self.retention_ms > 0 && self.max > 0 && self.max_bytes > 0
     }
 }
 
 impl Default for AckedKeys {
-    /// A day, and a million keys.
+    /// A day, a million keys, and 256 MiB.
     fn default() -> Self {
         Self {
             retention_ms: 24 * 60 * 60 * 1000,
             max: 1_000_000,
+            max_bytes: 256 << 20,
         }
     }
 }
@@ -116,8 +131,10 @@ impl Default for Quota {
         Self {
             destination_entries: 100_000,
             destination_bytes: 1 << 30,
+            origin_share_percent: 50,
             origin_entries: 100_000,
             origin_bytes: 1 << 30,
+            total_entries: 10_000_000,
             total_bytes: 16 << 30,
             acked: AckedKeys::default(),
         }
@@ -129,10 +146,38 @@ impl Default for Quota {
 pub enum QuotaKind {
     /// The destination's queue is full.
     Destination,
-    /// The origin has queued too much.
+    /// The origin holds its share of the destination's queue.
+    OriginShare,
+    /// The origin has queued too much, over all destinations.
     Origin,
-    /// The relay as a whole is full.
+    /// The relay holds its most entries.
+    TotalEntries,
+    /// The relay holds its most bytes.
     Total,
+}
+
+/// The fixed part of what one queued entry costs the store: its row's and
+/// index entries' headers, IDs and times, the usage counters' share, and
+/// B-tree pages left part empty.
+pub const ENTRY_OVERHEAD: u64 = 192;
+
+/// What an entry costs the store, in bytes: its transaction, its names and
+/// txn ID as often as the row and its indexes (and the usage counters) hold
+/// them, and [`ENTRY_OVERHEAD`]. Every backend counts this in its byte
+/// quotas, so `Quota::total_bytes` bounds the database's size.
+pub fn entry_cost(origin: &str, destination: &str, txn_id: &str, transaction_len: usize) -> u64 {
+    // The row, the destination index, the unique key, and the usage rows of
+    // the destination, the origin and the pair.
+    let names = 5 * destination.len() + 4 * origin.len() + 2 * txn_id.len();
+    (transaction_len as u64)
+        .saturating_add(names as u64)
+        .saturating_add(ENTRY_OVERHEAD)
+}
+
+/// What one remembered acknowledged key costs the store, in bytes: its
+/// names and txn ID in the row and the unique index, and a fixed overhead.
+pub fn acked_key_cost(origin: &str, destination: &str, txn_id: &str) -> u64 {
+    (2 * (origin.len() + destination.len() + txn_id.len()) + 64) as u64
 }
 
 /// What an insert did.

@@ -35,7 +35,8 @@ pub use relay_core::outbound::{
 };
 pub use relay_core::retriever::{DedupeKey, WindowChange};
 pub use relay_core::store::{
-    Ack, AckedKeys, InsertOutcome, NewEntry, QueuedEntry, Quota, QuotaKind, StoreError,
+    Ack, AckedKeys, ENTRY_OVERHEAD, InsertOutcome, NewEntry, QueuedEntry, Quota, QuotaKind,
+    StoreError, acked_key_cost, entry_cost,
 };
 pub use relay_core::{EntryId, ServerName, TxnId, UnixMillis};
 
@@ -74,10 +75,13 @@ pub use sqlite::{
 ///   (oldest forgotten first; a backend with concurrent writers may forget
 ///   a little earlier, never later). An acknowledgement that deletes
 ///   nothing remembers nothing. Remembering a key again restarts both.
-/// - Quotas are checked in the order destination, origin, total; an insert
-///   that would go past a limit (`usage + new > limit`) is refused whole.
-///   Bytes are `transaction.len()`.
+/// - Quotas are checked in the order destination, origin's share of the
+///   destination, origin, total entries, total bytes; an insert that would
+///   go past a limit (`usage + new > limit`) is refused whole. Bytes are
+///   [`entry_cost`] (a remembered key: [`acked_key_cost`]).
 /// - Acknowledgement deletes exactly one entry of one destination.
+/// - An entry received before a fetch's `expired_before` is never handed
+///   out; [`QueueStore::expire`] deletes such entries, oldest first.
 ///
 /// Implementation note: blocking on purpose. The async adapters call it
 /// from a bounded thread pool of their own, so one implementation serves
@@ -100,7 +104,25 @@ pub trait QueueStore: Send + Sync + 'static {
         &self,
         destination: &ServerName,
         ack: Option<Ack>,
+    ) -> Result<AckNext, StoreError> {
+        self.ack_and_next_unexpired(destination, ack, UnixMillis(0))
+    }
+
+    /// As [`QueueStore::ack_and_next`], but the entry returned is the
+    /// oldest one received at or after `expired_before`: an expired entry
+    /// is never handed out, even before [`QueueStore::expire`] deletes it.
+    fn ack_and_next_unexpired(
+        &self,
+        destination: &ServerName,
+        ack: Option<Ack>,
+        expired_before: UnixMillis,
     ) -> Result<AckNext, StoreError>;
+
+    /// Deletes up to `limit` entries received before `expired_before`,
+    /// oldest first, and returns what it deleted. Nothing is remembered as
+    /// delivered. Finds them by an index on the received time: no scan,
+    /// and one short transaction.
+    fn expire(&self, expired_before: UnixMillis, limit: usize) -> Result<QueueTotals, StoreError>;
 
     /// Number of entries queued for `destination`.
     fn queued(&self, destination: &ServerName) -> Result<u64, StoreError>;
@@ -130,6 +152,8 @@ pub struct DestinationUsage {
     pub entries: u64,
     /// Their bytes.
     pub bytes: u64,
+    /// When its oldest entry was received.
+    pub oldest_received: Option<UnixMillis>,
 }
 
 /// What [`QueueStore::ack_and_next`] did and found.
@@ -148,7 +172,7 @@ pub struct AckNext {
 pub struct QueueTotals {
     /// Entries queued.
     pub entries: u64,
-    /// Their bytes (`transaction.len()` summed).
+    /// Their bytes ([`entry_cost`] summed).
     pub bytes: u64,
 }
 

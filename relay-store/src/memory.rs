@@ -6,7 +6,7 @@ use std::sync::{Mutex, MutexGuard};
 use relay_core::store::{Ack, InsertOutcome, NewEntry, QueuedEntry, Quota, StoreError};
 use relay_core::{EntryId, ServerName, TxnId, UnixMillis};
 
-use crate::quota_rules::{Usage, refused_by};
+use crate::quota_rules::{Usage, Usages, cost_of, refused_by};
 use crate::{AckNext, DestinationUsage, QueueStore, QueueTotals};
 
 mod dedupe_model;
@@ -31,7 +31,9 @@ struct Inner {
     entries: BTreeMap<EntryId, NewEntry>,
     keys: BTreeMap<Key, EntryId>,
     queues: BTreeMap<ServerName, BTreeSet<EntryId>>,
+    by_received: BTreeSet<(UnixMillis, EntryId)>,
     destination_usage: BTreeMap<ServerName, Usage>,
+    pair_usage: BTreeMap<(ServerName, ServerName), Usage>,
     origin_usage: BTreeMap<ServerName, Usage>,
     total: Usage,
     acked: Acked,
@@ -45,7 +47,8 @@ impl Inner {
             return None;
         }
         let entry = self.entries.remove(&id)?;
-        let len = len_of(&entry);
+        let len = cost_of(&entry);
+        self.by_received.remove(&(entry.received, id));
         let key = (entry.origin, entry.destination, entry.txn_id);
         self.keys.remove(&key);
         if let Some(queue) = self.queues.get_mut(destination) {
@@ -55,6 +58,7 @@ impl Inner {
             }
         }
         sub(&mut self.destination_usage, &key.1, len);
+        sub(&mut self.pair_usage, &(key.1.clone(), key.0.clone()), len);
         sub(&mut self.origin_usage, &key.0, len);
         self.total.entries = self.total.entries.saturating_sub(1);
         self.total.bytes = self.total.bytes.saturating_sub(len);
@@ -70,6 +74,7 @@ struct Acked {
     keys: BTreeMap<Key, (UnixMillis, u64)>,
     by_seq: BTreeMap<u64, Key>,
     by_time: BTreeSet<(UnixMillis, u64)>,
+    bytes: u64,
 }
 
 impl Acked {
@@ -85,6 +90,7 @@ impl Acked {
             && let Some((at, _)) = self.keys.remove(&key)
         {
             self.by_time.remove(&(at, seq));
+            self.bytes = self.bytes.saturating_sub(key_cost(&key));
         }
     }
 
@@ -105,17 +111,40 @@ impl Acked {
         }
         self.last_seq += 1;
         let seq = self.last_seq;
+        self.bytes += key_cost(&key);
         self.keys.insert(key.clone(), (ack.at, seq));
         self.by_seq.insert(seq, key);
         self.by_time.insert((ack.at, seq));
         // As the SQL backends do: forget recordings `max` or more before
-        // this one.
+        // this one, then the oldest while the bytes are past their bound.
         let oldest_kept = seq.saturating_sub(ack.keys.max);
         while let Some((&first, _)) = self.by_seq.first_key_value()
-            && first <= oldest_kept
+            && (first <= oldest_kept || self.bytes > ack.keys.max_bytes)
         {
             self.forget(first);
         }
+    }
+}
+
+fn key_cost((origin, destination, txn_id): &Key) -> u64 {
+    relay_core::store::acked_key_cost(origin.as_str(), destination.as_str(), txn_id.as_str())
+}
+
+impl Inner {
+    /// The oldest entry of `destination` received at or after
+    /// `expired_before`.
+    fn head(&self, destination: &ServerName, expired_before: UnixMillis) -> Option<QueuedEntry> {
+        self.queues
+            .get(destination)?
+            .iter()
+            .filter_map(|id| self.entries.get(id).map(|e| (*id, e)))
+            .find(|(_, e)| e.received >= expired_before)
+            .map(|(entry_id, e)| QueuedEntry {
+                entry_id,
+                origin: e.origin.clone(),
+                txn_id: e.txn_id.clone(),
+                transaction: e.transaction.clone(),
+            })
     }
 }
 
@@ -133,17 +162,13 @@ impl MemoryStore {
     }
 }
 
-fn len_of(entry: &NewEntry) -> u64 {
-    u64::try_from(entry.transaction.len()).unwrap_or(u64::MAX)
-}
-
-fn add(map: &mut BTreeMap<ServerName, Usage>, name: &ServerName, len: u64) {
+fn add<K: Ord + Clone>(map: &mut BTreeMap<K, Usage>, name: &K, len: u64) {
     let u = map.entry(name.clone()).or_default();
     u.entries += 1;
     u.bytes += len;
 }
 
-fn sub(map: &mut BTreeMap<ServerName, Usage>, name: &ServerName, len: u64) {
+fn sub<K: Ord>(map: &mut BTreeMap<K, Usage>, name: &K, len: u64) {
     if let Some(u) = map.get_mut(name) {
         u.entries = u.entries.saturating_sub(1);
         u.bytes = u.bytes.saturating_sub(len);
@@ -151,6 +176,10 @@ fn sub(map: &mut BTreeMap<ServerName, Usage>, name: &ServerName, len: u64) {
             map.remove(name);
         }
     }
+}
+
+fn get<K: Ord>(map: &BTreeMap<K, Usage>, key: &K) -> Usage {
+    map.get(key).copied().unwrap_or_default()
 }
 
 impl QueueStore for MemoryStore {
@@ -171,12 +200,15 @@ impl QueueStore for MemoryStore {
         {
             return Ok(InsertOutcome::AlreadyDelivered);
         }
-        let len = len_of(&entry);
-        let usage =
-            |map: &BTreeMap<ServerName, Usage>, name| map.get(name).copied().unwrap_or_default();
-        let destination = usage(&inner.destination_usage, &entry.destination);
-        let origin = usage(&inner.origin_usage, &entry.origin);
-        if let Some(kind) = refused_by(quota, destination, origin, inner.total, len) {
+        let len = cost_of(&entry);
+        let pair = (entry.destination.clone(), entry.origin.clone());
+        let usages = Usages {
+            destination: get(&inner.destination_usage, &entry.destination),
+            pair: get(&inner.pair_usage, &pair),
+            origin: get(&inner.origin_usage, &entry.origin),
+            total: inner.total,
+        };
+        if let Some(kind) = refused_by(quota, &usages, len) {
             return Ok(InsertOutcome::QuotaExceeded(kind));
         }
         let id = inner
@@ -186,7 +218,9 @@ impl QueueStore for MemoryStore {
         inner.last_id = id;
         let id = EntryId(id);
         add(&mut inner.destination_usage, &entry.destination, len);
+        add(&mut inner.pair_usage, &pair, len);
         add(&mut inner.origin_usage, &entry.origin, len);
+        inner.by_received.insert((entry.received, id));
         inner.total.entries += 1;
         inner.total.bytes += len;
         inner.keys.insert(key, id);
@@ -199,10 +233,11 @@ impl QueueStore for MemoryStore {
         Ok(InsertOutcome::Stored(id))
     }
 
-    fn ack_and_next(
+    fn ack_and_next_unexpired(
         &self,
         destination: &ServerName,
         ack: Option<Ack>,
+        expired_before: UnixMillis,
     ) -> Result<AckNext, StoreError> {
         let mut inner = self.lock()?;
         let inner = &mut *inner;
@@ -213,18 +248,30 @@ impl QueueStore for MemoryStore {
             acked = true;
             inner.acked.record(key, &ack);
         }
-        let head = inner
-            .queues
-            .get(destination)
-            .and_then(|q| q.first())
-            .and_then(|id| inner.entries.get(id).map(|e| (*id, e)));
-        let next = head.map(|(entry_id, e)| QueuedEntry {
-            entry_id,
-            origin: e.origin.clone(),
-            txn_id: e.txn_id.clone(),
-            transaction: e.transaction.clone(),
-        });
+        let next = inner.head(destination, expired_before);
         Ok(AckNext { acked, next })
+    }
+
+    fn expire(&self, expired_before: UnixMillis, limit: usize) -> Result<QueueTotals, StoreError> {
+        let mut inner = self.lock()?;
+        let old: Vec<(UnixMillis, EntryId)> = inner
+            .by_received
+            .iter()
+            .take_while(|(received, _)| *received < expired_before)
+            .take(limit)
+            .copied()
+            .collect();
+        let mut expired = QueueTotals::default();
+        for (_, id) in old {
+            let Some(destination) = inner.entries.get(&id).map(|e| e.destination.clone()) else {
+                continue;
+            };
+            if let Some((_, len)) = inner.remove(&destination, id) {
+                expired.entries += 1;
+                expired.bytes += len;
+            }
+        }
+        Ok(expired)
     }
 
     fn queued(&self, destination: &ServerName) -> Result<u64, StoreError> {
@@ -253,6 +300,12 @@ impl QueueStore for MemoryStore {
                 destination: destination.clone(),
                 entries: u.entries,
                 bytes: u.bytes,
+                oldest_received: inner
+                    .queues
+                    .get(destination)
+                    .and_then(|q| q.first())
+                    .and_then(|id| inner.entries.get(id))
+                    .map(|e| e.received),
             })
             .collect();
         all.sort_by(|a, b| {

@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use postgres::Config;
 
-use relay_core::ServerName;
 use relay_core::store::{Ack, InsertOutcome, NewEntry, Quota, StoreError};
+use relay_core::{ServerName, UnixMillis};
 
 use crate::shared;
 use crate::{AckNext, DestinationUsage, QueueStore, QueueTotals};
@@ -19,6 +19,8 @@ mod sql;
 mod writer;
 
 pub use schema::POSTGRES_SCHEMA_VERSION;
+#[cfg(feature = "conformance")]
+pub(crate) use schema::migrate_to;
 
 /// Connections a store opens at most, unless told otherwise.
 pub const DEFAULT_MAX_CONNECTIONS: usize = 10;
@@ -137,18 +139,19 @@ impl QueueStore for PostgresStore {
         )))
     }
 
-    fn ack_and_next(
+    fn ack_and_next_unexpired(
         &self,
         destination: &ServerName,
         ack: Option<Ack>,
+        expired_before: UnixMillis,
     ) -> Result<AckNext, StoreError> {
         let acked = match ack {
             Some(ack) => self.writer.ack(destination, ack)?,
             None => false,
         };
-        let row = self
-            .pool
-            .run("read next entry", |conn| sql::next(conn, destination))?;
+        let row = self.pool.run("read next entry", |conn| {
+            sql::next(conn, destination, expired_before)
+        })?;
         Ok(AckNext {
             acked,
             next: sql::decode(row)?,
@@ -176,8 +179,17 @@ impl QueueStore for PostgresStore {
             sql::destinations(conn, limit)
         })?;
         rows.into_iter()
-            .map(|(name, entries, bytes)| shared::destination_usage(&name, entries, bytes))
+            .map(|(name, entries, bytes, oldest)| {
+                shared::destination_usage(&name, entries, bytes, oldest)
+            })
             .collect()
+    }
+
+    fn expire(&self, expired_before: UnixMillis, limit: usize) -> Result<QueueTotals, StoreError> {
+        let (entries, bytes) = self.pool.run("delete expired entries", |conn| {
+            sql::expire(conn, expired_before, limit)
+        })?;
+        shared::counters(entries, bytes)
     }
 
     /// Implementation note: in chunks of 1,000 entries, each a transaction

@@ -4,7 +4,7 @@
 use std::sync::mpsc::{self, Sender, SyncSender};
 
 use relay_core::store::{QueuedEntry, StoreError};
-use relay_core::{EntryId, ServerName, TxnId};
+use relay_core::{EntryId, ServerName, TxnId, UnixMillis};
 
 use crate::{DestinationUsage, QueueTotals};
 
@@ -51,6 +51,7 @@ pub(crate) fn destination_usage(
     name: &str,
     entries: i64,
     bytes: i64,
+    oldest_received: Option<i64>,
 ) -> Result<DestinationUsage, StoreError> {
     let destination = ServerName::parse(name).map_err(|_| {
         StoreError(format!(
@@ -62,6 +63,7 @@ pub(crate) fn destination_usage(
         destination,
         entries,
         bytes,
+        oldest_received: oldest_received.map(|ms| UnixMillis(u64::try_from(ms).unwrap_or(0))),
     })
 }
 

@@ -9,10 +9,10 @@ use std::time::{Duration, Instant};
 
 use rusqlite::{Connection, TransactionBehavior};
 
-use relay_core::ServerName;
 use relay_core::outbound::{DestinationRecord, OutboundChange};
 use relay_core::retriever::{self, DedupeKey};
 use relay_core::store::{Ack, InsertOutcome, NewEntry, Quota, StoreError};
+use relay_core::{ServerName, UnixMillis};
 
 use crate::shared::{self, Reply};
 use crate::{AckNext, DedupeStore, DestinationUsage, OutboundStore, QueueStore, QueueTotals};
@@ -34,6 +34,10 @@ use disk::Disk;
 
 /// Most operations committed in one transaction.
 const MAX_BATCH: usize = 512;
+/// WAL pages (4 KiB) after which a commit checkpoints.
+const WAL_CHECKPOINT_PAGES: i64 = 128;
+/// The bytes a WAL is cut back to once checkpointed.
+const WAL_SIZE_LIMIT: i64 = 1 << 20;
 /// How long a connection waits for another process's lock.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -77,6 +81,7 @@ enum Op {
     AckAndNext {
         destination: ServerName,
         ack: Ack,
+        expired_before: UnixMillis,
         reply: Reply<AckNext>,
     },
     Apply {
@@ -89,6 +94,11 @@ enum Op {
     },
     PurgeSome {
         destination: ServerName,
+        limit: usize,
+        reply: Reply<QueueTotals>,
+    },
+    Expire {
+        expired_before: UnixMillis,
         limit: usize,
         reply: Reply<QueueTotals>,
     },
@@ -236,6 +246,13 @@ fn connect(path: &Path) -> Result<Connection, StoreError> {
         .map_err(db_err("set synchronous=FULL"))?;
     conn.pragma_update(None, "foreign_keys", true)
         .map_err(db_err("enable foreign keys"))?;
+    // A checkpoint every 512 KiB of WAL, and the WAL cut back to 1 MiB
+    // after one: the WAL stays small beside the database, so the byte
+    // quota (which counts rows) bounds the files on disk.
+    conn.pragma_update(None, "wal_autocheckpoint", WAL_CHECKPOINT_PAGES)
+        .map_err(db_err("set wal_autocheckpoint"))?;
+    conn.pragma_update(None, "journal_size_limit", WAL_SIZE_LIMIT)
+        .map_err(db_err("set journal_size_limit"))?;
     // Sorts and temporary tables in memory: no file to write when the disk
     // is full.
     conn.pragma_update(None, "temp_store", "MEMORY")
@@ -265,22 +282,32 @@ impl QueueStore for SqliteStore {
         })
     }
 
-    fn ack_and_next(
+    fn ack_and_next_unexpired(
         &self,
         destination: &ServerName,
         ack: Option<Ack>,
+        expired_before: UnixMillis,
     ) -> Result<AckNext, StoreError> {
         match ack {
             Some(ack) => self.call(|reply| Op::AckAndNext {
                 destination: destination.clone(),
                 ack,
+                expired_before,
                 reply,
             }),
             None => Ok(AckNext {
                 acked: false,
-                next: queue_sql::next(&self.reader(), destination)?,
+                next: queue_sql::next(&self.reader(), destination, expired_before)?,
             }),
         }
+    }
+
+    fn expire(&self, expired_before: UnixMillis, limit: usize) -> Result<QueueTotals, StoreError> {
+        self.call(|reply| Op::Expire {
+            expired_before,
+            limit,
+            reply,
+        })
     }
 
     fn queued(&self, destination: &ServerName) -> Result<u64, StoreError> {
@@ -505,10 +532,11 @@ impl Op {
             Op::AckAndNext {
                 destination,
                 ack,
+                expired_before,
                 reply,
             } => {
                 let result = queue_sql::ack(conn, destination, ack).and_then(|acked| {
-                    let next = queue_sql::next(conn, destination)?;
+                    let next = queue_sql::next(conn, destination, *expired_before)?;
                     Ok(AckNext { acked, next })
                 });
                 Answer::Next(reply.clone(), result)
@@ -526,6 +554,14 @@ impl Op {
             } => Answer::Purged(
                 reply.clone(),
                 queue_sql::purge_some(conn, destination, *limit),
+            ),
+            Op::Expire {
+                expired_before,
+                limit,
+                reply,
+            } => Answer::Purged(
+                reply.clone(),
+                queue_sql::expire(conn, *expired_before, *limit),
             ),
         }
     }
@@ -550,7 +586,9 @@ impl Op {
             Op::Apply { reply, .. } | Op::ApplyWindow { reply, .. } => {
                 Answer::Applied(reply.clone(), Err(err))
             }
-            Op::PurgeSome { reply, .. } => Answer::Purged(reply.clone(), Err(err)),
+            Op::PurgeSome { reply, .. } | Op::Expire { reply, .. } => {
+                Answer::Purged(reply.clone(), Err(err))
+            }
         }
     }
 }

@@ -155,6 +155,14 @@ fn with_database(url: &str, name: &str) -> Result<String, StoreError> {
     Ok(format!("{}{authority}/{name}{query}", &url[..scheme_end]))
 }
 
+/// Creates the relay's tables in the (empty) database at `url` as schema
+/// `version` left them, for tests of the migrations that follow.
+pub fn postgres_schema_at(url: &str, version: u32) -> Result<(), StoreError> {
+    let mut client = postgres::Client::connect(url, postgres::NoTls)
+        .map_err(|e| StoreError(format!("PostgreSQL: connect: {e}")))?;
+    crate::postgres::migrate_to(&mut client, version)
+}
+
 #[cfg(test)]
 mod tests {
     use super::with_database;

@@ -6,7 +6,7 @@ use relay_store::{
 };
 use relay_store::{
     AckNext, DestinationUsage, InsertOutcome, NewEntry, OutboundStore, QueueStore, QueueTotals,
-    Quota, ServerName, StoreError,
+    Quota, ServerName, StoreError, UnixMillis,
 };
 
 mod memory {
@@ -40,12 +40,17 @@ impl QueueStore for TempSqlite {
     fn insert(&self, entry: NewEntry, quota: &Quota) -> Result<InsertOutcome, StoreError> {
         self.store.insert(entry, quota)
     }
-    fn ack_and_next(
+    fn ack_and_next_unexpired(
         &self,
         destination: &ServerName,
         ack: Option<Ack>,
+        expired_before: UnixMillis,
     ) -> Result<AckNext, StoreError> {
-        self.store.ack_and_next(destination, ack)
+        self.store
+            .ack_and_next_unexpired(destination, ack, expired_before)
+    }
+    fn expire(&self, expired_before: UnixMillis, limit: usize) -> Result<QueueTotals, StoreError> {
+        self.store.expire(expired_before, limit)
     }
     fn queued(&self, destination: &ServerName) -> Result<u64, StoreError> {
         self.store.queued(destination)

@@ -57,12 +57,17 @@ impl QueueStore for TempPostgres {
     fn insert(&self, entry: NewEntry, quota: &Quota) -> Result<InsertOutcome, StoreError> {
         self.store().insert(entry, quota)
     }
-    fn ack_and_next(
+    fn ack_and_next_unexpired(
         &self,
         destination: &ServerName,
         ack: Option<Ack>,
+        expired_before: UnixMillis,
     ) -> Result<AckNext, StoreError> {
-        self.store().ack_and_next(destination, ack)
+        self.store()
+            .ack_and_next_unexpired(destination, ack, expired_before)
+    }
+    fn expire(&self, expired_before: UnixMillis, limit: usize) -> Result<QueueTotals, StoreError> {
+        self.store().expire(expired_before, limit)
     }
     fn queued(&self, destination: &ServerName) -> Result<u64, StoreError> {
         self.store().queued(destination)
@@ -113,8 +118,10 @@ fn unlimited() -> Quota {
     Quota {
         destination_entries: u64::MAX,
         destination_bytes: u64::MAX,
+        origin_share_percent: 100,
         origin_entries: u64::MAX,
         origin_bytes: u64::MAX,
+        total_entries: u64::MAX,
         total_bytes: u64::MAX,
         acked: AckedKeys::default(),
     }
@@ -182,23 +189,25 @@ fn a_version_1_database_is_migrated_keeping_its_queue() {
     else {
         return;
     };
-    let store = PostgresStore::open(db.url()).expect("open");
-    for t in ["a", "b"] {
-        assert!(matches!(
-            store.insert(entry("o.example", "d.example", t), &unlimited()),
-            Ok(InsertOutcome::Stored(_))
-        ));
-    }
-    drop(store);
-    // Version 2 only added `acked` (and its index and sequence): without
-    // them, and with the version row at 1, this is what version 1 wrote.
+    relay_store::testing::postgres_schema_at(db.url(), 1).expect("version 1");
     sql(db.url(), |c| {
-        c.batch_execute("DROP TABLE acked; UPDATE matrix_relay_schema SET version = 1")
-            .expect("back to version 1");
+        for t in ["a", "b"] {
+            c.execute(
+                "INSERT INTO queue (destination, origin, txn_id, body) \
+                 VALUES ('d.example', 'o.example', $1, '\\x7b7d')",
+                &[&t],
+            )
+            .expect("insert as version 1");
+        }
     });
     let store = PostgresStore::open(db.url()).expect("open migrates");
     let d = server("d.example");
     assert_eq!(store.queued(&d), Ok(2), "the queue survived");
+    assert_eq!(
+        store.totals().map(|t| t.bytes),
+        Ok(2 * relay_store::entry_cost("o.example", "d.example", "a", 2)),
+        "the byte counters are rebuilt as costs"
+    );
     let head = store
         .ack_and_next(&d, None)
         .expect("next")
@@ -222,7 +231,7 @@ fn a_version_1_database_is_migrated_keeping_its_queue() {
             .query_one("SELECT version FROM matrix_relay_schema", &[])
             .expect("version row")
             .get(0);
-        assert_eq!(v, 2);
+        assert_eq!(v, 3);
         assert_eq!(v as u32, relay_store::POSTGRES_SCHEMA_VERSION);
     });
 }
@@ -241,16 +250,14 @@ fn key_remembered_again_at_the_cap_stays() {
     let keys = AckedKeys {
         retention_ms: 60_000,
         max: 2,
+        max_bytes: u64::MAX,
     };
     let with_keys = Quota {
         acked: keys,
         ..unlimited()
     };
     let forgetful = Quota {
-        acked: AckedKeys {
-            retention_ms: 0,
-            max: 0,
-        },
+        acked: AckedKeys::OFF,
         ..unlimited()
     };
     let deliver = |e: &NewEntry, quota: &Quota| {
@@ -457,7 +464,7 @@ fn counters_follow_manual_deletes() {
     });
     assert_eq!(store.queued(&server("d.example")), Ok(0));
     let tiny = Quota {
-        total_bytes: 100,
+        total_bytes: 1000,
         ..unlimited()
     };
     assert!(matches!(

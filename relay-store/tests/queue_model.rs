@@ -34,6 +34,13 @@ enum Transition {
     Tick {
         ms: u64,
     },
+    /// Deletes up to `limit` entries older than `age_ms`.
+    Expire {
+        age_ms: u64,
+        limit: usize,
+    },
+    /// The destinations, with their usage and oldest entry.
+    Destinations,
 }
 
 fn transition() -> impl Strategy<Value = Transition> {
@@ -45,27 +52,36 @@ fn transition() -> impl Strategy<Value = Transition> {
         2 => (0..3usize).prop_map(|destination| Transition::AckHead { destination }),
         1 => (0..3usize).prop_map(|destination| Transition::Queued { destination }),
         1 => (0..2 * RETENTION_MS).prop_map(|ms| Transition::Tick { ms }),
+        1 => (0..2 * RETENTION_MS, 0..4usize).prop_map(|(age_ms, limit)| Transition::Expire { age_ms, limit }),
+        1 => Just(Transition::Destinations),
     ]
 }
 
+/// Byte limits are in entries' costs: about 250 bytes each here, plus
+/// the transaction.
 fn quota() -> impl Strategy<Value = Quota> {
     (
-        (1..6u64, 10..150u64, 1..8u64, 10..200u64, 20..300u64),
-        (0..2u64, 0..4u64),
+        (1..6u64, 250..1500u64, 1..8u64, 250..2000u64, 500..3000u64),
+        (0..2u64, 0..4u64, 0..400u64),
+        (1..=100u8, 1..10u64),
     )
         .prop_map(
             |(
                 (destination_entries, destination_bytes, origin_entries, origin_bytes, total_bytes),
-                (retention, max),
+                (retention, max, max_bytes),
+                (origin_share_percent, total_entries),
             )| Quota {
                 destination_entries,
                 destination_bytes,
+                origin_share_percent,
                 origin_entries,
                 origin_bytes,
+                total_entries,
                 total_bytes,
                 acked: AckedKeys {
                     retention_ms: retention * RETENTION_MS,
                     max,
+                    max_bytes,
                 },
             },
         )
@@ -138,6 +154,13 @@ fn check(quota: Quota, transitions: Vec<Transition>) -> Result<(), TestCaseError
             Transition::Queued { destination } => {
                 format!("{:?}", s.queued(&server(DESTINATIONS[*destination])))
             }
+            Transition::Expire { age_ms, limit } => {
+                format!(
+                    "{:?}",
+                    s.expire(UnixMillis(now.0.saturating_sub(*age_ms)), *limit)
+                )
+            }
+            Transition::Destinations => format!("{:?}", s.destinations(10)),
             Transition::Tick { .. } => unreachable!("handled above"),
         });
         prop_assert_eq!(got, want, "step {}: {:?}", step, t);

@@ -9,6 +9,7 @@
 //! event (its driver's `feed`), drain `poll_output` to `None` performing
 //! each output (`perform`), re-arm the timer from `poll_timeout`.
 
+pub(crate) mod expiry;
 pub mod outbound;
 mod persist;
 pub(crate) mod relay;

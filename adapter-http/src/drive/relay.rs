@@ -17,7 +17,7 @@ use relay_core::relay::{
     BodyCheck, Checked, CheckedKeys, OpId, Output, Relay, RequestHead, RequestId, Response,
 };
 use relay_core::store::{Ack, InsertOutcome, NewEntry, QueuedEntry, Quota, StoreError};
-use relay_core::{Instant, ServerName};
+use relay_core::{Instant, ServerName, UnixMillis};
 use relay_store::{AckNext, QueueStore};
 
 use super::{Wake, next_wake};
@@ -211,7 +211,8 @@ impl<R: Runtime> Driver<R> {
                 op,
                 destination,
                 ack,
-            } => self.fetch(op, destination, ack),
+                expired_before,
+            } => self.fetch(op, destination, ack, expired_before),
         }
     }
 
@@ -234,12 +235,18 @@ impl<R: Runtime> Driver<R> {
 
     /// Performs [`Output::Fetch`] on the storage pool, reported back as a
     /// completion.
-    fn fetch(&self, op: OpId, destination: ServerName, ack: Option<Ack>) {
+    fn fetch(
+        &self,
+        op: OpId,
+        destination: ServerName,
+        ack: Option<Ack>,
+        expired_before: UnixMillis,
+    ) {
         let (store, metrics) = (self.store.clone(), self.metrics.clone());
         let (storage, done) = (self.storage.clone(), self.completions.clone());
         self.client.runtime().spawn(async move {
             let result = storage
-                .run(move || store.ack_and_next(&destination, ack))
+                .run(move || store.ack_and_next_unexpired(&destination, ack, expired_before))
                 .await
                 .unwrap_or_else(|e| Err(StoreError(format!("storage task failed: {e}"))));
             if matches!(result, Ok(AckNext { acked: true, .. })) {

@@ -263,6 +263,14 @@ async fn serve<R: Runtime>(
         tls,
     } = settings;
     let rt = client.runtime().clone();
+    // Stopped (dropped) when serving ends.
+    let _sweep = crate::drive::expiry::spawn(
+        &rt,
+        &config,
+        store.clone(),
+        storage.clone(),
+        metrics.clone(),
+    );
     let relay = Relay::new(config);
     let (handle, driver_task) = driver::spawn(relay, store, storage, client, metrics.clone());
     let budget = BodyBudget::new(limits.max_buffered_bytes);

@@ -379,6 +379,7 @@ pub fn relay_request(now: Instant, data: &[u8]) {
                 op,
                 destination,
                 ack,
+                ..
             } => {
                 operations += 1;
                 assert!(

@@ -9,6 +9,7 @@ use crate::id::ServerName;
 use crate::rate::Rate;
 use crate::signing::SigningKey;
 use crate::store::Quota;
+use crate::time::UnixMillis;
 
 /// Default request body limit: 50 PDUs of 64 KiB, plus room for EDUs and
 /// the envelope.
@@ -129,6 +130,10 @@ pub struct RelayConfig {
     pub max_body_bytes: usize,
     /// Storage quotas (429 past them).
     pub quota: Quota,
+    /// How long an entry is kept, in milliseconds from when it was
+    /// received: an older one is never handed out (and the adapter's sweep
+    /// deletes it). 0 keeps entries until they are acknowledged.
+    pub max_entry_age_ms: u64,
     /// Rate limits.
     pub limits: RateLimits,
     /// Peers whose `X-Forwarded-For` names the client: reverse proxies.
@@ -140,7 +145,21 @@ pub struct RelayConfig {
     pub version: String,
 }
 
+/// The default of [`RelayConfig::max_entry_age_ms`]: 30 days, longer
+/// than a node is usually offline, short enough that a queue for a node
+/// that never comes back does not stay for good.
+pub const DEFAULT_MAX_ENTRY_AGE_MS: u64 = 30 * 24 * 60 * 60 * 1000;
+
 impl RelayConfig {
+    /// Entries received before this are expired at `unix`
+    /// (`UnixMillis(0)` when entries never expire).
+    pub fn expired_before(&self, unix: UnixMillis) -> UnixMillis {
+        if self.max_entry_age_ms == 0 {
+            return UnixMillis(0);
+        }
+        UnixMillis(unix.0.saturating_sub(self.max_entry_age_ms))
+    }
+
     /// A configuration with defaults: serving nobody, no pinned keys, P2P
     /// names off, no trusted proxy, default limits.
     pub fn new(server_name: ServerName, signing_key: SigningKey) -> Self {
@@ -153,6 +172,7 @@ impl RelayConfig {
             fetch_keys: false,
             max_body_bytes: DEFAULT_MAX_BODY_BYTES,
             quota: Quota::default(),
+            max_entry_age_ms: DEFAULT_MAX_ENTRY_AGE_MS,
             limits: RateLimits::default(),
             trusted_proxies: Vec::new(),
             key_validity_ms: 24 * 60 * 60 * 1000,

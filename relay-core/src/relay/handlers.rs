@@ -171,9 +171,13 @@ pub(super) fn stored_response(result: Result<InsertOutcome, StoreError>) -> Resp
         Ok(InsertOutcome::QuotaExceeded(kind)) => {
             let what = match kind {
                 QuotaKind::Destination => "the destination's queue is full",
+                QuotaKind::OriginShare => "the origin holds its share of the destination's queue",
                 QuotaKind::Origin => "this origin has queued too much",
+                QuotaKind::TotalEntries => "the relay holds its most entries",
                 QuotaKind::Total => "the relay is full",
             };
+            // No wait is asked: room comes back only as the destination
+            // drains, which may be days; the sender's own backoff fits.
             MatrixError::new(ErrCode::LimitExceeded, what)
         }
         Ok(InsertOutcome::DiskLow) => MatrixError {

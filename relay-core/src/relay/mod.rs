@@ -85,8 +85,9 @@ use std::net::IpAddr;
 pub use check::{BodyCheck, Checked, CheckedKeys, KeyCheck};
 pub use config::{
     DEFAULT_KEY_FETCH_INTERVAL, DEFAULT_KEY_FETCH_RATE, DEFAULT_MAX_BODY_BYTES,
-    DEFAULT_NEW_ORIGINS_PER_HOUR, DEFAULT_RELAY_TXN_RATE, DEFAULT_SEND_RELAY_RATE, MAX_EDUS,
-    MAX_PDU_BYTES, MAX_PDUS, NEW_ORIGINS_WINDOW, RateLimits, RelayConfig, ServePolicy,
+    DEFAULT_MAX_ENTRY_AGE_MS, DEFAULT_NEW_ORIGINS_PER_HOUR, DEFAULT_RELAY_TXN_RATE,
+    DEFAULT_SEND_RELAY_RATE, MAX_EDUS, MAX_PDU_BYTES, MAX_PDUS, NEW_ORIGINS_WINDOW, RateLimits,
+    RelayConfig, ServePolicy,
 };
 pub use limits::{MAX_COUNTED_ORIGINS, MAX_FETCH_RECORDS, MAX_LIMITED_ADDRESSES};
 
@@ -199,6 +200,9 @@ pub enum Output {
         destination: ServerName,
         /// The entry to delete first, with the time of the request.
         ack: Option<Ack>,
+        /// Entries received before this have expired: hand none of them
+        /// out.
+        expired_before: UnixMillis,
     },
     /// Send `request` (`GET /_matrix/key/v2/server` of an origin whose key
     /// is unknown), judge its outcome with `check` (off the machine's
@@ -371,6 +375,7 @@ impl Relay {
                     op,
                     destination,
                     ack,
+                    expired_before: self.config.expired_before(unix),
                 });
             }
         }

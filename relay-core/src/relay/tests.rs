@@ -532,6 +532,16 @@ fn store_outcomes() {
             429,
             "M_LIMIT_EXCEEDED",
         ),
+        (
+            Ok(InsertOutcome::QuotaExceeded(QuotaKind::OriginShare)),
+            429,
+            "M_LIMIT_EXCEEDED",
+        ),
+        (
+            Ok(InsertOutcome::QuotaExceeded(QuotaKind::TotalEntries)),
+            429,
+            "M_LIMIT_EXCEEDED",
+        ),
         (Err(StoreError("disk".into())), 500, "M_UNKNOWN"),
         (Ok(InsertOutcome::DiskLow), 503, "M_LIMIT_EXCEEDED"),
     ];
@@ -576,6 +586,7 @@ fn acked_keys_setting_reaches_the_store() {
     let keys = AckedKeys {
         retention_ms: 5_000,
         max: 7,
+        max_bytes: 900,
     };
     let mut c = config();
     c.quota.acked = keys;
@@ -651,12 +662,18 @@ fn fetch_and_ack() {
                 op,
                 destination,
                 ack: got,
+                expired_before,
             },
         ] = outputs.as_slice()
         else {
             panic!("expected a fetch, got {outputs:?}");
         };
         assert_eq!((destination, *got), (&name("dest.example"), ack));
+        // The default age (30 days) before the request's time.
+        assert_eq!(
+            expired_before.0,
+            NOW_MS.0 - crate::relay::DEFAULT_MAX_ENTRY_AGE_MS
+        );
         let entry = QueuedEntry {
             entry_id: EntryId(8),
             origin: name("origin.example"),
@@ -954,4 +971,15 @@ mod fetch_keys {
         let response = only_response(run(&mut Relay::new(config()), from_far("t")).1);
         assert_eq!(response.status, 401);
     }
+}
+
+#[test]
+fn entries_expire_by_the_configured_age_or_never() {
+    let mut c = config();
+    c.max_entry_age_ms = 2_000;
+    assert_eq!(c.expired_before(UnixMillis(10_000)), UnixMillis(8_000));
+    // Young clocks do not wrap into the far future.
+    assert_eq!(c.expired_before(UnixMillis(1_000)), UnixMillis(0));
+    c.max_entry_age_ms = 0;
+    assert_eq!(c.expired_before(NOW_MS), UnixMillis(0));
 }

@@ -13,7 +13,11 @@ use crate::QueueStore;
 const RETENTION_MS: u64 = 60_000;
 
 fn keys(retention_ms: u64, max: u64) -> AckedKeys {
-    AckedKeys { retention_ms, max }
+    AckedKeys {
+        retention_ms,
+        max,
+        max_bytes: u64::MAX,
+    }
 }
 
 fn quota(keys: AckedKeys) -> Quota {
@@ -197,6 +201,45 @@ pub fn acked_cap_forgets_oldest_first(store: &dyn QueueStore) {
     );
     let InsertOutcome::Stored(_) = insert(store, &at(&es[1], now), &quota(k)) else {
         panic!("b, now the oldest of three: expected Stored");
+    };
+}
+
+/// Past `max_bytes` of remembered keys (each counted as
+/// [`acked_key_cost`](relay_core::store::acked_key_cost)), the oldest are
+/// forgotten first, as many as it takes and no more.
+pub fn acked_bytes_forget_oldest_first(store: &dyn QueueStore) {
+    let es: Vec<NewEntry> = ["a", "b", "c"]
+        .iter()
+        .map(|t| entry("o.example", "d.example", t, b"{}"))
+        .collect();
+    let one = relay_core::store::acked_key_cost("o.example", "d.example", "a");
+    let k = AckedKeys {
+        max_bytes: 2 * one,
+        ..keys(RETENTION_MS, 1_000)
+    };
+    for (i, e) in es.iter().enumerate() {
+        deliver(store, e, NOW.saturating_add_ms(i as u64), k);
+    }
+    let now = NOW.saturating_add_ms(10);
+    for (e, what) in [(&es[1], "b"), (&es[2], "c")] {
+        expect(
+            insert(store, &at(e, now), &quota(k)),
+            InsertOutcome::AlreadyDelivered,
+            &format!("{what}, among the newest two keys' bytes"),
+        );
+    }
+    let InsertOutcome::Stored(_) = insert(store, &at(&es[0], now), &quota(k)) else {
+        panic!("oldest key (a) past the bytes of two: expected Stored");
+    };
+    // A key larger than the bound is not kept at all.
+    let long = entry("o.example", "d.example", "a-much-longer-txn-id", b"{}");
+    let tight = AckedKeys {
+        max_bytes: one,
+        ..k
+    };
+    deliver(store, &long, now, tight);
+    let InsertOutcome::Stored(_) = insert(store, &at(&long, now), &quota(tight)) else {
+        panic!("a key costing more than max_bytes: expected Stored");
     };
 }
 

@@ -37,11 +37,29 @@ pub(super) fn unlimited() -> Quota {
     Quota {
         destination_entries: u64::MAX,
         destination_bytes: u64::MAX,
+        origin_share_percent: 100,
         origin_entries: u64::MAX,
         origin_bytes: u64::MAX,
+        total_entries: u64::MAX,
         total_bytes: u64::MAX,
         acked: AckedKeys::default(),
     }
+}
+
+/// What `e` counts in the byte quotas.
+pub(super) fn cost(e: &NewEntry) -> u64 {
+    relay_core::store::entry_cost(
+        e.origin.as_str(),
+        e.destination.as_str(),
+        e.txn_id.as_str(),
+        e.transaction.len(),
+    )
+}
+
+/// What an entry of `origin`, `destination` and `txn_id` costs besides
+/// its transaction.
+pub(super) fn overhead(origin: &str, destination: &str, txn_id: &str) -> u64 {
+    relay_core::store::entry_cost(origin, destination, txn_id, 0)
 }
 
 pub(super) fn insert(store: &dyn QueueStore, e: &NewEntry, quota: &Quota) -> InsertOutcome {

@@ -41,6 +41,7 @@ use relay_core::store::QuotaKind;
 mod acked;
 mod concurrency;
 pub mod dedupe_store;
+mod expiry;
 mod helpers;
 pub mod outbound_store;
 mod queue;
@@ -48,14 +49,18 @@ mod quota;
 mod totals;
 
 pub use acked::{
-    ack_of_gone_entry_remembers_nothing, acked_cap_forgets_oldest_first,
-    acked_key_is_per_destination, concurrent_ack_and_reinsert,
+    ack_of_gone_entry_remembers_nothing, acked_bytes_forget_oldest_first,
+    acked_cap_forgets_oldest_first, acked_key_is_per_destination, concurrent_ack_and_reinsert,
     reinsert_after_ack_is_already_delivered, retention_expiry_allows_reinsert,
     zero_retention_remembers_nothing,
 };
 pub use concurrency::{
     concurrent_duplicate_inserts, concurrent_inserts, concurrent_inserts_and_acks,
     purge_of_a_long_queue,
+};
+pub use expiry::{
+    destinations_show_the_oldest_received, expire_deletes_oldest_first_in_chunks,
+    expired_entries_are_not_handed_out,
 };
 pub use queue::{
     ack_is_exact, ack_of_gone_entry_returns_oldest, ack_reports_whether_it_deleted,
@@ -65,8 +70,8 @@ pub use queue::{
 };
 pub use quota::{
     quota_check_order, quota_destination_bytes, quota_destination_entries, quota_freed_by_ack,
-    quota_ignores_duplicates, quota_origin_bytes, quota_origin_entries,
-    quota_refusal_stores_nothing, quota_total_bytes,
+    quota_ignores_duplicates, quota_origin_bytes, quota_origin_entries, quota_origin_share,
+    quota_refusal_stores_nothing, quota_total_bytes, quota_total_entries,
 };
 pub use totals::{
     destinations_by_bytes, purge_deletes_one_destination_whole, totals_count_every_destination,
@@ -111,6 +116,8 @@ pub const CHECKS: &[(&str, Check)] = &[
     ("quota_origin_entries", quota_origin_entries),
     ("quota_origin_bytes", quota_origin_bytes),
     ("quota_total_bytes", quota_total_bytes),
+    ("quota_total_entries", quota_total_entries),
+    ("quota_origin_share", quota_origin_share),
     ("quota_refusal_stores_nothing", quota_refusal_stores_nothing),
     ("quota_ignores_duplicates", quota_ignores_duplicates),
     ("quota_freed_by_ack", quota_freed_by_ack),
@@ -141,6 +148,10 @@ pub const CHECKS: &[(&str, Check)] = &[
         acked_cap_forgets_oldest_first,
     ),
     (
+        "acked_bytes_forget_oldest_first",
+        acked_bytes_forget_oldest_first,
+    ),
+    (
         "ack_of_gone_entry_remembers_nothing",
         ack_of_gone_entry_remembers_nothing,
     ),
@@ -150,6 +161,18 @@ pub const CHECKS: &[(&str, Check)] = &[
         zero_retention_remembers_nothing,
     ),
     ("concurrent_ack_and_reinsert", concurrent_ack_and_reinsert),
+    (
+        "expired_entries_are_not_handed_out",
+        expired_entries_are_not_handed_out,
+    ),
+    (
+        "expire_deletes_oldest_first_in_chunks",
+        expire_deletes_oldest_first_in_chunks,
+    ),
+    (
+        "destinations_show_the_oldest_received",
+        destinations_show_the_oldest_received,
+    ),
 ];
 
 /// Runs every check in [`CHECKS`], each on a fresh store from `factory`.
@@ -190,6 +213,8 @@ macro_rules! conformance_tests {
             quota_origin_entries,
             quota_origin_bytes,
             quota_total_bytes,
+            quota_total_entries,
+            quota_origin_share,
             quota_refusal_stores_nothing,
             quota_ignores_duplicates,
             quota_freed_by_ack,
@@ -204,10 +229,14 @@ macro_rules! conformance_tests {
             reinsert_after_ack_is_already_delivered,
             retention_expiry_allows_reinsert,
             acked_cap_forgets_oldest_first,
+            acked_bytes_forget_oldest_first,
             ack_of_gone_entry_remembers_nothing,
             acked_key_is_per_destination,
             zero_retention_remembers_nothing,
             concurrent_ack_and_reinsert,
+            expired_entries_are_not_handed_out,
+            expire_deletes_oldest_first_in_chunks,
+            destinations_show_the_oldest_received,
         );
     };
 }

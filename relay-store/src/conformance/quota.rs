@@ -48,19 +48,23 @@ pub fn quota_destination_entries(store: &dyn QueueStore) {
     );
 }
 
-/// `destination_bytes` caps one destination's bytes; the limit itself fits.
+/// `destination_bytes` caps one destination's bytes, counted as
+/// [`entry_cost`](relay_core::store::entry_cost); the limit itself fits.
 pub fn quota_destination_bytes(store: &dyn QueueStore) {
+    // Room for two entries with 100 bytes of transaction between them.
+    let oh = overhead("o.example", "d.example", "t1");
     let q = Quota {
-        destination_bytes: 100,
+        destination_bytes: 100 + 2 * oh,
         ..unlimited()
     };
     let refused = InsertOutcome::QuotaExceeded(QuotaKind::Destination);
+    let huge = q.destination_bytes - overhead("o.example", "d.example", "huge") + 1;
     expect(
         store,
-        &entry("o.example", "d.example", "huge", &[b' '; 101]),
+        &entry("o.example", "d.example", "huge", &vec![b' '; huge as usize]),
         &q,
         refused,
-        "one entry larger than the quota",
+        "one entry costing one byte more than the quota",
     );
     expect_stored(
         store,
@@ -83,16 +87,10 @@ pub fn quota_destination_bytes(store: &dyn QueueStore) {
     );
     expect(
         store,
-        &entry("o.example", "d.example", "t4", &[b' '; 1]),
-        &q,
-        refused,
-        "one byte into a full destination",
-    );
-    expect_stored(
-        store,
         &entry("o.example", "d.example", "t5", b""),
         &q,
-        "an empty body into a full destination (0 bytes)",
+        refused,
+        "an empty body into a full destination (it still costs its row)",
     );
     expect_stored(
         store,
@@ -135,8 +133,9 @@ pub fn quota_origin_entries(store: &dyn QueueStore) {
 
 /// `origin_bytes` caps one origin's bytes over all destinations.
 pub fn quota_origin_bytes(store: &dyn QueueStore) {
+    let oh = overhead("o.example", "d1.example", "t1");
     let q = Quota {
-        origin_bytes: 100,
+        origin_bytes: 100 + 2 * oh,
         ..unlimited()
     };
     let refused = InsertOutcome::QuotaExceeded(QuotaKind::Origin);
@@ -169,8 +168,9 @@ pub fn quota_origin_bytes(store: &dyn QueueStore) {
 
 /// `total_bytes` caps the whole relay, over all origins and destinations.
 pub fn quota_total_bytes(store: &dyn QueueStore) {
+    let oh = overhead("o1.example", "d1.example", "t");
     let q = Quota {
-        total_bytes: 100,
+        total_bytes: 100 + 2 * oh,
         ..unlimited()
     };
     let refused = InsertOutcome::QuotaExceeded(QuotaKind::Total);
@@ -188,17 +188,104 @@ pub fn quota_total_bytes(store: &dyn QueueStore) {
     );
     expect(
         store,
-        &entry("o3.example", "d3.example", "t", &[b' '; 1]),
-        &q,
-        refused,
-        "one byte into a full relay",
-    );
-    expect_stored(
-        store,
         &entry("o3.example", "d3.example", "t", b""),
         &q,
-        "an empty body into a full relay",
+        refused,
+        "an empty body into a full relay (it still costs its row)",
     );
+}
+
+/// `total_entries` caps the entries of the whole relay; an acknowledgement
+/// makes room.
+pub fn quota_total_entries(store: &dyn QueueStore) {
+    let q = Quota {
+        total_entries: 3,
+        ..unlimited()
+    };
+    let mut first = None;
+    for i in 0..3 {
+        let id = expect_stored(
+            store,
+            &entry(
+                &format!("o{i}.example"),
+                &format!("d{i}.example"),
+                "t",
+                b"{}",
+            ),
+            &q,
+            "within the total entries",
+        );
+        first.get_or_insert(id);
+    }
+    let fourth = entry("o9.example", "d9.example", "t", b"{}");
+    expect(
+        store,
+        &fourth,
+        &q,
+        InsertOutcome::QuotaExceeded(QuotaKind::TotalEntries),
+        "a 4th entry in a relay capped at 3",
+    );
+    next(store, "d0.example", first);
+    expect_stored(store, &fourth, &q, "the 4th once one was acknowledged");
+}
+
+/// No origin holds more than its share of one destination's queue, in
+/// entries and in bytes; other origins still store there, and the same
+/// origin still stores for other destinations.
+pub fn quota_origin_share(store: &dyn QueueStore) {
+    let q = Quota {
+        destination_entries: 10,
+        origin_share_percent: 50,
+        ..unlimited()
+    };
+    for i in 0..5 {
+        expect_stored(
+            store,
+            &entry("a.example", "d.example", &format!("t{i}"), b"{}"),
+            &q,
+            "within the origin's half",
+        );
+    }
+    let refused = InsertOutcome::QuotaExceeded(QuotaKind::OriginShare);
+    let sixth = entry("a.example", "d.example", "t5", b"{}");
+    expect(store, &sixth, &q, refused, "a 6th of 10 from one origin");
+    for i in 0..5 {
+        expect_stored(
+            store,
+            &entry("b.example", "d.example", &format!("t{i}"), b"{}"),
+            &q,
+            "another origin, same destination",
+        );
+    }
+    expect_stored(
+        store,
+        &entry("a.example", "other.example", "t5", b"{}"),
+        &q,
+        "the same origin, another destination",
+    );
+    let a0 = drain(store, "d.example")
+        .first()
+        .map(|e| e.entry_id)
+        .expect("entries for d.example");
+    assert!(a0.0 > 0);
+    expect_stored(store, &sixth, &q, "the 6th once the queue drained");
+
+    // Bytes: half of a queue with room for two 100-byte entries.
+    let e = |origin: &str, txn_id: &str| entry(origin, "bytes.example", txn_id, &[b' '; 100]);
+    let q = Quota {
+        destination_bytes: 2 * cost(&e("a.example", "t1")),
+        origin_share_percent: 50,
+        ..unlimited()
+    };
+    expect_stored(store, &e("a.example", "t1"), &q, "one of two");
+    expect(
+        store,
+        &e("a.example", "t2"),
+        &q,
+        refused,
+        "past the half in bytes",
+    );
+    expect_stored(store, &e("b.example", "t1"), &q, "another origin's half");
 }
 
 /// A refused insert leaves no trace: not queued, not a duplicate later.
@@ -236,15 +323,18 @@ pub fn quota_refusal_stores_nothing(store: &dyn QueueStore) {
 /// The duplicate check comes first: a duplicate into a full queue is
 /// `Duplicate`, and duplicates use no quota.
 pub fn quota_ignores_duplicates(store: &dyn QueueStore) {
+    let e1 = entry("o.example", "d.example", "t1", &[b' '; 5]);
+    let full = 2 * cost(&e1);
     let q = Quota {
         destination_entries: 2,
-        destination_bytes: 10,
+        destination_bytes: full,
+        origin_share_percent: 100,
         origin_entries: 2,
-        origin_bytes: 10,
-        total_bytes: 10,
+        origin_bytes: full,
+        total_entries: 2,
+        total_bytes: full,
         acked: AckedKeys::default(),
     };
-    let e1 = entry("o.example", "d.example", "t1", &[b' '; 5]);
     let id1 = expect_stored(store, &e1, &q, "first entry");
     for _ in 0..5 {
         expect(
@@ -275,12 +365,15 @@ pub fn quota_ignores_duplicates(store: &dyn QueueStore) {
 
 /// Acknowledging frees the entries and bytes it held, for every quota.
 pub fn quota_freed_by_ack(store: &dyn QueueStore) {
+    let half = cost(&entry("o.example", "d.example", "a", &[b' '; 50]));
     let q = Quota {
         destination_entries: 2,
-        destination_bytes: 100,
+        destination_bytes: 2 * half,
+        origin_share_percent: 100,
         origin_entries: 2,
-        origin_bytes: 100,
-        total_bytes: 100,
+        origin_bytes: 2 * half,
+        total_entries: u64::MAX,
+        total_bytes: 2 * half,
         acked: AckedKeys::default(),
     };
     let a = expect_stored(
@@ -305,37 +398,41 @@ pub fn quota_freed_by_ack(store: &dyn QueueStore) {
     );
     next(store, "d.example", Some(a));
     expect_stored(store, &c, &q, "c after acking a");
-    // Bytes too: a 100-byte quota holding b and c (50 + 50) takes no more
-    // until both are gone, then takes 100 at once.
-    let big = entry("o2.example", "d2.example", "big", &[b' '; 100]);
+    // Bytes too: a quota holding b and c takes no more until both are
+    // gone, then takes their bytes at once.
+    let big_len = 2 * half - overhead("o2.example", "d2.example", "big");
+    let big = entry(
+        "o2.example",
+        "d2.example",
+        "big",
+        &vec![b' '; big_len as usize],
+    );
     expect(
         store,
         &big,
         &q,
         InsertOutcome::QuotaExceeded(QuotaKind::Total),
-        "100 bytes into a full relay",
+        "a full quota's bytes into a full relay",
     );
     drain(store, "d.example");
-    expect_stored(store, &big, &q, "100 bytes after draining");
+    expect_stored(store, &big, &q, "a full quota's bytes after draining");
 }
 
 /// When several quotas are full, the refusal names the first of
-/// destination, origin, total.
+/// destination, origin's share, origin, total entries, total bytes.
 pub fn quota_check_order(store: &dyn QueueStore) {
+    let first = entry("o.example", "d.example", "t", &[b' '; 10]);
     let q = Quota {
         destination_entries: 1,
         destination_bytes: u64::MAX,
+        origin_share_percent: 100,
         origin_entries: 1,
         origin_bytes: u64::MAX,
-        total_bytes: 10,
+        total_entries: u64::MAX,
+        total_bytes: cost(&first),
         acked: AckedKeys::default(),
     };
-    expect_stored(
-        store,
-        &entry("o.example", "d.example", "t", &[b' '; 10]),
-        &q,
-        "first entry",
-    );
+    expect_stored(store, &first, &q, "first entry");
     let all_full = entry("o.example", "d.example", "t2", b"x");
     expect(
         store,
@@ -359,5 +456,30 @@ pub fn quota_check_order(store: &dyn QueueStore) {
         &q,
         InsertOutcome::QuotaExceeded(QuotaKind::Total),
         "only total full",
+    );
+    let share = Quota {
+        destination_entries: 2,
+        origin_share_percent: 50,
+        total_entries: 1,
+        ..q
+    };
+    expect(
+        store,
+        &all_full,
+        &share,
+        InsertOutcome::QuotaExceeded(QuotaKind::OriginShare),
+        "origin's share, origin and totals full",
+    );
+    let entries = Quota {
+        origin_entries: u64::MAX,
+        total_entries: 1,
+        ..q
+    };
+    expect(
+        store,
+        &total_full,
+        &entries,
+        InsertOutcome::QuotaExceeded(QuotaKind::TotalEntries),
+        "total entries and bytes full",
     );
 }

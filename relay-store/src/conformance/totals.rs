@@ -26,7 +26,8 @@ pub fn totals_count_every_destination(store: &dyn QueueStore) {
     let id_a1 = store_new(store, &a1);
     store_new(store, &a2);
     let id_b1 = store_new(store, &b1);
-    assert_eq!(totals(store), want(3, 35), "after 3 inserts");
+    let (ca1, ca2, cb1) = (cost(&a1), cost(&a2), cost(&b1));
+    assert_eq!(totals(store), want(3, ca1 + ca2 + cb1), "after 3 inserts");
 
     assert_eq!(
         insert(store, &a1, &unlimited()),
@@ -34,7 +35,7 @@ pub fn totals_count_every_destination(store: &dyn QueueStore) {
         "a repeat of a queued key"
     );
     let tight = Quota {
-        total_bytes: 40,
+        total_bytes: ca1 + ca2 + cb1 + 1,
         ..unlimited()
     };
     assert_eq!(
@@ -48,7 +49,7 @@ pub fn totals_count_every_destination(store: &dyn QueueStore) {
     );
     assert_eq!(
         totals(store),
-        want(3, 35),
+        want(3, ca1 + ca2 + cb1),
         "a duplicate and a refusal store nothing"
     );
 
@@ -56,13 +57,13 @@ pub fn totals_count_every_destination(store: &dyn QueueStore) {
         next(store, "a.example", Some(id_a1)).map(|e| e.txn_id),
         Some(txn("t2"))
     );
-    assert_eq!(totals(store), want(2, 25), "after acknowledging 10 bytes");
+    assert_eq!(totals(store), want(2, ca2 + cb1), "after acknowledging a1");
     // Gone, or of another destination: nothing changes.
     next(store, "a.example", Some(id_a1));
     next(store, "a.example", Some(id_b1));
     assert_eq!(
         totals(store),
-        want(2, 25),
+        want(2, ca2 + cb1),
         "after acknowledgements that delete nothing"
     );
     assert_eq!(
@@ -73,7 +74,7 @@ pub fn totals_count_every_destination(store: &dyn QueueStore) {
     );
     assert_eq!(
         totals(store),
-        want(2, 25),
+        want(2, ca2 + cb1),
         "a remembered key stores nothing"
     );
     drain(store, "a.example");
@@ -86,6 +87,7 @@ fn usage(destination: &str, entries: u64, bytes: u64) -> DestinationUsage {
         destination: server(destination),
         entries,
         bytes,
+        oldest_received: Some(NOW),
     }
 }
 
@@ -99,31 +101,33 @@ pub fn destinations_by_bytes(store: &dyn QueueStore) {
             .unwrap_or_else(|err| panic!("destinations({limit}) failed: {err}"))
     };
     assert_eq!(list(10), vec![], "an empty store");
-    store_new(store, &entry("o.example", "a.example", "t1", &[b'x'; 10]));
-    store_new(store, &entry("p.example", "a.example", "t2", &[b'x'; 10]));
-    let b = store_new(store, &entry("o.example", "b.example", "t1", &[b'x'; 30]));
-    store_new(store, &entry("o.example", "c.example", "t1", &[b'x'; 20]));
-    store_new(store, &entry("o.example", "d.example", "t1", &[b'x'; 20]));
+    let a1 = entry("o.example", "a.example", "t1", &[b'x'; 10]);
+    let a2 = entry("p.example", "a.example", "t2", &[b'x'; 10]);
+    let b1 = entry("o.example", "b.example", "t1", &[b'x'; 300]);
+    let c1 = entry("o.example", "c.example", "t1", &[b'x'; 20]);
+    let d1 = entry("o.example", "d.example", "t1", &[b'x'; 20]);
+    store_new(store, &a1);
+    store_new(store, &a2);
+    let b = store_new(store, &b1);
+    store_new(store, &c1);
+    store_new(store, &d1);
+    let a = cost(&a1) + cost(&a2);
     assert_eq!(
         list(10),
         vec![
-            usage("b.example", 1, 30),
-            usage("a.example", 2, 20),
-            usage("c.example", 1, 20),
-            usage("d.example", 1, 20),
+            usage("b.example", 1, cost(&b1)),
+            usage("a.example", 2, a),
+            usage("c.example", 1, cost(&c1)),
+            usage("d.example", 1, cost(&d1)),
         ]
     );
     assert_eq!(
         list(2),
-        vec![usage("b.example", 1, 30), usage("a.example", 2, 20)]
+        vec![usage("b.example", 1, cost(&b1)), usage("a.example", 2, a)]
     );
     assert_eq!(list(0), vec![]);
     next(store, "b.example", Some(b));
-    assert_eq!(
-        list(1),
-        vec![usage("a.example", 2, 20)],
-        "b.example emptied"
-    );
+    assert_eq!(list(1), vec![usage("a.example", 2, a)], "b.example emptied");
 }
 
 /// `purge` deletes every entry of one destination and nothing else, frees
@@ -143,13 +147,17 @@ pub fn purge_deletes_one_destination_whole(store: &dyn QueueStore) {
     store_new(store, &a2);
     let id_b1 = store_new(store, &b1);
 
-    assert_eq!(purge("a.example"), want(2, 30));
+    assert_eq!(purge("a.example"), want(2, cost(&a1) + cost(&a2)));
     assert_eq!(queued(store, "a.example"), 0);
     assert!(
         next(store, "a.example", None).is_none(),
         "a.example emptied"
     );
-    assert_eq!(totals(store), want(1, 5), "only b.example's entry is left");
+    assert_eq!(
+        totals(store),
+        want(1, cost(&b1)),
+        "only b.example's entry is left"
+    );
     let head = next(store, "b.example", None).expect("b.example's entry stays");
     assert_entry(&head, id_b1, &b1);
     assert_eq!(purge("a.example"), want(0, 0), "purged again");

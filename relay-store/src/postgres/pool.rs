@@ -24,6 +24,8 @@ pub(super) struct Statements {
     pub ack: Statement,
     pub forget_expired: Statement,
     pub forget_oldest: Statement,
+    pub acked_bytes: Statement,
+    pub forget_bytes: Statement,
     pub next: Statement,
     pub queued: Statement,
     pub totals: Statement,
@@ -33,8 +35,10 @@ pub(super) struct Statements {
 /// (returned, so the caller can say why nothing was stored) and, if the key
 /// is neither queued nor remembered and the entry fits every quota, the
 /// insert. `$1` destination, `$2` origin, `$3` txn ID, `$4` the cutoff of
-/// remembered keys, `$5` the body, `$6`..`$10` the limits in the order of
-/// [`Quota`](relay_core::store::Quota)'s fields, as decimal text.
+/// remembered keys, `$5` the body, `$6` when it was received, `$7` its
+/// cost, `$8`..`$15` the limits as decimal text: destination entries and
+/// bytes, the origin's share of them, origin entries and bytes, total
+/// entries and bytes.
 ///
 /// Implementation note: the limits are `u64` and compared as `numeric`, so
 /// the test is [`refused_by`](crate::quota_rules::refused_by)'s exactly (counters
@@ -46,6 +50,7 @@ WITH c AS (
     SELECT (SELECT entry_id FROM queue
             WHERE origin = $2 AND destination = $1 AND txn_id = $3) AS queued,
            d.entries AS d_entries, d.bytes AS d_bytes,
+           p.entries AS p_entries, p.bytes AS p_bytes,
            o.entries AS o_entries, o.bytes AS o_bytes,
            t.entries AS t_entries, t.bytes AS t_bytes,
            EXISTS (SELECT 1 FROM acked
@@ -53,22 +58,26 @@ WITH c AS (
                    AND acked_at > $4::bigint) AS acked
     FROM total_usage t
     LEFT JOIN destination_usage d ON d.destination = $1
+    LEFT JOIN pair_usage p ON p.destination = $1 AND p.origin = $2
     LEFT JOIN origin_usage o ON o.origin = $2
     WHERE t.id = 0
 ), stored AS (
-    INSERT INTO queue (destination, origin, txn_id, body)
-    SELECT $1, $2, $3, $5::bytea FROM c
+    INSERT INTO queue (destination, origin, txn_id, body, received, cost)
+    SELECT $1, $2, $3, $5::bytea, $6::bigint, $7::bigint FROM c
     WHERE c.queued IS NULL AND NOT c.acked
-      AND greatest(c.d_entries, 0)::numeric + 1 <= $6::text::numeric
-      AND greatest(c.d_bytes, 0)::numeric + octet_length($5) <= $7::text::numeric
-      AND greatest(c.o_entries, 0)::numeric + 1 <= $8::text::numeric
-      AND greatest(c.o_bytes, 0)::numeric + octet_length($5) <= $9::text::numeric
-      AND greatest(c.t_bytes, 0)::numeric + octet_length($5) <= $10::text::numeric
+      AND greatest(c.d_entries, 0)::numeric + 1 <= $8::text::numeric
+      AND greatest(c.d_bytes, 0)::numeric + $7::bigint <= $9::text::numeric
+      AND greatest(c.p_entries, 0)::numeric + 1 <= $10::text::numeric
+      AND greatest(c.p_bytes, 0)::numeric + $7::bigint <= $11::text::numeric
+      AND greatest(c.o_entries, 0)::numeric + 1 <= $12::text::numeric
+      AND greatest(c.o_bytes, 0)::numeric + $7::bigint <= $13::text::numeric
+      AND greatest(c.t_entries, 0)::numeric + 1 <= $14::text::numeric
+      AND greatest(c.t_bytes, 0)::numeric + $7::bigint <= $15::text::numeric
     ON CONFLICT (origin, destination, txn_id) DO NOTHING
     RETURNING entry_id
 )
-SELECT c.queued, c.d_entries, c.d_bytes, c.o_entries, c.o_bytes, c.t_entries, c.t_bytes,
-       c.acked, (SELECT entry_id FROM stored)
+SELECT c.queued, c.d_entries, c.d_bytes, c.p_entries, c.p_bytes, c.o_entries, c.o_bytes,
+       c.t_entries, c.t_bytes, c.acked, (SELECT entry_id FROM stored)
 FROM c";
 
 /// An acknowledgement in one round trip: deletes entry `$2` if it belongs
@@ -87,13 +96,27 @@ WITH gone AS (
     DELETE FROM queue WHERE destination = $1::text AND entry_id = $2::bigint
     RETURNING origin, txn_id
 ), remembered AS (
-    INSERT INTO acked (destination, origin, txn_id, acked_at)
-    SELECT $1, origin, txn_id, $3::bigint FROM gone WHERE $4::boolean
+    INSERT INTO acked (destination, origin, txn_id, acked_at, cost)
+    SELECT $1, origin, txn_id, $3::bigint,
+           2 * (octet_length(origin) + octet_length($1::text) + octet_length(txn_id)) + 64
+    FROM gone WHERE $4::boolean
     ON CONFLICT (origin, destination, txn_id)
     DO UPDATE SET acked_at = EXCLUDED.acked_at, seq = EXCLUDED.seq
     RETURNING seq
 )
 SELECT EXISTS (SELECT 1 FROM gone), (SELECT seq FROM remembered)";
+
+/// Forgets the oldest remembered keys whose costs add up to at least `$1`
+/// bytes (the fewest that do), among the oldest 1,000: the caller repeats
+/// it while the bytes are past their bound.
+const FORGET_BYTES: &str = "\
+DELETE FROM acked WHERE seq IN (
+    SELECT seq FROM (
+        SELECT seq, cost, sum(cost) OVER (ORDER BY seq) AS run
+        FROM (SELECT seq, cost FROM acked ORDER BY seq LIMIT 1000) oldest
+    ) w
+    WHERE w.run - w.cost < $1::bigint
+)";
 
 /// One connection with its prepared statements.
 pub(super) struct Conn {
@@ -263,9 +286,11 @@ impl Conn {
                  (SELECT seq FROM acked WHERE acked_at <= $1 ORDER BY acked_at LIMIT $2)",
             )?,
             forget_oldest: prepare("DELETE FROM acked WHERE seq <= $1")?,
+            acked_bytes: prepare("SELECT acked_bytes FROM total_usage WHERE id = 0")?,
+            forget_bytes: prepare(FORGET_BYTES)?,
             next: prepare(
                 "SELECT entry_id, origin, txn_id, body FROM queue WHERE destination = $1 \
-                 ORDER BY entry_id LIMIT 1",
+                 AND received >= $2 ORDER BY entry_id LIMIT 1",
             )?,
             queued: prepare("SELECT entries FROM destination_usage WHERE destination = $1")?,
             totals: prepare("SELECT entries, bytes FROM total_usage WHERE id = 0")?,

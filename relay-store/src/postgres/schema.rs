@@ -9,7 +9,7 @@ use super::pg_err;
 /// Migration steps; `MIGRATIONS[i]` takes the schema from version `i` to
 /// `i + 1` (the row of `matrix_relay_schema`). Append only: never edit a
 /// step that has shipped.
-const MIGRATIONS: &[&str] = &[V1, V2];
+const MIGRATIONS: &[&str] = &[V1, V2, V3];
 
 /// The schema version this build writes. A database with a higher version
 /// was written by a newer build and is refused.
@@ -153,6 +153,127 @@ CREATE TABLE acked (
 CREATE INDEX acked_by_time ON acked (acked_at);
 "#;
 
+/// Version 3: as SQLite's version 5: `received` and `cost` on each entry
+/// (existing entries count as received now), `queue_by_received` for the
+/// sweep, `pair_usage` for an origin's share of a destination, the byte
+/// counters rebuilt as sums of `cost`, and `acked.cost` summed in
+/// `total_usage.acked_bytes`.
+///
+/// Implementation note: the acknowledging statement updates a key
+/// remembered already in place (`ON CONFLICT DO UPDATE`), which fires no
+/// row trigger; its cost is the same, so `acked_bytes` stays right.
+const V3: &str = r#"
+ALTER TABLE queue ADD COLUMN received bigint NOT NULL
+    DEFAULT (extract(epoch FROM now()) * 1000)::bigint;
+ALTER TABLE queue ALTER COLUMN received DROP DEFAULT;
+ALTER TABLE queue ADD COLUMN cost bigint NOT NULL DEFAULT 0;
+ALTER TABLE queue DISABLE TRIGGER queue_no_update;
+UPDATE queue SET cost = octet_length(body) + 5 * octet_length(destination)
+    + 4 * octet_length(origin) + 2 * octet_length(txn_id) + 192;
+ALTER TABLE queue ENABLE TRIGGER queue_no_update;
+ALTER TABLE queue ALTER COLUMN cost DROP DEFAULT;
+CREATE INDEX queue_by_received ON queue (received, entry_id);
+
+CREATE TABLE pair_usage (
+    destination text NOT NULL,
+    origin      text NOT NULL,
+    entries     bigint NOT NULL,
+    bytes       bigint NOT NULL,
+    PRIMARY KEY (destination, origin)
+);
+
+DELETE FROM destination_usage;
+DELETE FROM origin_usage;
+INSERT INTO destination_usage (destination, entries, bytes)
+    SELECT destination, count(*), sum(cost) FROM queue GROUP BY destination;
+INSERT INTO origin_usage (origin, entries, bytes)
+    SELECT origin, count(*), sum(cost) FROM queue GROUP BY origin;
+INSERT INTO pair_usage (destination, origin, entries, bytes)
+    SELECT destination, origin, count(*), sum(cost) FROM queue GROUP BY destination, origin;
+UPDATE total_usage SET
+    entries = (SELECT count(*) FROM queue),
+    bytes = (SELECT coalesce(sum(cost), 0) FROM queue)
+    WHERE id = 0;
+
+CREATE OR REPLACE FUNCTION queue_count_insert() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    INSERT INTO destination_usage AS u (destination, entries, bytes)
+        VALUES (NEW.destination, 1, NEW.cost)
+        ON CONFLICT (destination) DO UPDATE
+        SET entries = u.entries + 1, bytes = u.bytes + excluded.bytes;
+    INSERT INTO pair_usage AS u (destination, origin, entries, bytes)
+        VALUES (NEW.destination, NEW.origin, 1, NEW.cost)
+        ON CONFLICT (destination, origin) DO UPDATE
+        SET entries = u.entries + 1, bytes = u.bytes + excluded.bytes;
+    INSERT INTO origin_usage AS u (origin, entries, bytes)
+        VALUES (NEW.origin, 1, NEW.cost)
+        ON CONFLICT (origin) DO UPDATE
+        SET entries = u.entries + 1, bytes = u.bytes + excluded.bytes;
+    UPDATE total_usage
+        SET entries = entries + 1, bytes = bytes + NEW.cost
+        WHERE id = 0;
+    RETURN NULL;
+END
+$$;
+
+CREATE OR REPLACE FUNCTION queue_count_delete() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    UPDATE destination_usage
+        SET entries = entries - 1, bytes = bytes - OLD.cost
+        WHERE destination = OLD.destination;
+    DELETE FROM destination_usage WHERE destination = OLD.destination AND entries <= 0;
+    UPDATE pair_usage
+        SET entries = entries - 1, bytes = bytes - OLD.cost
+        WHERE destination = OLD.destination AND origin = OLD.origin;
+    DELETE FROM pair_usage
+        WHERE destination = OLD.destination AND origin = OLD.origin AND entries <= 0;
+    UPDATE origin_usage
+        SET entries = entries - 1, bytes = bytes - OLD.cost
+        WHERE origin = OLD.origin;
+    DELETE FROM origin_usage WHERE origin = OLD.origin AND entries <= 0;
+    UPDATE total_usage
+        SET entries = entries - 1, bytes = bytes - OLD.cost
+        WHERE id = 0;
+    RETURN NULL;
+END
+$$;
+
+CREATE OR REPLACE FUNCTION queue_count_truncate() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    DELETE FROM destination_usage;
+    DELETE FROM pair_usage;
+    DELETE FROM origin_usage;
+    UPDATE total_usage SET entries = 0, bytes = 0 WHERE id = 0;
+    RETURN NULL;
+END
+$$;
+
+ALTER TABLE acked ADD COLUMN cost bigint NOT NULL DEFAULT 0;
+UPDATE acked SET cost = 2 * (octet_length(origin) + octet_length(destination)
+    + octet_length(txn_id)) + 64;
+ALTER TABLE acked ALTER COLUMN cost DROP DEFAULT;
+ALTER TABLE total_usage ADD COLUMN acked_bytes bigint NOT NULL DEFAULT 0;
+UPDATE total_usage SET acked_bytes = (SELECT coalesce(sum(cost), 0) FROM acked) WHERE id = 0;
+
+CREATE FUNCTION acked_count_insert() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    UPDATE total_usage SET acked_bytes = acked_bytes + NEW.cost WHERE id = 0;
+    RETURN NULL;
+END
+$$;
+CREATE TRIGGER acked_count_insert AFTER INSERT ON acked
+    FOR EACH ROW EXECUTE FUNCTION acked_count_insert();
+
+CREATE FUNCTION acked_count_delete() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    UPDATE total_usage SET acked_bytes = acked_bytes - OLD.cost WHERE id = 0;
+    RETURN NULL;
+END
+$$;
+CREATE TRIGGER acked_count_delete AFTER DELETE ON acked
+    FOR EACH ROW EXECUTE FUNCTION acked_count_delete();
+"#;
+
 /// Checks, changing nothing, that the database holds the relay's tables
 /// at exactly [`POSTGRES_SCHEMA_VERSION`].
 pub(super) fn check(client: &mut Client) -> Result<(), StoreError> {
@@ -179,6 +300,12 @@ pub(super) fn check(client: &mut Client) -> Result<(), StoreError> {
 /// second waits for the first to commit, then sees the new version. DDL is
 /// transactional in PostgreSQL, so a step is all or nothing.
 pub(super) fn migrate(client: &mut Client) -> Result<(), StoreError> {
+    migrate_to(client, POSTGRES_SCHEMA_VERSION)
+}
+
+/// Brings the schema up to `target` (at most [`POSTGRES_SCHEMA_VERSION`];
+/// tests build older databases with it), as [`migrate`] does.
+pub(crate) fn migrate_to(client: &mut Client, target: u32) -> Result<(), StoreError> {
     loop {
         let mut tx = client.transaction().map_err(pg_err("begin migration"))?;
         tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK])
@@ -200,7 +327,7 @@ pub(super) fn migrate(client: &mut Client) -> Result<(), StoreError> {
                  ({POSTGRES_SCHEMA_VERSION}); refusing to open it (upgrade matrix-relay)"
             )));
         }
-        if version >= POSTGRES_SCHEMA_VERSION {
+        if version >= target {
             tx.commit().map_err(pg_err("commit schema check"))?;
             return Ok(());
         }

@@ -1,13 +1,15 @@
 //! The queue operations in SQL, each one transaction on a pooled
 //! connection.
 
-use relay_core::ServerName;
 use relay_core::store::{Ack, InsertOutcome, NewEntry, QueuedEntry, Quota, StoreError};
+use relay_core::{ServerName, UnixMillis};
 
 use postgres::Transaction;
 
 use super::pool::{Conn, Statements};
-use crate::quota_rules::{PRUNE_BATCH, Usage, acked_cutoff, millis, refused_by};
+use crate::quota_rules::{
+    PRUNE_BATCH, Usage, Usages, acked_cutoff, cost_of, millis, refused_by, share_limits,
+};
 use crate::shared::{entry_id, queued_entry};
 
 /// What an insert found, before the rows are checked.
@@ -75,6 +77,8 @@ pub(super) fn insert_in(
         i64::MAX
     };
     let limit = |n: u64| n.to_string();
+    let cost = cost_of(entry);
+    let (share_entries, share_bytes) = share_limits(quota);
     let row = tx.query_one(
         &stmts.insert,
         &[
@@ -83,20 +87,25 @@ pub(super) fn insert_in(
             &txn_id,
             &cutoff,
             &entry.transaction,
+            &millis(entry.received),
+            &i64::try_from(cost).unwrap_or(i64::MAX),
             &limit(quota.destination_entries),
             &limit(quota.destination_bytes),
+            &limit(share_entries),
+            &limit(share_bytes),
             &limit(quota.origin_entries),
             &limit(quota.origin_bytes),
+            &limit(quota.total_entries),
             &limit(quota.total_bytes),
         ],
     )?;
-    if let Some(id) = row.try_get::<_, Option<i64>>(8)? {
+    if let Some(id) = row.try_get::<_, Option<i64>>(10)? {
         return Ok(Inserted::Stored(id));
     }
     if let Some(id) = row.try_get::<_, Option<i64>>(0)? {
         return Ok(Inserted::Duplicate(id));
     }
-    if row.try_get::<_, bool>(7)? {
+    if row.try_get::<_, bool>(9)? {
         return Ok(Inserted::AlreadyDelivered);
     }
     let usage = |i: usize| -> Result<Usage, postgres::Error> {
@@ -107,8 +116,13 @@ pub(super) fn insert_in(
             bytes: bytes.and_then(|n| u64::try_from(n).ok()).unwrap_or(0),
         })
     };
-    let len = u64::try_from(entry.transaction.len()).unwrap_or(u64::MAX);
-    if let Some(kind) = refused_by(quota, usage(1)?, usage(3)?, usage(5)?, len) {
+    let usages = Usages {
+        destination: usage(1)?,
+        pair: usage(3)?,
+        origin: usage(5)?,
+        total: usage(7)?,
+    };
+    if let Some(kind) = refused_by(quota, &usages, cost) {
         return Ok(Inserted::Refused(kind));
     }
     // Fits (the statement's quota test agrees with `refused_by`), yet not
@@ -187,8 +201,25 @@ pub(super) fn ack_in(
         if seq > max {
             tx.execute(&stmts.forget_oldest, &[&(seq - max)])?;
         }
+        forget_past_bytes(tx, stmts, ack.keys.max_bytes)?;
     }
     Ok(Some(acked_cutoff(ack.at, ack.keys.retention_ms)))
+}
+
+/// Forgets the oldest remembered keys while their bytes are past
+/// `max_bytes`: one point read when they are not (the usual case).
+fn forget_past_bytes(
+    tx: &mut Transaction<'_>,
+    stmts: &Statements,
+    max_bytes: u64,
+) -> Result<(), postgres::Error> {
+    let max_bytes = i64::try_from(max_bytes).unwrap_or(i64::MAX);
+    loop {
+        let bytes: i64 = tx.query_one(&stmts.acked_bytes, &[])?.try_get(0)?;
+        if bytes <= max_bytes || tx.execute(&stmts.forget_bytes, &[&(bytes - max_bytes)])? == 0 {
+            return Ok(());
+        }
+    }
 }
 
 /// Forgets remembered keys acknowledged at or before `cutoff`, at most
@@ -209,14 +240,17 @@ pub(super) fn forget_expired(
 /// The raw row of the oldest entry visible for `destination`.
 pub(super) type Row = (i64, String, String, Vec<u8>);
 
-/// The oldest entry queued (committed) for `destination`.
+/// The oldest entry queued (committed) for `destination` received at or
+/// after `expired_before`.
 pub(super) fn next(
     conn: &mut Conn,
     destination: &ServerName,
+    expired_before: UnixMillis,
 ) -> Result<Option<Row>, postgres::Error> {
-    let row = conn
-        .client
-        .query_opt(&conn.stmts.next, &[&destination.as_str()])?;
+    let row = conn.client.query_opt(
+        &conn.stmts.next,
+        &[&destination.as_str(), &millis(expired_before)],
+    )?;
     row.map(|r| Ok((r.try_get(0)?, r.try_get(1)?, r.try_get(2)?, r.try_get(3)?)))
         .transpose()
 }
@@ -243,20 +277,26 @@ pub(super) fn totals(conn: &mut Conn) -> Result<(i64, i64), postgres::Error> {
     row.map_or(Ok((0, 0)), |r| Ok((r.try_get(0)?, r.try_get(1)?)))
 }
 
-/// The destinations with something queued, most bytes first: (name,
-/// entries, bytes) from the `destination_usage` rows.
+/// A destination's usage: name, entries, bytes, when its oldest entry
+/// was received.
+pub(super) type UsageRow = (String, i64, i64, Option<i64>);
+
+/// The destinations with something queued, most bytes first, from the
+/// `destination_usage` rows.
 pub(super) fn destinations(
     conn: &mut Conn,
     limit: usize,
-) -> Result<Vec<(String, i64, i64)>, postgres::Error> {
+) -> Result<Vec<UsageRow>, postgres::Error> {
     let limit = i64::try_from(limit).unwrap_or(i64::MAX);
     let rows = conn.client.query(
-        "SELECT destination, entries, bytes FROM destination_usage WHERE entries > 0 \
+        "SELECT destination, entries, bytes, (SELECT received FROM queue q \
+         WHERE q.destination = u.destination ORDER BY entry_id LIMIT 1) \
+         FROM destination_usage u WHERE entries > 0 \
          ORDER BY bytes DESC, destination LIMIT $1",
         &[&limit],
     )?;
     rows.iter()
-        .map(|r| Ok((r.try_get(0)?, r.try_get(1)?, r.try_get(2)?)))
+        .map(|r| Ok((r.try_get(0)?, r.try_get(1)?, r.try_get(2)?, r.try_get(3)?)))
         .collect()
 }
 
@@ -269,17 +309,49 @@ pub(super) fn purge_some(
     limit: usize,
 ) -> Result<(i64, i64), postgres::Error> {
     let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+    deleted(
+        conn,
+        "WITH gone AS (DELETE FROM queue WHERE entry_id IN \
+         (SELECT entry_id FROM queue WHERE destination = $1 ORDER BY entry_id LIMIT $2) \
+         RETURNING cost) \
+         SELECT count(*), coalesce(sum(cost), 0)::bigint FROM gone",
+        &[&destination.as_str(), &limit],
+    )
+}
+
+/// Deletes up to `limit` entries received before `expired_before`, oldest
+/// first, by the `queue_by_received` index, in a transaction of its own
+/// that takes the `total_usage` lock first; returns the (entries, bytes)
+/// deleted.
+pub(super) fn expire(
+    conn: &mut Conn,
+    expired_before: UnixMillis,
+    limit: usize,
+) -> Result<(i64, i64), postgres::Error> {
+    let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+    deleted(
+        conn,
+        "WITH gone AS (DELETE FROM queue WHERE entry_id IN \
+         (SELECT entry_id FROM queue WHERE received < $1 ORDER BY received, entry_id LIMIT $2) \
+         RETURNING cost) \
+         SELECT count(*), coalesce(sum(cost), 0)::bigint FROM gone",
+        &[&millis(expired_before), &limit],
+    )
+}
+
+/// Runs a counting delete (`sql` answers one row: count, bytes) in a
+/// transaction that takes the `total_usage` lock first (see
+/// [`insert_in`]).
+fn deleted(
+    conn: &mut Conn,
+    sql: &str,
+    params: &[&(dyn postgres::types::ToSql + Sync)],
+) -> Result<(i64, i64), postgres::Error> {
     let Conn { client, stmts } = conn;
     let mut tx = client.transaction()?;
     tx.execute(&stmts.lock_total, &[])?;
-    let row = tx.query_one(
-        "WITH gone AS (DELETE FROM queue WHERE entry_id IN \
-         (SELECT entry_id FROM queue WHERE destination = $1 ORDER BY entry_id LIMIT $2) \
-         RETURNING octet_length(body) AS len) \
-         SELECT count(*), coalesce(sum(len), 0)::bigint FROM gone",
-        &[&destination.as_str(), &limit],
-    )?;
-    let purged = (row.try_get(0)?, row.try_get(1)?);
+    let row = tx.query_one(sql, params)?;
+    let gone = (row.try_get(0)?, row.try_get(1)?);
     tx.commit()?;
-    Ok(purged)
+    Ok(gone)
 }

@@ -9,7 +9,7 @@ use super::db_err;
 /// Migration steps; `MIGRATIONS[i]` takes the schema from version `i` to
 /// `i + 1` (`PRAGMA user_version`). Append only: never edit a step that
 /// has shipped.
-const MIGRATIONS: &[&str] = &[V1, V2, V3, V4];
+const MIGRATIONS: &[&str] = &[V1, V2, V3, V4, V5];
 
 /// The schema version this build writes. A database with a higher
 /// `user_version` was written by a newer build and is refused.
@@ -170,6 +170,110 @@ CREATE TABLE acked (
     UNIQUE (origin, destination, txn_id)
 );
 CREATE INDEX acked_by_time ON acked (acked_at);
+"#;
+
+/// Version 5: entries expire and are counted as what they cost; an
+/// origin's share of a destination is counted; remembered keys are
+/// counted in bytes.
+///
+/// Implementation note: `received` (the relay's clock, in ms) with the
+/// index `queue_by_received` lets the sweep find expired entries without a
+/// scan; entries queued before this version count as received now. `cost`
+/// is `relay_core::store::entry_cost`, computed by the writer (and once
+/// here, the same formula, for the rows already queued), and is what every
+/// byte counter adds up; the counters are rebuilt from the rows.
+/// `pair_usage` counts (destination, origin), for the origin's share. The
+/// `acked_bytes` of `total_usage` sums `acked.cost`
+/// (`relay_core::store::acked_key_cost`), kept by triggers: keys are
+/// inserted and deleted, never replaced (a REPLACE would not fire the
+/// delete trigger).
+const V5: &str = r#"
+DROP TRIGGER queue_count_insert;
+DROP TRIGGER queue_count_delete;
+DROP TRIGGER queue_no_update;
+
+ALTER TABLE queue ADD COLUMN received INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE queue ADD COLUMN cost INTEGER NOT NULL DEFAULT 0;
+UPDATE queue SET
+    received = CAST((julianday('now') - 2440587.5) * 86400000 AS INTEGER),
+    cost = length(CAST(body AS BLOB)) + 5 * length(CAST(destination AS BLOB))
+        + 4 * length(CAST(origin AS BLOB)) + 2 * length(CAST(txn_id AS BLOB)) + 192;
+CREATE INDEX queue_by_received ON queue (received);
+
+CREATE TABLE pair_usage (
+    destination TEXT NOT NULL,
+    origin      TEXT NOT NULL,
+    entries     INTEGER NOT NULL,
+    bytes       INTEGER NOT NULL,
+    PRIMARY KEY (destination, origin)
+) WITHOUT ROWID;
+
+DELETE FROM destination_usage;
+DELETE FROM origin_usage;
+INSERT INTO destination_usage (destination, entries, bytes)
+    SELECT destination, count(*), sum(cost) FROM queue GROUP BY destination;
+INSERT INTO origin_usage (origin, entries, bytes)
+    SELECT origin, count(*), sum(cost) FROM queue GROUP BY origin;
+INSERT INTO pair_usage (destination, origin, entries, bytes)
+    SELECT destination, origin, count(*), sum(cost) FROM queue GROUP BY destination, origin;
+UPDATE total_usage SET
+    entries = (SELECT count(*) FROM queue),
+    bytes = (SELECT coalesce(sum(cost), 0) FROM queue)
+    WHERE id = 0;
+
+CREATE TRIGGER queue_count_insert AFTER INSERT ON queue BEGIN
+    INSERT INTO destination_usage (destination, entries, bytes)
+        VALUES (NEW.destination, 1, NEW.cost)
+        ON CONFLICT (destination) DO UPDATE
+        SET entries = entries + 1, bytes = bytes + excluded.bytes;
+    INSERT INTO pair_usage (destination, origin, entries, bytes)
+        VALUES (NEW.destination, NEW.origin, 1, NEW.cost)
+        ON CONFLICT (destination, origin) DO UPDATE
+        SET entries = entries + 1, bytes = bytes + excluded.bytes;
+    INSERT INTO origin_usage (origin, entries, bytes)
+        VALUES (NEW.origin, 1, NEW.cost)
+        ON CONFLICT (origin) DO UPDATE
+        SET entries = entries + 1, bytes = bytes + excluded.bytes;
+    UPDATE total_usage
+        SET entries = entries + 1, bytes = bytes + NEW.cost
+        WHERE id = 0;
+END;
+
+CREATE TRIGGER queue_count_delete AFTER DELETE ON queue BEGIN
+    UPDATE destination_usage
+        SET entries = entries - 1, bytes = bytes - OLD.cost
+        WHERE destination = OLD.destination;
+    DELETE FROM destination_usage WHERE destination = OLD.destination AND entries <= 0;
+    UPDATE pair_usage
+        SET entries = entries - 1, bytes = bytes - OLD.cost
+        WHERE destination = OLD.destination AND origin = OLD.origin;
+    DELETE FROM pair_usage
+        WHERE destination = OLD.destination AND origin = OLD.origin AND entries <= 0;
+    UPDATE origin_usage
+        SET entries = entries - 1, bytes = bytes - OLD.cost
+        WHERE origin = OLD.origin;
+    DELETE FROM origin_usage WHERE origin = OLD.origin AND entries <= 0;
+    UPDATE total_usage
+        SET entries = entries - 1, bytes = bytes - OLD.cost
+        WHERE id = 0;
+END;
+
+CREATE TRIGGER queue_no_update BEFORE UPDATE ON queue BEGIN
+    SELECT RAISE(ABORT, 'queue rows are immutable; delete and insert instead');
+END;
+
+ALTER TABLE acked ADD COLUMN cost INTEGER NOT NULL DEFAULT 0;
+UPDATE acked SET cost = 2 * (length(CAST(origin AS BLOB)) + length(CAST(destination AS BLOB))
+    + length(CAST(txn_id AS BLOB))) + 64;
+ALTER TABLE total_usage ADD COLUMN acked_bytes INTEGER NOT NULL DEFAULT 0;
+UPDATE total_usage SET acked_bytes = (SELECT coalesce(sum(cost), 0) FROM acked) WHERE id = 0;
+
+CREATE TRIGGER acked_count_insert AFTER INSERT ON acked BEGIN
+    UPDATE total_usage SET acked_bytes = acked_bytes + NEW.cost WHERE id = 0;
+END;
+CREATE TRIGGER acked_count_delete AFTER DELETE ON acked BEGIN
+    UPDATE total_usage SET acked_bytes = acked_bytes - OLD.cost WHERE id = 0;
+END;
 "#;
 
 /// Checks, changing nothing, that the database is a relay database of

@@ -4,7 +4,7 @@
 use std::sync::mpsc::{self, Receiver};
 
 use super::*;
-use relay_core::store::AckedKeys;
+use relay_core::store::{AckedKeys, QuotaKind};
 use relay_core::{EntryId, UnixMillis};
 
 const NOW: UnixMillis = UnixMillis(1_700_000_000_000);
@@ -23,13 +23,13 @@ fn new_entry(txn: &str) -> NewEntry {
     }
 }
 
-/// The default quota, without acknowledged keys: what the tables of
-/// versions before 4 can serve.
-fn quota_before_v4() -> Quota {
-    Quota {
-        acked: AckedKeys::OFF,
-        ..Quota::default()
-    }
+/// Queues `new_entry(txn)` as versions 1 to 4 did: no time, no cost.
+fn insert_before_v5(conn: &Connection, txn: &str) {
+    conn.execute(
+        "INSERT INTO queue (destination, origin, txn_id, body) VALUES (?1, ?2, ?3, ?4)",
+        rusqlite::params!["d.example", "o.example", txn, b"{}".to_vec()],
+    )
+    .expect("insert as an older version");
 }
 
 fn insert_op(txn: &str) -> (Op, Receiver<Result<InsertOutcome, StoreError>>) {
@@ -51,6 +51,7 @@ fn ack_op(ack: u64) -> (Op, Receiver<Result<AckNext, StoreError>>) {
             at: NOW,
             keys: AckedKeys::default(),
         },
+        expired_before: UnixMillis(0),
         reply,
     };
     (op, rx)
@@ -268,8 +269,7 @@ fn a_version_1_database_is_migrated_keeping_its_queue() {
         schema::migrate_to(&mut v1, 1).expect("migrate to version 1");
         assert_eq!(user_version(&v1), 1);
         for t in ["a", "b", "c"] {
-            queue_sql::insert(&v1, &new_entry(t), &quota_before_v4(), &mut |_| true)
-                .expect("insert");
+            insert_before_v5(&v1, t);
         }
         v1.execute("DELETE FROM queue WHERE entry_id = 2", [])
             .expect("ack");
@@ -437,8 +437,7 @@ fn a_version_2_database_is_migrated_keeping_its_data() {
         let mut v2 = connect(&path).expect("connect");
         schema::migrate_to(&mut v2, 2).expect("migrate to version 2");
         for t in ["a", "b"] {
-            queue_sql::insert(&v2, &new_entry(t), &quota_before_v4(), &mut |_| true)
-                .expect("insert");
+            insert_before_v5(&v2, t);
         }
         outbound_sql::apply(&v2, &sender_state).expect("sender state");
         assert_eq!(
@@ -455,7 +454,7 @@ fn a_version_2_database_is_migrated_keeping_its_data() {
     let version: i64 = raw
         .pragma_query_value(None, "user_version", |r| r.get(0))
         .expect("user_version");
-    assert_eq!(version, 4);
+    assert_eq!(version, 5);
     assert_eq!(version, i64::from(SQLITE_SCHEMA_VERSION));
     assert_eq!(table_count(&raw, "retriever_seen"), 1);
     assert_eq!(store.load(), Ok(want_records), "the sender state survived");
@@ -489,8 +488,7 @@ fn a_version_3_database_is_migrated_and_remembers_acks() {
         let mut v3 = connect(&path).expect("connect");
         schema::migrate_to(&mut v3, 3).expect("migrate to version 3");
         for t in ["a", "b"] {
-            queue_sql::insert(&v3, &new_entry(t), &quota_before_v4(), &mut |_| true)
-                .expect("insert");
+            insert_before_v5(&v3, t);
         }
         let acked: i64 = v3
             .query_row(
@@ -556,3 +554,62 @@ fn an_ack_and_its_remembered_key_are_one_operation() {
 }
 
 mod disk;
+
+#[test]
+fn a_version_4_database_is_migrated_with_times_and_costs() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("relay.db");
+    {
+        let mut v4 = connect(&path).expect("connect");
+        schema::migrate_to(&mut v4, 4).expect("migrate to version 4");
+        for t in ["a", "b", "c"] {
+            insert_before_v5(&v4, t);
+        }
+        v4.execute(
+            "INSERT INTO acked (destination, origin, txn_id, acked_at) \
+             VALUES ('d.example', 'o.example', 'z', 1)",
+            [],
+        )
+        .expect("a remembered key");
+    }
+    let before = UnixMillis(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .expect("clock")
+            .as_millis() as u64,
+    );
+    let store = SqliteStore::open(&path).expect("open migrates");
+    let one = relay_core::store::entry_cost("o.example", "d.example", "a", 2);
+    assert_eq!(
+        store.totals(),
+        Ok(QueueTotals {
+            entries: 3,
+            bytes: 3 * one
+        }),
+        "the counters are rebuilt as costs"
+    );
+    let list = store.destinations(10).expect("destinations");
+    let oldest = list[0].oldest_received.expect("an oldest entry");
+    assert!(
+        oldest.0 + 60_000 >= before.0 && oldest.0 <= before.0 + 60_000,
+        "entries queued before count as received at migration ({oldest:?}, {before:?})"
+    );
+    // The origin's share is counted for the entries already queued.
+    let share = Quota {
+        destination_entries: 6,
+        origin_share_percent: 50,
+        ..Quota::default()
+    };
+    assert_eq!(
+        store.insert(new_entry("d"), &share),
+        Ok(InsertOutcome::QuotaExceeded(QuotaKind::OriginShare))
+    );
+    let conn = connect(&path).expect("connect");
+    let acked_bytes: i64 = conn
+        .query_row("SELECT acked_bytes FROM total_usage", [], |r| r.get(0))
+        .expect("acked bytes");
+    assert_eq!(
+        acked_bytes as u64,
+        relay_core::store::acked_key_cost("o.example", "d.example", "z")
+    );
+}

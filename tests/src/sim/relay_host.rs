@@ -126,10 +126,11 @@ impl RelayHost {
                     op,
                     destination,
                     ack,
+                    expired_before,
                 } => {
                     let result = self
                         .store
-                        .ack_and_next(&destination, ack)
+                        .ack_and_next_unexpired(&destination, ack, expired_before)
                         .map(|found| found.next);
                     if let Ok(next) = &result {
                         effect = Effect::Fetched {

@@ -246,6 +246,7 @@ impl FakeRelay {
                     op,
                     destination,
                     ack,
+                    ..
                 } => {
                     assert_eq!(destination, name(NODE));
                     if let Some(ack) = ack.map(|a| a.entry_id.0) {
