@@ -17,6 +17,7 @@
 //!   [`Node`] (a server identity with its key file).
 //! - [`stub`]: a scripted HTTP server that records requests (a destination
 //!   for `send`, a failing relay), and closed ports.
+//! - [`prometheus`]: scraping `/metrics` by series.
 //! - [`rng`]: a seeded generator for reproducible garbage.
 //! - [`tls`]: a throwaway CA and server certificates for HTTPS stubs;
 //!   [`dns`]: a fake DNS server answering SRV questions (discovery tests).
@@ -35,6 +36,7 @@ pub mod dns;
 pub mod http;
 pub mod identity;
 pub mod process;
+pub mod prometheus;
 pub mod rng;
 pub mod sim;
 pub mod stub;
