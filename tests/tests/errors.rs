@@ -264,7 +264,8 @@ fn put_over_the_destination_quota_is_429_until_acknowledged() {
         .trust(&origin)
         .trust(&dest)
         .trust(&dest2)
-        .args(["--max-queue-entries", "2"])
+        // One origin may fill the whole queue here.
+        .args(["--max-queue-entries", "2", "--max-origin-share", "100"])
         .start();
     store(&relay, &origin, "t1", ALICE, "m1");
     store(&relay, &origin, "t2", ALICE, "m2");
@@ -315,7 +316,8 @@ fn put_over_a_byte_quota_is_429() {
     let origin = Server::origin_example();
     let dest = Server::named(DEST_NAME);
     let dest2 = Server::named("dest2.example");
-    // Bodies of about 1000 bytes: two fit in 2500, a third does not.
+    // Bodies of about 1000 bytes, each costing about 1,300 with its row
+    // (`entry_cost`): two fit in 3000, a third does not.
     let body = |m: &str| json!({"pdus": [{"marker": m, "pad": "x".repeat(950)}]});
     for (flag, second_dest_fits) in [("--max-queue-bytes", true), ("--max-total-bytes", false)] {
         let relay = RelayProcess::builder()
@@ -324,7 +326,7 @@ fn put_over_a_byte_quota_is_429() {
             .trust(&origin)
             .trust(&dest)
             .trust(&dest2)
-            .args([flag, "2500"])
+            .args([flag, "3000", "--max-origin-share", "100"])
             .start();
         for i in 0..2 {
             let resp = put_txn(&relay, &origin, &format!("t{i}"), ALICE, &body("m"));
