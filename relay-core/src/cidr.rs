@@ -19,7 +19,7 @@ pub struct Cidr {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum CidrError {
     /// Not an IP address, or a prefix length that is not a number in range.
-    #[error("expected ADDR/LEN, e.g. 10.0.0.0/8 or fd00::/8, got {0:?}")]
+    #[error("expected an IP address or ADDR/LEN, e.g. 10.0.0.1, 10.0.0.0/8 or fd00::/8, got {0:?}")]
     Syntax(String),
     /// Address bits set past the prefix length (`10.1.2.3/8`): a typo
     /// more likely than meant.

@@ -271,7 +271,11 @@ fn a_bad_range_stops_serve_at_start() {
     let dir = tempfile::tempdir().expect("tempdir");
     for (flag, value, says) in [
         ("--trusted-proxy", "10.0.0.1/8", "10.0.0.0/8"),
-        ("--rate-limit-exempt", "example.org", "not an IP address"),
+        (
+            "--rate-limit-exempt",
+            "example.org",
+            "expected an IP address",
+        ),
     ] {
         let out = Command::new(relay_binary())
             .args([
