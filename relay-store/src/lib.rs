@@ -118,6 +118,19 @@ pub trait QueueStore: Send + Sync + 'static {
         expired_before: UnixMillis,
     ) -> Result<AckNext, StoreError>;
 
+    /// As [`QueueStore::ack_and_next_unexpired`], for many at once: deletes
+    /// each entry of `acks` that is queued for `destination` (remembering
+    /// its key as its `keys` say), then returns the oldest entries received
+    /// at or after `expired_before`, in order, as many as `take` admits.
+    /// Exact: only the listed entries are deleted, whatever their order.
+    fn ack_and_next_batch(
+        &self,
+        destination: &ServerName,
+        acks: &[Ack],
+        take: Take,
+        expired_before: UnixMillis,
+    ) -> Result<AckBatch, StoreError>;
+
     /// Deletes up to `limit` entries received before `expired_before`,
     /// oldest first, and returns what it deleted. Nothing is remembered as
     /// delivered. Finds them by an index on the received time: no scan,
@@ -154,6 +167,48 @@ pub struct DestinationUsage {
     pub bytes: u64,
     /// When its oldest entry was received.
     pub oldest_received: Option<UnixMillis>,
+}
+
+/// How many entries a batch fetch hands out: at most `entries`, and past
+/// the first, at most `bytes` of transactions in all (the first is handed
+/// out whatever its size, so no entry is too large to drain).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Take {
+    /// Most entries (0 hands out none: acknowledges only).
+    pub entries: usize,
+    /// Most transaction bytes in all, past the first entry.
+    pub bytes: u64,
+}
+
+impl Take {
+    /// Cuts `rows` (the oldest first, at most `entries + 1` of them) to
+    /// what this admits, and says whether any were left out.
+    pub(crate) fn cut(self, mut rows: Vec<QueuedEntry>) -> (Vec<QueuedEntry>, bool) {
+        let mut bytes = 0u64;
+        let mut keep = 0;
+        for (i, row) in rows.iter().enumerate() {
+            let len = row.transaction.len() as u64;
+            if i >= self.entries || (i > 0 && bytes.saturating_add(len) > self.bytes) {
+                break;
+            }
+            bytes = bytes.saturating_add(len);
+            keep = i + 1;
+        }
+        let more = rows.len() > keep;
+        rows.truncate(keep);
+        (rows, more)
+    }
+}
+
+/// What [`QueueStore::ack_and_next_batch`] did and found.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AckBatch {
+    /// How many of the acknowledged entries it deleted.
+    pub acked: u64,
+    /// The oldest entries queued now, in order.
+    pub entries: Vec<QueuedEntry>,
+    /// Whether more entries are queued past them.
+    pub more: bool,
 }
 
 /// What [`QueueStore::ack_and_next`] did and found.

@@ -7,7 +7,7 @@ use relay_core::store::{Ack, InsertOutcome, NewEntry, QueuedEntry, Quota, StoreE
 use relay_core::{EntryId, ServerName, TxnId, UnixMillis};
 
 use crate::quota_rules::{Usage, Usages, cost_of, refused_by};
-use crate::{AckNext, DestinationUsage, QueueStore, QueueTotals};
+use crate::{AckBatch, AckNext, DestinationUsage, QueueStore, QueueTotals, Take};
 
 mod dedupe_model;
 mod outbound_model;
@@ -131,20 +131,41 @@ fn key_cost((origin, destination, txn_id): &Key) -> u64 {
 }
 
 impl Inner {
-    /// The oldest entry of `destination` received at or after
+    /// The oldest `n` entries of `destination` received at or after
     /// `expired_before`.
-    fn head(&self, destination: &ServerName, expired_before: UnixMillis) -> Option<QueuedEntry> {
-        self.queues
-            .get(destination)?
+    fn oldest(
+        &self,
+        destination: &ServerName,
+        expired_before: UnixMillis,
+        n: usize,
+    ) -> Vec<QueuedEntry> {
+        let Some(queue) = self.queues.get(destination) else {
+            return Vec::new();
+        };
+        queue
             .iter()
             .filter_map(|id| self.entries.get(id).map(|e| (*id, e)))
-            .find(|(_, e)| e.received >= expired_before)
+            .filter(|(_, e)| e.received >= expired_before)
+            .take(n)
             .map(|(entry_id, e)| QueuedEntry {
                 entry_id,
                 origin: e.origin.clone(),
                 txn_id: e.txn_id.clone(),
                 transaction: e.transaction.clone(),
             })
+            .collect()
+    }
+
+    /// Deletes `ack`'s entry if it is `destination`'s, remembering its key;
+    /// whether it did.
+    fn acknowledge(&mut self, destination: &ServerName, ack: &Ack) -> bool {
+        match self.remove(destination, ack.entry_id) {
+            Some((key, _)) => {
+                self.acked.record(key, ack);
+                true
+            }
+            None => false,
+        }
     }
 }
 
@@ -240,16 +261,30 @@ impl QueueStore for MemoryStore {
         expired_before: UnixMillis,
     ) -> Result<AckNext, StoreError> {
         let mut inner = self.lock()?;
-        let inner = &mut *inner;
-        let mut acked = false;
-        if let Some(ack) = ack
-            && let Some((key, _)) = inner.remove(destination, ack.entry_id)
-        {
-            acked = true;
-            inner.acked.record(key, &ack);
-        }
-        let next = inner.head(destination, expired_before);
+        let acked = ack.is_some_and(|ack| inner.acknowledge(destination, &ack));
+        let next = inner.oldest(destination, expired_before, 1).pop();
         Ok(AckNext { acked, next })
+    }
+
+    fn ack_and_next_batch(
+        &self,
+        destination: &ServerName,
+        acks: &[Ack],
+        take: Take,
+        expired_before: UnixMillis,
+    ) -> Result<AckBatch, StoreError> {
+        let mut inner = self.lock()?;
+        let acked = acks
+            .iter()
+            .filter(|ack| inner.acknowledge(destination, ack))
+            .count() as u64;
+        let rows = inner.oldest(destination, expired_before, take.entries.saturating_add(1));
+        let (entries, more) = take.cut(rows);
+        Ok(AckBatch {
+            acked,
+            entries,
+            more,
+        })
     }
 
     fn expire(&self, expired_before: UnixMillis, limit: usize) -> Result<QueueTotals, StoreError> {

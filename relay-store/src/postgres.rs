@@ -11,7 +11,7 @@ use relay_core::store::{Ack, InsertOutcome, NewEntry, Quota, StoreError};
 use relay_core::{ServerName, UnixMillis};
 
 use crate::shared;
-use crate::{AckNext, DestinationUsage, QueueStore, QueueTotals};
+use crate::{AckBatch, AckNext, DestinationUsage, QueueStore, QueueTotals, Take};
 
 mod pool;
 mod schema;
@@ -146,15 +146,43 @@ impl QueueStore for PostgresStore {
         expired_before: UnixMillis,
     ) -> Result<AckNext, StoreError> {
         let acked = match ack {
-            Some(ack) => self.writer.ack(destination, ack)?,
+            Some(ack) => self.writer.ack(destination, vec![ack])? > 0,
             None => false,
         };
-        let row = self.pool.run("read next entry", |conn| {
-            sql::next(conn, destination, expired_before)
+        let rows = self.pool.run("read next entry", |conn| {
+            sql::oldest(conn, destination, expired_before, 1)
         })?;
         Ok(AckNext {
             acked,
-            next: sql::decode(row)?,
+            next: sql::decode(rows)?.pop(),
+        })
+    }
+
+    fn ack_and_next_batch(
+        &self,
+        destination: &ServerName,
+        acks: &[Ack],
+        take: Take,
+        expired_before: UnixMillis,
+    ) -> Result<AckBatch, StoreError> {
+        let acked = if acks.is_empty() {
+            0
+        } else {
+            self.writer.ack(destination, acks.to_vec())?
+        };
+        let rows = self.pool.run("read the oldest entries", |conn| {
+            sql::oldest(
+                conn,
+                destination,
+                expired_before,
+                take.entries.saturating_add(1),
+            )
+        })?;
+        let (entries, more) = take.cut(sql::decode(rows)?);
+        Ok(AckBatch {
+            acked,
+            entries,
+            more,
         })
     }
 

@@ -15,7 +15,9 @@ use relay_core::store::{Ack, InsertOutcome, NewEntry, Quota, StoreError};
 use relay_core::{ServerName, UnixMillis};
 
 use crate::shared::{self, Reply};
-use crate::{AckNext, DedupeStore, DestinationUsage, OutboundStore, QueueStore, QueueTotals};
+use crate::{
+    AckBatch, AckNext, DedupeStore, DestinationUsage, OutboundStore, QueueStore, QueueTotals, Take,
+};
 
 mod dedupe_sql;
 mod disk;
@@ -92,6 +94,13 @@ enum Op {
         changes: Vec<retriever::WindowChange>,
         reply: Reply<()>,
     },
+    AckBatch {
+        destination: ServerName,
+        acks: Vec<Ack>,
+        take: Take,
+        expired_before: UnixMillis,
+        reply: Reply<AckBatch>,
+    },
     PurgeSome {
         destination: ServerName,
         limit: usize,
@@ -108,6 +117,7 @@ enum Op {
 enum Answer {
     Insert(Reply<InsertOutcome>, Result<InsertOutcome, StoreError>),
     Next(Reply<AckNext>, Result<AckNext, StoreError>),
+    Batch(Reply<AckBatch>, Result<AckBatch, StoreError>),
     Applied(Reply<()>, Result<(), StoreError>),
     Purged(Reply<QueueTotals>, Result<QueueTotals, StoreError>),
 }
@@ -300,6 +310,36 @@ impl QueueStore for SqliteStore {
                 next: queue_sql::next(&self.reader(), destination, expired_before)?,
             }),
         }
+    }
+
+    fn ack_and_next_batch(
+        &self,
+        destination: &ServerName,
+        acks: &[Ack],
+        take: Take,
+        expired_before: UnixMillis,
+    ) -> Result<AckBatch, StoreError> {
+        if acks.is_empty() {
+            let rows = queue_sql::oldest(
+                &self.reader(),
+                destination,
+                expired_before,
+                take.entries.saturating_add(1),
+            )?;
+            let (entries, more) = take.cut(rows);
+            return Ok(AckBatch {
+                acked: 0,
+                entries,
+                more,
+            });
+        }
+        self.call(|reply| Op::AckBatch {
+            destination: destination.clone(),
+            acks: acks.to_vec(),
+            take,
+            expired_before,
+            reply,
+        })
     }
 
     fn expire(&self, expired_before: UnixMillis, limit: usize) -> Result<QueueTotals, StoreError> {
@@ -541,6 +581,34 @@ impl Op {
                 });
                 Answer::Next(reply.clone(), result)
             }
+            Op::AckBatch {
+                destination,
+                acks,
+                take,
+                expired_before,
+                reply,
+            } => {
+                let result = acks
+                    .iter()
+                    .try_fold(0, |n, ack| {
+                        Ok::<_, StoreError>(n + u64::from(queue_sql::ack(conn, destination, ack)?))
+                    })
+                    .and_then(|acked| {
+                        let rows = queue_sql::oldest(
+                            conn,
+                            destination,
+                            *expired_before,
+                            take.entries.saturating_add(1),
+                        )?;
+                        let (entries, more) = take.cut(rows);
+                        Ok(AckBatch {
+                            acked,
+                            entries,
+                            more,
+                        })
+                    });
+                Answer::Batch(reply.clone(), result)
+            }
             Op::Apply { changes, reply } => {
                 Answer::Applied(reply.clone(), outbound_sql::apply(conn, changes))
             }
@@ -583,6 +651,7 @@ impl Op {
         match self {
             Op::Insert { reply, .. } => Answer::Insert(reply.clone(), Err(err)),
             Op::AckAndNext { reply, .. } => Answer::Next(reply.clone(), Err(err)),
+            Op::AckBatch { reply, .. } => Answer::Batch(reply.clone(), Err(err)),
             Op::Apply { reply, .. } | Op::ApplyWindow { reply, .. } => {
                 Answer::Applied(reply.clone(), Err(err))
             }
@@ -598,6 +667,7 @@ impl Answer {
         match self {
             Answer::Insert(_, r) => r.as_ref().err(),
             Answer::Next(_, r) => r.as_ref().err(),
+            Answer::Batch(_, r) => r.as_ref().err(),
             Answer::Applied(_, r) => r.as_ref().err(),
             Answer::Purged(_, r) => r.as_ref().err(),
         }
@@ -607,6 +677,7 @@ impl Answer {
         match self {
             Answer::Insert(reply, _) => Answer::Insert(reply, Err(err)),
             Answer::Next(reply, _) => Answer::Next(reply, Err(err)),
+            Answer::Batch(reply, _) => Answer::Batch(reply, Err(err)),
             Answer::Applied(reply, _) => Answer::Applied(reply, Err(err)),
             Answer::Purged(reply, _) => Answer::Purged(reply, Err(err)),
         }
@@ -617,6 +688,7 @@ impl Answer {
         match self {
             Answer::Insert(reply, r) => drop(reply.send(r)),
             Answer::Next(reply, r) => drop(reply.send(r)),
+            Answer::Batch(reply, r) => drop(reply.send(r)),
             Answer::Applied(reply, r) => drop(reply.send(r)),
             Answer::Purged(reply, r) => drop(reply.send(r)),
         }

@@ -5,8 +5,8 @@ use relay_store::{
     MemoryStore, OutboundChange, SqliteStore, WindowChange,
 };
 use relay_store::{
-    AckNext, DestinationUsage, InsertOutcome, NewEntry, OutboundStore, QueueStore, QueueTotals,
-    Quota, ServerName, StoreError, UnixMillis,
+    AckBatch, AckNext, DestinationUsage, InsertOutcome, NewEntry, OutboundStore, QueueStore,
+    QueueTotals, Quota, ServerName, StoreError, Take, UnixMillis,
 };
 
 mod memory {
@@ -48,6 +48,16 @@ impl QueueStore for TempSqlite {
     ) -> Result<AckNext, StoreError> {
         self.store
             .ack_and_next_unexpired(destination, ack, expired_before)
+    }
+    fn ack_and_next_batch(
+        &self,
+        destination: &ServerName,
+        acks: &[Ack],
+        take: Take,
+        expired_before: UnixMillis,
+    ) -> Result<AckBatch, StoreError> {
+        self.store
+            .ack_and_next_batch(destination, acks, take, expired_before)
     }
     fn expire(&self, expired_before: UnixMillis, limit: usize) -> Result<QueueTotals, StoreError> {
         self.store.expire(expired_before, limit)

@@ -10,8 +10,8 @@ use std::sync::{Arc, Barrier};
 
 use relay_store::testing::{TempDatabase, temp_postgres_database};
 use relay_store::{
-    Ack, AckNext, AckedKeys, DestinationUsage, EntryId, InsertOutcome, NewEntry, PostgresStore,
-    QueueStore, QueueTotals, Quota, ServerName, StoreError, TxnId, UnixMillis,
+    Ack, AckBatch, AckNext, AckedKeys, DestinationUsage, EntryId, InsertOutcome, NewEntry,
+    PostgresStore, QueueStore, QueueTotals, Quota, ServerName, StoreError, Take, TxnId, UnixMillis,
 };
 
 const NOW: UnixMillis = UnixMillis(1_700_000_000_000);
@@ -65,6 +65,16 @@ impl QueueStore for TempPostgres {
     ) -> Result<AckNext, StoreError> {
         self.store()
             .ack_and_next_unexpired(destination, ack, expired_before)
+    }
+    fn ack_and_next_batch(
+        &self,
+        destination: &ServerName,
+        acks: &[Ack],
+        take: Take,
+        expired_before: UnixMillis,
+    ) -> Result<AckBatch, StoreError> {
+        self.store()
+            .ack_and_next_batch(destination, acks, take, expired_before)
     }
     fn expire(&self, expired_before: UnixMillis, limit: usize) -> Result<QueueTotals, StoreError> {
         self.store().expire(expired_before, limit)

@@ -4,7 +4,7 @@
 use proptest::prelude::*;
 use relay_store::{
     Ack, AckedKeys, EntryId, MemoryStore, NewEntry, QueueStore, Quota, ServerName, SqliteStore,
-    TxnId, UnixMillis,
+    Take, TxnId, UnixMillis,
 };
 
 const ORIGINS: [&str; 3] = ["o0.example", "o1.example", "o2.example"];
@@ -41,6 +41,13 @@ enum Transition {
     },
     /// The destinations, with their usage and oldest entry.
     Destinations,
+    /// Acknowledges a set of IDs and takes entries within caps.
+    Batch {
+        destination: usize,
+        ids: Vec<u64>,
+        entries: usize,
+        bytes: u64,
+    },
 }
 
 fn transition() -> impl Strategy<Value = Transition> {
@@ -54,6 +61,8 @@ fn transition() -> impl Strategy<Value = Transition> {
         1 => (0..2 * RETENTION_MS).prop_map(|ms| Transition::Tick { ms }),
         1 => (0..2 * RETENTION_MS, 0..4usize).prop_map(|(age_ms, limit)| Transition::Expire { age_ms, limit }),
         1 => Just(Transition::Destinations),
+        2 => (0..3usize, proptest::collection::vec(0..30u64, 0..4), 0..4usize, 0..80u64)
+            .prop_map(|(destination, ids, entries, bytes)| Transition::Batch { destination, ids, entries, bytes }),
     ]
 }
 
@@ -161,6 +170,30 @@ fn check(quota: Quota, transitions: Vec<Transition>) -> Result<(), TestCaseError
                 )
             }
             Transition::Destinations => format!("{:?}", s.destinations(10)),
+            Transition::Batch {
+                destination,
+                ids,
+                entries,
+                bytes,
+            } => {
+                let acks: Vec<Ack> = ids
+                    .iter()
+                    .map(|&id| ack(EntryId(id), now, &quota))
+                    .collect();
+                let take = Take {
+                    entries: *entries,
+                    bytes: *bytes,
+                };
+                format!(
+                    "{:?}",
+                    s.ack_and_next_batch(
+                        &server(DESTINATIONS[*destination]),
+                        &acks,
+                        take,
+                        UnixMillis(0)
+                    )
+                )
+            }
             Transition::Tick { .. } => unreachable!("handled above"),
         });
         prop_assert_eq!(got, want, "step {}: {:?}", step, t);

@@ -39,6 +39,7 @@ use crate::QueueStore;
 use relay_core::store::QuotaKind;
 
 mod acked;
+mod batch;
 mod concurrency;
 pub mod dedupe_store;
 mod expiry;
@@ -53,6 +54,10 @@ pub use acked::{
     acked_cap_forgets_oldest_first, acked_key_is_per_destination, concurrent_ack_and_reinsert,
     reinsert_after_ack_is_already_delivered, retention_expiry_allows_reinsert,
     zero_retention_remembers_nothing,
+};
+pub use batch::{
+    batch_ack_is_exact, batch_fetch_skips_expired_entries,
+    batch_fetch_takes_the_oldest_within_the_caps,
 };
 pub use concurrency::{
     concurrent_duplicate_inserts, concurrent_inserts, concurrent_inserts_and_acks,
@@ -173,6 +178,15 @@ pub const CHECKS: &[(&str, Check)] = &[
         "destinations_show_the_oldest_received",
         destinations_show_the_oldest_received,
     ),
+    (
+        "batch_fetch_takes_the_oldest_within_the_caps",
+        batch_fetch_takes_the_oldest_within_the_caps,
+    ),
+    ("batch_ack_is_exact", batch_ack_is_exact),
+    (
+        "batch_fetch_skips_expired_entries",
+        batch_fetch_skips_expired_entries,
+    ),
 ];
 
 /// Runs every check in [`CHECKS`], each on a fresh store from `factory`.
@@ -237,6 +251,9 @@ macro_rules! conformance_tests {
             expired_entries_are_not_handed_out,
             expire_deletes_oldest_first_in_chunks,
             destinations_show_the_oldest_received,
+            batch_fetch_takes_the_oldest_within_the_caps,
+            batch_ack_is_exact,
+            batch_fetch_skips_expired_entries,
         );
     };
 }

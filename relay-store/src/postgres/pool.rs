@@ -290,7 +290,7 @@ impl Conn {
             forget_bytes: prepare(FORGET_BYTES)?,
             next: prepare(
                 "SELECT entry_id, origin, txn_id, body FROM queue WHERE destination = $1 \
-                 AND received >= $2 ORDER BY entry_id LIMIT 1",
+                 AND received >= $2 ORDER BY entry_id LIMIT $3",
             )?,
             queued: prepare("SELECT entries FROM destination_usage WHERE destination = $1")?,
             totals: prepare("SELECT entries, bytes FROM total_usage WHERE id = 0")?,

@@ -145,23 +145,26 @@ pub(super) fn outcome(inserted: Inserted) -> Result<Option<InsertOutcome>, Store
     }))
 }
 
-/// Deletes entry `ack` if it belongs to `destination`, remembering its
-/// key, in a transaction of its own that takes the `total_usage` lock
-/// first (see [`insert_in`]); `true` if it deleted an entry.
+/// Deletes the entries `acks` that belong to `destination`, remembering
+/// their keys, in a transaction of its own that takes the `total_usage`
+/// lock first (see [`insert_in`]); how many it deleted.
 pub(super) fn ack(
     conn: &mut Conn,
     destination: &ServerName,
-    ack: &Ack,
-) -> Result<bool, postgres::Error> {
+    acks: &[Ack],
+) -> Result<u64, postgres::Error> {
     let Conn { client, stmts } = conn;
     let mut tx = client.transaction()?;
     tx.execute(&stmts.lock_total, &[])?;
-    let cutoff = ack_in(&mut tx, stmts, destination, ack)?;
-    if let Some(cutoff) = cutoff {
-        forget_expired(&mut tx, stmts, cutoff, 1)?;
+    let mut deleted = 0;
+    for ack in acks {
+        if let Some(cutoff) = ack_in(&mut tx, stmts, destination, ack)? {
+            forget_expired(&mut tx, stmts, cutoff, 1)?;
+            deleted += 1;
+        }
     }
     tx.commit()?;
-    Ok(cutoff.is_some())
+    Ok(deleted)
 }
 
 /// Deletes entry `ack` if it belongs to `destination`, and remembers its
@@ -237,29 +240,33 @@ pub(super) fn forget_expired(
     Ok(())
 }
 
-/// The raw row of the oldest entry visible for `destination`.
+/// The raw row of an entry visible for `destination`.
 pub(super) type Row = (i64, String, String, Vec<u8>);
 
-/// The oldest entry queued (committed) for `destination` received at or
-/// after `expired_before`.
-pub(super) fn next(
+/// The oldest `n` entries queued (committed) for `destination` received
+/// at or after `expired_before`.
+pub(super) fn oldest(
     conn: &mut Conn,
     destination: &ServerName,
     expired_before: UnixMillis,
-) -> Result<Option<Row>, postgres::Error> {
-    let row = conn.client.query_opt(
+    n: usize,
+) -> Result<Vec<Row>, postgres::Error> {
+    let n = i64::try_from(n).unwrap_or(i64::MAX);
+    let rows = conn.client.query(
         &conn.stmts.next,
-        &[&destination.as_str(), &millis(expired_before)],
+        &[&destination.as_str(), &millis(expired_before), &n],
     )?;
-    row.map(|r| Ok((r.try_get(0)?, r.try_get(1)?, r.try_get(2)?, r.try_get(3)?)))
-        .transpose()
+    rows.iter()
+        .map(|r| Ok((r.try_get(0)?, r.try_get(1)?, r.try_get(2)?, r.try_get(3)?)))
+        .collect()
 }
 
-/// Decodes a row of [`next`]; the database is outside input, so a bad row
-/// is an error, never a panic.
-pub(super) fn decode(row: Option<Row>) -> Result<Option<QueuedEntry>, StoreError> {
-    row.map(|(id, origin, txn_id, transaction)| queued_entry(id, &origin, &txn_id, transaction))
-        .transpose()
+/// Decodes rows of [`oldest`]; the database is outside input, so a bad
+/// row is an error, never a panic.
+pub(super) fn decode(rows: Vec<Row>) -> Result<Vec<QueuedEntry>, StoreError> {
+    rows.into_iter()
+        .map(|(id, origin, txn_id, transaction)| queued_entry(id, &origin, &txn_id, transaction))
+        .collect()
 }
 
 /// Number of entries queued for `destination`, from the usage counters.

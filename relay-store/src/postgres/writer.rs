@@ -24,16 +24,16 @@ enum Op {
     },
     Ack {
         destination: ServerName,
-        ack: Ack,
-        reply: Reply<bool>,
+        acks: Vec<Ack>,
+        reply: Reply<u64>,
     },
 }
 
 /// What one operation of a batch found.
 enum Done {
     Inserted(Inserted),
-    /// Whether the acknowledgement deleted an entry.
-    Acked(bool),
+    /// How many entries the acknowledgements deleted.
+    Acked(u64),
 }
 
 /// The writer thread and the channel to it; dropping it stops and joins
@@ -66,12 +66,12 @@ impl Writer {
         })
     }
 
-    /// Deletes `ack` of `destination` in the next batch; `true` if it
-    /// deleted an entry.
-    pub(super) fn ack(&self, destination: &ServerName, ack: Ack) -> Result<bool, StoreError> {
+    /// Deletes the entries `acks` of `destination` in the next batch; how
+    /// many it deleted.
+    pub(super) fn ack(&self, destination: &ServerName, acks: Vec<Ack>) -> Result<u64, StoreError> {
         self.call(|reply| Op::Ack {
             destination: destination.clone(),
-            ack,
+            acks,
             reply,
         })
     }
@@ -140,16 +140,20 @@ fn run_batch(conn: &mut Conn, batch: &[Op]) -> Result<Vec<Done>, postgres::Error
                 Done::Inserted(sql::insert_in(&mut tx, stmts, entry, quota)?)
             }
             Op::Ack {
-                destination, ack, ..
+                destination, acks, ..
             } => {
-                let cutoff = sql::ack_in(&mut tx, stmts, destination, ack)?;
-                if let Some(cutoff) = cutoff {
+                let mut deleted = 0;
+                for ack in acks {
+                    let Some(cutoff) = sql::ack_in(&mut tx, stmts, destination, ack)? else {
+                        continue;
+                    };
+                    deleted += 1;
                     expired = Some(match expired {
                         Some((earliest, n)) => (earliest.min(cutoff), n + 1),
                         None => (cutoff, 1),
                     });
                 }
-                Done::Acked(cutoff.is_some())
+                Done::Acked(deleted)
             }
         });
     }
@@ -168,10 +172,10 @@ impl Op {
                 .run("insert entry", |conn| sql::insert(conn, entry, quota))
                 .map(Done::Inserted),
             Op::Ack {
-                destination, ack, ..
+                destination, acks, ..
             } => pool
-                .run("delete acknowledged entry", |conn| {
-                    sql::ack(conn, destination, ack)
+                .run("delete acknowledged entries", |conn| {
+                    sql::ack(conn, destination, acks)
                 })
                 .map(Done::Acked),
         }

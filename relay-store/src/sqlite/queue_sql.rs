@@ -239,25 +239,34 @@ pub(super) fn next(
     destination: &ServerName,
     expired_before: UnixMillis,
 ) -> Result<Option<QueuedEntry>, StoreError> {
-    let row = conn
+    Ok(oldest(conn, destination, expired_before, 1)?.pop())
+}
+
+/// The oldest `n` entries queued for `destination` received at or after
+/// `expired_before`, by the `queue_by_destination` index.
+pub(super) fn oldest(
+    conn: &Connection,
+    destination: &ServerName,
+    expired_before: UnixMillis,
+    n: usize,
+) -> Result<Vec<QueuedEntry>, StoreError> {
+    let n = i64::try_from(n).unwrap_or(i64::MAX);
+    let rows: Vec<(i64, String, String, Vec<u8>)> = conn
         .prepare_cached(
             "SELECT entry_id, origin, txn_id, body FROM queue WHERE destination = ?1 \
-             AND received >= ?2 ORDER BY entry_id LIMIT 1",
+             AND received >= ?2 ORDER BY entry_id LIMIT ?3",
         )
         .and_then(|mut s| {
-            s.query_row(params![destination.as_str(), millis(expired_before)], |r| {
-                Ok((
-                    r.get::<_, i64>(0)?,
-                    r.get::<_, String>(1)?,
-                    r.get::<_, String>(2)?,
-                    r.get::<_, Vec<u8>>(3)?,
-                ))
-            })
-            .optional()
+            s.query_map(
+                params![destination.as_str(), millis(expired_before), n],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
+            )?
+            .collect()
         })
-        .map_err(db_err("read next entry"))?;
-    row.map(|(id, origin, txn_id, transaction)| queued_entry(id, &origin, &txn_id, transaction))
-        .transpose()
+        .map_err(db_err("read the oldest entries"))?;
+    rows.into_iter()
+        .map(|(id, origin, txn_id, transaction)| queued_entry(id, &origin, &txn_id, transaction))
+        .collect()
 }
 
 /// Number of entries queued for `destination`, from the usage counters.
