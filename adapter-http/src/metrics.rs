@@ -42,6 +42,8 @@ pub enum RouteLabel {
     SendRelay,
     /// `GET …/relay_txn/{userID}`.
     RelayTxn,
+    /// `POST …/unstable/org.matrix_relay/relay_txns/{userID}`.
+    RelayTxns,
     /// `GET /_matrix/key/v2/server`.
     Keys,
     /// `GET /_matrix/federation/v1/version`.
@@ -56,6 +58,7 @@ impl RouteLabel {
         match request::route(method, target) {
             Ok(Route::SendRelay { .. }) => Self::SendRelay,
             Ok(Route::RelayTxn { .. }) => Self::RelayTxn,
+            Ok(Route::RelayTxns { .. }) => Self::RelayTxns,
             Ok(Route::ServerKeys) => Self::Keys,
             Ok(Route::Version) => Self::Version,
             Err(_) => Self::Other,
@@ -67,6 +70,7 @@ impl RouteLabel {
         match self {
             Self::SendRelay => "send_relay",
             Self::RelayTxn => "relay_txn",
+            Self::RelayTxns => "relay_txns",
             Self::Keys => "keys",
             Self::Version => "version",
             Self::Other => "other",
@@ -195,6 +199,11 @@ impl Metrics {
         self.acknowledgements.inc();
     }
 
+    /// Counts `n` entries a batch acknowledgement deleted.
+    pub fn observe_acknowledgements(&self, n: u64) {
+        self.acknowledgements.inc_by(n);
+    }
+
     /// Counts `n` entries deleted as expired.
     pub fn observe_expired(&self, n: u64) {
         self.expired.inc_by(n);
@@ -315,6 +324,11 @@ mod tests {
                 "GET",
                 "/_matrix/federation/v1/relay_txn/@a:d.example",
                 RouteLabel::RelayTxn,
+            ),
+            (
+                "POST",
+                "/_matrix/federation/unstable/org.matrix_relay/relay_txns/@a:d.example",
+                RouteLabel::RelayTxns,
             ),
             ("GET", "/_matrix/key/v2/server", RouteLabel::Keys),
             ("GET", "/_matrix/federation/v1/version", RouteLabel::Version),

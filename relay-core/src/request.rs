@@ -24,10 +24,25 @@ pub enum Route<'a> {
         /// The raw `userID` segment.
         user_id: &'a str,
     },
+    /// `POST /_matrix/federation/unstable/org.matrix_relay/relay_txns/{userID}`:
+    /// this project's batch drain.
+    RelayTxns {
+        /// The raw `userID` segment.
+        user_id: &'a str,
+    },
     /// `GET /_matrix/key/v2/server`.
     ServerKeys,
     /// `GET /_matrix/federation/v1/version`.
     Version,
+}
+
+/// The namespace of this project's unstable federation endpoints.
+pub const UNSTABLE_NAMESPACE: &str = "org.matrix_relay";
+
+/// The path of the batch drain of `user_id` (already percent-encoded),
+/// [`Route::RelayTxns`].
+pub fn relay_txns_path(encoded_user_id: &str) -> String {
+    format!("/_matrix/federation/unstable/{UNSTABLE_NAMESPACE}/relay_txns/{encoded_user_id}")
 }
 
 /// Maps a method and raw request target to its route: 404 for an
@@ -48,6 +63,13 @@ pub fn route<'a>(method: &str, target: &'a str) -> Result<Route<'a>, MatrixError
             "PUT",
         ),
         ["federation", "v1", "relay_txn", user] => (Route::RelayTxn { user_id: user }, "GET"),
+        [
+            "federation",
+            "unstable",
+            UNSTABLE_NAMESPACE,
+            "relay_txns",
+            user,
+        ] => (Route::RelayTxns { user_id: user }, "POST"),
         ["key", "v2", "server"] => (Route::ServerKeys, "GET"),
         ["federation", "v1", "version"] => (Route::Version, "GET"),
         _ => return Err(not_found()),

@@ -35,8 +35,8 @@ pub use relay_core::outbound::{
 };
 pub use relay_core::retriever::{DedupeKey, WindowChange};
 pub use relay_core::store::{
-    Ack, AckedKeys, ENTRY_OVERHEAD, InsertOutcome, NewEntry, QueuedEntry, Quota, QuotaKind,
-    StoreError, acked_key_cost, entry_cost,
+    Ack, AckBatch, AckedKeys, ENTRY_OVERHEAD, InsertOutcome, NewEntry, QueuedEntry, Quota,
+    QuotaKind, StoreError, Take, acked_key_cost, entry_cost,
 };
 pub use relay_core::{EntryId, ServerName, TxnId, UnixMillis};
 
@@ -167,48 +167,6 @@ pub struct DestinationUsage {
     pub bytes: u64,
     /// When its oldest entry was received.
     pub oldest_received: Option<UnixMillis>,
-}
-
-/// How many entries a batch fetch hands out: at most `entries`, and past
-/// the first, at most `bytes` of transactions in all (the first is handed
-/// out whatever its size, so no entry is too large to drain).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Take {
-    /// Most entries (0 hands out none: acknowledges only).
-    pub entries: usize,
-    /// Most transaction bytes in all, past the first entry.
-    pub bytes: u64,
-}
-
-impl Take {
-    /// Cuts `rows` (the oldest first, at most `entries + 1` of them) to
-    /// what this admits, and says whether any were left out.
-    pub(crate) fn cut(self, mut rows: Vec<QueuedEntry>) -> (Vec<QueuedEntry>, bool) {
-        let mut bytes = 0u64;
-        let mut keep = 0;
-        for (i, row) in rows.iter().enumerate() {
-            let len = row.transaction.len() as u64;
-            if i >= self.entries || (i > 0 && bytes.saturating_add(len) > self.bytes) {
-                break;
-            }
-            bytes = bytes.saturating_add(len);
-            keep = i + 1;
-        }
-        let more = rows.len() > keep;
-        rows.truncate(keep);
-        (rows, more)
-    }
-}
-
-/// What [`QueueStore::ack_and_next_batch`] did and found.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct AckBatch {
-    /// How many of the acknowledged entries it deleted.
-    pub acked: u64,
-    /// The oldest entries queued now, in order.
-    pub entries: Vec<QueuedEntry>,
-    /// Whether more entries are queued past them.
-    pub more: bool,
 }
 
 /// What [`QueueStore::ack_and_next`] did and found.

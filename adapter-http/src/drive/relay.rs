@@ -16,7 +16,7 @@ use futures_channel::oneshot;
 use relay_core::relay::{
     BodyCheck, Checked, CheckedKeys, OpId, Output, Relay, RequestHead, RequestId, Response,
 };
-use relay_core::store::{Ack, InsertOutcome, NewEntry, QueuedEntry, Quota, StoreError};
+use relay_core::store::{Ack, AckBatch, InsertOutcome, NewEntry, QueuedEntry, Quota, StoreError};
 use relay_core::{Instant, ServerName, UnixMillis};
 use relay_store::{AckNext, QueueStore};
 
@@ -41,6 +41,7 @@ enum Command {
 enum Completion {
     Stored(OpId, Result<InsertOutcome, StoreError>),
     Fetched(OpId, Result<Option<QueuedEntry>, StoreError>),
+    Batch(OpId, Result<AckBatch, StoreError>),
     Keys(OpId, CheckedKeys),
 }
 
@@ -163,6 +164,9 @@ impl<R: Runtime> Driver<R> {
             }
             Wake::Done(Completion::Stored(op, result)) => relay.handle_stored(now, op, result),
             Wake::Done(Completion::Fetched(op, result)) => relay.handle_fetched(now, op, result),
+            Wake::Done(Completion::Batch(op, result)) => {
+                relay.handle_fetched_batch(now, op, result);
+            }
             Wake::Done(Completion::Keys(op, checked)) => {
                 relay.handle_keys(now, unix_now(), op, checked);
             }
@@ -213,6 +217,28 @@ impl<R: Runtime> Driver<R> {
                 ack,
                 expired_before,
             } => self.fetch(op, destination, ack, expired_before),
+            Output::FetchBatch {
+                op,
+                destination,
+                acks,
+                take,
+                expired_before,
+            } => {
+                let (store, metrics) = (self.store.clone(), self.metrics.clone());
+                let (storage, done) = (self.storage.clone(), self.completions.clone());
+                self.client.runtime().spawn(async move {
+                    let result = storage
+                        .run(move || {
+                            store.ack_and_next_batch(&destination, &acks, take, expired_before)
+                        })
+                        .await
+                        .unwrap_or_else(|e| Err(StoreError(format!("storage task failed: {e}"))));
+                    if let Ok(batch) = &result {
+                        metrics.observe_acknowledgements(batch.acked);
+                    }
+                    let _ = done.try_send(Completion::Batch(op, result));
+                });
+            }
         }
     }
 

@@ -168,7 +168,7 @@ pub fn identifiers(data: &[u8]) {
     );
 
     // Routing keeps raw segments whole.
-    for method in ["GET", "PUT"] {
+    for method in ["GET", "PUT", "POST"] {
         match request::route(method, s) {
             Ok(Route::SendRelay { txn_id, user_id }) => {
                 assert!(
@@ -176,7 +176,7 @@ pub fn identifiers(data: &[u8]) {
                     "route({s:?}) split badly"
                 );
             }
-            Ok(Route::RelayTxn { user_id }) => {
+            Ok(Route::RelayTxn { user_id } | Route::RelayTxns { user_id }) => {
                 assert!(!user_id.contains(['/', '?']), "route({s:?}) split badly");
             }
             Ok(Route::ServerKeys | Route::Version) => {}

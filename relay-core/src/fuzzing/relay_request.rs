@@ -322,7 +322,7 @@ pub fn relay_request(now: Instant, data: &[u8]) {
                 check_response(&response);
                 let needs_auth = matches!(
                     request::route(&method, &target),
-                    Ok(Route::SendRelay { .. } | Route::RelayTxn { .. })
+                    Ok(Route::SendRelay { .. } | Route::RelayTxn { .. } | Route::RelayTxns { .. })
                 );
                 assert!(
                     body_reads > 0 || !needs_auth || matches!(response.status, 401 | 413),
@@ -407,6 +407,48 @@ pub fn relay_request(now: Instant, data: &[u8]) {
                 relay.handle_fetched(now, op, result.clone());
                 relay.handle_fetched(now, op, result);
                 relay.handle_stored(now, op, Ok(InsertOutcome::Stored(EntryId(1))));
+            }
+            Output::FetchBatch {
+                op,
+                destination,
+                acks,
+                take,
+                ..
+            } => {
+                operations += 1;
+                assert!(
+                    known(&destination),
+                    "batch fetch for unauthenticated {destination}"
+                );
+                let Ok(Route::RelayTxns { user_id }) = request::route(&method, &target) else {
+                    panic!("batch fetch for a request that is not relay_txns: {method} {target:?}");
+                };
+                assert_eq!(
+                    request::user_id(user_id).map(|u| u.server_name()).ok(),
+                    Some(destination)
+                );
+                assert!(acks.len() <= crate::relay::MAX_BATCH_ACKS, "unbounded acks");
+                assert!(
+                    acks.iter().all(|a| a.entry_id.0 > 0),
+                    "entry 0 acknowledges nothing"
+                );
+                assert!(
+                    take.entries <= crate::relay::MAX_BATCH_ENTRIES,
+                    "unbounded batch"
+                );
+                assert!(
+                    take.bytes <= crate::relay::MAX_BATCH_BYTES,
+                    "unbounded batch bytes"
+                );
+                let entries = fetch_answer(answers).map(|e| e.into_iter().collect());
+                let result = entries.map(|entries| crate::store::AckBatch {
+                    acked: 0,
+                    entries,
+                    more: false,
+                });
+                relay.handle_fetched_batch(now, op, result.clone());
+                relay.handle_fetched_batch(now, op, result);
+                relay.handle_fetched(now, op, Ok(None));
             }
         }
     }

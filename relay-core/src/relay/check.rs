@@ -9,7 +9,9 @@ mod envelope;
 
 use self::envelope::RawTransaction;
 use super::RequestId;
-use super::config::{MAX_EDUS, MAX_PDU_BYTES, MAX_PDUS};
+use super::config::{
+    MAX_BATCH_ACKS, MAX_BATCH_BYTES, MAX_BATCH_ENTRIES, MAX_EDUS, MAX_PDU_BYTES, MAX_PDUS,
+};
 use crate::auth::{self, AuthError, Claimed};
 use crate::canonical;
 use crate::error::{ErrCode, MatrixError};
@@ -17,6 +19,7 @@ use crate::http::HttpOutcome;
 use crate::id::{EntryId, ServerName, TxnId};
 use crate::server_keys::{self, FetchedKeys};
 use crate::signing::VerifyKey;
+use crate::store::Take;
 use crate::time::UnixMillis;
 
 /// What an authenticated request asks for, once its permission was
@@ -28,8 +31,12 @@ pub(super) enum Intent {
         destination: ServerName,
         txn_id: TxnId,
     },
-    /// `relay_txn`: acknowledge and read `destination`'s queue.
-    Fetch { destination: ServerName },
+    /// `relay_txn` (or, `batch`, the batch drain): acknowledge and read
+    /// `destination`'s queue.
+    Fetch {
+        destination: ServerName,
+        batch: bool,
+    },
 }
 
 /// A request whose header parsed and whose permission is decided, waiting
@@ -54,7 +61,7 @@ impl ClaimedHead {
                 destination,
                 txn_id,
             }) => destination.as_str().len() + txn_id.as_str().len(),
-            Ok(Intent::Fetch { destination }) => destination.as_str().len(),
+            Ok(Intent::Fetch { destination, .. }) => destination.as_str().len(),
             Err(e) => e.message.len(),
         };
         OVERHEAD
@@ -171,10 +178,25 @@ impl BodyCheck {
                     transaction,
                 })
             }
-            Intent::Fetch { destination } => {
+            Intent::Fetch {
+                destination,
+                batch: false,
+            } => {
                 let ack = entry_id(content.as_ref())?;
                 canonical_content(content.as_ref())?;
                 Ok(Verdict::Fetch { destination, ack })
+            }
+            Intent::Fetch {
+                destination,
+                batch: true,
+            } => {
+                let (acks, take) = batch_request(content.as_ref())?;
+                canonical_content(content.as_ref())?;
+                Ok(Verdict::FetchBatch {
+                    destination,
+                    acks,
+                    take,
+                })
             }
         }
     }
@@ -208,6 +230,11 @@ pub(super) enum Verdict {
     Fetch {
         destination: ServerName,
         ack: Option<EntryId>,
+    },
+    FetchBatch {
+        destination: ServerName,
+        acks: Vec<EntryId>,
+        take: Take,
     },
 }
 
@@ -337,6 +364,57 @@ fn entry_id(content: Option<&Value>) -> Result<Option<EntryId>, MatrixError> {
         None if id.as_i64().is_some() => Err(bad_json("entry_id must not be negative")),
         None => Err(bad_json("entry_id must be an integer")),
     }
+}
+
+/// The batch drain's body: `{"ack": [N, …], "limit": N, "max_bytes": N}`,
+/// each optional (an empty body is `{}`). Entry IDs are positive, at most
+/// [`MAX_BATCH_ACKS`] of them; `limit` and `max_bytes` are lowered to the
+/// relay's bounds.
+fn batch_request(content: Option<&Value>) -> Result<(Vec<EntryId>, Take), MatrixError> {
+    let mut take = Take {
+        entries: MAX_BATCH_ENTRIES,
+        bytes: MAX_BATCH_BYTES,
+    };
+    let Some(content) = content else {
+        return Ok((Vec::new(), take));
+    };
+    let object = content
+        .as_object()
+        .ok_or_else(|| bad_json("expected {\"ack\": [...], \"limit\": N, \"max_bytes\": N}"))?;
+    let count = |name: &str| -> Result<Option<u64>, MatrixError> {
+        object
+            .get(name)
+            .map(|v| {
+                v.as_u64()
+                    .ok_or_else(|| bad_json(format!("{name} must be an integer >= 0")))
+            })
+            .transpose()
+    };
+    if let Some(limit) = count("limit")? {
+        take.entries = usize::try_from(limit)
+            .unwrap_or(usize::MAX)
+            .min(MAX_BATCH_ENTRIES);
+    }
+    if let Some(bytes) = count("max_bytes")? {
+        take.bytes = bytes.min(MAX_BATCH_BYTES);
+    }
+    let acks = match object.get("ack") {
+        None => Vec::new(),
+        Some(Value::Array(ids)) if ids.len() <= MAX_BATCH_ACKS => ids
+            .iter()
+            .map(|id| match id.as_u64() {
+                Some(n) if n > 0 => Ok(EntryId(n)),
+                _ => Err(bad_json("ack must list entry IDs, integers >= 1")),
+            })
+            .collect::<Result<_, _>>()?,
+        Some(Value::Array(_)) => {
+            return Err(bad_json(format!(
+                "ack lists at most {MAX_BATCH_ACKS} entry IDs"
+            )));
+        }
+        Some(_) => return Err(bad_json("ack must be an array of entry IDs")),
+    };
+    Ok((acks, take))
 }
 
 #[cfg(test)]

@@ -21,6 +21,14 @@ pub const MAX_PDU_BYTES: usize = 65_536;
 pub const MAX_PDUS: usize = 50;
 /// Most EDUs in one transaction.
 pub const MAX_EDUS: usize = 100;
+/// Most entries one batch drain hands out (also its default).
+pub const MAX_BATCH_ENTRIES: usize = 100;
+/// Most transaction bytes one batch drain hands out past its first entry
+/// (also its default): large answers are held in the relay's buffer
+/// budget until written.
+pub const MAX_BATCH_BYTES: u64 = 1 << 20;
+/// Most entry IDs one batch drain acknowledges.
+pub const MAX_BATCH_ACKS: usize = 1_000;
 
 /// [`RateLimits::send_relay`] by default: 50 a second, bursts of 500.
 pub const DEFAULT_SEND_RELAY_RATE: (u32, u32) = (50, 500);

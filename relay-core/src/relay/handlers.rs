@@ -16,7 +16,7 @@ use crate::id::{EntryId, KeyId, ServerName};
 use crate::request::{self, Route};
 use crate::server_keys;
 use crate::signing::VerifyKey;
-use crate::store::{InsertOutcome, QueuedEntry, QuotaKind, StoreError};
+use crate::store::{AckBatch, InsertOutcome, QueuedEntry, QuotaKind, StoreError};
 use crate::time::UnixMillis;
 
 /// What a request's head leads to.
@@ -80,7 +80,21 @@ fn head_inner(
         Route::RelayTxn { user_id } => {
             admit(Endpoint::RelayTxn)?;
             let claimed = claim(config, &head)?;
-            let decision = may_fetch(&claimed.origin, user_id);
+            let decision = may_fetch(&claimed.origin, user_id).map(|destination| Intent::Fetch {
+                destination,
+                batch: false,
+            });
+            (claimed, decision)
+        }
+        // The batch drain shares relay_txn's request budget: it is the same
+        // work, done more per request.
+        Route::RelayTxns { user_id } => {
+            admit(Endpoint::RelayTxn)?;
+            let claimed = claim(config, &head)?;
+            let decision = may_fetch(&claimed.origin, user_id).map(|destination| Intent::Fetch {
+                destination,
+                batch: true,
+            });
             (claimed, decision)
         }
     };
@@ -133,14 +147,14 @@ fn may_store(
     })
 }
 
-/// Whether `origin` may read the queue of `user_id`'s server: only that
-/// server may.
-fn may_fetch(origin: &ServerName, user_id: &str) -> Result<Intent, MatrixError> {
+/// Whether `origin` may read the queue of `user_id`'s server (only that
+/// server may); the destination if so.
+fn may_fetch(origin: &ServerName, user_id: &str) -> Result<ServerName, MatrixError> {
     let destination = request::user_id(user_id)?.server_name();
     if *origin != destination {
         return Err(forbidden("only the destination may read its queue"));
     }
-    Ok(Intent::Fetch { destination })
+    Ok(destination)
 }
 
 fn forbidden(message: impl Into<String>) -> MatrixError {
@@ -189,6 +203,50 @@ pub(super) fn stored_response(result: Result<InsertOutcome, StoreError>) -> Resp
     Response::error(&error)
 }
 
+/// A batch drain answer: the entries in order, and whether more are
+/// queued.
+#[derive(Serialize)]
+struct RelayTxnsResponse<'a> {
+    transactions: Vec<BatchEntry<'a>>,
+    entries_queued: bool,
+}
+
+/// One entry of a batch drain answer.
+#[derive(Serialize)]
+struct BatchEntry<'a> {
+    entry_id: EntryId,
+    txn_id: &'a str,
+    transaction: &'a RawValue,
+}
+
+pub(super) fn batch_response(result: Result<AckBatch, StoreError>) -> Response {
+    let render = |batch: &AckBatch| -> Result<Vec<u8>, MatrixError> {
+        let transactions = batch
+            .entries
+            .iter()
+            .map(|e| {
+                Ok(BatchEntry {
+                    entry_id: e.entry_id,
+                    txn_id: e.txn_id.as_str(),
+                    transaction: raw_transaction(e)?,
+                })
+            })
+            .collect::<Result<_, MatrixError>>()?;
+        let wire = RelayTxnsResponse {
+            transactions,
+            entries_queued: batch.more,
+        };
+        serde_json::to_vec(&wire).map_err(|e| internal(&e))
+    };
+    let rendered = result
+        .map_err(|e| MatrixError::new(ErrCode::Unknown, e.to_string()))
+        .and_then(|batch| render(&batch));
+    match rendered {
+        Ok(body) => Response::ok(body),
+        Err(e) => Response::error(&e),
+    }
+}
+
 /// A `relay_txn` answer, with this project's `txn_id` addition.
 #[derive(Serialize)]
 struct RelayTxnResponse<'a> {
@@ -202,21 +260,25 @@ struct RelayTxnResponse<'a> {
 
 const EMPTY_TRANSACTION: &str = r#"{"origin":"","origin_server_ts":0,"pdus":[],"edus":[]}"#;
 
+fn internal(e: &dyn std::fmt::Display) -> MatrixError {
+    MatrixError::new(ErrCode::Unknown, e.to_string())
+}
+
+/// A stored transaction as JSON to embed verbatim.
+fn raw_transaction(entry: &QueuedEntry) -> Result<&RawValue, MatrixError> {
+    let text = std::str::from_utf8(&entry.transaction).map_err(|e| internal(&e))?;
+    serde_json::from_str(text).map_err(|e| internal(&e))
+}
+
 pub(super) fn fetched_response(result: Result<Option<QueuedEntry>, StoreError>) -> Response {
     let render = |entry: Option<&QueuedEntry>| -> Result<Vec<u8>, MatrixError> {
-        let internal =
-            |e: &dyn std::fmt::Display| MatrixError::new(ErrCode::Unknown, e.to_string());
-        let raw: Box<RawValue> = match entry {
-            Some(e) => {
-                let text = std::str::from_utf8(&e.transaction).map_err(|e| internal(&e))?;
-                RawValue::from_string(text.to_owned()).map_err(|e| internal(&e))?
-            }
-            None => {
-                RawValue::from_string(EMPTY_TRANSACTION.to_owned()).map_err(|e| internal(&e))?
-            }
+        let empty: &RawValue = serde_json::from_str(EMPTY_TRANSACTION).map_err(|e| internal(&e))?;
+        let raw = match entry {
+            Some(e) => raw_transaction(e)?,
+            None => empty,
         };
         let wire = RelayTxnResponse {
-            transaction: &raw,
+            transaction: raw,
             entry_id: entry.map(|e| e.entry_id),
             entries_queued: entry.is_some(),
             txn_id: entry.map(|e| e.txn_id.as_str()),

@@ -86,8 +86,8 @@ pub use check::{BodyCheck, Checked, CheckedKeys, KeyCheck};
 pub use config::{
     DEFAULT_KEY_FETCH_INTERVAL, DEFAULT_KEY_FETCH_RATE, DEFAULT_MAX_BODY_BYTES,
     DEFAULT_MAX_ENTRY_AGE_MS, DEFAULT_NEW_ORIGINS_PER_HOUR, DEFAULT_RELAY_TXN_RATE,
-    DEFAULT_SEND_RELAY_RATE, MAX_EDUS, MAX_PDU_BYTES, MAX_PDUS, NEW_ORIGINS_WINDOW, RateLimits,
-    RelayConfig, ServePolicy,
+    DEFAULT_SEND_RELAY_RATE, MAX_BATCH_ACKS, MAX_BATCH_BYTES, MAX_BATCH_ENTRIES, MAX_EDUS,
+    MAX_PDU_BYTES, MAX_PDUS, NEW_ORIGINS_WINDOW, RateLimits, RelayConfig, ServePolicy,
 };
 pub use limits::{MAX_COUNTED_ORIGINS, MAX_FETCH_RECORDS, MAX_LIMITED_ADDRESSES};
 
@@ -99,7 +99,7 @@ use crate::drive::{IdCounter, LastNow, Outputs};
 use crate::error::MatrixError;
 use crate::http::OutgoingRequest;
 use crate::id::ServerName;
-use crate::store::{Ack, InsertOutcome, NewEntry, QueuedEntry, Quota, StoreError};
+use crate::store::{Ack, AckBatch, InsertOutcome, NewEntry, QueuedEntry, Quota, StoreError, Take};
 use crate::time::{Instant, UnixMillis};
 
 /// The head of one HTTP request as the adapter received it: all of it but
@@ -204,6 +204,23 @@ pub enum Output {
         /// out.
         expired_before: UnixMillis,
     },
+    /// Acknowledge (delete) each of `acks` that is `destination`'s,
+    /// remembering their keys as their `keys` say, then read the
+    /// destination's oldest unexpired entries, as many as `take` admits,
+    /// and call [`Relay::handle_fetched_batch`] with `op`.
+    FetchBatch {
+        /// Echo this back.
+        op: OpId,
+        /// Whose queue.
+        destination: ServerName,
+        /// The entries to delete first, with the time of the request.
+        acks: Vec<Ack>,
+        /// How many entries to hand out.
+        take: Take,
+        /// Entries received before this have expired: hand none of them
+        /// out.
+        expired_before: UnixMillis,
+    },
     /// Send `request` (`GET /_matrix/key/v2/server` of an origin whose key
     /// is unknown), judge its outcome with `check` (off the machine's
     /// task), then call [`Relay::handle_keys`] with `op` and the result.
@@ -232,6 +249,7 @@ pub enum Output {
 enum PendingOp {
     AwaitingStore { request: RequestId },
     AwaitingFetch { request: RequestId },
+    AwaitingBatch { request: RequestId },
     AwaitingKeys { server: ServerName },
 }
 
@@ -248,6 +266,14 @@ impl PendingOp {
     fn fetched(&self) -> Option<RequestId> {
         match self {
             Self::AwaitingFetch { request } => Some(*request),
+            _ => None,
+        }
+    }
+
+    /// The request a batch fetch answers.
+    fn batch_fetched(&self) -> Option<RequestId> {
+        match self {
+            Self::AwaitingBatch { request } => Some(*request),
             _ => None,
         }
     }
@@ -378,6 +404,31 @@ impl Relay {
                     expired_before: self.config.expired_before(unix),
                 });
             }
+            Verdict::FetchBatch {
+                destination,
+                acks,
+                take,
+            } => {
+                let op = OpId(self.fresh_id());
+                self.pending
+                    .insert(op, PendingOp::AwaitingBatch { request });
+                let keys = self.config.quota.acked;
+                let acks = acks
+                    .into_iter()
+                    .map(|entry_id| Ack {
+                        entry_id,
+                        at: unix,
+                        keys,
+                    })
+                    .collect();
+                self.outputs.push(Output::FetchBatch {
+                    op,
+                    destination,
+                    acks,
+                    take,
+                    expired_before: self.config.expired_before(unix),
+                });
+            }
         }
     }
 
@@ -435,6 +486,21 @@ impl Relay {
             return;
         };
         self.respond(request, handlers::fetched_response(result));
+    }
+
+    /// Reports the result of [`Output::FetchBatch`] `op`; its request's
+    /// response follows. An unknown `op` is ignored.
+    pub fn handle_fetched_batch(
+        &mut self,
+        now: Instant,
+        op: OpId,
+        result: Result<AckBatch, StoreError>,
+    ) {
+        self.last_now.advance(now);
+        let Some(request) = self.take_pending(op, PendingOp::batch_fetched) else {
+            return;
+        };
+        self.respond(request, handlers::batch_response(result));
     }
 
     /// The relay keeps no timers; this only records `now`.

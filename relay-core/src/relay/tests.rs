@@ -983,3 +983,155 @@ fn entries_expire_by_the_configured_age_or_never() {
     c.max_entry_age_ms = 0;
     assert_eq!(c.expired_before(NOW_MS), UnixMillis(0));
 }
+
+fn batch_post(user: &str, origin: &str, key: &SigningKey, body: &str) -> Request {
+    signed(
+        "POST",
+        &crate::request::relay_txns_path(user),
+        origin,
+        key,
+        body,
+    )
+}
+
+#[test]
+fn batch_drain_bodies_become_acks_and_caps_within_the_relay_bounds() {
+    use crate::relay::{MAX_BATCH_BYTES, MAX_BATCH_ENTRIES};
+    use crate::store::Take;
+    let dest = key_for(2);
+    let all = Take {
+        entries: MAX_BATCH_ENTRIES,
+        bytes: MAX_BATCH_BYTES,
+    };
+    for (body, acks, take) in [
+        ("", vec![], all),
+        ("{}", vec![], all),
+        (
+            r#"{"ack":[3,1],"limit":5,"max_bytes":1000}"#,
+            vec![3, 1],
+            Take {
+                entries: 5,
+                bytes: 1000,
+            },
+        ),
+        (r#"{"limit":100000,"max_bytes":99999999999}"#, vec![], all),
+        (
+            r#"{"ack":[7],"limit":0}"#,
+            vec![7],
+            Take {
+                entries: 0,
+                bytes: MAX_BATCH_BYTES,
+            },
+        ),
+    ] {
+        let mut relay = Relay::new(config());
+        let (_, outputs) = run(
+            &mut relay,
+            batch_post("%40bob%3Adest.example", "dest.example", &dest, body),
+        );
+        let [
+            Output::FetchBatch {
+                destination,
+                acks: got,
+                take: got_take,
+                ..
+            },
+        ] = outputs.as_slice()
+        else {
+            panic!("{body}: expected a batch fetch, got {outputs:?}");
+        };
+        assert_eq!(destination, &name("dest.example"));
+        let ids: Vec<u64> = got.iter().map(|a| a.entry_id.0).collect();
+        assert_eq!((ids, *got_take), (acks, take), "{body}");
+        assert!(got.iter().all(|a| a.at == NOW_MS));
+    }
+}
+
+#[test]
+fn batch_drain_refuses_bad_bodies_and_other_servers() {
+    let dest = key_for(2);
+    let many = format!(
+        r#"{{"ack":[{}]}}"#,
+        vec!["1"; crate::relay::MAX_BATCH_ACKS + 1].join(",")
+    );
+    for (body, status, code) in [
+        ("[]", 400, "M_BAD_JSON"),
+        (r#"{"ack":[0]}"#, 400, "M_BAD_JSON"),
+        (r#"{"ack":[-1]}"#, 400, "M_BAD_JSON"),
+        (r#"{"ack":"1"}"#, 400, "M_BAD_JSON"),
+        (r#"{"limit":-1}"#, 400, "M_BAD_JSON"),
+        (r#"{"max_bytes":"big"}"#, 400, "M_BAD_JSON"),
+        (many.as_str(), 400, "M_BAD_JSON"),
+    ] {
+        let mut relay = Relay::new(config());
+        let (_, outputs) = run(
+            &mut relay,
+            batch_post("%40bob%3Adest.example", "dest.example", &dest, body),
+        );
+        let response = only_response(outputs);
+        assert_eq!(
+            (response.status, errcode(&response).as_str()),
+            (status, code),
+            "{body}"
+        );
+    }
+    // Only the destination reads its queue.
+    let mut relay = Relay::new(config());
+    let (_, outputs) = run(
+        &mut relay,
+        batch_post("%40bob%3Adest.example", "origin.example", &spec_key(), "{}"),
+    );
+    let response = only_response(outputs);
+    assert_eq!(response.status, 403);
+    // The batch drain is a POST.
+    let mut relay = Relay::new(config());
+    let (_, outputs) = run(
+        &mut relay,
+        signed(
+            "GET",
+            &crate::request::relay_txns_path("%40bob%3Adest.example"),
+            "dest.example",
+            &dest,
+            "",
+        ),
+    );
+    assert_eq!(only_response(outputs).status, 405);
+}
+
+#[test]
+fn batch_drain_answers_with_the_entries_verbatim_in_order() {
+    let dest = key_for(2);
+    let mut relay = Relay::new(config());
+    let (_, outputs) = run(
+        &mut relay,
+        batch_post("%40bob%3Adest.example", "dest.example", &dest, "{}"),
+    );
+    let [Output::FetchBatch { op, .. }] = outputs.as_slice() else {
+        panic!("expected a batch fetch, got {outputs:?}");
+    };
+    let entry = |id: u64, txn: &str, body: &str| QueuedEntry {
+        entry_id: EntryId(id),
+        origin: name("origin.example"),
+        txn_id: crate::id::TxnId::parse(txn).unwrap(),
+        transaction: body.as_bytes().to_vec(),
+    };
+    let batch = crate::store::AckBatch {
+        acked: 0,
+        entries: vec![
+            entry(4, "a", r#"{"pdus":[{"n":-0}],"origin":"origin.example"}"#),
+            entry(9, "b", r#"{"pdus":[],"origin":"origin.example"}"#),
+        ],
+        more: true,
+    };
+    relay.handle_fetched_batch(epoch(), *op, Ok(batch));
+    let response = only_response(relay.poll_output().into_iter().collect());
+    assert_eq!(response.status, 200);
+    assert_eq!(
+        std::str::from_utf8(&response.body).unwrap(),
+        concat!(
+            r#"{"transactions":[{"entry_id":4,"txn_id":"a","transaction":{"pdus":[{"n":-0}],"origin":"origin.example"}},"#,
+            r#"{"entry_id":9,"txn_id":"b","transaction":{"pdus":[],"origin":"origin.example"}}],"entries_queued":true}"#
+        )
+    );
+    assert_eq!(relay.pending_ops(), 0);
+}

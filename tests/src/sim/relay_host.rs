@@ -141,6 +141,9 @@ impl RelayHost {
                     }
                     self.machine.handle_fetched(now, op, result);
                 }
+                Output::FetchBatch { .. } => {
+                    panic!("the simulated nodes drain with relay_txn, one entry a request")
+                }
                 Output::FetchKeys { op, check, .. } => {
                     // Keys are pinned, and fetching is off: never asked.
                     let failed =

@@ -167,7 +167,7 @@ fn pdu_size_is_measured_as_sent() {
                 assert!(!fits, "{} bytes refused: {e:?}", pdu.len());
                 assert_eq!(e.code, ErrCode::TooLarge);
             }
-            Verdict::Fetch { .. } => panic!("a fetch"),
+            Verdict::Fetch { .. } | Verdict::FetchBatch { .. } => panic!("a fetch"),
         }
     }
 }

@@ -271,7 +271,9 @@ impl FakeRelay {
                         retry_after: None,
                     };
                 }
-                relay::Output::Store { .. } => panic!("a relay_txn stores nothing"),
+                relay::Output::Store { .. } | relay::Output::FetchBatch { .. } => {
+                    panic!("a relay_txn stores nothing and fetches one")
+                }
                 relay::Output::FetchKeys { .. } => panic!("every key is pinned"),
             }
         }
