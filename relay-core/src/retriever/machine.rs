@@ -1,9 +1,9 @@
 //! The [`Retriever`] state machine.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 
 use super::window::Window;
-use super::wire::{self, Answer, Entry, Failure};
+use super::wire::{self, Answer, Batch, Entry, Failure};
 use super::*;
 use crate::backoff::{Backoff, later};
 use crate::drive::{IdCounter, LastNow, Outputs};
@@ -47,8 +47,8 @@ pub struct Retriever {
     rng: Rng,
     window: Window,
     relays: BTreeMap<ServerName, Drain>,
-    /// Requests out, and whose they are.
-    requests: HashMap<AttemptId, ServerName>,
+    /// Requests out, and what they carried.
+    requests: HashMap<AttemptId, Sent>,
     /// Handed over and not finished.
     deliveries: HashMap<DeliveryId, PendingDelivery>,
     /// The keys of `deliveries`, and whose they are.
@@ -61,16 +61,53 @@ pub struct Retriever {
     last_now: LastNow,
 }
 
+/// A request out.
+#[derive(Debug)]
+struct Sent {
+    relay: ServerName,
+    /// How many of the drain's `acks` it carried (the first ones).
+    acks: usize,
+    /// A batch drain, not a `relay_txn`.
+    batch: bool,
+}
+
 /// One relay's drain.
 #[derive(Debug)]
 struct Drain {
     state: DrainState,
-    /// The entry the next request acknowledges.
-    ack: Option<EntryId>,
+    /// The entries the next request acknowledges, oldest first (a batch
+    /// drain carries them all, a `relay_txn` the first).
+    acks: Vec<EntryId>,
+    /// Whether the relay has the batch drain.
+    batch: Support,
+    /// Entries a batch handed out, not yet handed over, in order.
+    buffered: VecDeque<Entry>,
     /// Consecutive failed requests.
     failures: u32,
     /// Handed over since the last `Drained`.
     delivered: u64,
+}
+
+impl Drain {
+    fn new(due: Instant) -> Self {
+        Self {
+            state: DrainState::Idle { due: Some(due) },
+            acks: Vec::new(),
+            batch: Support::Unknown,
+            buffered: VecDeque::new(),
+            failures: 0,
+            delivered: 0,
+        }
+    }
+}
+
+/// Whether a relay has the batch drain: asked first, and a 404 or 405
+/// (a Dendrite relay) means no, for good.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Support {
+    Unknown,
+    Yes,
+    No,
 }
 
 /// What a relay's drain waits for.
@@ -156,12 +193,10 @@ impl Retriever {
         let now = self.last_now.advance(now);
         let mut kept = BTreeMap::new();
         for relay in relays {
-            let drain = self.relays.remove(&relay).unwrap_or(Drain {
-                state: DrainState::Idle { due: Some(now) },
-                ack: None,
-                failures: 0,
-                delivered: 0,
-            });
+            let drain = self
+                .relays
+                .remove(&relay)
+                .unwrap_or_else(|| Drain::new(now));
             kept.entry(relay).or_insert(drain);
         }
         self.relays = kept;
@@ -182,14 +217,27 @@ impl Retriever {
     /// ignored.
     pub fn handle_response(&mut self, now: Instant, attempt: AttemptId, outcome: HttpOutcome) {
         let now = self.last_now.advance(now);
-        if let Some(relay) = self.requests.remove(&attempt)
+        if let Some(sent) = self.requests.remove(&attempt)
             && self
                 .relays
-                .get(&relay)
+                .get(&sent.relay)
                 .is_some_and(|d| d.state == DrainState::AwaitingAnswer { attempt })
         {
-            match wire::parse_answer(&outcome) {
-                Ok(answer) => self.on_answer(now, relay, answer),
+            let Sent { relay, acks, batch } = sent;
+            let parsed = if !batch {
+                wire::parse_answer(&outcome).map(|answer| self.on_answer(now, &relay, acks, answer))
+            } else if wire::lacks_batch(&outcome) {
+                // A Dendrite relay: drain it with relay_txn from now on.
+                if let Some(drain) = self.relays.get_mut(&relay) {
+                    drain.batch = Support::No;
+                }
+                self.fetch(now, &relay);
+                Ok(())
+            } else {
+                wire::parse_batch(&outcome).map(|batch| self.on_batch(now, &relay, acks, batch))
+            };
+            match parsed {
+                Ok(()) => {}
                 Err(Failure::Request(error)) => self.fail(now, &relay, error),
                 Err(Failure::Malformed(error)) => {
                     self.event(Event::Malformed {
@@ -301,24 +349,34 @@ impl Retriever {
         }
     }
 
-    /// Sends the next `relay_txn` to `relay`, carrying its pending ack.
+    /// Sends the next request to `relay`, carrying its pending acks: a
+    /// batch drain unless the relay lacks it, else a `relay_txn`.
     fn fetch(&mut self, now: Instant, relay: &ServerName) {
-        let Some(ack) = self.relays.get(relay).map(|d| d.ack) else {
+        let Some(drain) = self.relays.get(relay) else {
             return;
         };
-        let request = wire::relay_txn_request(
-            &self.config.server_name,
-            &self.config.signing_key,
-            relay,
-            ack,
-        );
+        let (us, key) = (&self.config.server_name, &self.config.signing_key);
+        let batch = drain.batch != Support::No;
+        let (request, acks) = if batch {
+            let request = wire::relay_txns_request(us, key, relay, &drain.acks);
+            (request, drain.acks.len())
+        } else {
+            let ack = drain.acks.first().copied();
+            let request = wire::relay_txn_request(us, key, relay, ack);
+            (request, usize::from(ack.is_some()))
+        };
         match request {
             Ok(request) => {
                 let attempt = AttemptId(self.fresh_id());
                 if let Some(drain) = self.relays.get_mut(relay) {
                     drain.state = DrainState::AwaitingAnswer { attempt };
                 }
-                self.requests.insert(attempt, relay.clone());
+                let sent = Sent {
+                    relay: relay.clone(),
+                    acks,
+                    batch,
+                };
+                self.requests.insert(attempt, sent);
                 self.outputs.push(Output::Transmit {
                     attempt,
                     relay: relay.clone(),
@@ -357,25 +415,63 @@ impl Retriever {
         }
     }
 
-    /// A well-formed answer from `relay`: its previous ack is applied.
-    fn on_answer(&mut self, now: Instant, relay: ServerName, answer: Answer) {
-        let Some(drain) = self.relays.get_mut(&relay) else {
+    /// A well-formed `relay_txn` answer from `relay`: the `acks` first
+    /// acknowledgements it carried are applied.
+    fn on_answer(&mut self, now: Instant, relay: &ServerName, acks: usize, answer: Answer) {
+        let Some(drain) = self.relays.get_mut(relay) else {
             return;
         };
         drain.failures = 0;
-        drain.ack = None;
+        drain.acks.drain(..acks.min(drain.acks.len()));
         match answer {
-            Answer::Drained => {
-                let delivered = std::mem::take(&mut drain.delivered);
-                // Drained relays are polled again every `poll_interval`:
-                // a sender that missed this node while it was online has
-                // left its transaction on a relay meanwhile.
-                drain.state = DrainState::Idle {
-                    due: Some(later(now, self.config.poll_interval)),
-                };
-                self.event(Event::Drained { relay, delivered });
-            }
-            Answer::Entry(entry) => self.on_entry(now, relay, entry),
+            Answer::Drained => self.drained(now, relay),
+            Answer::Entry(entry) => self.on_entry(now, relay.clone(), entry),
+        }
+    }
+
+    /// A well-formed batch answer from `relay`: the `acks` it carried are
+    /// applied, and its entries are handed over one after the other.
+    fn on_batch(&mut self, now: Instant, relay: &ServerName, acks: usize, batch: Batch) {
+        let Some(drain) = self.relays.get_mut(relay) else {
+            return;
+        };
+        drain.failures = 0;
+        drain.batch = Support::Yes;
+        drain.acks.drain(..acks.min(drain.acks.len()));
+        if batch.entries.is_empty() {
+            self.drained(now, relay);
+        } else {
+            drain.buffered = batch.entries.into();
+            self.next_buffered(now, relay);
+        }
+    }
+
+    /// `relay` has nothing more queued.
+    fn drained(&mut self, now: Instant, relay: &ServerName) {
+        let Some(drain) = self.relays.get_mut(relay) else {
+            return;
+        };
+        let delivered = std::mem::take(&mut drain.delivered);
+        // Drained relays are polled again every `poll_interval`: a sender
+        // that missed this node while it was online has left its
+        // transaction on a relay meanwhile.
+        drain.state = DrainState::Idle {
+            due: Some(later(now, self.config.poll_interval)),
+        };
+        self.event(Event::Drained {
+            relay: relay.clone(),
+            delivered,
+        });
+    }
+
+    /// Takes up the next entry a batch of `relay` handed out.
+    fn next_buffered(&mut self, now: Instant, relay: &ServerName) {
+        let next = self
+            .relays
+            .get_mut(relay)
+            .and_then(|d| d.buffered.pop_front());
+        if let Some(entry) = next {
+            self.on_entry(now, relay.clone(), entry);
         }
     }
 
@@ -438,10 +534,17 @@ impl Retriever {
         self.ack_and_fetch(now, relay, entry);
     }
 
+    /// `entry` of `relay` is done with: acknowledge it with the next
+    /// request, and go on with the batch's next entry, or ask for more.
     fn ack_and_fetch(&mut self, now: Instant, relay: &ServerName, entry: EntryId) {
-        if let Some(drain) = self.relays.get_mut(relay) {
-            drain.ack = Some(entry);
+        let Some(drain) = self.relays.get_mut(relay) else {
+            return;
+        };
+        drain.acks.push(entry);
+        if drain.buffered.is_empty() {
             self.fetch(now, relay);
+        } else {
+            self.next_buffered(now, relay);
         }
     }
 

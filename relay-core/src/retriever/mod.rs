@@ -51,14 +51,18 @@
 //!
 //! - Every relay is drained on start (the first [`Retriever::handle_timeout`]
 //!   is due at once), when the node comes online, and every
-//!   `poll_interval` after its last drain (or failure): a `relay_txn` with
-//!   `entry_id` 0, then with the previous entry's ID, until
-//!   `entries_queued` is false. Relays drain concurrently, each with one
-//!   request at a time. Polling drained relays too matters: a sender that
+//!   `poll_interval` after its last drain (or failure): with the batch
+//!   drain (this project's extension: up to 100 entries a request, each
+//!   request acknowledging every entry finished since the last), until a
+//!   request hands out nothing; a relay that answers it 404 or 405 (a
+//!   Dendrite relay) is drained with `relay_txn` from then on: `entry_id`
+//!   0, then the previous entry's ID, until `entries_queued` is false.
+//!   Relays drain concurrently, each with one request at a time, and the
+//!   entries of a batch are handed over one after the other. Polling drained relays too matters: a sender that
 //!   missed this node once while it was online leaves its transaction on a
 //!   relay, and nothing else would fetch it before the next online event.
 //! - A transaction is handed over with [`Output::Deliver`]; its entry is
-//!   acknowledged (by the next `relay_txn` of that relay) only after
+//!   acknowledged (by the next request to that relay) only after
 //!   [`Retriever::handle_processed`] and after its de-duplication record was
 //!   persisted, so a crash in between re-delivers, and the persisted window
 //!   drops the copy.

@@ -1,6 +1,7 @@
 //! The retriever on virtual time: the drain loop, acknowledgements,
 //! de-duplication, crashes and the window.
 
+mod batch;
 mod faults;
 mod prop;
 mod sim;

@@ -43,6 +43,93 @@ pub(super) fn relay_txn_request(
     })
 }
 
+/// The batch drain request of `us` to `relay` (this project's
+/// extension), acknowledging `acks` and asking for as many entries as the
+/// relay hands out at once.
+pub(super) fn relay_txns_request(
+    us: &ServerName,
+    key: &SigningKey,
+    relay: &ServerName,
+    acks: &[EntryId],
+) -> Result<OutgoingRequest, CanonicalJsonError> {
+    let user = format!("@user:{}", us.as_str());
+    let target = crate::request::relay_txns_path(&percent_encode_segment(&user));
+    let ids: Vec<u64> = acks.iter().map(|e| e.0).collect();
+    let content = serde_json::json!({ "ack": ids });
+    let authorization = sign_request(key, us, relay, "POST", &target, Some(&content))?;
+    Ok(OutgoingRequest {
+        server: relay.clone(),
+        method: "POST",
+        target,
+        authorization,
+        body: content.to_string().into_bytes(),
+        // 100 entries of at most 1 MiB past the first (itself at most a
+        // request body) and the envelope: the relay's bounds.
+        max_response_bytes: BATCH_MAX_RESPONSE_BYTES,
+    })
+}
+
+/// The most a batch drain answer may take: the relay's bound on the
+/// entries past the first (1 MiB), the first (up to a 4 MiB body), and
+/// room for the envelope.
+const BATCH_MAX_RESPONSE_BYTES: usize = 6 << 20;
+
+/// A well-formed batch drain answer: the entries in order. Whether more
+/// are queued does not matter: the next request, which carries their
+/// acknowledgements, asks.
+#[derive(Debug)]
+pub(super) struct Batch {
+    pub(super) entries: Vec<Entry>,
+}
+
+/// The batch answer's fields.
+#[derive(Deserialize)]
+struct WireBatch<'a> {
+    #[serde(borrow, default)]
+    transactions: Option<Vec<WireAnswer<'a>>>,
+    #[serde(default)]
+    entries_queued: Option<Value>,
+}
+
+/// Whether `outcome` says the relay lacks the batch drain (404 or 405):
+/// a Dendrite relay.
+pub(super) fn lacks_batch(outcome: &HttpOutcome) -> bool {
+    matches!(
+        outcome,
+        HttpOutcome::Response {
+            status: 404 | 405,
+            ..
+        }
+    )
+}
+
+/// Checks how a batch drain request ended; each entry as
+/// [`parse_answer`] checks one.
+pub(super) fn parse_batch(outcome: &HttpOutcome) -> Result<Batch, Failure> {
+    let body = match outcome {
+        HttpOutcome::Response {
+            status: 200, body, ..
+        } => body,
+        other => return Err(Failure::Request(other.describe())),
+    };
+    let malformed = |what: &str| Failure::Malformed(what.to_owned());
+    let wire: WireBatch<'_> = serde_json::from_slice(body)
+        .map_err(|e| Failure::Malformed(format!("not a batch drain answer: {e}")))?;
+    let more = match wire.entries_queued {
+        Some(Value::Bool(b)) => b,
+        Some(_) => return Err(malformed("entries_queued is not a boolean")),
+        None => return Err(malformed("entries_queued is missing")),
+    };
+    let list = wire
+        .transactions
+        .ok_or_else(|| malformed("transactions is missing"))?;
+    if more && list.is_empty() {
+        return Err(malformed("entries_queued is true but no transaction came"));
+    }
+    let entries = list.into_iter().map(entry).collect::<Result<Vec<_>, _>>()?;
+    Ok(Batch { entries })
+}
+
 /// A well-formed `relay_txn` answer.
 #[derive(Debug)]
 pub(super) enum Answer {
@@ -119,6 +206,12 @@ pub(super) fn parse_answer(outcome: &HttpOutcome) -> Result<Answer, Failure> {
         Some(_) => return Err(malformed("entries_queued is not a boolean")),
         None => return Err(malformed("entries_queued is missing")),
     }
+    entry(wire).map(Answer::Entry)
+}
+
+/// One handed-out entry: `entry_id`, `transaction` and `txn_id` checked.
+fn entry(wire: WireAnswer<'_>) -> Result<Entry, Failure> {
+    let malformed = |what: &str| Failure::Malformed(what.to_owned());
     let entry_id = match wire.entry_id.as_ref().map(Value::as_u64) {
         Some(Some(id)) if (1..=MAX_SAFE_INTEGER.unsigned_abs()).contains(&id) => EntryId(id),
         Some(_) => return Err(malformed("entry_id is not an integer in 1..=2^53-1")),
@@ -160,14 +253,14 @@ pub(super) fn parse_answer(outcome: &HttpOutcome) -> Result<Answer, Failure> {
             vec![DedupeKey::Digest(content), DedupeKey::TxnDigest(content)],
         ),
     };
-    Ok(Answer::Entry(Entry {
+    Ok(Entry {
         entry_id,
         origin,
         txn_id,
         transaction: raw.get().as_bytes().to_vec(),
         keys,
         lookup,
-    }))
+    })
 }
 
 /// SHA-256 of `bytes`.

@@ -254,11 +254,15 @@ impl Network {
         self.flights.len()
     }
 
-    /// Requests on their way other than retrievers' `GET relay_txn` polls.
+    /// Requests on their way other than retrievers' polls (`relay_txn`
+    /// and the batch drain).
     pub fn in_flight_but_polls(&self) -> usize {
         self.flights
             .values()
-            .filter(|f| f.request.method != "GET")
+            .filter(|f| {
+                let target = &f.request.target;
+                !(target.contains("/relay_txn/") || target.contains("/relay_txns/"))
+            })
             .count()
     }
 }

@@ -36,6 +36,15 @@ pub enum Effect {
         /// The entry handed out.
         next: Option<EntryId>,
     },
+    /// A batch drain acknowledged `acks` and handed out `handed`.
+    FetchedBatch {
+        /// Whose queue.
+        destination: ServerName,
+        /// The entries acknowledged (listed; some may have been gone).
+        acks: Vec<EntryId>,
+        /// The entries handed out, in order.
+        handed: Vec<EntryId>,
+    },
     /// Nothing stored or read (an error answer, or a `send_relay` of a
     /// transaction acknowledged already).
     None,
@@ -141,8 +150,24 @@ impl RelayHost {
                     }
                     self.machine.handle_fetched(now, op, result);
                 }
-                Output::FetchBatch { .. } => {
-                    panic!("the simulated nodes drain with relay_txn, one entry a request")
+                Output::FetchBatch {
+                    op,
+                    destination,
+                    acks,
+                    take,
+                    expired_before,
+                } => {
+                    let result =
+                        self.store
+                            .ack_and_next_batch(&destination, &acks, take, expired_before);
+                    if let Ok(batch) = &result {
+                        effect = Effect::FetchedBatch {
+                            destination,
+                            acks: acks.iter().map(|a| a.entry_id).collect(),
+                            handed: batch.entries.iter().map(|e| e.entry_id).collect(),
+                        };
+                    }
+                    self.machine.handle_fetched_batch(now, op, result);
                 }
                 Output::FetchKeys { op, check, .. } => {
                     // Keys are pinned, and fetching is off: never asked.

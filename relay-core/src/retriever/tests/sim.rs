@@ -56,6 +56,15 @@ pub(crate) fn entry(entry_id: u64, transaction: &Value, txn_id: Option<&str>) ->
     ok(body.to_string())
 }
 
+/// A 404, as a relay without the batch drain answers it.
+pub(crate) fn not_found() -> HttpOutcome {
+    HttpOutcome::Response {
+        status: 404,
+        body: br#"{"errcode":"M_UNRECOGNIZED","error":"unrecognized request"}"#.to_vec(),
+        retry_after: None,
+    }
+}
+
 /// A relay's answer when nothing is queued.
 pub(crate) fn empty() -> HttpOutcome {
     ok(
@@ -133,10 +142,13 @@ pub(crate) fn events(outputs: &[Output]) -> Vec<Event> {
         .collect()
 }
 
-/// A retriever on virtual time.
+/// A retriever on virtual time. Unless `batch`, its relays lack the batch
+/// drain: [`Node::drain`] answers each batch request 404, as a Dendrite
+/// relay does, and returns what follows (its `relay_txn`s).
 pub(crate) struct Node {
     pub(crate) r: Retriever,
     pub(crate) now: Instant,
+    pub(crate) batch: bool,
 }
 
 impl Node {
@@ -155,12 +167,35 @@ impl Node {
         let mut r = Retriever::restore(config, [7; 32], seen);
         r.set_relays(now, relays.iter().map(|s| name(s)).collect());
         r.handle_timeout(now);
-        Self { r, now }
+        Self {
+            r,
+            now,
+            batch: false,
+        }
     }
 
-    /// Everything queued.
+    /// A fresh node with `relays` that have the batch drain.
+    pub(crate) fn batching(config: RetrieverConfig, relays: &[&str]) -> Self {
+        Self {
+            batch: true,
+            ..Self::new(config, relays)
+        }
+    }
+
+    /// Everything queued (batch requests answered 404 unless `batch`).
     pub(crate) fn drain(&mut self) -> Vec<Output> {
-        std::iter::from_fn(|| self.r.poll_output()).collect()
+        let mut out = Vec::new();
+        while let Some(output) = self.r.poll_output() {
+            match output {
+                Output::Transmit {
+                    attempt, request, ..
+                } if !self.batch && request.method == "POST" => {
+                    self.r.handle_response(self.now, attempt, not_found());
+                }
+                other => out.push(other),
+            }
+        }
+        out
     }
 
     /// Moves the clock on by `secs` and handles the timeout.
@@ -224,6 +259,9 @@ impl FakeRelay {
     /// oldest entry left.
     pub(crate) fn serve(&mut self, now: Instant, request: &OutgoingRequest) -> HttpOutcome {
         assert_eq!(request.server, self.name);
+        if self.dendrite && request.method == "POST" {
+            return not_found();
+        }
         let unix = UnixMillis(1_700_000_000_000);
         self.relay.handle_head(
             now,
@@ -271,9 +309,32 @@ impl FakeRelay {
                         retry_after: None,
                     };
                 }
-                relay::Output::Store { .. } | relay::Output::FetchBatch { .. } => {
-                    panic!("a relay_txn stores nothing and fetches one")
+                relay::Output::FetchBatch {
+                    op,
+                    destination,
+                    acks,
+                    take,
+                    ..
+                } => {
+                    assert_eq!(destination, name(NODE));
+                    let mut acked = 0;
+                    for ack in acks.iter().map(|a| a.entry_id.0) {
+                        let before = self.queue.len();
+                        self.queue.retain(|e| e.entry_id.0 != ack);
+                        acked += (before - self.queue.len()) as u64;
+                        // Every acknowledgement sent, as for relay_txn.
+                        self.acked.push(ack);
+                    }
+                    let rows = self.queue.iter().take(take.entries + 1).cloned().collect();
+                    let (entries, more) = take.cut(rows);
+                    let batch = crate::store::AckBatch {
+                        acked,
+                        entries,
+                        more,
+                    };
+                    self.relay.handle_fetched_batch(now, op, Ok(batch));
                 }
+                relay::Output::Store { .. } => panic!("a drain stores nothing"),
                 relay::Output::FetchKeys { .. } => panic!("every key is pinned"),
             }
         }
