@@ -141,7 +141,7 @@ pub(crate) fn run(runtimes: &[&str]) {
                 let mut rows = Vec::new();
                 for runtime in runtimes {
                     let rate = |cores: &str| {
-                        let puts = presign(&origin_key, &dest_keys, txns, 5, 1024);
+                        let puts = presign(&origin_key, &dest_keys, (txns, "t"), 5, 1024);
                         let relay = Relay::start(runtime, cores);
                         let pid = relay.child.id().to_string();
                         let (relay_cpu, load_cpu) = (cpu_secs(&pid), cpu_secs("self"));

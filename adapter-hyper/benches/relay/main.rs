@@ -118,6 +118,8 @@ struct Figures {
     p50: Duration,
     p99: Duration,
     fetched_per_sec: f64,
+    single_drain_per_sec: f64,
+    batch_drain_per_sec: f64,
 }
 
 /// The relay under test, on its own thread and runtime.
@@ -227,18 +229,27 @@ fn main() {
     if results.len() > 1 {
         println!();
         println!(
-            "{:<8} {:<10} {:>12} {:>10} {:>10} {:>16}",
-            "runtime", "store", "stored/s", "p50", "p99", "fetched+acked/s"
+            "{:<8} {:<10} {:>12} {:>10} {:>10} {:>16} {:>12} {:>12}",
+            "runtime",
+            "store",
+            "stored/s",
+            "p50",
+            "p99",
+            "fetched+acked/s",
+            "1-conn txn/s",
+            "1-conn batch/s"
         );
         for f in &results {
             println!(
-                "{:<8} {:<10} {:>12.0} {:>10} {:>10} {:>16.0}",
+                "{:<8} {:<10} {:>12.0} {:>10} {:>10} {:>16.0} {:>12.0} {:>12.0}",
                 f.runtime,
                 f.store,
                 f.stored_per_sec,
                 format!("{:.2?}", f.p50),
                 format!("{:.2?}", f.p99),
-                f.fetched_per_sec
+                f.fetched_per_sec,
+                f.single_drain_per_sec,
+                f.batch_drain_per_sec
             );
         }
     }
@@ -305,7 +316,7 @@ fn run(kind: &str, runtime: &str, store: Arc<dyn relay_store::QueueStore>, load:
         .build()
         .expect("client runtime");
 
-    let puts = presign(&origin_key, &dest_keys, txns, 1, pdu_bytes);
+    let puts = presign(&origin_key, &dest_keys, (txns, "t"), 1, pdu_bytes);
     let start = Instant::now();
     let mut latencies = client_rt.block_on(put_all(addr, conns, puts));
     let store_secs = start.elapsed().as_secs_f64();
@@ -358,6 +369,20 @@ fn run(kind: &str, runtime: &str, store: Arc<dyn relay_store::QueueStore>, load:
         fetched as f64 / fetch_secs
     );
 
+    let drains = client_rt.block_on(one_connection_drains(
+        addr,
+        &origin_key,
+        &dest_keys[0],
+        load,
+    ));
+    println!(
+        "drain over one connection, {} entries: relay_txn {:.0}/s, batch drain {:.0}/s ({:.1}x)",
+        env_or("BENCH_DRAIN_TXNS", 5_000),
+        drains.0,
+        drains.1,
+        drains.1 / drains.0
+    );
+
     server.stop();
     Figures {
         store: kind.to_owned(),
@@ -366,15 +391,107 @@ fn run(kind: &str, runtime: &str, store: Arc<dyn relay_store::QueueStore>, load:
         p50,
         p99,
         fetched_per_sec: fetched as f64 / fetch_secs,
+        single_drain_per_sec: drains.0,
+        batch_drain_per_sec: drains.1,
+    }
+}
+
+/// Queues `BENCH_DRAIN_TXNS` entries for one destination and drains them
+/// over one connection with `relay_txn`, then as many again with the batch
+/// drain; entries per second of each.
+async fn one_connection_drains(
+    addr: SocketAddr,
+    origin_key: &SigningKey,
+    (dest, key): &(ServerName, SigningKey),
+    load: Load,
+) -> (f64, f64) {
+    let n = env_or("BENCH_DRAIN_TXNS", 5_000);
+    let relay = name("relay.example");
+    let one = [(dest.clone(), key.clone())];
+    let mut rates = [0.0; 2];
+    for (round, rate) in rates.iter_mut().enumerate() {
+        let prefix = format!("d{round}-");
+        put_all(
+            addr,
+            load.conns,
+            presign(origin_key, &one, (n, &prefix), 1, load.pdu_bytes),
+        )
+        .await;
+        let mut client = Client::connect(addr).await;
+        let start = Instant::now();
+        let got = if round == 0 {
+            drain_single(&mut client, &relay, dest, key).await
+        } else {
+            drain_batch(&mut client, &relay, dest, key).await
+        };
+        *rate = got as f64 / start.elapsed().as_secs_f64();
+        assert_eq!(got, n, "every queued entry drained once");
+    }
+    (rates[0], rates[1])
+}
+
+/// Drains `dest`'s queue with `relay_txn`, one entry a round trip.
+async fn drain_single(
+    client: &mut Client,
+    relay: &ServerName,
+    dest: &ServerName,
+    key: &SigningKey,
+) -> usize {
+    let target = format!("/_matrix/federation/v1/relay_txn/@u:{dest}");
+    let (mut entry_id, mut got) = (0u64, 0);
+    loop {
+        let body = json!({ "entry_id": entry_id });
+        let auth = sign_request(key, dest, relay, "GET", &target, Some(&body)).expect("sign");
+        let (status, resp) = client
+            .send("GET", &target, &auth, body.to_string().into_bytes())
+            .await;
+        assert_eq!(status, 200, "{}", String::from_utf8_lossy(&resp));
+        let v: Value = serde_json::from_slice(&resp).expect("json");
+        if v["entries_queued"] != true {
+            return got;
+        }
+        got += 1;
+        entry_id = v["entry_id"].as_u64().expect("entry_id");
+    }
+}
+
+/// Drains `dest`'s queue with the batch drain, acknowledging each batch
+/// with the next request.
+async fn drain_batch(
+    client: &mut Client,
+    relay: &ServerName,
+    dest: &ServerName,
+    key: &SigningKey,
+) -> usize {
+    let target = relay_core::request::relay_txns_path(&format!("@u:{dest}"));
+    let (mut acks, mut got) = (Vec::<u64>::new(), 0);
+    loop {
+        let body = json!({ "ack": acks });
+        let auth = sign_request(key, dest, relay, "POST", &target, Some(&body)).expect("sign");
+        let (status, resp) = client
+            .send("POST", &target, &auth, body.to_string().into_bytes())
+            .await;
+        assert_eq!(status, 200, "{}", String::from_utf8_lossy(&resp));
+        let v: Value = serde_json::from_slice(&resp).expect("json");
+        let list = v["transactions"].as_array().expect("transactions");
+        if list.is_empty() {
+            return got;
+        }
+        got += list.len();
+        acks = list
+            .iter()
+            .map(|e| e["entry_id"].as_u64().expect("entry_id"))
+            .collect();
     }
 }
 
 /// `txns` PUTs of `pdus` PDUs of about `pdu_bytes` each, round-robin over
-/// `dest_keys`, signed by `origin.example` with `origin_key`.
+/// `dest_keys`, signed by `origin.example` with `origin_key`; txn IDs
+/// `{prefix}{i}`.
 fn presign(
     origin_key: &SigningKey,
     dest_keys: &[(ServerName, SigningKey)],
-    txns: usize,
+    (txns, prefix): (usize, &str),
     pdus: usize,
     pdu_bytes: usize,
 ) -> Arc<Vec<(String, String, Vec<u8>)>> {
@@ -386,7 +503,7 @@ fn presign(
         (0..txns)
             .map(|i| {
                 let (dest, _) = &dest_keys[i % dest_keys.len()];
-                let target = format!("/_matrix/federation/v1/send_relay/t{i}/@u:{dest}");
+                let target = format!("/_matrix/federation/v1/send_relay/{prefix}{i}/@u:{dest}");
                 let body = json!({"origin": "origin.example", "origin_server_ts": i, "pdus": pdus, "edus": []});
                 let auth = sign_request(origin_key, &origin, &relay, "PUT", &target, Some(&body))
                     .expect("sign");
