@@ -6,6 +6,7 @@
 use relay_tests::api::{Pulled, drain, markers, percent_encode, pull_one, store};
 use relay_tests::*;
 use serde_json::{Value, json};
+use std::time::{Duration, Instant};
 
 const ALICE: &str = "@alice:dest.example";
 
@@ -140,4 +141,78 @@ fn only_the_destination_may_batch_and_bad_bodies_are_refused() {
         .assert_error(405, "M_UNRECOGNIZED");
     // Nothing of that acknowledged anything.
     assert_eq!(markers(&drain(&relay, &dest, ALICE)), ["m0"]);
+}
+
+/// A long-poll (`timeout_ms`) sent from another thread: its answer, and
+/// how long it took.
+fn long_poll_in_background(
+    relay: &RelayProcess,
+    dest: &Server,
+    timeout_ms: u64,
+) -> std::thread::JoinHandle<(HttpResponse, Duration)> {
+    let target = relay_core::request::relay_txns_path(&percent_encode(ALICE));
+    let body = serde_json::to_vec(&json!({ "timeout_ms": timeout_ms })).expect("body");
+    let request = signed_request(dest, relay.server_name(), "POST", &target, &body);
+    let addr = relay.addr();
+    std::thread::spawn(move || {
+        let start = Instant::now();
+        let resp = request.send(addr);
+        (resp, start.elapsed())
+    })
+}
+
+#[test]
+fn a_long_poll_answers_as_soon_as_an_entry_is_stored_and_empty_at_its_timeout() {
+    let origin = Server::origin_example();
+    let dest = Server::named(DEST_NAME);
+    let relay = relay_for(&origin, &dest);
+    let waiting = long_poll_in_background(&relay, &dest, 20_000);
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(!waiting.is_finished(), "an empty queue is waited on");
+    store(&relay, &origin, "t0", ALICE, "m0");
+    let (resp, took) = waiting.join().expect("long-poll thread");
+    let (got, _) = entries(&resp);
+    assert_eq!(markers(&got), ["m0"]);
+    assert!(
+        took < Duration::from_secs(10),
+        "answered when the entry came, not at the 20 s timeout ({took:?})"
+    );
+    // Nothing comes: an empty answer at the timeout.
+    let (resp, took) = long_poll_in_background(&relay, &dest, 600)
+        .join()
+        .expect("long-poll thread");
+    let (got, _) = entries(&resp);
+    assert_eq!(markers(&got), ["m0"], "the unacknowledged entry, at once");
+    assert!(took < Duration::from_secs(10));
+    let acks: Vec<u64> = ids(&got);
+    batch(&relay, &dest, &json!({ "ack": acks })).ok_json();
+    let (resp, took) = long_poll_in_background(&relay, &dest, 600)
+        .join()
+        .expect("long-poll thread");
+    let (got, more) = entries(&resp);
+    assert!(got.is_empty() && !more);
+    assert!(
+        took >= Duration::from_millis(600),
+        "answered after {took:?}"
+    );
+}
+
+#[test]
+fn shutdown_answers_waiting_long_polls_at_once() {
+    let origin = Server::origin_example();
+    let dest = Server::named(DEST_NAME);
+    let mut relay = relay_for(&origin, &dest);
+    let waiting = long_poll_in_background(&relay, &dest, 50_000);
+    std::thread::sleep(Duration::from_millis(300));
+    let stop = Instant::now();
+    let status = relay.terminate();
+    assert!(status.success(), "{status:?}");
+    let (resp, _) = waiting.join().expect("long-poll thread");
+    let (got, more) = entries(&resp);
+    assert!(got.is_empty() && !more);
+    assert!(
+        stop.elapsed() < Duration::from_secs(20),
+        "the relay waited for its long-poll ({:?})",
+        stop.elapsed()
+    );
 }

@@ -35,6 +35,8 @@ const REQUEST_QUEUE: usize = 256;
 enum Command {
     Head(RequestHead, oneshot::Sender<HeadReply>),
     Body(Checked, oneshot::Sender<Response>),
+    /// The server is shutting down: answer the long-polls now.
+    ReleaseWaits,
 }
 
 /// What storage and key fetches report back.
@@ -78,6 +80,11 @@ impl DriverHandle {
         let (tx, rx) = oneshot::channel();
         self.commands.send(Command::Head(head, tx)).await.ok()?;
         rx.await.ok()
+    }
+
+    /// Has the machine answer every long-poll at once (shutdown).
+    pub(crate) async fn release_waits(&self) {
+        let _ = self.commands.send(Command::ReleaseWaits).await;
     }
 
     /// Hands over a judged body and waits for the response; `None` if the
@@ -162,6 +169,7 @@ impl<R: Runtime> Driver<R> {
                 self.waiting.insert(checked.request(), Waiting::Body(reply));
                 relay.handle_body(now, unix_now(), checked);
             }
+            Wake::Command(Some(Command::ReleaseWaits)) => relay.release_waits(now),
             Wake::Done(Completion::Stored(op, result)) => relay.handle_stored(now, op, result),
             Wake::Done(Completion::Fetched(op, result)) => relay.handle_fetched(now, op, result),
             Wake::Done(Completion::Batch(op, result)) => {

@@ -276,10 +276,17 @@ async fn serve<R: Runtime>(
     let budget = BodyBudget::new(limits.max_buffered_bytes);
     let gate = ConnectionGate::new(limits.max_connections, limits.max_connections_per_ip);
     let rt2 = rt.clone();
+    let releaser = handle.clone();
     let service = move |peer: SocketAddr, req: hyper::Request<Incoming>| {
         let (handle, rt, metrics) = (handle.clone(), rt2.clone(), metrics.clone());
         let budget = budget.clone();
         async move { Ok(handle_http(&rt, &handle, &metrics, &budget, (peer.ip(), req)).await) }
+    };
+    // At shutdown the long-polls are answered at once, so draining the
+    // connections need not wait for their deadlines.
+    let shutdown = async move {
+        shutdown.await;
+        releaser.release_waits().await;
     };
     if !accept_until(&rt, listener, tls, gate, shutdown, service).await {
         tracing::warn!("requests still in flight after {DRAIN_TIMEOUT:?}; stopping anyway");

@@ -10,7 +10,8 @@ mod envelope;
 use self::envelope::RawTransaction;
 use super::RequestId;
 use super::config::{
-    MAX_BATCH_ACKS, MAX_BATCH_BYTES, MAX_BATCH_ENTRIES, MAX_EDUS, MAX_PDU_BYTES, MAX_PDUS,
+    MAX_BATCH_ACKS, MAX_BATCH_BYTES, MAX_BATCH_ENTRIES, MAX_BATCH_WAIT_MS, MAX_EDUS, MAX_PDU_BYTES,
+    MAX_PDUS,
 };
 use crate::auth::{self, AuthError, Claimed};
 use crate::canonical;
@@ -190,12 +191,17 @@ impl BodyCheck {
                 destination,
                 batch: true,
             } => {
-                let (acks, take) = batch_request(content.as_ref())?;
+                let BatchRequest {
+                    acks,
+                    take,
+                    wait_ms,
+                } = batch_request(content.as_ref())?;
                 canonical_content(content.as_ref())?;
                 Ok(Verdict::FetchBatch {
                     destination,
                     acks,
                     take,
+                    wait_ms,
                 })
             }
         }
@@ -235,7 +241,16 @@ pub(super) enum Verdict {
         destination: ServerName,
         acks: Vec<EntryId>,
         take: Take,
+        wait_ms: u64,
     },
+}
+
+/// A batch drain's body, read.
+struct BatchRequest {
+    acks: Vec<EntryId>,
+    take: Take,
+    /// How long to wait for an entry when none is queued.
+    wait_ms: u64,
 }
 
 /// The check of a fetched key document: run [`KeyCheck::run`] on the
@@ -366,17 +381,21 @@ fn entry_id(content: Option<&Value>) -> Result<Option<EntryId>, MatrixError> {
     }
 }
 
-/// The batch drain's body: `{"ack": [N, …], "limit": N, "max_bytes": N}`,
-/// each optional (an empty body is `{}`). Entry IDs are positive, at most
-/// [`MAX_BATCH_ACKS`] of them; `limit` and `max_bytes` are lowered to the
-/// relay's bounds.
-fn batch_request(content: Option<&Value>) -> Result<(Vec<EntryId>, Take), MatrixError> {
+/// The batch drain's body: `{"ack": [N, …], "limit": N, "max_bytes": N,
+/// "timeout_ms": N}`, each optional (an empty body is `{}`). Entry IDs are
+/// positive, at most [`MAX_BATCH_ACKS`] of them; `limit`, `max_bytes` and
+/// `timeout_ms` are lowered to the relay's bounds.
+fn batch_request(content: Option<&Value>) -> Result<BatchRequest, MatrixError> {
     let mut take = Take {
         entries: MAX_BATCH_ENTRIES,
         bytes: MAX_BATCH_BYTES,
     };
     let Some(content) = content else {
-        return Ok((Vec::new(), take));
+        return Ok(BatchRequest {
+            acks: Vec::new(),
+            take,
+            wait_ms: 0,
+        });
     };
     let object = content
         .as_object()
@@ -398,6 +417,7 @@ fn batch_request(content: Option<&Value>) -> Result<(Vec<EntryId>, Take), Matrix
     if let Some(bytes) = count("max_bytes")? {
         take.bytes = bytes.min(MAX_BATCH_BYTES);
     }
+    let wait_ms = count("timeout_ms")?.unwrap_or(0).min(MAX_BATCH_WAIT_MS);
     let acks = match object.get("ack") {
         None => Vec::new(),
         Some(Value::Array(ids)) if ids.len() <= MAX_BATCH_ACKS => ids
@@ -414,7 +434,11 @@ fn batch_request(content: Option<&Value>) -> Result<(Vec<EntryId>, Take), Matrix
         }
         Some(_) => return Err(bad_json("ack must be an array of entry IDs")),
     };
-    Ok((acks, take))
+    Ok(BatchRequest {
+        acks,
+        take,
+        wait_ms,
+    })
 }
 
 #[cfg(test)]

@@ -29,6 +29,9 @@ pub const MAX_BATCH_ENTRIES: usize = 100;
 pub const MAX_BATCH_BYTES: u64 = 1 << 20;
 /// Most entry IDs one batch drain acknowledges.
 pub const MAX_BATCH_ACKS: usize = 1_000;
+/// Longest a batch drain that finds nothing may wait for an entry (its
+/// `timeout_ms`), in milliseconds.
+pub const MAX_BATCH_WAIT_MS: u64 = 60_000;
 
 /// [`RateLimits::send_relay`] by default: 50 a second, bursts of 500.
 pub const DEFAULT_SEND_RELAY_RATE: (u32, u32) = (50, 500);

@@ -76,6 +76,9 @@ mod config;
 mod handlers;
 mod keys;
 mod limits;
+mod waits;
+
+use self::waits::{Parked, Waits};
 #[cfg(test)]
 mod tests;
 
@@ -86,8 +89,8 @@ pub use check::{BodyCheck, Checked, CheckedKeys, KeyCheck};
 pub use config::{
     DEFAULT_KEY_FETCH_INTERVAL, DEFAULT_KEY_FETCH_RATE, DEFAULT_MAX_BODY_BYTES,
     DEFAULT_MAX_ENTRY_AGE_MS, DEFAULT_NEW_ORIGINS_PER_HOUR, DEFAULT_RELAY_TXN_RATE,
-    DEFAULT_SEND_RELAY_RATE, MAX_BATCH_ACKS, MAX_BATCH_BYTES, MAX_BATCH_ENTRIES, MAX_EDUS,
-    MAX_PDU_BYTES, MAX_PDUS, NEW_ORIGINS_WINDOW, RateLimits, RelayConfig, ServePolicy,
+    DEFAULT_SEND_RELAY_RATE, MAX_BATCH_ACKS, MAX_BATCH_BYTES, MAX_BATCH_ENTRIES, MAX_BATCH_WAIT_MS,
+    MAX_EDUS, MAX_PDU_BYTES, MAX_PDUS, NEW_ORIGINS_WINDOW, RateLimits, RelayConfig, ServePolicy,
 };
 pub use limits::{MAX_COUNTED_ORIGINS, MAX_FETCH_RECORDS, MAX_LIMITED_ADDRESSES};
 
@@ -156,7 +159,7 @@ impl Response {
 
 /// Names a request the machine is answering; it comes back in
 /// [`Output::Respond`]. Only the machine makes these.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct RequestId(u64);
 
 /// Names a storage operation; echo it in `handle_stored` / `handle_fetched`.
@@ -242,22 +245,46 @@ pub enum Output {
     },
 }
 
+/// How a batch drain that finds nothing waits for an entry.
+#[derive(Debug, Clone)]
+struct Wait {
+    destination: ServerName,
+    take: Take,
+    expired_before: UnixMillis,
+    deadline: Instant,
+}
+
 /// What an operation is waiting for.
 #[derive(Debug)]
 // States are named for what they wait for.
 #[allow(clippy::enum_variant_names)]
 enum PendingOp {
-    AwaitingStore { request: RequestId },
-    AwaitingFetch { request: RequestId },
-    AwaitingBatch { request: RequestId },
-    AwaitingKeys { server: ServerName },
+    AwaitingStore {
+        request: RequestId,
+        destination: ServerName,
+    },
+    AwaitingFetch {
+        request: RequestId,
+    },
+    AwaitingBatch {
+        request: RequestId,
+        /// Whether, and until when, it waits for an entry if none is
+        /// queued.
+        wait: Option<Wait>,
+    },
+    AwaitingKeys {
+        server: ServerName,
+    },
 }
 
 impl PendingOp {
-    /// The request a store answers.
-    fn stored(&self) -> Option<RequestId> {
+    /// The request a store answers, and the destination it stores for.
+    fn stored(&self) -> Option<(RequestId, ServerName)> {
         match self {
-            Self::AwaitingStore { request } => Some(*request),
+            Self::AwaitingStore {
+                request,
+                destination,
+            } => Some((*request, destination.clone())),
             _ => None,
         }
     }
@@ -270,10 +297,10 @@ impl PendingOp {
         }
     }
 
-    /// The request a batch fetch answers.
-    fn batch_fetched(&self) -> Option<RequestId> {
+    /// The request a batch fetch answers, and how it may wait.
+    fn batch_fetched(&self) -> Option<(RequestId, Option<Wait>)> {
         match self {
-            Self::AwaitingBatch { request } => Some(*request),
+            Self::AwaitingBatch { request, wait } => Some((*request, wait.clone())),
             _ => None,
         }
     }
@@ -311,6 +338,8 @@ pub struct Relay {
     held_bytes: usize,
     /// Rate limits, and when each origin's keys were last fetched.
     limits: Limits,
+    /// Long-polls waiting for an entry.
+    waits: Waits,
     outputs: Outputs<Output>,
     ids: IdCounter,
     last_now: LastNow,
@@ -327,6 +356,7 @@ impl Relay {
             awaiting_keys: HashMap::new(),
             held: 0,
             held_bytes: 0,
+            waits: Waits::default(),
             outputs: Outputs::default(),
             ids: IdCounter::default(),
             last_now: LastNow::default(),
@@ -362,7 +392,7 @@ impl Relay {
     /// Takes the judged body of [`Output::ReadBody`]; its request's
     /// response follows, at once or after the storage operation it needs.
     pub fn handle_body(&mut self, now: Instant, unix: UnixMillis, checked: Checked) {
-        self.last_now.advance(now);
+        let now = self.last_now.advance(now);
         let Checked { request, verdict } = checked;
         match verdict {
             Verdict::Refused(e) => self.respond(request, Response::error(&e)),
@@ -373,8 +403,13 @@ impl Relay {
                 transaction,
             } => {
                 let op = OpId(self.fresh_id());
-                self.pending
-                    .insert(op, PendingOp::AwaitingStore { request });
+                self.pending.insert(
+                    op,
+                    PendingOp::AwaitingStore {
+                        request,
+                        destination: destination.clone(),
+                    },
+                );
                 let entry = NewEntry {
                     origin,
                     destination,
@@ -408,10 +443,8 @@ impl Relay {
                 destination,
                 acks,
                 take,
+                wait_ms,
             } => {
-                let op = OpId(self.fresh_id());
-                self.pending
-                    .insert(op, PendingOp::AwaitingBatch { request });
                 let keys = self.config.quota.acked;
                 let acks = acks
                     .into_iter()
@@ -421,13 +454,13 @@ impl Relay {
                         keys,
                     })
                     .collect();
-                self.outputs.push(Output::FetchBatch {
-                    op,
-                    destination,
-                    acks,
+                let wait = (wait_ms > 0).then(|| Wait {
+                    destination: destination.clone(),
                     take,
                     expired_before: self.config.expired_before(unix),
+                    deadline: now + std::time::Duration::from_millis(wait_ms),
                 });
+                self.fetch_batch(request, acks, wait, (destination, take, unix));
             }
         }
     }
@@ -467,9 +500,20 @@ impl Relay {
         result: Result<InsertOutcome, StoreError>,
     ) {
         self.last_now.advance(now);
-        let Some(request) = self.take_pending(op, PendingOp::stored) else {
+        let Some((request, destination)) = self.take_pending(op, PendingOp::stored) else {
             return;
         };
+        if matches!(result, Ok(InsertOutcome::Stored(_))) {
+            for parked in self.waits.wake(&destination) {
+                let wait = Wait {
+                    destination: parked.destination,
+                    take: parked.take,
+                    expired_before: parked.expired_before,
+                    deadline: parked.deadline,
+                };
+                self.refetch(parked.request, wait);
+            }
+        }
         self.respond(request, handlers::stored_response(result));
     }
 
@@ -496,16 +540,85 @@ impl Relay {
         op: OpId,
         result: Result<AckBatch, StoreError>,
     ) {
-        self.last_now.advance(now);
-        let Some(request) = self.take_pending(op, PendingOp::batch_fetched) else {
+        let now = self.last_now.advance(now);
+        let Some((request, wait)) = self.take_pending(op, PendingOp::batch_fetched) else {
             return;
         };
-        self.respond(request, handlers::batch_response(result));
+        match (wait, &result) {
+            (Some(wait), Ok(batch)) if batch.entries.is_empty() && wait.deadline > now => {
+                self.waits.park(Parked {
+                    request,
+                    destination: wait.destination,
+                    take: wait.take,
+                    expired_before: wait.expired_before,
+                    deadline: wait.deadline,
+                });
+            }
+            _ => self.respond(request, handlers::batch_response(result)),
+        }
     }
 
-    /// The relay keeps no timers; this only records `now`.
+    /// Answers the long-polls whose time is up: nothing came.
     pub fn handle_timeout(&mut self, now: Instant) {
+        let now = self.last_now.advance(now);
+        for request in self.waits.expired(now) {
+            self.respond(request, handlers::batch_response(Ok(AckBatch::default())));
+        }
+    }
+
+    /// Answers every long-poll at once (nothing came): the server is
+    /// shutting down.
+    pub fn release_waits(&mut self, now: Instant) {
         self.last_now.advance(now);
+        for request in self.waits.all() {
+            self.respond(request, handlers::batch_response(Ok(AckBatch::default())));
+        }
+    }
+
+    /// How many long-polls wait for an entry.
+    pub fn waiting(&self) -> usize {
+        self.waits.len()
+    }
+
+    /// Issues the batch fetch of `request`.
+    fn fetch_batch(
+        &mut self,
+        request: RequestId,
+        acks: Vec<Ack>,
+        wait: Option<Wait>,
+        (destination, take, unix): (ServerName, Take, UnixMillis),
+    ) {
+        let op = OpId(self.fresh_id());
+        self.pending
+            .insert(op, PendingOp::AwaitingBatch { request, wait });
+        self.outputs.push(Output::FetchBatch {
+            op,
+            destination,
+            acks,
+            take,
+            expired_before: self.config.expired_before(unix),
+        });
+    }
+
+    /// Fetches again for a long-poll an entry of its destination woke.
+    fn refetch(&mut self, request: RequestId, wait: Wait) {
+        let op = OpId(self.fresh_id());
+        let (destination, take, expired_before) =
+            (wait.destination.clone(), wait.take, wait.expired_before);
+        self.pending.insert(
+            op,
+            PendingOp::AwaitingBatch {
+                request,
+                wait: Some(wait),
+            },
+        );
+        self.outputs.push(Output::FetchBatch {
+            op,
+            destination,
+            acks: Vec::new(),
+            take,
+            expired_before,
+        });
     }
 
     /// The next thing to do, if any.
@@ -514,9 +627,11 @@ impl Relay {
     }
 
     /// When to call [`Relay::handle_timeout`]: the last `now` while output
-    /// is waiting, so no driver sleeps on pending work; otherwise never.
+    /// is waiting, so no driver sleeps on pending work; otherwise the
+    /// earliest deadline of a long-poll, if any.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        self.outputs.timeout(self.last_now, || None)
+        self.outputs
+            .timeout(self.last_now, || self.waits.next_deadline())
     }
 
     /// Storage operations issued and not yet reported back.

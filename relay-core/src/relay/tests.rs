@@ -1135,3 +1135,113 @@ fn batch_drain_answers_with_the_entries_verbatim_in_order() {
     );
     assert_eq!(relay.pending_ops(), 0);
 }
+
+/// A batch drain by dest.example with `body`, answered by the store with
+/// nothing queued; what follows.
+fn long_poll(relay: &mut Relay, body: &str) -> Vec<Output> {
+    let (_, outputs) = run(
+        relay,
+        batch_post("%40bob%3Adest.example", "dest.example", &key_for(2), body),
+    );
+    let [Output::FetchBatch { op, .. }] = outputs.as_slice() else {
+        panic!("expected a batch fetch, got {outputs:?}");
+    };
+    relay.handle_fetched_batch(epoch(), *op, Ok(crate::store::AckBatch::default()));
+    std::iter::from_fn(|| relay.poll_output()).collect()
+}
+
+const EMPTY_BATCH: &str = r#"{"transactions":[],"entries_queued":false}"#;
+
+#[test]
+fn a_long_poll_waits_until_an_entry_of_its_destination_is_stored() {
+    let mut c = config();
+    c.serve = ServePolicy::Open;
+    let mut relay = Relay::new(c);
+    assert!(
+        long_poll(&mut relay, r#"{"timeout_ms":5000}"#).is_empty(),
+        "parked"
+    );
+    assert_eq!(relay.waiting(), 1);
+    assert_eq!(
+        relay.poll_timeout(),
+        Some(epoch() + std::time::Duration::from_secs(5))
+    );
+    // An entry for another destination wakes nothing.
+    let (_, outputs) = run(&mut relay, put("t", "@a:other.example", TXN));
+    let Some(Output::Store { op, .. }) = outputs.into_iter().next() else {
+        panic!("no store");
+    };
+    relay.handle_stored(epoch(), op, Ok(InsertOutcome::Stored(EntryId(1))));
+    let outputs: Vec<Output> = std::iter::from_fn(|| relay.poll_output()).collect();
+    assert!(matches!(outputs.as_slice(), [Output::Respond { .. }]));
+    assert_eq!(relay.waiting(), 1);
+    // One for it: the long-poll fetches again, without acks, and answers.
+    let (_, outputs) = run(&mut relay, put("t", "@a:dest.example", TXN));
+    let Some(Output::Store { op, .. }) = outputs.into_iter().next() else {
+        panic!("no store");
+    };
+    relay.handle_stored(epoch(), op, Ok(InsertOutcome::Stored(EntryId(2))));
+    let outputs: Vec<Output> = std::iter::from_fn(|| relay.poll_output()).collect();
+    let fetch = outputs
+        .iter()
+        .find_map(|o| match o {
+            Output::FetchBatch {
+                op,
+                destination,
+                acks,
+                ..
+            } => Some((*op, destination.clone(), acks.len())),
+            _ => None,
+        })
+        .expect("a fetch again");
+    assert_eq!((fetch.1, fetch.2), (name("dest.example"), 0));
+    assert_eq!(relay.waiting(), 0);
+    let entry = QueuedEntry {
+        entry_id: EntryId(2),
+        origin: name("origin.example"),
+        txn_id: crate::id::TxnId::parse("t").unwrap(),
+        transaction: br#"{"origin":"origin.example"}"#.to_vec(),
+    };
+    let batch = crate::store::AckBatch {
+        acked: 0,
+        entries: vec![entry],
+        more: false,
+    };
+    relay.handle_fetched_batch(epoch(), fetch.0, Ok(batch));
+    let response = only_response(relay.poll_output().into_iter().collect());
+    assert!(
+        String::from_utf8(response.body)
+            .unwrap()
+            .contains(r#""entry_id":2"#)
+    );
+    assert_eq!(relay.poll_timeout(), None, "nothing waits");
+}
+
+#[test]
+fn a_long_poll_answers_empty_at_its_deadline_or_at_shutdown() {
+    let mut relay = Relay::new(config());
+    // Asked for 10 minutes: waits at most the relay's bound.
+    assert!(long_poll(&mut relay, r#"{"timeout_ms":600000}"#).is_empty());
+    let deadline = epoch() + std::time::Duration::from_millis(crate::relay::MAX_BATCH_WAIT_MS);
+    assert_eq!(relay.poll_timeout(), Some(deadline));
+    relay.handle_timeout(deadline - std::time::Duration::from_millis(1));
+    assert!(relay.poll_output().is_none(), "not yet");
+    relay.handle_timeout(deadline);
+    let response = only_response(relay.poll_output().into_iter().collect());
+    assert_eq!(std::str::from_utf8(&response.body).unwrap(), EMPTY_BATCH);
+    // Shutdown answers every waiting one at once (a clock read late
+    // never goes back: their deadlines count from the last one).
+    assert!(long_poll(&mut relay, r#"{"timeout_ms":5000}"#).is_empty());
+    assert!(long_poll(&mut relay, r#"{"timeout_ms":5000}"#).is_empty());
+    assert_eq!(
+        relay.poll_timeout(),
+        Some(deadline + std::time::Duration::from_secs(5))
+    );
+    relay.release_waits(deadline);
+    let responses: Vec<Output> = std::iter::from_fn(|| relay.poll_output()).collect();
+    assert_eq!(responses.len(), 2);
+    assert_eq!(relay.waiting(), 0);
+    // Without timeout_ms an empty queue is answered at once.
+    let outputs = long_poll(&mut relay, "{}");
+    assert_eq!(outputs.len(), 1, "{outputs:?}");
+}
