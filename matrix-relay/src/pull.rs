@@ -1,5 +1,6 @@
 //! `matrix-relay pull`: drain every relay once, as the node's retriever
-//! does, printing each transaction once.
+//! does, printing each transaction once; with `--follow`, keep
+//! long-polling them until interrupted.
 
 use std::collections::HashSet;
 use std::io::Write;
@@ -37,9 +38,15 @@ pub(crate) struct PullArgs {
     resolve: Vec<String>,
     #[command(flatten)]
     net: crate::net::NetArgs,
-    /// Time limit of each request, in milliseconds.
+    /// Time limit of each request, in milliseconds (with `--follow`, on top
+    /// of the relay's wait).
     #[arg(long, default_value_t = 10_000)]
     timeout_ms: u64,
+    /// Keep going: long-poll every relay that has the batch drain (poll
+    /// the others every 30 s) and print each transaction as it arrives,
+    /// until interrupted.
+    #[arg(long)]
+    follow: bool,
     /// Which adapter drives the core.
     #[arg(long, value_enum, default_value_t)]
     runtime: crate::Runtime,
@@ -60,21 +67,32 @@ pub(crate) fn pull(args: PullArgs) -> Result<bool, String> {
     let signing_key = keys::read(&args.signing_key)?;
     let mut seed = [0u8; 32];
     getrandom::fill(&mut seed).map_err(|e| format!("no randomness from the OS: {e}"))?;
-    let machine = Retriever::new(RetrieverConfig::new(name, signing_key), seed);
-    let timeout = Duration::from_millis(args.timeout_ms);
+    let mut config = RetrieverConfig::new(name, signing_key);
+    let mut timeout = Duration::from_millis(args.timeout_ms);
+    if args.follow {
+        config.long_poll = Some(FOLLOW_WAIT);
+        timeout += FOLLOW_WAIT;
+    }
+    let machine = Retriever::new(config, seed);
+    let follow = args.follow;
     let all_drained = on_runtime!(args.runtime, |rt| async move {
         let client = HttpClient::with_options(rt, resolver, timeout, client_options)
             .map_err(|e| format!("--tls-ca: {e}"))?;
-        Ok::<_, String>(drain(client, machine, relays).await)
+        Ok::<_, String>(drain(client, machine, relays, follow).await)
     })??;
     Ok(all_drained)
 }
 
-/// Drains every relay once; `true` when all were drained.
+/// How long a relay is asked to wait for an entry with `--follow`.
+const FOLLOW_WAIT: Duration = Duration::from_secs(25);
+
+/// Drains every relay once (with `follow`, until interrupted); `true`
+/// when all were drained.
 async fn drain<R: Runtime>(
     client: HttpClient<R>,
     mut machine: Retriever,
     relays: Vec<ServerName>,
+    follow: bool,
 ) -> bool {
     machine.set_relays(relay_core::Instant::now(), relays.clone());
     // One run remembers what it printed only as long as it runs.
@@ -82,7 +100,7 @@ async fn drain<R: Runtime>(
     let (handle, received, _task) = adapter_http::retriever::spawn(machine, client, store);
     let mut pending: HashSet<ServerName> = relays.into_iter().collect();
     let mut failed = false;
-    while !pending.is_empty() {
+    while follow || !pending.is_empty() {
         let Ok(item) = received.recv().await else {
             break;
         };
@@ -110,6 +128,7 @@ async fn drain<R: Runtime>(
             }
             Received::Event(Event::RelayFailed { relay, error, .. }) => {
                 eprintln!("matrix-relay: relay {relay}: {error}");
+                // Following, it is retried with backoff.
                 failed |= pending.remove(&relay);
             }
             Received::Event(Event::Malformed { relay, error }) => {

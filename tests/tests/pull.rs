@@ -372,3 +372,51 @@ fn prints_pdus_as_received_on_one_line() {
     let (_, origin, txn_id, _) = fields(&out.json_lines()[0]);
     assert_eq!((origin.as_str(), txn_id.as_str()), ("o1.example", "raw"));
 }
+
+#[test]
+fn follow_prints_each_transaction_as_it_is_stored_until_interrupted() {
+    let (o1, _) = origins();
+    let (node, b) = node_b();
+    let relay = RelayProcess::standard(&[&o1, &b]);
+    let alice = b.user("alice");
+    store(&relay, &o1, "t1", &alice, "before");
+    let out_path = node.dir().join("follow.out");
+    let mut child = std::process::Command::new(relay_tests::process::relay_binary())
+        .args(node.pull().relay(&relay).arg("--follow").argv())
+        .current_dir(node.dir())
+        .stdin(std::process::Stdio::null())
+        .stdout(std::fs::File::create(&out_path).expect("stdout file"))
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("start pull --follow");
+    let lines = |want: usize| -> Vec<Value> {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+        loop {
+            let text = std::fs::read_to_string(&out_path).unwrap_or_default();
+            let lines: Vec<Value> = text
+                .lines()
+                .filter_map(|l| serde_json::from_str(l).ok())
+                .collect();
+            if lines.len() >= want || std::time::Instant::now() > deadline {
+                return lines;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+    };
+    assert_eq!(lines(1).len(), 1, "what was queued before");
+    // Stored while it waits: printed without a poll interval's delay.
+    store(&relay, &o1, "t2", &alice, "while-following");
+    let got = lines(2);
+    assert_eq!(got.len(), 2, "{got:?}");
+    assert_eq!(fields(&got[1]).2, "t2");
+    assert_eq!(child.try_wait().expect("try_wait"), None, "still following");
+    // Both are acknowledged, by the long-poll that follows each (a line is
+    // out before its entry is acknowledged).
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while relay_tests::api::pull_one(&relay, &b, &alice, 0).is_some() {
+        assert!(std::time::Instant::now() < deadline, "entries left");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    child.kill().expect("kill");
+    let _ = child.wait();
+}

@@ -61,6 +61,9 @@ pub struct Retriever {
     last_now: LastNow,
 }
 
+/// The wait between two long-polls of one relay.
+const LONG_POLL_GAP: std::time::Duration = std::time::Duration::from_millis(100);
+
 /// A request out.
 #[derive(Debug)]
 struct Sent {
@@ -358,7 +361,8 @@ impl Retriever {
         let (us, key) = (&self.config.server_name, &self.config.signing_key);
         let batch = drain.batch != Support::No;
         let (request, acks) = if batch {
-            let request = wire::relay_txns_request(us, key, relay, &drain.acks);
+            let wait = self.config.long_poll;
+            let request = wire::relay_txns_request(us, key, relay, &drain.acks, wait);
             (request, drain.acks.len())
         } else {
             let ack = drain.acks.first().copied();
@@ -454,9 +458,15 @@ impl Retriever {
         let delivered = std::mem::take(&mut drain.delivered);
         // Drained relays are polled again every `poll_interval`: a sender
         // that missed this node while it was online has left its
-        // transaction on a relay meanwhile.
+        // transaction on a relay meanwhile. Long-polled at once instead,
+        // where the relay can wait (a short gap keeps a relay that answers
+        // at once anyway from being asked in a tight loop).
+        let again = match self.config.long_poll {
+            Some(_) if drain.batch == Support::Yes => LONG_POLL_GAP,
+            _ => self.config.poll_interval,
+        };
         drain.state = DrainState::Idle {
-            due: Some(later(now, self.config.poll_interval)),
+            due: Some(later(now, again)),
         };
         self.event(Event::Drained {
             relay: relay.clone(),

@@ -111,6 +111,12 @@ pub struct RetrieverConfig {
     pub backoff_cap: Duration,
     /// How many transactions the de-duplication window remembers.
     pub dedupe_window: usize,
+    /// Long-poll relays that have the batch drain: each request asks the
+    /// relay to wait this long for an entry when it has none, and a relay
+    /// drained is asked again at once, so an entry reaches this node as
+    /// soon as it is stored. `None` polls every `poll_interval` instead.
+    /// The driver's request timeout must be longer.
+    pub long_poll: Option<Duration>,
 }
 
 impl RetrieverConfig {
@@ -124,6 +130,7 @@ impl RetrieverConfig {
             backoff_base: Duration::from_secs(2),
             backoff_cap: Duration::from_secs(300),
             dedupe_window: 10_000,
+            long_poll: None,
         }
     }
 }

@@ -45,17 +45,23 @@ pub(super) fn relay_txn_request(
 
 /// The batch drain request of `us` to `relay` (this project's
 /// extension), acknowledging `acks` and asking for as many entries as the
-/// relay hands out at once.
+/// relay hands out at once, and to wait up to `wait` for one when none is
+/// queued.
 pub(super) fn relay_txns_request(
     us: &ServerName,
     key: &SigningKey,
     relay: &ServerName,
     acks: &[EntryId],
+    wait: Option<std::time::Duration>,
 ) -> Result<OutgoingRequest, CanonicalJsonError> {
     let user = format!("@user:{}", us.as_str());
     let target = crate::request::relay_txns_path(&percent_encode_segment(&user));
     let ids: Vec<u64> = acks.iter().map(|e| e.0).collect();
-    let content = serde_json::json!({ "ack": ids });
+    let mut content = serde_json::json!({ "ack": ids });
+    if let Some(wait) = wait {
+        let ms = u64::try_from(wait.as_millis()).unwrap_or(u64::MAX);
+        content["timeout_ms"] = serde_json::json!(ms.min(MAX_SAFE_INTEGER.unsigned_abs()));
+    }
     let authorization = sign_request(key, us, relay, "POST", &target, Some(&content))?;
     Ok(OutgoingRequest {
         server: relay.clone(),
@@ -91,16 +97,23 @@ struct WireBatch<'a> {
     entries_queued: Option<Value>,
 }
 
-/// Whether `outcome` says the relay lacks the batch drain (404 or 405):
-/// a Dendrite relay.
+/// Whether `outcome` says the relay lacks the batch drain: a 404, 405 or
+/// 501 (a Dendrite relay), a 400 `M_UNRECOGNIZED` (as some servers answer
+/// an unknown endpoint), or a 200 that is a `relay_txn` answer (a relay
+/// that routes by less than the whole path). None of these applied the
+/// request's acknowledgements.
 pub(super) fn lacks_batch(outcome: &HttpOutcome) -> bool {
-    matches!(
-        outcome,
-        HttpOutcome::Response {
-            status: 404 | 405,
-            ..
-        }
-    )
+    let HttpOutcome::Response { status, body, .. } = outcome else {
+        return false;
+    };
+    let json = || serde_json::from_slice::<Value>(body).ok();
+    match status {
+        404 | 405 | 501 => true,
+        400 => json().is_some_and(|v| v["errcode"] == "M_UNRECOGNIZED"),
+        200 => json()
+            .is_some_and(|v| v.get("transactions").is_none() && v.get("entries_queued").is_some()),
+        _ => false,
+    }
 }
 
 /// Checks how a batch drain request ended; each entry as

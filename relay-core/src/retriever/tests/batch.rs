@@ -2,6 +2,7 @@
 //! next one, and relays without it (Dendrite's) drained with `relay_txn`.
 
 use serde_json::{Value, json};
+use std::time::Duration;
 
 use super::super::*;
 use super::one;
@@ -145,7 +146,7 @@ fn a_failed_batch_request_keeps_its_acks_and_bad_answers_are_malformed() {
     for bad in [
         r#"{"transactions":[],"entries_queued":true}"#,
         r#"{"transactions":[{"entry_id":0,"transaction":{"origin":"o.example"}}],"entries_queued":false}"#,
-        r#"{"entries_queued":false}"#,
+        r#"{"transactions":"x","entries_queued":false}"#,
         r#"[]"#,
     ] {
         let mut node = Node::batching(config(), &["relay.a"]);
@@ -159,5 +160,64 @@ fn a_failed_batch_request_keeps_its_acks_and_bad_answers_are_malformed() {
             ),
             "{bad}: {outs:?}"
         );
+    }
+}
+
+#[test]
+fn with_long_polls_a_drained_relay_is_asked_again_at_once_and_asked_to_wait() {
+    let mut config = config();
+    config.long_poll = Some(Duration::from_secs(25));
+    let mut node = Node::batching(config.clone(), &["relay.a"]);
+    let (attempt, request) = one(requests(&node.drain()));
+    assert_eq!(body(&request), json!({"ack": [], "timeout_ms": 25_000}));
+    node.r.handle_response(node.now, attempt, batch(&[], false));
+    assert_eq!(events(&node.drain()).len(), 1, "drained");
+    assert_eq!(
+        node.r.poll_timeout(),
+        Some(node.now + Duration::from_millis(100)),
+        "asked again right away, not after poll_interval"
+    );
+    let (_, request) = one(requests(&node.advance(0.1)));
+    assert_eq!(body(&request), json!({"ack": [], "timeout_ms": 25_000}));
+
+    // A relay that cannot wait is polled as before.
+    let mut node = Node::new(config, &["relay.a"]);
+    let (attempt, request) = one(requests(&node.drain()));
+    assert_eq!(request.method, "GET");
+    node.r.handle_response(node.now, attempt, empty());
+    node.drain();
+    assert_eq!(
+        node.r.poll_timeout(),
+        Some(node.now + Duration::from_secs(30))
+    );
+}
+
+#[test]
+fn what_says_a_relay_lacks_the_batch_drain() {
+    let answer = |status: u16, body: &str| HttpOutcome::Response {
+        status,
+        body: body.as_bytes().to_vec(),
+        retry_after: None,
+    };
+    let relay_txn_answer = r#"{"transaction":{"origin":"","origin_server_ts":0,"pdus":[],"edus":[]},"entries_queued":false}"#;
+    for (outcome, falls_back) in [
+        (not_found(), true),
+        (answer(405, "{}"), true),
+        (answer(501, ""), true),
+        (answer(400, r#"{"errcode":"M_UNRECOGNIZED"}"#), true),
+        (answer(200, relay_txn_answer), true),
+        (answer(400, r#"{"errcode":"M_BAD_JSON"}"#), false),
+        (answer(500, "{}"), false),
+        (answer(200, r#"{"nonsense":true}"#), false),
+        (HttpOutcome::Timeout, false),
+    ] {
+        let mut node = Node::batching(config(), &["relay.a"]);
+        let (attempt, _) = one(requests(&node.drain()));
+        node.r.handle_response(node.now, attempt, outcome.clone());
+        let outs = node.drain();
+        let next_is_relay_txn = requests(&outs)
+            .first()
+            .is_some_and(|(_, r)| r.method == "GET");
+        assert_eq!(next_is_relay_txn, falls_back, "{outcome:?}: {outs:?}");
     }
 }
