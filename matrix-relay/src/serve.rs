@@ -559,6 +559,11 @@ fn open_store(args: &ServeArgs) -> Result<(Arc<dyn QueueStore>, String, usize), 
     if let Some(n) = args.min_free_disk_bytes {
         open.min_free_disk_bytes = n;
     }
+    // The WAL follows the total quota, so the files stay within its bound.
+    open.wal_bytes = relay_store::wal_bytes_for(
+        args.max_total_bytes
+            .unwrap_or(relay_store::Quota::default().total_bytes),
+    );
     let store =
         relay_store::open_with(database, &open).map_err(|e| format!("--database {shown}: {e}"))?;
     let threads = if relay_store::is_postgres(database) {

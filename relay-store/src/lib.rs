@@ -54,8 +54,9 @@ pub mod testing;
 pub use memory::{MemoryDedupeStore, MemoryOutboundStore, MemoryStore};
 pub use postgres::{DEFAULT_MAX_CONNECTIONS, POSTGRES_SCHEMA_VERSION, PostgresStore};
 pub use sqlite::{
-    DEFAULT_DISK_REFRESH, DEFAULT_DISK_RESERVE_BYTES, DEFAULT_MIN_FREE_DISK_BYTES, DiskGuard,
-    FreeSpace, SQLITE_SCHEMA_VERSION, SqliteStore, Statvfs,
+    DEFAULT_DISK_REFRESH, DEFAULT_DISK_RESERVE_BYTES, DEFAULT_MIN_FREE_DISK_BYTES,
+    DEFAULT_WAL_BYTES, DiskGuard, FreeSpace, SQLITE_SCHEMA_VERSION, SqliteStore, Statvfs,
+    wal_bytes_for,
 };
 
 /// A durable queue of transactions, one FIFO per destination.
@@ -300,6 +301,10 @@ pub struct OpenOptions {
     /// defaults (not for `existing`, which leaves the disk to the relay);
     /// PostgreSQL ignores it. Default [`DEFAULT_MIN_FREE_DISK_BYTES`].
     pub min_free_disk_bytes: u64,
+    /// How large a SQLite store's WAL may grow ([`wal_bytes_for`] the
+    /// relay's total quota); PostgreSQL ignores it. Default
+    /// [`DEFAULT_WAL_BYTES`].
+    pub wal_bytes: u64,
 }
 
 impl Default for OpenOptions {
@@ -308,6 +313,7 @@ impl Default for OpenOptions {
             max_connections: DEFAULT_MAX_CONNECTIONS,
             existing: false,
             min_free_disk_bytes: DEFAULT_MIN_FREE_DISK_BYTES,
+            wal_bytes: DEFAULT_WAL_BYTES,
         }
     }
 }
@@ -328,7 +334,7 @@ pub fn open_with(url: &str, options: &OpenOptions) -> Result<Arc<dyn QueueStore>
     }
     Ok(Arc::new(SqliteStore::open_guarded(
         path,
-        DiskGuard::new(options.min_free_disk_bytes),
+        DiskGuard::new(options.min_free_disk_bytes).with_wal_bytes(options.wal_bytes),
     )?))
 }
 

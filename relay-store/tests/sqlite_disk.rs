@@ -41,6 +41,7 @@ fn open(dir: &Path, min_free: u64, refresh: Duration, free: &Arc<FakeFree>) -> S
         reserve_bytes: RESERVE,
         refresh,
         free_space: Arc::clone(free) as Arc<dyn FreeSpace>,
+        wal_bytes: relay_store::DEFAULT_WAL_BYTES,
     };
     SqliteStore::open_guarded(dir.join("q.db"), guard).expect("open")
 }

@@ -3,8 +3,8 @@
 //! entries (longest txn IDs, each for a destination of its own) keeps its
 //! database, WAL and shared-memory files within 1.5 times that plus 2 MiB.
 
+use relay_store::{DiskGuard, QuotaKind, UnixMillis, wal_bytes_for};
 use relay_store::{InsertOutcome, NewEntry, QueueStore, Quota, ServerName, SqliteStore, TxnId};
-use relay_store::{QuotaKind, UnixMillis};
 
 const TOTAL_BYTES: u64 = 1_000_000;
 
@@ -23,7 +23,9 @@ fn files_size(db: &std::path::Path) -> u64 {
 fn a_full_relay_keeps_its_files_within_one_and_a_half_times_the_quota() {
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("relay.db");
-    let store = SqliteStore::open(&path).expect("open");
+    // As `serve` opens it: the WAL bounded for this quota.
+    let guard = DiskGuard::new(0).with_wal_bytes(wal_bytes_for(TOTAL_BYTES));
+    let store = SqliteStore::open_guarded(&path, guard).expect("open");
     let quota = Quota {
         total_bytes: TOTAL_BYTES,
         ..Quota::default()

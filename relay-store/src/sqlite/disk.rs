@@ -74,6 +74,9 @@ pub struct DiskGuard {
     pub refresh: Duration,
     /// Where free space is read from.
     pub free_space: Arc<dyn FreeSpace>,
+    /// How large the WAL may grow before a checkpoint, and what it is cut
+    /// back to ([`wal_bytes_for`](super::wal_bytes_for)).
+    pub wal_bytes: u64,
 }
 
 impl DiskGuard {
@@ -85,7 +88,14 @@ impl DiskGuard {
             reserve_bytes: DEFAULT_DISK_RESERVE_BYTES,
             refresh: DEFAULT_DISK_REFRESH,
             free_space: Arc::new(Statvfs),
+            wal_bytes: super::DEFAULT_WAL_BYTES,
         }
+    }
+
+    /// This guard with the WAL bounded to `bytes`.
+    pub fn with_wal_bytes(mut self, bytes: u64) -> Self {
+        self.wal_bytes = bytes;
+        self
     }
 }
 

@@ -30,6 +30,7 @@ fn guarded(dir: &tempfile::TempDir) -> (Connection, Disk) {
         reserve_bytes: RESERVE,
         refresh: Duration::from_secs(3600),
         free_space: Arc::new(Plenty),
+        wal_bytes: crate::DEFAULT_WAL_BYTES,
     };
     let disk = Disk::open(&path, guard, &conn);
     (conn, disk)
