@@ -26,7 +26,9 @@
 //!    machine's task, and report back; send each `Respond` to the
 //!    connection that made the request, closing the connection after it if
 //!    the body was never read.
-//! 3. Re-arm the timer from [`Relay::poll_timeout`].
+//! 3. Re-arm the timer from [`Relay::poll_timeout`] (long-polls wait for
+//!    their deadlines there), and call [`Relay::release_waits`] when the
+//!    server begins to shut down.
 //!
 //! ```no_run
 //! # use relay_core::relay::*;
@@ -53,6 +55,9 @@
 //!             relay.handle_stored(Instant::now(), op, result);
 //!         }
 //!         Output::Fetch { op, .. } => relay.handle_fetched(Instant::now(), op, Ok(None)),
+//!         Output::FetchBatch { op, .. } => {
+//!             relay.handle_fetched_batch(Instant::now(), op, Ok(Default::default()));
+//!         }
 //!         Output::FetchKeys { op, request, check } => {
 //!             let checked = check.run(unix, &fetch(&request)); // off the loop
 //!             relay.handle_keys(Instant::now(), unix, op, checked);
