@@ -117,7 +117,8 @@ fn fixture() -> &'static Fixture {
 }
 
 /// Runs one whole request through a fresh [`Relay`] at `now`, playing its
-/// storage. Any `now` does: the relay keeps no timers, it only records it.
+/// storage. Any `now` does: its only timers are long-polls, which the
+/// harness ends at once.
 ///
 /// Input: `flags`, `answers`, then `method \n target \n authorization \n
 /// body` (missing fields are empty; the body is everything after the third
@@ -449,6 +450,8 @@ pub fn relay_request(now: Instant, data: &[u8]) {
                 relay.handle_fetched_batch(now, op, result.clone());
                 relay.handle_fetched_batch(now, op, result);
                 relay.handle_fetched(now, op, Ok(None));
+                // A long-poll that found nothing waits: end it now.
+                relay.release_waits(now);
             }
         }
     }
