@@ -110,6 +110,7 @@ pub struct Metrics {
     duplicates: Counter,
     acknowledgements: Counter,
     expired: Counter,
+    long_polls: Gauge,
 }
 
 impl Default for Metrics {
@@ -160,6 +161,12 @@ impl Metrics {
             "Entries deleted unacknowledged because they were older than --max-entry-age",
             expired.clone(),
         );
+        let long_polls = Gauge::default();
+        registry.register(
+            "long_polls_waiting",
+            "Batch drains waiting for an entry of their destination (long-polls)",
+            long_polls.clone(),
+        );
         Self {
             registry,
             requests,
@@ -168,6 +175,7 @@ impl Metrics {
             duplicates,
             acknowledgements,
             expired,
+            long_polls,
         }
     }
 
@@ -207,6 +215,11 @@ impl Metrics {
     /// Counts `n` entries deleted as expired.
     pub fn observe_expired(&self, n: u64) {
         self.expired.inc_by(n);
+    }
+
+    /// Sets how many long-polls wait for an entry.
+    pub fn set_long_polls_waiting(&self, n: usize) {
+        self.long_polls.set(i64::try_from(n).unwrap_or(i64::MAX));
     }
 
     /// The Prometheus text exposition (version 0.0.4) of every metric, with
@@ -359,6 +372,7 @@ mod tests {
         m.observe_acknowledgement();
         m.observe_expired(2);
         m.observe_expired(1);
+        m.set_long_polls_waiting(4);
         let text = m.encode(Some(QueueTotals {
             entries: 2,
             bytes: 300,
@@ -374,6 +388,8 @@ mod tests {
             "matrix_relay_duplicates_answered_total 2",
             "matrix_relay_acknowledgements_total 1",
             "matrix_relay_entries_expired_total 3",
+            "# TYPE matrix_relay_long_polls_waiting gauge",
+            "matrix_relay_long_polls_waiting 4",
             "# TYPE matrix_relay_queued_entries gauge",
             "matrix_relay_queued_entries 2",
             "matrix_relay_queued_bytes 300",

@@ -6,12 +6,20 @@ use std::net::SocketAddr;
 use crate::http::Request;
 
 /// Every sample of one scrape of `GET /metrics` at `addr`, by its series
-/// (name and labels as written); panics unless it is a 200 of samples.
+/// (name and labels as written); panics unless it is a 200 of samples in
+/// the Prometheus text format (`text/plain; version=0.0.4`, not
+/// OpenMetrics).
 #[track_caller]
 pub fn scrape(addr: SocketAddr) -> BTreeMap<String, f64> {
     let resp = Request::new("GET", "/metrics").send(addr);
     resp.assert_status(200);
+    let content_type = resp.header("content-type").unwrap_or_default();
+    assert!(
+        content_type.starts_with("text/plain; version=0.0.4"),
+        "Prometheus text format expected:\n{resp:?}"
+    );
     let text = resp.text();
+    assert!(!text.contains("# EOF"), "not OpenMetrics:\n{text}");
     text.lines()
         .filter(|l| !l.is_empty() && !l.starts_with('#'))
         .map(|l| {

@@ -4,8 +4,14 @@
 //! may ask.
 
 use relay_tests::api::{Pulled, drain, markers, percent_encode, pull_one, store};
+use relay_tests::http::RawOutcome;
+use relay_tests::prometheus::{sample, scrape};
 use relay_tests::*;
 use serde_json::{Value, json};
+use std::io::{self, Read, Write};
+use std::net::{Ipv4Addr, TcpStream};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 const ALICE: &str = "@alice:dest.example";
@@ -215,4 +221,161 @@ fn shutdown_answers_waiting_long_polls_at_once() {
         "the relay waited for its long-poll ({:?})",
         stop.elapsed()
     );
+}
+
+/// Reads what the relay sends on `stream` until it closes it (waiting up
+/// to 30 s, past the long-polls' 20 s): the response, or `None` if
+/// nothing came.
+fn read_until_closed(mut stream: TcpStream) -> Option<HttpResponse> {
+    stream
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .expect("read timeout");
+    let mut received = Vec::new();
+    let timed_out = match stream.read_to_end(&mut received) {
+        Ok(_) => false,
+        Err(e) => matches!(
+            e.kind(),
+            io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+        ),
+    };
+    assert!(!timed_out, "the relay neither answered nor closed");
+    let outcome = RawOutcome {
+        received,
+        timed_out,
+        write_error: None,
+    };
+    outcome
+        .response()
+        .map(|r| r.unwrap_or_else(|e| panic!("not a response: {e}")))
+}
+
+/// Asserts `resp` is the canned refusal of a connection past
+/// `--max-connections-per-ip`.
+#[track_caller]
+fn assert_refused_per_address(resp: &HttpResponse) {
+    resp.assert_error(503, "M_LIMIT_EXCEEDED");
+    let body = resp.json();
+    assert_eq!(
+        (&body["error"], &body["retry_after_ms"]),
+        (
+            &json!("too many connections are open from your address"),
+            &json!(5000)
+        ),
+        "{resp:?}"
+    );
+    assert_eq!(resp.header("retry-after"), Some("5"), "{resp:?}");
+    assert_eq!(resp.header("connection"), Some("close"), "{resp:?}");
+}
+
+#[test]
+fn long_polls_fill_the_per_address_cap_and_one_entry_answers_them_all() {
+    const CAP: usize = 128;
+    let origin = Server::origin_example();
+    let dest = Server::named(DEST_NAME);
+    let relay = RelayProcess::builder()
+        .serve_for(DEST_NAME)
+        .trust(&origin)
+        .trust(&dest)
+        .arg("--max-connections-per-ip")
+        .arg(CAP.to_string())
+        .metrics()
+        .start();
+    let addr = relay.addr();
+    let target = relay_core::request::relay_txns_path(&percent_encode(ALICE));
+    let body = serde_json::to_vec(&json!({ "timeout_ms": 20_000 })).expect("body");
+    let long_poll = signed_request(&dest, relay.server_name(), "POST", &target, &body).to_bytes();
+    // All connected before the one past the cap: the relay accepts in
+    // order, so it has counted them all when that one comes.
+    let streams: Vec<TcpStream> = (0..CAP)
+        .map(|_| TcpStream::connect(addr).expect("connect"))
+        .collect();
+    let stored = Arc::new(AtomicBool::new(false));
+    let polls: Vec<_> = streams
+        .into_iter()
+        .map(|mut stream| {
+            let (bytes, stored) = (long_poll.clone(), stored.clone());
+            std::thread::spawn(move || {
+                stream.write_all(&bytes).expect("send the long-poll");
+                let resp = read_until_closed(stream).expect("an answer to the long-poll");
+                (resp, stored.load(Ordering::SeqCst), Instant::now())
+            })
+        })
+        .collect();
+    // One more from the same address is refused as any past the cap
+    // (nothing sent: an unread request could turn the close into a reset).
+    let refused = TcpStream::connect(addr).expect("connect");
+    assert_refused_per_address(&read_until_closed(refused).expect("a 503 before the close"));
+
+    // Every long-poll found the queue empty and waits.
+    let waiting = || {
+        sample(
+            &scrape(relay.metrics_addr()),
+            "matrix_relay_long_polls_waiting",
+        )
+    };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while waiting() < CAP as f64 {
+        assert!(
+            Instant::now() < deadline,
+            "{} of {CAP} long-polls wait",
+            waiting()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // The entry comes from another address: 127.0.0.1 has no room left.
+    stored.store(true, Ordering::SeqCst);
+    let stored_at = Instant::now();
+    let txn = serde_json::to_vec(&txn_body(ORIGIN_NAME, "m0")).expect("txn");
+    let put = signed_request(
+        &origin,
+        relay.server_name(),
+        "PUT",
+        &send_relay_path("t0", ALICE),
+        &txn,
+    )
+    .send_from(Ipv4Addr::new(127, 0, 0, 2), addr);
+    assert_eq!((put.status, put.json()), (200, json!({})), "{put:?}");
+
+    // Every waiting long-poll is woken and fetches again, without
+    // acknowledging anything: each is handed the same entry.
+    let mut handed_out = std::collections::BTreeSet::new();
+    for poll in polls {
+        let (resp, after_store, answered_at) = poll.join().expect("long-poll thread");
+        assert!(
+            after_store,
+            "answered before the entry was stored:\n{resp:?}"
+        );
+        let (got, more) = entries(&resp);
+        assert_eq!((markers(&got), more), (vec!["m0".to_owned()], false));
+        handed_out.insert(got[0].entry_id);
+        let took = answered_at.saturating_duration_since(stored_at);
+        assert!(
+            took < Duration::from_secs(10),
+            "answered when the entry came, not at the 20 s timeout ({took:?} after it)"
+        );
+    }
+    assert_eq!(handed_out.len(), 1, "one entry: {handed_out:?}");
+    assert_eq!(waiting(), 0.0, "none waits once answered");
+
+    // Answered, their connections are closed and counted out (once the
+    // relay has seen each close): 127.0.0.1 gets in again, and the entry
+    // is still queued.
+    let drain_again = signed_request(&dest, relay.server_name(), "POST", &target, b"{}");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let resp = loop {
+        match drain_again.try_send(addr) {
+            Ok(resp) if resp.status != 503 => break resp,
+            Ok(resp) => assert_refused_per_address(&resp),
+            // A refused connection reset before its 503 arrived.
+            Err(e) => assert!(e.nothing_received(), "{e}"),
+        }
+        assert!(
+            Instant::now() < deadline,
+            "127.0.0.1 still refused after its long-polls were answered"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let (got, more) = entries(&resp);
+    assert_eq!(ids(&got), Vec::from_iter(handed_out));
+    assert!(!more);
 }

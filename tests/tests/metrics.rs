@@ -1,9 +1,10 @@
 //! `serve --metrics-listen`: Prometheus metrics on a listener of their own.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::net::SocketAddr;
 
 use relay_tests::http::HttpResponse;
+use relay_tests::prometheus::{sample, scrape};
 use relay_tests::*;
 use serde_json::json;
 
@@ -12,40 +13,6 @@ const ALICE: &str = "@alice:dest.example";
 /// `GET path` on the metrics listener.
 fn get(addr: SocketAddr, path: &str) -> HttpResponse {
     Request::new("GET", path).send(addr)
-}
-
-/// Scrapes `/metrics`: every sample, by its series (name and labels as
-/// written).
-#[track_caller]
-fn scrape(addr: SocketAddr) -> BTreeMap<String, f64> {
-    let resp = get(addr, "/metrics");
-    resp.assert_status(200);
-    let content_type = resp.header("content-type").unwrap_or_default();
-    assert!(
-        content_type.starts_with("text/plain; version=0.0.4"),
-        "Prometheus text format expected:\n{resp:?}"
-    );
-    let text = resp.text();
-    assert!(!text.contains("# EOF"), "not OpenMetrics:\n{text}");
-    text.lines()
-        .filter(|l| !l.is_empty() && !l.starts_with('#'))
-        .map(|l| {
-            let (series, value) = l
-                .rsplit_once(' ')
-                .unwrap_or_else(|| panic!("bad sample line {l:?} in:\n{text}"));
-            let value = value
-                .parse()
-                .unwrap_or_else(|_| panic!("bad value in {l:?}:\n{text}"));
-            (series.to_owned(), value)
-        })
-        .collect()
-}
-
-#[track_caller]
-fn sample(samples: &BTreeMap<String, f64>, series: &str) -> f64 {
-    *samples
-        .get(series)
-        .unwrap_or_else(|| panic!("no {series} in {samples:#?}"))
 }
 
 fn requests(endpoint: &str, status: u16) -> String {

@@ -136,6 +136,9 @@ async fn drive<R: Runtime>(
         while let Some(output) = driver.relay.poll_output() {
             driver.perform(output);
         }
+        driver
+            .metrics
+            .set_long_polls_waiting(driver.relay.waiting());
         // 3. The timer is re-armed from poll_timeout at the top of the loop.
     }
 }

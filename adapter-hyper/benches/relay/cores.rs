@@ -18,7 +18,12 @@ use adapter_http::{Listen, Shutdown};
 use crate::{bench_config, env_or, presign, put_all};
 
 /// The environment variable that makes this benchmark a relay child.
-const CHILD: &str = "BENCH_CORES_CHILD";
+pub(crate) const CHILD: &str = "BENCH_CORES_CHILD";
+
+/// Set (to anything) beside [`CHILD`]: the child stores in a SQLite file of
+/// a temporary directory, opened as `matrix-relay serve` opens it by
+/// default, instead of in memory.
+pub(crate) const CHILD_SQLITE: &str = "BENCH_CORES_CHILD_SQLITE";
 
 /// Destinations the load is spread over.
 const DESTS: usize = 16;
@@ -30,7 +35,18 @@ pub(crate) fn run_child_if_asked() -> bool {
         return false;
     };
     let (config, _, _) = bench_config(DESTS);
-    let store = std::sync::Arc::new(relay_store::MemoryStore::new());
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store: std::sync::Arc<dyn relay_store::QueueStore> =
+        if std::env::var_os(CHILD_SQLITE).is_some() {
+            let options = relay_store::OpenOptions {
+                wal_bytes: relay_store::wal_bytes_for(config.quota.total_bytes),
+                ..relay_store::OpenOptions::default()
+            };
+            let url = format!("sqlite:{}", dir.path().join("relay.db").display());
+            relay_store::open_with(&url, &options).expect("open SQLite store")
+        } else {
+            std::sync::Arc::new(relay_store::MemoryStore::new())
+        };
     let serve = |addr_out: SocketAddr| {
         println!("{addr_out}");
         let _ = std::io::stdout().flush();
@@ -47,7 +63,7 @@ pub(crate) fn run_child_if_asked() -> bool {
 async fn child_serve<R: adapter_hyper::Runtime>(
     rt: R,
     config: relay_core::relay::RelayConfig,
-    store: std::sync::Arc<relay_store::MemoryStore>,
+    store: std::sync::Arc<dyn relay_store::QueueStore>,
     on_listening: impl FnOnce(SocketAddr),
 ) -> std::io::Result<()> {
     let mut options = adapter_http::ServeOptions::new(
@@ -67,19 +83,21 @@ async fn child_serve<R: adapter_hyper::Runtime>(
     adapter_http::run(rt, options, on_listening).await
 }
 
-/// A relay child pinned to `cpus` (a `taskset` list).
-struct Relay {
-    child: Child,
-    addr: SocketAddr,
+/// A server child (this benchmark, re-run with `env`) pinned to `cpus` (a
+/// `taskset` list); it prints its address, and stops when its standard
+/// input closes.
+pub(crate) struct Relay {
+    pub(crate) child: Child,
+    pub(crate) addr: SocketAddr,
 }
 
 impl Relay {
-    fn start(runtime: &str, cpus: &str) -> Self {
+    pub(crate) fn start(cpus: &str, env: &[(&str, &str)]) -> Self {
         let exe = std::env::current_exe().expect("this benchmark's path");
         let mut child = Command::new("taskset")
             .args(["-c", cpus])
             .arg(exe)
-            .env(CHILD, runtime)
+            .envs(env.iter().copied())
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .spawn()
@@ -92,7 +110,7 @@ impl Relay {
         Self { child, addr }
     }
 
-    fn stop(mut self) {
+    pub(crate) fn stop(mut self) {
         drop(self.child.stdin.take());
         let _ = self.child.wait();
     }
@@ -100,7 +118,7 @@ impl Relay {
 
 /// CPU time (user and system) process `pid` has used, from
 /// `/proc/<pid>/stat`; `"self"` is this process.
-fn cpu_secs(pid: &str) -> f64 {
+pub(crate) fn cpu_secs(pid: &str) -> f64 {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
     let after_name = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
     let fields: Vec<f64> = after_name
@@ -113,7 +131,7 @@ fn cpu_secs(pid: &str) -> f64 {
 }
 
 /// Pins this thread (and the threads it starts from now on) to `cpu`.
-fn pin_to(cpu: usize) {
+pub(crate) fn pin_to(cpu: usize) {
     let mut set = rustix::thread::CpuSet::new();
     set.set(cpu);
     rustix::thread::sched_setaffinity(None, &set).expect("sched_setaffinity");
@@ -142,7 +160,7 @@ pub(crate) fn run(runtimes: &[&str]) {
                 for runtime in runtimes {
                     let rate = |cores: &str| {
                         let puts = presign(&origin_key, &dest_keys, (txns, "t"), 5, 1024);
-                        let relay = Relay::start(runtime, cores);
+                        let relay = Relay::start(cores, &[(CHILD, runtime)]);
                         let pid = relay.child.id().to_string();
                         let (relay_cpu, load_cpu) = (cpu_secs(&pid), cpu_secs("self"));
                         let start = Instant::now();

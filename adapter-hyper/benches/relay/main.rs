@@ -1,5 +1,9 @@
 //! Load benchmark of the relay over real sockets and a real store: stored
-//! transactions per second, then fetch+ack per second.
+//! transactions per second, then fetch+ack per second; then long-poll
+//! latency ([`latency`]), fetch cost against queue length ([`depth`]), the
+//! sender's start against its queue ([`sender`]), ingest on one core against
+//! two ([`cores`]) and against two reference servers ([`ceilings`]), each
+//! skipped when its `BENCH_<PART>` is `0`.
 //!
 //! `cargo bench -p adapter-hyper --bench relay` (settings through env:
 //! `BENCH_TXNS`, `BENCH_CONNS`, `BENCH_DESTS`, `BENCH_PDU_BYTES`, and
@@ -10,8 +14,7 @@
 //! names) and `memory` (storage out of the measurement). Each store is
 //! measured in turn with the same load, and with more than one a table puts
 //! the figures side by side, e.g. `BENCH_STORE=sqlite,postgres`.
-//! Then ingest on one core against two, per runtime ([`cores`]; `BENCH_CORES=0`
-//! skips it, `BENCH_CORES_TXNS` and `BENCH_CORES_CONNS` set its load).
+//! `BENCH_STORE=` (empty) skips the first part.
 //! `BENCH_ACKED_RETENTION_SECS`: how long acknowledged keys are remembered
 //! (`--acked-retention-secs`; default as the relay's, 0 to measure without).
 //! `BENCH_STORAGE_THREADS`: the threads of the relay's storage pool
@@ -24,7 +27,11 @@
 //! previous answer, so they are signed on the fly, and that figure includes
 //! the client's signing (~30 µs per request).
 
+mod ceilings;
 mod cores;
+mod depth;
+mod latency;
+mod sender;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -47,6 +54,12 @@ fn env_or(name: &str, default: usize) -> usize {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(default)
+}
+
+/// Whether the part the environment variable `var` names runs: unless it
+/// is `0`.
+fn enabled(var: &str) -> bool {
+    std::env::var(var).map_or(true, |v| v != "0")
 }
 
 fn name(s: &str) -> ServerName {
@@ -175,7 +188,8 @@ async fn serve_on<R: adapter_hyper::Runtime>(
 }
 
 fn main() {
-    if cores::run_child_if_asked() {
+    if cores::run_child_if_asked() || ceilings::run_child_if_asked() || sender::run_child_if_asked()
+    {
         return;
     }
     let load = Load {
@@ -253,8 +267,20 @@ fn main() {
             );
         }
     }
-    if std::env::var("BENCH_CORES").map_or(true, |v| v != "0") {
+    if enabled("BENCH_LATENCY") {
+        latency::run(&runtimes, load.pdu_bytes);
+    }
+    if enabled("BENCH_DEPTH") {
+        depth::run(&runtimes, load.pdu_bytes);
+    }
+    if enabled("BENCH_SENDER") {
+        sender::run(load.pdu_bytes);
+    }
+    if enabled("BENCH_CORES") {
         cores::run(&runtimes);
+    }
+    if enabled("BENCH_CEILINGS") {
+        ceilings::run(&runtimes);
     }
 }
 
@@ -336,24 +362,7 @@ fn run(kind: &str, runtime: &str, store: Arc<dyn relay_store::QueueStore>, load:
             let relay = relay.clone();
             tasks.push(tokio::spawn(async move {
                 let mut client = Client::connect(addr).await;
-                let target = format!("/_matrix/federation/v1/relay_txn/@u:{dest}");
-                let mut entry_id = 0u64;
-                let mut got = 0usize;
-                loop {
-                    let body = json!({ "entry_id": entry_id });
-                    let auth = sign_request(&key, &dest, &relay, "GET", &target, Some(&body))
-                        .expect("sign");
-                    let (status, resp) = client
-                        .send("GET", &target, &auth, body.to_string().into_bytes())
-                        .await;
-                    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&resp));
-                    let v: Value = serde_json::from_slice(&resp).expect("json");
-                    if v["entries_queued"] != true {
-                        return got;
-                    }
-                    got += 1;
-                    entry_id = v["entry_id"].as_u64().expect("entry_id");
-                }
+                drain_single(&mut client, &relay, &dest, &key, usize::MAX).await
             }));
         }
         let mut total = 0;
@@ -420,9 +429,9 @@ async fn one_connection_drains(
         let mut client = Client::connect(addr).await;
         let start = Instant::now();
         let got = if round == 0 {
-            drain_single(&mut client, &relay, dest, key).await
+            drain_single(&mut client, &relay, dest, key, n).await
         } else {
-            drain_batch(&mut client, &relay, dest, key).await
+            drain_batch(&mut client, &relay, dest, key, n).await
         };
         *rate = got as f64 / start.elapsed().as_secs_f64();
         assert_eq!(got, n, "every queued entry drained once");
@@ -430,12 +439,14 @@ async fn one_connection_drains(
     (rates[0], rates[1])
 }
 
-/// Drains `dest`'s queue with `relay_txn`, one entry a round trip.
+/// Drains `dest`'s queue with `relay_txn`, one entry a round trip, until
+/// it is empty or `max` entries were fetched; how many were.
 async fn drain_single(
     client: &mut Client,
     relay: &ServerName,
     dest: &ServerName,
     key: &SigningKey,
+    max: usize,
 ) -> usize {
     let target = format!("/_matrix/federation/v1/relay_txn/@u:{dest}");
     let (mut entry_id, mut got) = (0u64, 0);
@@ -451,17 +462,22 @@ async fn drain_single(
             return got;
         }
         got += 1;
+        if got == max {
+            return got;
+        }
         entry_id = v["entry_id"].as_u64().expect("entry_id");
     }
 }
 
 /// Drains `dest`'s queue with the batch drain, acknowledging each batch
-/// with the next request.
+/// with the next request, until it is empty or at least `max` entries were
+/// fetched; how many were.
 async fn drain_batch(
     client: &mut Client,
     relay: &ServerName,
     dest: &ServerName,
     key: &SigningKey,
+    max: usize,
 ) -> usize {
     let target = relay_core::request::relay_txns_path(&format!("@u:{dest}"));
     let (mut acks, mut got) = (Vec::<u64>::new(), 0);
@@ -474,10 +490,10 @@ async fn drain_batch(
         assert_eq!(status, 200, "{}", String::from_utf8_lossy(&resp));
         let v: Value = serde_json::from_slice(&resp).expect("json");
         let list = v["transactions"].as_array().expect("transactions");
-        if list.is_empty() {
+        got += list.len();
+        if list.is_empty() || got >= max {
             return got;
         }
-        got += list.len();
         acks = list
             .iter()
             .map(|e| e["entry_id"].as_u64().expect("entry_id"))

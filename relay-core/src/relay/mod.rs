@@ -257,6 +257,8 @@ struct Wait {
     take: Take,
     expired_before: UnixMillis,
     deadline: Instant,
+    /// What [`Waits::fetching`] gave when its fetch was issued.
+    since: u64,
 }
 
 /// What an operation is waiting for.
@@ -464,6 +466,7 @@ impl Relay {
                     take,
                     expired_before: self.config.expired_before(unix),
                     deadline: now + std::time::Duration::from_millis(wait_ms),
+                    since: 0,
                 });
                 self.fetch_batch(request, acks, wait, (destination, take, unix));
             }
@@ -515,6 +518,7 @@ impl Relay {
                     take: parked.take,
                     expired_before: parked.expired_before,
                     deadline: parked.deadline,
+                    since: 0,
                 };
                 self.refetch(parked.request, wait);
             }
@@ -549,8 +553,15 @@ impl Relay {
         let Some((request, wait)) = self.take_pending(op, PendingOp::batch_fetched) else {
             return;
         };
+        let missed = wait
+            .as_ref()
+            .is_some_and(|w| self.waits.fetched(&w.destination, w.since));
         match (wait, &result) {
             (Some(wait), Ok(batch)) if batch.entries.is_empty() && wait.deadline > now => {
+                if missed {
+                    self.refetch(request, wait);
+                    return;
+                }
                 self.waits.park(Parked {
                     request,
                     destination: wait.destination,
@@ -590,9 +601,12 @@ impl Relay {
         &mut self,
         request: RequestId,
         acks: Vec<Ack>,
-        wait: Option<Wait>,
+        mut wait: Option<Wait>,
         (destination, take, unix): (ServerName, Take, UnixMillis),
     ) {
+        if let Some(wait) = &mut wait {
+            wait.since = self.waits.fetching(&wait.destination);
+        }
         let op = OpId(self.fresh_id());
         self.pending
             .insert(op, PendingOp::AwaitingBatch { request, wait });
@@ -606,7 +620,8 @@ impl Relay {
     }
 
     /// Fetches again for a long-poll an entry of its destination woke.
-    fn refetch(&mut self, request: RequestId, wait: Wait) {
+    fn refetch(&mut self, request: RequestId, mut wait: Wait) {
+        wait.since = self.waits.fetching(&wait.destination);
         let op = OpId(self.fresh_id());
         let (destination, take, expired_before) =
             (wait.destination.clone(), wait.take, wait.expired_before);

@@ -1245,3 +1245,72 @@ fn a_long_poll_answers_empty_at_its_deadline_or_at_shutdown() {
     let outputs = long_poll(&mut relay, "{}");
     assert_eq!(outputs.len(), 1, "{outputs:?}");
 }
+
+/// Stores `txn_id` for `user` and reports it stored as entry `entry`.
+fn store_reported(relay: &mut Relay, txn_id: &str, user: &str, entry: u64) {
+    let (_, outputs) = run(relay, put(txn_id, user, TXN));
+    let Some(Output::Store { op, .. }) = outputs.into_iter().next() else {
+        panic!("no store");
+    };
+    relay.handle_stored(epoch(), op, Ok(InsertOutcome::Stored(EntryId(entry))));
+    let outputs: Vec<Output> = std::iter::from_fn(|| relay.poll_output()).collect();
+    assert!(
+        matches!(outputs.as_slice(), [Output::Respond { .. }]),
+        "{outputs:?}"
+    );
+}
+
+#[test]
+fn a_long_poll_whose_empty_fetch_is_reported_after_a_store_for_it_fetches_again() {
+    let mut c = config();
+    c.serve = ServePolicy::Open;
+    let mut relay = Relay::new(c);
+    let long_poll_fetch = |relay: &mut Relay| {
+        let (_, outputs) = run(
+            relay,
+            batch_post(
+                "%40bob%3Adest.example",
+                "dest.example",
+                &key_for(2),
+                r#"{"timeout_ms":5000}"#,
+            ),
+        );
+        let [Output::FetchBatch { op, .. }] = outputs.as_slice() else {
+            panic!("expected a batch fetch, got {outputs:?}");
+        };
+        *op
+    };
+    // A store for another destination between the fetch and its report:
+    // the empty fetch parks.
+    let op = long_poll_fetch(&mut relay);
+    store_reported(&mut relay, "t1", "@a:other.example", 1);
+    relay.handle_fetched_batch(epoch(), op, Ok(crate::store::AckBatch::default()));
+    assert!(relay.poll_output().is_none());
+    assert_eq!(relay.waiting(), 1);
+    relay.release_waits(epoch());
+    let _ = std::iter::from_fn(|| relay.poll_output()).count();
+    // A store for its destination reported first: the fetch may have read
+    // the queue before that entry was there, so it fetches again, without
+    // acks, instead of parking until its deadline.
+    let op = long_poll_fetch(&mut relay);
+    store_reported(&mut relay, "t2", "@a:dest.example", 2);
+    relay.handle_fetched_batch(epoch(), op, Ok(crate::store::AckBatch::default()));
+    let outputs: Vec<Output> = std::iter::from_fn(|| relay.poll_output()).collect();
+    let [
+        Output::FetchBatch {
+            op,
+            destination,
+            acks,
+            ..
+        },
+    ] = outputs.as_slice()
+    else {
+        panic!("expected a fetch again, got {outputs:?}");
+    };
+    assert_eq!((destination, acks.len()), (&name("dest.example"), 0));
+    assert_eq!(relay.waiting(), 0);
+    // That one finds nothing with no store since: it parks.
+    relay.handle_fetched_batch(epoch(), *op, Ok(crate::store::AckBatch::default()));
+    assert!(relay.poll_output().is_none());
+    assert_eq!(relay.waiting(), 1);
+}
